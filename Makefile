@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine with Python 3.11:
+#   make run   installs what the app needs and starts it on the shipped models
+#   make test  installs what the tests need and runs them
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test browser
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements-test.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1
+
+# The browser test drives Debian's Chromium; install it when missing and we may (root, apt).
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(VENV)/.test browser
+	$(BIN)/python -m pytest

@@ -1,0 +1,8 @@
+"""Melanoma decision support: the library shared by the training pipeline, the CLI and the app.
+
+Importing this package never imports Streamlit, and TensorFlow only where a module needs it.
+"""
+
+MELANOMA = 1
+OTHER = 0
+__version__ = "0.1.0"

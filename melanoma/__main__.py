@@ -1,0 +1,100 @@
+"""Command line: `python -m melanoma models | predict | explain`.
+
+predict scores image files and folders in batches and prints, per image, the melanoma
+probability and the decision at the model's validated threshold; unreadable files are reported
+on stderr and skipped, and the exit status is 1 when any file was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from melanoma.data import IMAGE_EXTENSIONS
+from melanoma.images import ImageError, read_image
+from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError, list_models
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    """Files as given, and the image files inside given folders (recursively, sorted)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            files.append(path)
+    return files
+
+
+def command_models(args: argparse.Namespace) -> int:
+    models = list_models(args.models_dir)
+    if not models:
+        print(f"No models installed in {args.models_dir}. Train them with: python -m train.run --data-dir DIR")
+        return 1
+    print(f"{'model':<18}{'input':>8}{'threshold':>11}{'test AUC':>10}  status")
+    for entry in models:
+        if entry.available:
+            auc = f"{entry.test_auc:.3f}" if entry.test_auc is not None else "-"
+            print(f"{entry.name:<18}{entry.input_size:>8}{entry.threshold:>11.3f}{auc:>10}  available")
+        else:
+            print(f"{entry.name:<18}{'-':>8}{'-':>11}{'-':>10}  unavailable: {entry.problem}")
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from melanoma.inference import load_predictor
+
+    predictor = load_predictor(args.model, args.models_dir)
+    skipped = 0
+    files = expand_paths(args.paths)
+    for start in range(0, len(files), args.batch_size):
+        batch, images = [], []
+        for path in files[start:start + args.batch_size]:
+            try:
+                images.append(read_image(str(path)).pixels)
+                batch.append(path)
+            except (ImageError, OSError) as error:
+                skipped += 1
+                print(f"skipped {path}: {error}", file=sys.stderr)
+        for path, probability in zip(batch, predictor.probabilities(images, args.batch_size)):
+            decision = bool(probability >= predictor.threshold)
+            if args.json:
+                print(json.dumps({"path": str(path), "model": predictor.name, "probability": round(float(probability), 6),
+                                  "threshold": predictor.threshold, "melanoma": decision}))
+            else:
+                print(f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}")
+    if not files:
+        print("No image files found in the given paths.", file=sys.stderr)
+        return 1
+    return 1 if skipped else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
+    parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of installed models")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("models", help="list the installed models")
+    predict = commands.add_parser("predict", help="melanoma probability for image files or folders")
+    predict.add_argument("--model", required=True, help="an installed model's name (see: python -m melanoma models)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("paths", nargs="+")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    handlers = {"models": command_models, "predict": command_predict}
+    try:
+        return handlers[args.command](args)
+    except ModelUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The model registry: one place that maps a model name to the function that builds it.
+
+Training, the CLI and the app resolve names only through `get_architecture`, so an unknown
+name fails the same way everywhere, listing the valid ones (the habit of timm's registry).
+
+Every model built here takes RGB pixels in 0–255 at its input size and outputs the melanoma
+probability; its preprocessing is a layer inside it, so serving needs to know nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+from melanoma.layers import ShadesOfGray
+
+HEAD_PREFIX = "head_"
+PREPROCESS_PREFIX = "preprocess_"
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but could not be obtained."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the pipeline needs to know about one architecture, besides how to build it."""
+
+    name: str
+    builder: Callable[..., keras.Model]
+    default_size: int
+    min_size: int
+    preprocessing: str  # human-readable, recorded in the model card
+    fine_tune_layers: tuple[int, ...] | None  # base layers trainable per phase (transfer models)
+    gradcam_layer: str  # the last convolutional feature map, for Grad-CAM
+    description: str
+
+    @property
+    def is_transfer(self) -> bool:
+        return self.fine_tune_layers is not None
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture) -> Architecture:
+    _REGISTRY[architecture.name] = architecture
+    return architecture
+
+
+def architecture_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look a name up in the registry; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"Unknown model {name!r}. Valid model names: {', '.join(_REGISTRY)}."
+        ) from None
+
+
+def _input(size: int, colour_constancy: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inputs = keras.Input(shape=(size, size, 3), name="rgb_0_255")
+    x = ShadesOfGray(name=f"{PREPROCESS_PREFIX}shades_of_gray")(inputs) if colour_constancy else inputs
+    return inputs, x
+
+
+def _head(features: keras.KerasTensor, dropout: float) -> keras.KerasTensor:
+    x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
+    x = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
+    # float32 output even under mixed precision: a sigmoid in float16 saturates early.
+    return layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{HEAD_PREFIX}melanoma_probability")(x)
+
+
+def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
+    """A compact VGG-style CNN with batch normalisation, trained from random initialisation.
+
+    A stride-2 stem halves the resolution before the four stages of two 3×3 convolutions
+    (32→256 filters), so the 1.2 M-parameter network trains on two CPU cores; batch
+    normalisation is what lets it learn quickly from scratch.
+    """
+    if weights not in ("none", None):
+        raise ValueError(f"scratch_cnn is trained from scratch; expected --weights none, got {weights!r}.")
+    inputs, x = _input(size, colour_constancy)
+    x = layers.Rescaling(1.0 / 255.0, name=f"{PREPROCESS_PREFIX}scale_0_1")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    for stage, filters in enumerate((32, 64, 128, 256)):
+        x = _conv_bn_relu(x, filters, f"stage{stage}_a")
+        x = _conv_bn_relu(x, filters, f"stage{stage}_b")
+        if stage < 3:
+            x = layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
+    return keras.Model(inputs, _head(x, dropout), name="scratch_cnn")
+
+
+def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]):
+    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
+        inputs, x = _input(size, colour_constancy)
+        x = preprocess(x)
+        keras_weights = None if weights in ("none", None) else weights
+        try:
+            # input_tensor makes the base's layers part of one flat model, so Grad-CAM and the
+            # fine-tuning schedule can address every layer by name.
+            base = application(include_top=False, weights=keras_weights, input_tensor=x)
+        except Exception as error:  # Keras raises plain Exception for a failed download
+            if keras_weights == "imagenet":
+                raise WeightsUnavailableError(
+                    f"Could not download the ImageNet weights for {application.__name__} ({error}). "
+                    "This machine may have no internet access. Use --weights none to train from "
+                    "random initialisation, or --weights PATH with the Keras 'notop' weights file "
+                    "downloaded on another machine."
+                ) from error
+            raise
+        return keras.Model(inputs, _head(base.output, dropout), name=application.__name__.lower())
+
+    return build
+
+
+register(Architecture(
+    name="scratch_cnn",
+    builder=build_scratch_cnn,
+    default_size=299,
+    min_size=32,
+    preprocessing="pixels / 255 (inside the model)",
+    fine_tune_layers=None,
+    gradcam_layer="stage3_b_relu",
+    description="Compact VGG-style CNN with batch normalisation, trained from scratch.",
+))
+register(Architecture(
+    name="inception_v3",
+    builder=_transfer(
+        keras.applications.InceptionV3,
+        lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{PREPROCESS_PREFIX}scale_minus1_1")(x),
+    ),
+    default_size=299,
+    min_size=75,
+    preprocessing="pixels / 127.5 - 1 (inside the model)",
+    fine_tune_layers=(25, 45, 65),
+    gradcam_layer="mixed10",
+    description="InceptionV3 (Szegedy et al. 2016) with a global-average-pooled sigmoid head.",
+))
+register(Architecture(
+    name="efficientnet_b3",
+    builder=_transfer(keras.applications.EfficientNetB3, lambda x: x),
+    default_size=299,
+    min_size=32,
+    preprocessing="0-255 pixels; EfficientNet's own rescaling and normalisation layers inside the model",
+    fine_tune_layers=(30, 60, 80),
+    gradcam_layer="top_activation",
+    description="EfficientNet-B3 (Tan & Le 2019) with a global-average-pooled sigmoid head.",
+))
+
+
+def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of the backbone: everything but the input, our preprocessing and the head."""
+    return [
+        layer for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+        and not layer.name.startswith((HEAD_PREFIX, PREPROCESS_PREFIX))
+    ]
+
+
+def set_trainable_layers(model: keras.Model, count: int | None) -> int:
+    """Make the last `count` backbone layers trainable (all when None); return how many are.
+
+    Batch normalisation layers of a fine-tuned backbone stay frozen, and a frozen BN layer runs
+    in inference mode in Keras 3, so small batches cannot wreck the pretrained statistics.
+    """
+    backbone = base_layers(model)
+    for index, layer in enumerate(backbone):
+        in_tail = count is None or index >= len(backbone) - count
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = in_tail and (count is None or not is_bn)
+    for layer in model.layers:
+        if layer.name.startswith(HEAD_PREFIX):
+            layer.trainable = True
+    return sum(1 for layer in backbone if layer.trainable) if count is None else min(count, len(backbone))

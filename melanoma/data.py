@@ -1,0 +1,247 @@
+"""Labelled image collections in the three layouts researchers arrive with, checked up front.
+
+- `isic2018`: ISIC2018_Task3_Training_GroundTruth.csv (one-hot MEL, NV, ...) and, if present,
+  ISIC2018_Task3_Training_LesionGroupings.csv (image, lesion_id, ...);
+- `ham10000`: HAM10000_metadata.csv (dx == "mel" is melanoma; lesion_id groups images);
+- `generic`: labels.csv with image_id,label and an optional group column.
+
+Every problem is collected and reported at once, naming the file and the CSV line, before any
+training starts: a researcher fixes a labels file once, not once per crash.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.images import ImageError, read_image, to_model_input
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
+HAM_METADATA = "HAM10000_metadata.csv"
+GENERIC_LABELS = "labels.csv"
+LAYOUT_FILES = {"isic2018": ISIC_GROUND_TRUTH, "ham10000": HAM_METADATA, "generic": GENERIC_LABELS}
+GENERIC_LABEL_VALUES = {"1": 1, "0": 0, "melanoma": 1, "mel": 1, "other": 0, "true": 1, "false": 0}
+MAX_PROBLEMS_SHOWN = 20
+
+
+class DataError(ValueError):
+    """A data folder that cannot be trained or evaluated on; lists every problem found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        super().__init__(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(shown) + more)
+
+
+@dataclass
+class LabelledImages:
+    """One row per image: image_id, path, label (1 = melanoma), group (lesion id or image id)."""
+
+    layout: str
+    root: Path
+    table: pd.DataFrame
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"other": int((self.table.label == 0).sum()), "melanoma": int((self.table.label == 1).sum())}
+
+
+def detect_layout(data_dir: Path) -> str:
+    """Name the layout of a folder from the labels file it holds."""
+    for layout, filename in LAYOUT_FILES.items():
+        if (data_dir / filename).is_file():
+            return layout
+    raise DataError([
+        f"{data_dir}: no labels file found. Expected one of {', '.join(LAYOUT_FILES.values())} "
+        "(ISIC 2018 Task 3, HAM10000, or a generic labels.csv with columns image_id,label[,group])."
+    ])
+
+
+def _index_images(data_dir: Path) -> dict[str, Path]:
+    """Map each image file's stem to its path, searching the folder tree (the layouts nest images)."""
+    index: dict[str, Path] = {}
+    for folder, _, files in os.walk(data_dir):
+        for filename in files:
+            stem, ext = os.path.splitext(filename)
+            if ext.lower() in IMAGE_EXTENSIONS:
+                index.setdefault(stem, Path(folder) / filename)
+    return index
+
+
+def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFrame | None:
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        problems.append(f"{path.name}: cannot be read as CSV ({error}).")
+        return None
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        problems.append(
+            f"{path.name}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}, "
+            f"found {', '.join(frame.columns) or 'none'}."
+        )
+        return None
+    return frame
+
+
+def _line(index: int) -> int:
+    """CSV line number of a data row (line 1 is the header)."""
+    return index + 2
+
+
+def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    classes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    frame = _read_csv(data_dir / ISIC_GROUND_TRUTH, ["image", *classes], problems)
+    if frame is None:
+        return None
+    labels = []
+    for index, row in frame.iterrows():
+        try:
+            one_hot = [float(row[c]) for c in classes]
+        except ValueError:
+            problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: non-numeric class value in {row['image']}.")
+            labels.append(-1)
+            continue
+        if sorted(one_hot) != [0.0] * 6 + [1.0]:
+            problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}.")
+        labels.append(int(one_hot[0] == 1.0))
+    table = pd.DataFrame({"image_id": frame["image"], "label": labels, "group": frame["image"]})
+    groupings = data_dir / ISIC_GROUPINGS
+    if groupings.is_file():
+        lesions = _read_csv(groupings, ["image", "lesion_id"], problems)
+        if lesions is not None:
+            table["group"] = table.image_id.map(dict(zip(lesions.image, lesions.lesion_id))).fillna(table.image_id)
+    return table
+
+
+def _labels_ham(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    frame = _read_csv(data_dir / HAM_METADATA, ["lesion_id", "image_id", "dx"], problems)
+    if frame is None:
+        return None
+    known = {"mel", "nv", "bkl", "bcc", "akiec", "vasc", "df"}
+    for index, dx in frame.dx.items():
+        if dx not in known:
+            problems.append(f"{HAM_METADATA} line {_line(index)}: unknown dx {dx!r}; expected one of {', '.join(sorted(known))}.")
+    return pd.DataFrame({"image_id": frame.image_id, "label": (frame.dx == "mel").astype(int), "group": frame.lesion_id})
+
+
+def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id", "label"], problems)
+    if frame is None:
+        return None
+    labels = []
+    for index, value in frame.label.items():
+        label = GENERIC_LABEL_VALUES.get(str(value).strip().lower())
+        if label is None:
+            problems.append(
+                f"{GENERIC_LABELS} line {_line(index)}: unknown label {value!r} for {frame.image_id[index]}; "
+                "expected 1/0 or melanoma/other."
+            )
+            label = -1
+        labels.append(label)
+    groups = frame["group"].where(frame["group"] != "", frame.image_id) if "group" in frame else frame.image_id
+    return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups})
+
+
+LABEL_READERS = {"isic2018": _labels_isic, "ham10000": _labels_ham, "generic": _labels_generic}
+
+
+def load_labelled_images(data_dir: str | Path, layout: str = "auto") -> LabelledImages:
+    """Read labels in any supported layout, match them to image files and check them.
+
+    Raises DataError naming every problem: missing columns, unknown labels, duplicate ids,
+    label rows without an image file, and a class with no examples.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError([f"{data_dir}: not a folder. Pass --data-dir pointing at the data set."])
+    layout = detect_layout(data_dir) if layout == "auto" else layout
+    if layout not in LABEL_READERS:
+        raise DataError([f"unknown layout {layout!r}; expected auto, {', '.join(LABEL_READERS)}."])
+    problems: list[str] = []
+    table = LABEL_READERS[layout](data_dir, problems)
+    if table is None:
+        raise DataError(problems)
+    labels_file = LAYOUT_FILES[layout]
+    duplicated = table.image_id.duplicated(keep="first")
+    for index in table.index[duplicated]:
+        problems.append(f"{labels_file} line {_line(index)}: image {table.image_id[index]} is listed more than once.")
+    images = _index_images(data_dir)
+    if not images:
+        problems.append(f"{data_dir}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    else:
+        for index, image_id in table.image_id.items():
+            if image_id not in images:
+                problems.append(f"{labels_file} line {_line(index)}: no image file for {image_id} in {data_dir}.")
+    valid = table[table.label >= 0]
+    for name, value in (("melanoma", 1), ("other", 0)):
+        if not (valid.label == value).any():
+            problems.append(f"{labels_file}: no {name} examples; both classes are needed to train and evaluate.")
+    if problems:
+        raise DataError(problems)
+    table = table.assign(path=table.image_id.map(lambda i: str(images[i])))
+    return LabelledImages(layout=layout, root=data_dir, table=table.reset_index(drop=True))
+
+
+def load_pixels(paths: list[str], size: int, workers: int | None = None) -> np.ndarray:
+    """Decode and resize every image in parallel with the serving code path.
+
+    Returns uint8 pixels of shape (n, size, size, 3); a file that does not decode is reported
+    with the others by DataError (PIL releases the GIL while decoding, so threads scale).
+    """
+    def load(path: str) -> np.ndarray | str:
+        try:
+            return to_model_input(read_image(path).pixels, size)
+        except ImageError as error:
+            return str(error)
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        results = list(pool.map(load, paths))
+    problems = [result for result in results if isinstance(result, str)]
+    if problems:
+        raise DataError(problems)
+    return np.stack(results) if results else np.zeros((0, size, size, 3), np.uint8)
+
+
+def split_grouped_stratified(
+    table: pd.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42
+) -> pd.Series:
+    """Assign each image to train/val/test so that no group (lesion) spans two splits.
+
+    Groups are stratified by their label (a group with any melanoma image counts as melanoma)
+    and dealt to test, then validation, until each holds its fraction of that class's images,
+    so every split has the class balance of the whole set.
+    """
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"split fractions must be non-negative and sum to 1; got {fractions}.")
+    rng = np.random.default_rng(seed)
+    group_label = table.groupby("group").label.max()
+    group_size = table.groupby("group").size()
+    assignment: dict[str, str] = {}
+    for label in (0, 1):
+        groups = group_label.index[group_label == label].to_numpy()
+        groups = groups[rng.permutation(len(groups))]
+        total = group_size[groups].sum()
+        targets = {"test": fractions[2] * total, "val": fractions[1] * total}
+        filled = {"test": 0, "val": 0}
+        for group in groups:
+            split = next((s for s in ("test", "val") if filled[s] < targets[s]), "train")
+            if split != "train":
+                filled[split] += group_size[group]
+            assignment[group] = split
+    return table.group.map(assignment).rename("split")
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Weights n / (2 · n_class) that make both classes count equally in the loss."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    return {c: float(n / (2 * max(int((labels == c).sum()), 1))) for c in (0, 1)}

@@ -1,0 +1,105 @@
+"""Explanations of a melanoma probability: occlusion sensitivity and Grad-CAM.
+
+The one implementation shared by the app and the CLI. Both take a model as the project saves
+them (0–255 RGB in, melanoma probability out) and an RGB image at the model's input size.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
+CHUNK = 16  # occluded images scored per call; a fixed shape, so each model is traced once
+
+_scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def patch_grid(height: int, width: int, patch_size: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """Top-left corners of the patches: from the top-left corner, every `stride` pixels.
+
+    With stride = patch size (the default) this is tf-explain's grid; the last row and column
+    of patches are cut at the image border.
+    """
+    stride = stride or patch_size
+    return [(top, left) for top in range(0, height, stride) for left in range(0, width, stride)]
+
+
+def _scorer(model):
+    """A compiled function scoring a fixed-size chunk of occlusions of one image, cached per model."""
+    if model not in _scorers:
+        @tf.function(reduce_retracing=True)
+        def score(image: tf.Tensor, masks: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
+            # masks: (CHUNK, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
+            occluded = image[None] * (1.0 - masks) + fill * masks
+            return tf.reshape(tf.cast(model(occluded, training=False), tf.float32), [-1])
+
+        _scorers[model] = score
+    return _scorers[model]
+
+
+def _probability(model, image: np.ndarray) -> float:
+    return float(np.asarray(model(image[None].astype(np.float32), training=False)).reshape(-1)[0])
+
+
+def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride: int | None = None,
+                          fill: float = GREY) -> np.ndarray:
+    """Per pixel: p(intact) − p(image with its patch filled grey); positive = supports melanoma.
+
+    Pixels covered by several patches (stride < patch size) get the mean of their patches.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    corners = patch_grid(height, width, patch_size, stride)
+    masks = np.zeros((len(corners), height, width, 1), np.float32)
+    for index, (top, left) in enumerate(corners):
+        masks[index, top:top + patch_size, left:left + patch_size] = 1.0
+    padded = -(-len(masks) // CHUNK) * CHUNK
+    masks = np.concatenate([masks, np.zeros((padded - len(masks), height, width, 1), np.float32)])
+    score = _scorer(model)
+    image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
+    occluded = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
+                               for i in range(0, padded, CHUNK)])[: len(corners)]
+    drops = _probability(model, image) - occluded
+    total = np.tensordot(drops, masks[: len(corners), ..., 0], axes=1)
+    coverage = masks[: len(corners), ..., 0].sum(axis=0)
+    return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
+
+
+def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20, coarse_factor: int = 3) -> Iterator[tuple[str, np.ndarray]]:
+    """A coarse map first (patches `coarse_factor` times larger, few forward passes), then the full map."""
+    if coarse_factor > 1:
+        yield "coarse", occlusion_sensitivity(model, image, patch_size * coarse_factor)
+    yield "full", occlusion_sensitivity(model, image, patch_size)
+
+
+def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) of the melanoma output, in [0, 1] at the input size.
+
+    One forward and one backward pass; the layer defaults to the last 4-D feature map.
+    """
+    layer_name = layer_name or last_feature_map(model)
+    feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    image_tensor = tf.constant(np.asarray(image, np.float32)[None])
+    with tf.GradientTape() as tape:
+        features, output = feature_model(image_tensor, training=False)
+        target = tf.reshape(tf.cast(output, tf.float32), [-1])[0]
+    gradients = tape.gradient(target, features)
+    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
+    cam = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0].numpy()
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).astype(np.float32)
+
+
+def last_feature_map(model) -> str:
+    """The name of the last layer with a 4-D output (batch, height, width, channels) before pooling."""
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if shape is not None and len(shape) == 4 and shape[1] and shape[1] > 1:
+            return layer.name
+    raise ValueError(f"model {model.name} has no convolutional feature map for Grad-CAM; name a layer explicitly.")

@@ -1,0 +1,140 @@
+"""Decoding and resizing of dermoscopic images: the one path used by training, CLI and app.
+
+Every image that reaches a model passes through `decode_image` and `to_model_input`, so the
+pixels a model is trained on and the pixels it is served are produced by the same code.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# A dermoscope image is at most a few tens of megapixels; anything that declares more is refused
+# before its pixels are decoded (a "decompression bomb" is a tiny file declaring a huge canvas).
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 32
+MAX_ASPECT_RATIO = 10.0
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "MPO", "WEBP")
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An RGB image as uint8 pixels plus what the decoder noticed about the original."""
+
+    pixels: np.ndarray  # (height, width, 3) uint8
+    original_format: str
+    original_mode: str
+    notes: tuple[str, ...] = ()
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """Convert any PIL mode to 8-bit RGB, scaling 16-bit and float data instead of clipping it."""
+    notes: list[str] = []
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
+        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+        notes.append(f"{mode} high-bit-depth image rescaled to 8 bits")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+        notes.append("transparency flattened onto white")
+    if image.mode in ("L", "1"):
+        notes.append("greyscale image replicated to three channels")
+    if image.mode == "CMYK":
+        notes.append("CMYK image converted to RGB")
+    return image.convert("RGB"), notes
+
+
+def decode_image(data: bytes, name: str = "image") -> DecodedImage:
+    """Decode image bytes to RGB uint8, honouring EXIF orientation; raise ImageError if unusable."""
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes). Upload the original image file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(
+                    f"{name}: the image declares {width}×{height} pixels, more than the "
+                    f"{MAX_PIXELS:,} accepted. Export it at a lower resolution and upload again."
+                )
+            if image.format not in SUPPORTED_FORMATS:
+                raise ImageError(
+                    f"{name}: {image.format} images are not supported. "
+                    f"Use one of: {', '.join(SUPPORTED_FORMATS)}."
+                )
+            notes: list[str] = []
+            if getattr(image, "n_frames", 1) > 1:
+                notes.append(f"animated or multi-page file: only the first of {image.n_frames} frames used")
+                image.seek(0)
+            transposed = ImageOps.exif_transpose(image)
+            if transposed is not None and transposed.size != image.size:
+                notes.append("rotated according to its EXIF orientation")
+            image = transposed if transposed is not None else image
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(
+            f"{name}: the image declares more than the {MAX_PIXELS:,} pixels accepted ({error}). "
+            "Export it at a lower resolution and upload again."
+        ) from error
+    except UnidentifiedImageError as error:
+        raise ImageError(
+            f"{name}: this is not a readable image ({type(error).__name__}). "
+            f"Upload a JPEG, PNG, BMP or TIFF dermoscopic image."
+        ) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(
+            f"{name}: the image data is corrupt or truncated ({error}). "
+            f"Export or copy the original file again."
+        ) from error
+    original_format, original_mode = image.format or "unknown", image.mode
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            f"{name}: the image is {width}×{height} pixels; at least {MIN_SIDE} pixels per side "
+            f"are needed to see a lesion. Upload the full-resolution image."
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageError(
+            f"{name}: the image is {width}×{height} pixels, an aspect ratio above "
+            f"{MAX_ASPECT_RATIO:.0f}:1, which is not a dermoscopic photograph. Crop it to the lesion."
+        )
+    rgb, conversion_notes = _to_rgb(image)
+    return DecodedImage(
+        pixels=np.asarray(rgb, dtype=np.uint8),
+        original_format=original_format,
+        original_mode=original_mode,
+        notes=tuple(notes + conversion_notes),
+    )
+
+
+def read_image(path: str) -> DecodedImage:
+    """Decode an image file from disk (see `decode_image`)."""
+    with open(path, "rb") as handle:
+        return decode_image(handle.read(), name=str(path))
+
+
+def to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize RGB uint8 pixels to the square size × size input every model takes.
+
+    The whole image is resized (no crop), as the study did, with PIL's antialiased bilinear
+    filter, so a downscale from 600×450 and from 200×150 give comparable pictures.
+    """
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR), dtype=np.uint8)

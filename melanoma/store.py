@@ -1,0 +1,135 @@
+"""The installed models: what is in the models folder, whether each is usable, and loading.
+
+A model folder holds model.keras, card.json, metrics.json and history.csv. A folder that is
+broken (missing or altered weights, a malformed card) is listed as unavailable with the reason,
+and every other model keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma.files import sha256_of
+
+DEFAULT_MODELS_DIR = Path(os.environ.get("MELANOMA_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model that cannot be served; the message says why and how to fix it."""
+
+
+@dataclass
+class InstalledModel:
+    """One model folder, with its card and stored metrics; `problem` is set when it cannot be used."""
+
+    name: str
+    folder: Path
+    card: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.problem is None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.card["input_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @property
+    def test_auc(self) -> float | None:
+        return self.metrics.get("roc_auc")
+
+    def history(self) -> pd.DataFrame | None:
+        path = self.folder / HISTORY_FILE
+        return pd.read_csv(path) if path.is_file() else None
+
+
+def _read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+def inspect_model(folder: Path) -> InstalledModel:
+    """Read one model folder without loading the weights; never raises."""
+    entry = InstalledModel(name=folder.name, folder=folder)
+    try:
+        entry.card = _read_json(folder / CARD_FILE)
+        for key in ("input_size", "threshold", "sha256"):
+            if key not in entry.card:
+                raise ValueError(f"missing key {key!r}")
+    except FileNotFoundError:
+        entry.problem = f"{CARD_FILE} is missing; retrain with python -m train.run --models {folder.name}."
+        return entry
+    except (ValueError, json.JSONDecodeError) as error:
+        entry.problem = f"{CARD_FILE} is malformed ({error}); retrain or restore it from git."
+        return entry
+    if not (folder / MODEL_FILE).is_file():
+        entry.problem = f"{MODEL_FILE} is missing; retrain with python -m train.run --models {folder.name}."
+        return entry
+    try:
+        entry.metrics = _read_json(folder / METRICS_FILE)
+    except (OSError, ValueError):
+        entry.metrics = {}
+    return entry
+
+
+def list_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[InstalledModel]:
+    """Every model folder (a folder with a card or weights), sorted by name."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    folders = [p for p in sorted(models_dir.iterdir()) if p.is_dir() and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())]
+    return [inspect_model(folder) for folder in folders]
+
+
+def find_model(name: str, models_dir: str | Path = DEFAULT_MODELS_DIR) -> InstalledModel:
+    """The installed model called `name`; an unknown name lists the installed ones.
+
+    Only folders directly under the models folder can be chosen, so a name can never point a
+    loader at an arbitrary file elsewhere on disk.
+    """
+    models = {entry.name: entry for entry in list_models(models_dir)}
+    if name not in models:
+        installed = ", ".join(models) or "none (train one with python -m train.run)"
+        raise ModelUnavailableError(f"No installed model named {name!r} in {models_dir}. Installed models: {installed}.")
+    return models[name]
+
+
+def load_keras_model(entry: InstalledModel):
+    """Load the weights after checking their sha256 against the card, in Keras' safe mode."""
+    if not entry.available:
+        raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
+    path = entry.folder / MODEL_FILE
+    actual = sha256_of(path)
+    if actual != entry.card["sha256"]:
+        entry.problem = (
+            f"{MODEL_FILE} does not match the sha256 in {CARD_FILE} (expected {entry.card['sha256'][:12]}…, "
+            f"found {actual[:12]}…): the file was altered or truncated. Restore it from git or retrain."
+        )
+        raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
+    import keras
+
+    import melanoma.layers  # noqa: F401  registers the custom layers the models contain
+
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # a corrupt archive surfaces as many different exception types
+        entry.problem = f"{MODEL_FILE} could not be loaded ({type(error).__name__}: {error}). Restore it from git or retrain."
+        raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}") from error

@@ -1,0 +1,65 @@
+"""`python -m melanoma models|predict` and `python -m train.evaluate` on the trained test models."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma.__main__ import main
+from melanoma.images import read_image
+from melanoma.inference import load_predictor
+from train import evaluate
+
+
+def test_models_lists_installed_models_with_threshold_and_auc(trained_models, capsys):
+    _, output_dir = trained_models
+    assert main(["--models-dir", str(output_dir), "models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    card = json.loads((output_dir / "scratch_cnn" / "card.json").read_text())
+    metrics = json.loads((output_dir / "scratch_cnn" / "metrics.json").read_text())
+    row = next(line for line in lines if line.startswith("scratch_cnn")).split()
+    assert row[1:4] == ["75", f"{card['threshold']:.3f}", f"{metrics['roc_auc']:.3f}"]
+
+
+def test_predict_json_matches_the_library_and_skips_bad_files(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    images = sorted((data_dir / "images").glob("*.jpg"))[:5]
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for path in images:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    code = main(["--models-dir", str(output_dir), "predict", "--model", "scratch_cnn", "--json", str(folder)])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.jpg" in captured.err
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(rows) == 5 and {"path", "model", "probability", "threshold", "melanoma"} <= set(rows[0])
+    predictor = load_predictor("scratch_cnn", output_dir)
+    expected = predictor.probabilities([read_image(str(folder / p.name)).pixels for p in images])
+    assert np.allclose([r["probability"] for r in rows], expected, atol=1e-5)
+    assert all(r["melanoma"] == (r["probability"] >= r["threshold"]) for r in rows)
+
+
+def test_predict_unknown_model_lists_installed(trained_models, capsys):
+    _, output_dir = trained_models
+    assert main(["--models-dir", str(output_dir), "predict", "--model", "nope", "x.jpg"]) == 2
+    assert "Installed models: efficientnet_b3, inception_v3, scratch_cnn" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module(trained_models):
+    _, output_dir = trained_models
+    result = subprocess.run([sys.executable, "-m", "melanoma", "--models-dir", str(output_dir), "models"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "inception_v3" in result.stdout
+
+
+def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_path):
+    data_dir, output_dir = trained_models
+    out = tmp_path / "metrics.json"
+    assert evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["n_images"] == 120 and metrics["roc_auc"] > 0.9

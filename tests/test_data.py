@@ -1,0 +1,95 @@
+"""Data layouts, up-front checks, the lesion-grouped split and class weights."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma.data import DataError, class_weights, load_labelled_images, load_pixels, split_grouped_stratified
+from tests.synthetic import make_dataset
+
+
+@pytest.mark.parametrize("layout", ["generic", "ham10000", "isic2018"])
+def test_each_layout_is_detected_and_read(tmp_path, layout):
+    data = load_labelled_images(make_dataset(tmp_path, layout, n=40))
+    assert data.layout == layout
+    assert data.counts == {"other": 28, "melanoma": 12}
+    # lesion ids are read in every layout that has them: two images per lesion
+    assert data.table.groupby("group").size().max() == 2
+
+
+def test_no_labels_file_names_the_expected_files(tmp_path):
+    with pytest.raises(DataError, match="labels.csv"):
+        load_labelled_images(tmp_path)
+
+
+def test_every_problem_is_reported_with_file_and_line(tmp_path):
+    root = make_dataset(tmp_path, "generic", n=20)
+    labels = pd.read_csv(root / "labels.csv", dtype=str)
+    labels.loc[3, "label"] = "maybe"
+    labels = pd.concat([labels, labels.iloc[[5]], pd.DataFrame([{"image_id": "ISIC_missing", "label": "0", "group": "g"}])])
+    labels.to_csv(root / "labels.csv", index=False)
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    message = str(error.value)
+    assert "line 5: unknown label 'maybe'" in message
+    assert "line 22: image ISIC_0000005 is listed more than once" in message
+    assert "line 23: no image file for ISIC_missing" in message
+
+
+def test_missing_column_is_named(tmp_path):
+    root = make_dataset(tmp_path, "ham10000", n=10)
+    pd.read_csv(root / "HAM10000_metadata.csv").drop(columns=["dx"]).to_csv(root / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(DataError, match="missing column.*dx"):
+        load_labelled_images(root)
+
+
+def test_a_class_without_examples_is_reported(tmp_path):
+    root = make_dataset(tmp_path, "generic", n=10, melanoma_fraction=0.0)
+    with pytest.raises(DataError, match="no melanoma examples"):
+        load_labelled_images(root)
+
+
+def test_folder_without_images_is_reported(tmp_path):
+    (tmp_path / "labels.csv").write_text("image_id,label\na,1\nb,0\n")
+    with pytest.raises(DataError, match="holds no images"):
+        load_labelled_images(tmp_path)
+
+
+def test_an_image_that_does_not_decode_is_named(tmp_path):
+    root = make_dataset(tmp_path, "generic", n=10)
+    (root / "images" / "ISIC_0000004.jpg").write_bytes(b"not a jpeg")
+    data = load_labelled_images(root)
+    with pytest.raises(DataError, match="ISIC_0000004.jpg"):
+        load_pixels(list(data.table.path), 32)
+
+
+def synthetic_table(n_groups=400, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        label = int(rng.random() < 0.15)
+        for _ in range(rng.integers(1, 4)):
+            rows.append({"image_id": f"i{len(rows)}", "group": f"g{g}", "label": label})
+    return pd.DataFrame(rows)
+
+
+def test_split_keeps_every_lesion_in_one_split_and_the_class_balance():
+    table = synthetic_table()
+    split = split_grouped_stratified(table, (0.8, 0.1, 0.1), seed=3)
+    assert table.assign(split=split).groupby("group").split.nunique().max() == 1
+    overall = table.label.mean()
+    for name, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        part = table[split == name]
+        assert abs(len(part) / len(table) - fraction) < 0.03
+        assert abs(part.label.mean() - overall) < 0.03
+
+
+def test_split_is_seeded():
+    table = synthetic_table()
+    assert split_grouped_stratified(table, seed=1).equals(split_grouped_stratified(table, seed=1))
+    assert not split_grouped_stratified(table, seed=1).equals(split_grouped_stratified(table, seed=2))
+
+
+def test_class_weights_match_the_study():
+    weights = class_weights(np.array([0] * 1101 + [1] * 250))
+    assert round(weights[0], 3) == 0.614 and round(weights[1], 3) == 2.702

@@ -1,0 +1,107 @@
+"""Occlusion sensitivity and Grad-CAM mean exactly what they say."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
+
+
+def tiny_model(size: int = 60, seed: int = 0) -> keras.Model:
+    """A small conv net whose output moves visibly when part of the image is greyed out."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = layers.Conv2D(8, 5, strides=2, activation="relu")(x)
+    x = layers.Conv2D(8, 3, activation="relu", name="features")(x)
+    x = layers.GlobalMaxPooling2D()(x)
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x))
+
+
+def test_image(size: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size, size, 3)).astype(np.float32)
+
+
+def reference_occlusion(model, image, patch):
+    """The definition, one predict call per patch."""
+    intact = float(model.predict(image[None], verbose=0)[0, 0])
+    result = np.zeros(image.shape[:2], np.float32)
+    for top in range(0, image.shape[0], patch):
+        for left in range(0, image.shape[1], patch):
+            occluded = image.copy()
+            occluded[top:top + patch, left:left + patch] = GREY
+            result[top:top + patch, left:left + patch] = intact - float(model.predict(occluded[None], verbose=0)[0, 0])
+    return result
+
+
+@pytest.mark.parametrize("size, patch", [(60, 20), (50, 20), (48, 7)])
+def test_matches_a_per_patch_reference_loop(size, patch):
+    model, image = tiny_model(size), test_image(size)
+    ours = occlusion_sensitivity(model, image, patch_size=patch)
+    reference = reference_occlusion(model, image, patch)
+    assert ours.shape == (size, size)
+    assert np.abs(reference).max() > 1e-3  # the model's output really changes under occlusion
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("size, patch", [(60, 20), (50, 20)])
+def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch):
+    tf_explain_module = pytest.importorskip("tf_explain.core.occlusion_sensitivity")
+    # Compare on tf-explain's own grid, before its final bilinear resize.
+    monkeypatch.setattr(tf_explain_module.cv2, "resize", lambda grid, shape: grid)
+    model, image = tiny_model(size), test_image(size, seed=5)
+    theirs = tf_explain_module.OcclusionSensitivity().get_sensitivity_map(model, image, 0, patch)  # 1 - p(occluded)
+    ours = occlusion_sensitivity(model, image, patch_size=patch)
+    ours_on_grid = ours[::patch, ::patch]  # each patch's top-left pixel carries that patch's value
+    assert theirs.shape == ours_on_grid.shape and np.ptp(theirs) > 1e-3
+    difference = ours_on_grid - theirs  # = p(intact) - 1 everywhere
+    assert np.ptp(difference) < 1e-4
+    intact = float(model.predict(image[None], verbose=0)[0, 0])
+    assert difference.mean() == pytest.approx(intact - 1, abs=1e-4)
+
+
+def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_map():
+    model, image = tiny_model(40), test_image(40)
+    overlapping = occlusion_sensitivity(model, image, patch_size=10, stride=5)
+    assert overlapping.shape == (40, 40) and np.isfinite(overlapping).all()
+    stages = list(progressive_occlusion(model, image, patch_size=10))
+    assert [name for name, _ in stages] == ["coarse", "full"]
+    np.testing.assert_allclose(stages[-1][1], occlusion_sensitivity(model, image, patch_size=10), atol=1e-7)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class TopLeftOnly(layers.Layer):
+    """Zeroes features outside the top-left quadrant, so the output depends on that quadrant alone."""
+
+    def call(self, x):
+        height, width = x.shape[1], x.shape[2]
+        mask = np.zeros((1, height, width, 1), np.float32)
+        mask[:, : height // 2, : width // 2] = 1.0
+        return x * mask
+
+
+def test_grad_cam_lights_up_the_quadrant_the_output_depends_on():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(layers.Rescaling(1 / 255)(inputs))
+    x = TopLeftOnly(name="masked")(x)
+    output = layers.Dense(1, activation="sigmoid")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, output)
+    cam = grad_cam(model, test_image(64))
+    assert cam.shape == (64, 64) and cam.max() == pytest.approx(1.0)
+    inside, outside = cam[:28, :28].mean(), cam[36:, 36:].mean()
+    assert inside > 0.1 and outside < 0.01 * inside
+
+
+@pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
+def test_both_methods_work_for_every_architecture(name):
+    from melanoma.architectures import get_architecture
+
+    architecture = get_architecture(name)
+    model = architecture.builder(80, weights="none")
+    image = test_image(80)
+    assert occlusion_sensitivity(model, image, patch_size=20).shape == (80, 80)
+    cam = grad_cam(model, image, architecture.gradcam_layer)
+    assert cam.shape == (80, 80) and np.isfinite(cam).all()

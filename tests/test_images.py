@@ -1,0 +1,115 @@
+"""Decoding: every odd file a camera or PACS export produces is converted correctly or refused clearly."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma.images import MAX_PIXELS, ImageError, decode_image, to_model_input
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def rgb(width=64, height=48, colour=(200, 100, 50)) -> Image.Image:
+    return Image.new("RGB", (width, height), colour)
+
+
+def test_jpeg_decodes_to_rgb_uint8():
+    decoded = decode_image(encode(rgb(), "JPEG", quality=100))
+    assert decoded.pixels.shape == (48, 64, 3) and decoded.pixels.dtype == np.uint8
+    assert np.abs(decoded.pixels.astype(int) - [200, 100, 50]).max() <= 3
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"", "empty"),
+    (b"this is a text file, not a picture\n" * 10, "not a readable image"),
+    (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not a readable image"),
+])
+def test_non_images_are_refused_with_a_clear_message(data, fragment):
+    with pytest.raises(ImageError, match=fragment):
+        decode_image(data, name="scan.jpg")
+
+
+def test_truncated_jpeg_is_refused():
+    data = encode(rgb(400, 300), "JPEG")
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2], name="cut.jpg")
+
+
+def test_alpha_is_flattened_onto_white():
+    image = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    decoded = decode_image(encode(image, "PNG"))
+    assert decoded.pixels[0, 0].tolist() == [255, 255, 255]
+    assert any("transparency" in note for note in decoded.notes)
+
+
+def test_greyscale_is_replicated_to_three_channels():
+    decoded = decode_image(encode(Image.new("L", (40, 40), 90), "PNG"))
+    assert decoded.pixels.shape == (40, 40, 3) and (decoded.pixels == 90).all()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_images_are_rescaled_not_clipped(fmt):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (40, 1))
+    decoded = decode_image(encode(Image.fromarray(ramp), fmt))
+    row = decoded.pixels[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row) >= 0)
+
+
+def test_cmyk_jpeg_converts_to_rgb():
+    decoded = decode_image(encode(rgb(colour=(0, 0, 255)).convert("CMYK"), "JPEG", quality=100))
+    r, g, b = decoded.pixels[20, 20].astype(int)
+    assert b > 200 and r < 60 and g < 60
+
+
+def test_palette_image_converts_to_rgb():
+    decoded = decode_image(encode(rgb(colour=(10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"))
+    assert np.abs(decoded.pixels[5, 5].astype(int) - [10, 200, 30]).max() <= 8
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (40, 40), c).convert("P") for c in [(255, 0, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_image(data)
+    assert decoded.pixels[0, 0, 0] > 200 and decoded.pixels[0, 0, 2] < 50
+    assert any("first of 2 frames" in note for note in decoded.notes)
+
+
+def test_exif_orientation_is_honoured():
+    image = rgb(80, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    decoded = decode_image(encode(image, "JPEG", exif=exif.tobytes()))
+    assert decoded.pixels.shape[:2] == (80, 40)
+
+
+@pytest.mark.parametrize("size, fragment", [((20, 20), "at least 32 pixels"), ((8000, 100), "aspect ratio")])
+def test_tiny_and_very_wide_images_are_refused(size, fragment):
+    with pytest.raises(ImageError, match=fragment):
+        decode_image(encode(rgb(*size), "PNG"))
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # A 1-bit PNG declaring 20000 x 20000 pixels compresses to a few kilobytes.
+    data = encode(Image.new("1", (20000, 20000)), "PNG")
+    assert len(data) < 100_000 and 20000 * 20000 > MAX_PIXELS
+    with pytest.raises(ImageError, match="more than the"):
+        decode_image(data, name="bomb.png")
+
+
+def test_unicode_and_long_names_appear_in_messages():
+    name = "Läsion_рак_" + "x" * 300 + ".jpg"
+    with pytest.raises(ImageError) as error:
+        decode_image(b"", name=name)
+    assert name in str(error.value)
+
+
+def test_resize_is_square_and_deterministic():
+    pixels = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    a, b = to_model_input(pixels, 64), to_model_input(pixels, 64)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)

@@ -1,0 +1,40 @@
+"""metrics.json values against scikit-learn, and the validation threshold rule."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+
+from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+
+
+@pytest.fixture
+def predictions():
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.2).astype(int)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 500), 0, 1)
+    return y, p
+
+
+def test_metrics_agree_with_scikit_learn(predictions):
+    y, p = predictions
+    m = evaluate_predictions(y, p, threshold=0.5)
+    predicted = (p >= 0.5).astype(int)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, p))
+    assert m["at_0.5"]["sensitivity"] == pytest.approx(recall_score(y, predicted))
+    assert m["at_0.5"]["specificity"] == pytest.approx(recall_score(1 - y, 1 - predicted))
+    assert m["at_0.5"]["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, predicted))
+    assert m["at_0.5"]["f1"] == pytest.approx(f1_score(y, predicted))
+    assert m["brier_score"] == pytest.approx(np.mean((p - y) ** 2))
+    assert m["mean_probability_by_label"]["1"] == pytest.approx(p[y == 1].mean())
+    low, high = m["ci95"]["roc_auc"]
+    assert low < m["roc_auc"] < high and high - low < 0.2
+    assert sum(map(sum, m["at_0.5"]["confusion_matrix"])) == 500
+
+
+def test_threshold_reaches_the_target_sensitivity_and_is_the_highest(predictions):
+    y, p = predictions
+    threshold = threshold_for_sensitivity(y, p, 0.9)
+    assert (p[y == 1] >= threshold).mean() >= 0.9
+    higher = np.nextafter(threshold, 1.0)
+    assert (p[y == 1] >= higher).mean() < 0.9

@@ -1,0 +1,41 @@
+"""Broken model folders are listed as unavailable with the reason; the others keep working."""
+
+import json
+import shutil
+
+import pytest
+
+from melanoma.store import ModelUnavailableError, find_model, list_models, load_keras_model
+
+
+@pytest.fixture
+def models_copy(trained_models, tmp_path):
+    _, output_dir = trained_models
+    for name in ("scratch_cnn", "efficientnet_b3"):
+        shutil.copytree(output_dir / name, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint", "logs"))
+    return tmp_path
+
+
+def test_altered_weights_are_refused_and_others_still_load(models_copy):
+    path = models_copy / "scratch_cnn" / "model.keras"
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    with pytest.raises(ModelUnavailableError, match="does not match the sha256"):
+        load_keras_model(find_model("scratch_cnn", models_copy))
+    assert load_keras_model(find_model("efficientnet_b3", models_copy)) is not None
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda folder: (folder / "card.json").write_text("{not json"), "card.json is malformed"),
+    (lambda folder: (folder / "card.json").write_text(json.dumps({"input_size": 75})), "missing key 'threshold'"),
+    (lambda folder: (folder / "model.keras").unlink(), "model.keras is missing"),
+])
+def test_broken_folders_are_listed_unavailable(models_copy, damage, reason):
+    damage(models_copy / "scratch_cnn")
+    entries = {entry.name: entry for entry in list_models(models_copy)}
+    assert not entries["scratch_cnn"].available and reason in entries["scratch_cnn"].problem
+    assert entries["efficientnet_b3"].available
+
+
+def test_names_cannot_escape_the_models_folder(models_copy):
+    with pytest.raises(ModelUnavailableError, match="No installed model"):
+        find_model("../scratch_cnn", models_copy / "efficientnet_b3")

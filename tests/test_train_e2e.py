@@ -1,0 +1,75 @@
+"""`python -m train.run` end to end on generated images: every artefact, and that the models learned."""
+
+import json
+import shutil
+
+import keras
+import pandas as pd
+import pytest
+
+from melanoma.files import sha256_of
+from melanoma.store import find_model, load_keras_model
+from train.run import main
+
+ARCHITECTURES = ["scratch_cnn", "inception_v3", "efficientnet_b3"]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_artefact_is_written(trained_models, name):
+    _, output_dir = trained_models
+    folder = output_dir / name
+    card = json.loads((folder / "card.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    history = pd.read_csv(folder / "history.csv")
+    split = pd.read_csv(folder / "split.csv")
+
+    assert card["sha256"] == sha256_of(folder / "model.keras")
+    assert card["input_size"] == 75 and 0.0 < card["threshold"] < 1.0
+    assert card["config"]["weights"] == "none" and card["seed"] == 1
+    assert set(card["class_weights"]) == {"0", "1"} and card["library_versions"]["keras"] == keras.__version__
+    assert card["data"]["split_counts"]["test"]["melanoma"] > 0
+    assert list(history.epoch) == [1, 2, 3] and list(history.learning_rate) == [0.003, 0.001, 0.0003]
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "trainable_layers"} <= set(history.columns)
+    assert split.groupby("group").split.nunique().max() == 1
+    for key in ("roc_auc", "average_precision", "brier_score", "mean_probability_by_label", "ci95", "roc_curve", "pr_curve", "calibration"):
+        assert key in metrics
+    for at in ("at_0.5", "at_threshold"):
+        assert {"accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "confusion_matrix"} <= set(metrics[at])
+    assert any((folder / "logs").rglob("*tfevents*"))
+    # safe mode: the shipped file has no Lambda layers and loads without trusting code
+    assert keras.models.load_model(folder / "model.keras", safe_mode=True).input_shape == (None, 75, 75, 3)
+
+
+@pytest.mark.parametrize("name, min_auc", [("scratch_cnn", 0.9), ("inception_v3", 0.75), ("efficientnet_b3", 0.75)])
+def test_models_learned_the_separable_task(trained_models, name, min_auc):
+    _, output_dir = trained_models
+    metrics = json.loads((output_dir / name / "metrics.json").read_text())
+    assert metrics["roc_auc"] >= min_auc
+
+
+def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
+    data_dir, output_dir = trained_models
+    shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
+    before = pd.read_csv(tmp_path / "scratch_cnn" / "split.csv")
+    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--weights", "none",
+                 "--epochs", "4", "--image-size", "75", "--batch-size", "16", "--epoch-images", "480",
+                 "--learning-rates", "0.003,0.001,0.0003", "--seed", "1", "--resume"])
+    assert code == 0
+    history = pd.read_csv(tmp_path / "scratch_cnn" / "history.csv")
+    assert list(history.epoch) == [1, 2, 3, 4]  # three epochs kept, one more trained
+    assert pd.read_csv(tmp_path / "scratch_cnn" / "split.csv").equals(before)
+    entry = find_model("scratch_cnn", tmp_path)
+    assert entry.card["epochs_trained"] == 4 and load_keras_model(entry) is not None
+
+
+def test_bad_data_stops_before_training(tmp_path, capsys):
+    (tmp_path / "labels.csv").write_text("image_id,label\nmissing,1\n")
+    assert main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--weights", "none"]) == 2
+    assert "no image" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_name_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--data-dir", str(tmp_path), "--models", "resnet"])
+    assert "Valid model names" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""Per-epoch bookkeeping that makes a run resumable and its history complete."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from melanoma.files import atomic_write, write_json
+
+HISTORY_COLUMNS = ["epoch", "phase", "learning_rate", "trainable_layers", "loss", "accuracy", "auc",
+                   "val_loss", "val_accuracy", "val_auc", "seconds"]
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """After every epoch: append to history.csv, keep the best-validation-AUC weights, checkpoint.
+
+    All files are replaced atomically, so a run killed at any moment resumes from its last
+    complete epoch and never leaves a half-written file behind.
+    """
+
+    def __init__(self, folder: Path, history: list[dict], best_val_auc: float, phase: int,
+                 trainable_layers: int, learning_rate: float):
+        super().__init__()
+        self.folder = folder
+        self.history = history
+        self.best_val_auc = best_val_auc
+        self.phase, self.trainable_layers, self.learning_rate = phase, trainable_layers, learning_rate
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch + 1, "phase": self.phase, "learning_rate": self.learning_rate,
+               "trainable_layers": self.trainable_layers, "seconds": round(time.monotonic() - self.started, 1)}
+        row.update({key: float(logs[key]) for key in HISTORY_COLUMNS if key in logs})
+        self.history.append(row)
+        atomic_write(self.folder / "history.csv",
+                     lambda p: pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(p, index=False))
+        val_auc = float(logs.get("val_auc", float("-inf")))
+        checkpoint = self.folder / "checkpoint"
+        if val_auc > self.best_val_auc:
+            self.best_val_auc = val_auc
+            atomic_write(checkpoint / "best.weights.h5", self.model.save_weights)
+        atomic_write(checkpoint / "last.keras", self.model.save)
+        write_json(checkpoint / "state.json", {"epochs_done": epoch + 1, "best_val_auc": self.best_val_auc})
+
+
+def read_state(folder: Path) -> dict | None:
+    path = folder / "checkpoint" / "state.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,282 @@
+"""Train the melanoma classifiers end to end: `python -m train.run --data-dir DIR`.
+
+The story, in order: resolve the configuration; read and check the data; split it by lesion;
+decode every image once; then for each model build it, train it through the recipe's phases
+(keeping the best validation AUC), choose the operating threshold on validation, evaluate on the
+test split, and write model.keras, card.json, history.csv and metrics.json beside each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, get_architecture
+from melanoma.config import RECIPES, TrainConfig
+from melanoma.data import DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_grouped_stratified
+from melanoma.files import atomic_write, sha256_of, write_json
+from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="labelled images (ISIC 2018, HAM10000 or generic layout)")
+    parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
+    parser.add_argument("--models", default=",".join(architecture_names()), help="comma-separated model names")
+    parser.add_argument("--output-dir", default="models")
+    parser.add_argument("--recipe", default="study", choices=list(RECIPES))
+    parser.add_argument("--epochs", type=int, help="default: the recipe's")
+    parser.add_argument("--image-size", type=int, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
+    parser.add_argument("--epoch-images", type=int,
+                        help="images sampled per epoch (shorter epochs on slow machines); default: one full pass")
+    parser.add_argument("--learning-rates", help="comma-separated, one per phase; default: the recipe's")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a Keras notop weights file")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions")
+    parser.add_argument("--target-sensitivity", type=float, default=0.90,
+                        help="the threshold is the highest whose validation sensitivity reaches this")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
+    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPUs)")
+    parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument("--max-images", type=int, help="train on a stratified subset (quick looks)")
+    args = parser.parse_args(argv)
+    models = tuple(name.strip() for name in args.models.split(",") if name.strip())
+    for name in models:
+        try:
+            architecture = get_architecture(name)
+        except UnknownModelError as error:
+            parser.error(str(error))  # lists the valid names
+        if args.image_size and args.image_size < architecture.min_size:
+            parser.error(f"{name} needs --image-size of at least {architecture.min_size}; got {args.image_size}.")
+    return TrainConfig(
+        data_dir=args.data_dir, layout=args.layout, models=models, output_dir=args.output_dir,
+        recipe=args.recipe, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, epoch_images=args.epoch_images,
+        learning_rates=tuple(float(x) for x in args.learning_rates.split(",")) if args.learning_rates else None,
+        weights=args.weights, seed=args.seed, split_fractions=tuple(float(x) for x in args.split.split(",")),
+        target_sensitivity=args.target_sensitivity, resume=args.resume, mixed_precision=args.mixed_precision,
+        xla=args.xla, max_images=args.max_images,
+        command="python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+    ).resolved()
+
+
+def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.DataFrame:
+    """A class-stratified subset of whole groups, for quick runs; the full table otherwise."""
+    if not max_images or max_images >= len(table):
+        return table
+    groups = table.groupby("group").label.max()
+    fraction = max_images / len(table)
+    chosen = pd.concat([g.sample(frac=fraction, random_state=seed) for _, g in groups.groupby(groups)]).index
+    return table[table.group.isin(chosen)].reset_index(drop=True)
+
+
+def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd.DataFrame:
+    """The split for this model: reused from split.csv on resume, else computed and written."""
+    path = folder / "split.csv"
+    if config.resume and path.is_file():
+        saved = pd.read_csv(path, dtype={"image_id": str, "group": str})
+        missing = set(saved.image_id) - set(data.table.image_id)
+        if missing:
+            raise DataError([f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, e.g. {sorted(missing)[0]}."])
+        print(f"Reusing the split in {path}")
+        return data.table.drop(columns=["split"], errors="ignore").merge(saved[["image_id", "split"]], on="image_id")
+    table = subsample(data.table, config.max_images, config.seed)
+    table = table.assign(split=split_grouped_stratified(table, config.split_fractions, config.seed))
+    atomic_write(path, lambda p: table[["image_id", "group", "label", "split"]].to_csv(p, index=False))
+    return table
+
+
+def split_counts(table: pd.DataFrame) -> dict:
+    return {split: {"other": int(((table.split == split) & (table.label == 0)).sum()),
+                    "melanoma": int(((table.split == split) & (table.label == 1)).sum())}
+            for split in ("train", "val", "test")}
+
+
+def configure_tensorflow(config: TrainConfig):
+    """Seeds, mixed precision and the distribution strategy (several GPUs or workers)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if "TF_CONFIG" in os.environ:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def library_versions() -> dict:
+    import keras
+    import PIL
+    import sklearn
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pillow": PIL.__version__}
+
+
+def machine_description() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    accelerator = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}"
+
+
+def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, strategy) -> dict:
+    """Train, choose the threshold, evaluate and write every artefact for one model."""
+    import keras
+
+    from melanoma.architectures import set_trainable_layers
+    from melanoma.inference import predict_pixels
+    from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+    from train.callbacks import EpochRecorder, read_state
+    from train.pipeline import make_dataset
+    from train.schedule import plan_phases
+
+    architecture = get_architecture(name)
+    recipe = config.recipe_object
+    size = config.image_size
+    weights = "none" if not architecture.is_transfer else config.weights
+    folder = Path(config.output_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+
+    # Data: the split, and pixels decoded once per image size for every model of the run.
+    table = prepare_split(data, config, folder)
+    cache = pixel_cache.setdefault(size, {})
+    missing = table[~table.image_id.isin(cache)]
+    if len(missing):
+        started = time.monotonic()
+        cache.update(zip(missing.image_id, load_pixels(list(missing.path), size)))
+        print(f"Decoded {len(missing)} images at {size}x{size} in {time.monotonic() - started:.0f} s")
+    parts = {s: table[table.split == s] for s in ("train", "val", "test")}
+    pixels = {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()}
+    labels = {s: part.label.to_numpy() for s, part in parts.items()}
+    weights_by_class = class_weights(labels["train"])
+    print(f"[{name}] split {split_counts(table)}; class weights 0 -> {weights_by_class[0]:.3f}, 1 -> {weights_by_class[1]:.3f}")
+    train_ds = make_dataset(pixels["train"], labels["train"], config.batch_size, recipe, training=True,
+                            seed=config.seed, repeat=bool(config.epoch_images))
+    steps_per_epoch = -(-config.epoch_images // config.batch_size) if config.epoch_images else None
+    val_ds = make_dataset(pixels["val"], labels["val"], config.batch_size, recipe, training=False)
+
+    # Model: fresh, or the last checkpoint of an interrupted run.
+    state = read_state(folder) if config.resume else None
+    history: list[dict] = []
+    with strategy.scope():
+        if state:
+            model = keras.models.load_model(folder / "checkpoint" / "last.keras", safe_mode=True, compile=False)
+            history = pd.read_csv(folder / "history.csv").to_dict("records")[: state["epochs_done"]]
+            print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
+        else:
+            model = architecture.builder(size, weights=weights, colour_constancy=recipe.colour_constancy, dropout=recipe.dropout)
+    epochs_done = state["epochs_done"] if state else 0
+    best_val_auc = state["best_val_auc"] if state else float("-inf")
+    started = time.monotonic()
+    previous_seconds = float(sum(row.get("seconds", 0) for row in history))
+
+    # Training: one compile per phase, because trainable layers and learning rate change.
+    phases = plan_phases(architecture, config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
+                         pretrained=weights != "none")
+    for phase in phases:
+        if phase.end_epoch <= epochs_done:
+            continue
+        with strategy.scope():
+            trainable = set_trainable_layers(model, phase.trainable_layers)
+            model.compile(
+                optimizer=keras.optimizers.Adam(phase.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(),
+                metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+                jit_compile=config.xla,
+            )
+        print(f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
+              f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable")
+        recorder = EpochRecorder(folder, history, best_val_auc, phase.index, trainable, phase.learning_rate)
+        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch, initial_epoch=max(phase.start_epoch, epochs_done),
+                  steps_per_epoch=steps_per_epoch,
+                  class_weight=weights_by_class, verbose=1 if sys.stdout.isatty() else 2,
+                  callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))])
+        best_val_auc = recorder.best_val_auc
+        epochs_done = phase.end_epoch
+    training_seconds = previous_seconds + time.monotonic() - started
+
+    # The shipped model: best validation AUC weights, without optimizer state.
+    model.load_weights(folder / "checkpoint" / "best.weights.h5")
+    serving = keras.models.clone_model(model)
+    serving.set_weights(model.get_weights())
+    atomic_write(folder / MODEL_FILE, serving.save)
+
+    # Threshold on validation, metrics on test: the test split chooses nothing.
+    tta = recipe.test_time_augmentation
+    val_prob = predict_pixels(serving, pixels["val"], config.batch_size, tta)
+    threshold = threshold_for_sensitivity(labels["val"], val_prob, config.target_sensitivity)
+    test_prob = predict_pixels(serving, pixels["test"], config.batch_size, tta)
+    metrics = evaluate_predictions(labels["test"], test_prob, threshold, seed=config.seed)
+    metrics["split"] = "test"
+    metrics["validation_roc_auc"] = float(best_val_auc)
+    write_json(folder / METRICS_FILE, metrics)
+    card = {
+        "name": name,
+        "architecture": architecture.description,
+        "input_size": size,
+        "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
+        "preprocessing": architecture.preprocessing + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
+        "weights_initialisation": "ImageNet" if weights == "imagenet" else ("random (trained from scratch)" if weights == "none" else f"file {weights}"),
+        "parameters": int(serving.count_params()),
+        "threshold": threshold,
+        "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
+        "test_time_augmentation": "mean over the image and its three flips" if tta else "none",
+        "recipe": config.recipe_values,
+        "config": config.to_dict(),
+        "phases": [phase.__dict__ for phase in phases],
+        "data": {"source": str(Path(config.data_dir).resolve()), "layout": data.layout, "split_counts": split_counts(table),
+                 "split_file": "split.csv", "grouped_by": "lesion/group id (no group in two splits)"},
+        "class_weights": {str(k): v for k, v in weights_by_class.items()},
+        "seed": config.seed,
+        "epochs_trained": epochs_done,
+        "best_validation_auc": float(best_val_auc),
+        "training_seconds": round(training_seconds, 1),
+        "machine": machine_description(),
+        "library_versions": library_versions(),
+        "command": config.command,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sha256": sha256_of(folder / MODEL_FILE),
+    }
+    write_json(folder / CARD_FILE, card)
+    return {"model": name, "epochs": epochs_done, "minutes": training_seconds / 60, "val_auc": best_val_auc,
+            "test_auc": metrics["roc_auc"], "threshold": threshold,
+            "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    print(f"Recipe {config.recipe}: {config.recipe_object.notes}")
+    try:
+        data = load_labelled_images(config.data_dir, config.layout)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Data: {data.layout} layout in {data.root}, {data.counts}")
+    strategy = configure_tensorflow(config)
+    pixel_cache: dict = {}
+    try:
+        summaries = [train_one(name, config, data, pixel_cache, strategy) for name in config.models]
+    except (DataError, WeightsUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\nSummary (test split; threshold chosen on validation)")
+    print(pd.DataFrame(summaries).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

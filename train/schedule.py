@@ -1,0 +1,35 @@
+"""The study's three training phases: learning rate and trainable backbone layers per phase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from melanoma.architectures import Architecture
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    start_epoch: int
+    end_epoch: int
+    learning_rate: float
+    trainable_layers: int | None  # backbone layers trainable; None = all (training from scratch)
+
+
+def plan_phases(architecture: Architecture, epochs: int, phase_starts: list[int],
+                learning_rates: tuple[float, ...], pretrained: bool) -> list[Phase]:
+    """Phases for one model; empty phases (a short run) are dropped.
+
+    Partial unfreezing only makes sense on top of pretrained weights: a randomly initialised
+    backbone with frozen layers would keep random features, so without pretrained weights every
+    layer trains in every phase and only the learning rate follows the schedule.
+    """
+    if len(phase_starts) != len(learning_rates):
+        raise ValueError(f"{len(phase_starts)} phase starts but {len(learning_rates)} learning rates.")
+    ends = phase_starts[1:] + [epochs]
+    phases = []
+    for index, (start, end, rate) in enumerate(zip(phase_starts, ends, learning_rates)):
+        layers = architecture.fine_tune_layers[index] if architecture.is_transfer and pretrained else None
+        if end > start:
+            phases.append(Phase(index, start, min(end, epochs), rate, layers))
+    return phases
