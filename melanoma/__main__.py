@@ -1,5 +1,7 @@
 """Command line: `python -m melanoma models | predict | explain`.
 
+explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and the raw map).
+
 predict scores image files and folders in batches and prints, per image, the melanoma
 probability and the decision at the model's validated threshold; unreadable files are reported
 on stderr and skipped, and the exit status is 1 when any file was skipped.
@@ -72,6 +74,33 @@ def command_predict(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+def command_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from melanoma.cases import model_view
+    from melanoma.explain import grad_cam, occlusion_sensitivity
+    from melanoma.inference import load_predictor
+    from melanoma.render import overlay
+
+    try:
+        pixels = read_image(args.image).pixels
+    except (ImageError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    predictor = load_predictor(args.model, args.models_dir)
+    view = model_view(predictor, pixels)
+    signed = args.method == "occlusion"
+    scores = occlusion_sensitivity(predictor.model, view, args.patch_size) if signed else grad_cam(predictor.model, view)
+    colourmap = args.colourmap or ("blue-white-red" if signed else "inferno")
+    Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
+    if args.npy:
+        np.save(args.npy, scores)
+    probability = float(predictor.probabilities([pixels])[0])
+    print(f"{args.image}\t{probability:.4f}\t{args.method} overlay written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of installed models")
@@ -82,13 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("paths", nargs="+")
+    explain = commands.add_parser("explain", help="write an explanation overlay for one image")
+    explain.add_argument("--model", required=True)
+    explain.add_argument("--method", choices=["occlusion", "gradcam"], default="occlusion")
+    explain.add_argument("--patch-size", type=int, default=20, help="occlusion patch, in pixels of the model input")
+    explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    explain.add_argument("--colourmap", help="blue-white-red / green-white-purple (occlusion), inferno / jet / viridis / magma")
+    explain.add_argument("--out", required=True, help="overlay PNG")
+    explain.add_argument("--npy", help="also save the raw map (model input resolution) as .npy")
+    explain.add_argument("image")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    handlers = {"models": command_models, "predict": command_predict}
+    handlers = {"models": command_models, "predict": command_predict, "explain": command_explain}
     try:
         return handlers[args.command](args)
     except ModelUnavailableError as error:

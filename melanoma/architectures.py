@@ -18,6 +18,11 @@ from keras import layers
 from melanoma.layers import ShadesOfGray
 
 HEAD_PREFIX = "head_"
+# Keras' default BatchNormalization momentum (0.99) leaves the moving statistics dominated by
+# their initial values for hundreds of steps; a network learning from random initialisation on
+# a CPU budget needs them current, so it uses 0.9 (PyTorch's default). Pretrained backbones keep
+# theirs.
+SCRATCH_BN_MOMENTUM = 0.9
 PREPROCESS_PREFIX = "preprocess_"
 
 
@@ -87,7 +92,7 @@ def _head(features: keras.KerasTensor, dropout: float) -> keras.KerasTensor:
 
 def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=SCRATCH_BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -103,7 +108,7 @@ def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool =
     inputs, x = _input(size, colour_constancy)
     x = layers.Rescaling(1.0 / 255.0, name=f"{PREPROCESS_PREFIX}scale_0_1")(x)
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(momentum=SCRATCH_BN_MOMENTUM, name="stem_bn")(x))
     for stage, filters in enumerate((32, 64, 128, 256)):
         x = _conv_bn_relu(x, filters, f"stage{stage}_a")
         x = _conv_bn_relu(x, filters, f"stage{stage}_b")
@@ -130,6 +135,10 @@ def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[ker
                     "downloaded on another machine."
                 ) from error
             raise
+        if keras_weights is None:
+            for layer in base.layers:
+                if isinstance(layer, layers.BatchNormalization):
+                    layer.momentum = SCRATCH_BN_MOMENTUM
         return keras.Model(inputs, _head(base.output, dropout), name=application.__name__.lower())
 
     return build

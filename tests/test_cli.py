@@ -63,3 +63,15 @@ def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_pa
     assert evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 120 and metrics["roc_auc"] > 0.9
+
+
+@pytest.mark.parametrize("method", ["occlusion", "gradcam"])
+def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, method):
+    data_dir, output_dir = trained_models
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    out, raw = tmp_path / "overlay.png", tmp_path / "map.npy"
+    assert main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", "--method", method,
+                 "--out", str(out), "--npy", str(raw), str(image)]) == 0
+    assert Image.open(out).size == Image.open(image).size
+    scores = np.load(raw)
+    assert scores.shape == (75, 75) and np.abs(scores).max() > 0

@@ -73,3 +73,39 @@ def test_unknown_model_name_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path), "--models", "resnet"])
     assert "Valid model names" in capsys.readouterr().err
+
+
+def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=60)
+    output_dir = tmp_path / "models"
+    command = [sys.executable, "-m", "train.run", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
+               "--models", "scratch_cnn", "--weights", "none", "--epochs", "3", "--image-size", "48",
+               "--epoch-images", "3200", "--batch-size", "32", "--seed", "3", "--resume"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = output_dir / "scratch_cnn" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 600
+    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into epoch 2
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    folder = output_dir / "scratch_cnn"
+    assert not (folder / "model.keras").exists() and not (folder / "metrics.json").exists()
+    assert json.loads(state.read_text())["epochs_done"] == 1
+
+    assert subprocess.run(command, cwd=root, capture_output=True, timeout=900).returncode == 0
+    history = pd.read_csv(folder / "history.csv")
+    assert list(history.epoch) == [1, 2, 3]
+    assert json.loads((folder / "card.json").read_text())["sha256"] == sha256_of(folder / "model.keras")
+    assert (folder / "metrics.json").exists()

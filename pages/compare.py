@@ -1,0 +1,46 @@
+"""Compare models: the installed models' stored test metrics, curves and training histories."""
+
+import streamlit as st
+
+import ui
+from melanoma import plots
+
+st.title("Compare models")
+models = [m for m in ui.available_models() if m.metrics]
+if not models:
+    st.error("No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR --out models/NAME/metrics.json`.")
+    st.stop()
+first = models[0].metrics
+st.caption(f"Measured on each model's held-out test split ({first.get('n_images', '?')} images, "
+           f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation.")
+
+table = plots.metrics_table(models)
+best = plots.best_per_column(table)
+st.subheader("Test metrics")
+styled = table.style.format(precision=3, na_rep="–").apply(
+    lambda column: ["font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
+                    for model in table.Model], axis=0)
+st.dataframe(styled, hide_index=True, use_container_width=True)
+st.caption("Highlighted: the best model in each column (lowest for the Brier score).")
+
+st.subheader("Mean predicted probability per true label (the study's table)")
+st.dataframe(plots.mean_probability_table(models).style.format(precision=3), hide_index=True)
+
+st.subheader("Confusion matrices at the operating threshold")
+for column, entry in zip(st.columns(len(models)), models):
+    column.plotly_chart(plots.confusion_figure(entry), use_container_width=True, key=f"cm-{entry.name}")
+
+left, right = st.columns(2)
+left.plotly_chart(plots.curves_figure(models, "roc"), use_container_width=True)
+right.plotly_chart(plots.curves_figure(models, "pr"), use_container_width=True)
+st.plotly_chart(plots.calibration_figure(models), use_container_width=True)
+
+st.subheader("Training curves")
+st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")
+for entry in models:
+    history = entry.history()
+    if history is None or history.empty:
+        st.caption(f"{entry.name}: no history.csv.")
+        continue
+    for column, metric in zip(st.columns(3), ("loss", "accuracy", "auc")):
+        column.plotly_chart(plots.training_figure(entry, history, metric), use_container_width=True, key=f"{entry.name}-{metric}")

@@ -1,0 +1,110 @@
+"""Diagnose: upload dermoscopic images, read each melanoma probability and what drove it."""
+
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ui
+from melanoma.cases import decode_upload, digest
+from melanoma.images import ImageError
+from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
+
+st.title("Diagnose")
+st.info(ui.DISCLAIMER, icon="⚕️")
+models = ui.available_models()
+ALL = "All installed models, side by side"
+choice = st.selectbox("Model", [ui.describe(m) for m in models] + [ALL])
+chosen = models if choice == ALL else [m for m in models if ui.describe(m) == choice]
+
+uploads = st.file_uploader("Dermoscopic images (JPEG, PNG, BMP, TIFF)", accept_multiple_files=True,
+                           type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp"],
+                           help="Images stay in this server's memory: nothing is written to disk or sent elsewhere.")
+if not uploads:
+    st.caption("Upload one or more images to see the melanoma probability and the regions that drove it.")
+    st.stop()
+
+# Decode every file; a bad file is reported alone and the others are still scored.
+cases = []
+for upload in uploads:
+    data = upload.getvalue()
+    decoded = decode_upload(data, upload.name)
+    if isinstance(decoded, ImageError):
+        st.error(f"{decoded} This file was skipped; the other files are scored.")
+    else:
+        cases.append((upload.name, digest(data), decoded))
+if not cases:
+    st.stop()
+
+progress = st.progress(0.0, text="Scoring images…")
+rows = []
+for index, (name, key, decoded) in enumerate(cases):
+    row = {"File": name}
+    for entry in chosen:
+        result = ui.decision(key, entry.name, decoded.pixels)
+        row[f"{entry.name} probability"] = result.probability
+        row[f"{entry.name} decision"] = "suspicious" if result.melanoma else "not flagged"
+    rows.append(row)
+    progress.progress((index + 1) / len(cases), text=f"Scored {index + 1} of {len(cases)} images")
+progress.empty()
+
+table = pd.DataFrame(rows)
+st.subheader("Results")
+selection = st.dataframe(
+    table, hide_index=True, on_select="rerun", selection_mode="single-row", key="results",
+    column_config={f"{m.name} probability": st.column_config.ProgressColumn(f"{m.name} probability", format="percent", min_value=0.0, max_value=1.0)
+                   for m in chosen},
+)
+st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "melanoma_results.csv", "text/csv")
+
+selected_rows = selection.selection.rows if selection else []
+case_index = selected_rows[0] if selected_rows else len(cases) - 1  # the newest upload by default
+if len(cases) > 1:
+    st.caption("Select a row to open its detail view.")
+name, key, decoded = cases[case_index]
+
+st.subheader(f"Detail: {name}")
+for note in decoded.notes:
+    st.caption(f"Note: {note}.")
+with st.expander("Explanation settings", expanded=False):
+    method = st.radio("Map", ["Occlusion sensitivity", "Grad-CAM"], horizontal=True)
+    patch_size = st.slider("Occlusion patch size (pixels of the model input)", 8, 64, 20, step=2)
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05)
+    colourmaps = DIVERGING_COLOURMAPS if method == "Occlusion sensitivity" else tuple(SEQUENTIAL_COLOURMAPS)
+    colourmap = st.selectbox("Colour map", colourmaps)
+
+signed = method == "Occlusion sensitivity"
+shown = cv2.resize(decoded.pixels, (min(600, decoded.pixels.shape[1]), int(min(600, decoded.pixels.shape[1]) * decoded.pixels.shape[0] / decoded.pixels.shape[1])), interpolation=cv2.INTER_AREA)
+for column, entry in zip(st.columns(len(chosen)), chosen):
+    with column:
+        result = ui.decision(key, entry.name, decoded.pixels)
+        st.metric(f"{entry.name}: melanoma probability", f"{result.probability:.1%}")
+        (st.error if result.melanoma else st.success)(result.summary())
+        st.caption(result.threshold_meaning())
+        left, right = st.columns(2)
+        left.image(shown, caption="Uploaded image", use_container_width=True)
+        placeholder = right.empty()
+        if signed:
+            done = st.session_state.setdefault("occlusion_done", set())
+            if (key, entry.name, patch_size) not in done:
+                # Progressive: a coarse map within moments, then the exact map.
+                with st.spinner(f"Coarse occlusion preview for {entry.name}…"):
+                    coarse = ui.occlusion(key, entry.name, patch_size * 3, decoded.pixels)
+                placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", use_container_width=True)
+            with st.spinner(f"Occlusion sensitivity for {entry.name} (patch {patch_size})…"):
+                scores = ui.occlusion(key, entry.name, patch_size, decoded.pixels)
+            done.add((key, entry.name, patch_size))
+        else:
+            with st.spinner(f"Grad-CAM for {entry.name}…"):
+                scores = ui.gradcam(key, entry.name, decoded.pixels)
+        blended = overlay(shown, scores, opacity, colourmap, signed=signed)
+        placeholder.image(blended, caption=f"{method} overlay", use_container_width=True)
+        st.image(colour_bar(colourmap, signed), use_container_width=True)
+        if signed:
+            scale = float(np.abs(scores).max())
+            st.caption(f"Blue: greying this region out raises the probability (it argues against melanoma). "
+                       f"Red: greying it out lowers the probability (it supports melanoma). Full scale ±{scale:.3f}.")
+        else:
+            st.caption("Dark to bright: how strongly each region drove the melanoma output (Grad-CAM, relative).")
+        st.download_button(f"Download overlay ({entry.name})", ui.png_bytes(blended), f"{name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
+                           "image/png", key=f"download-{entry.name}")

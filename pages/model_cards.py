@@ -1,0 +1,45 @@
+"""Model cards: how each installed model was made, how well it did, and what it is for."""
+
+import json
+
+import streamlit as st
+
+import ui
+
+INTENDED_USE = ("Second reader for dermoscopic images of pigmented skin lesions, used by clinicians trained in "
+                "dermoscopy. It flags lesions that resemble melanomas in its training data.")
+LIMITATIONS = ("Not a diagnosis and not a medical device. Trained on HAM10000/ISIC 2018 images, mostly of fair "
+               "skin from two centres; performance on other skin types, devices, body sites, and on clinical "
+               "(non-dermoscopic) photographs is unknown. Probabilities are calibrated only as far as the "
+               "calibration plot shows. Never use it to rule out a lesion a clinician finds suspicious.")
+
+st.title("Model cards")
+for entry in ui.available_models():
+    card, metrics = entry.card, entry.metrics
+    with st.expander(f"{entry.name}: {card.get('architecture', '')}", expanded=True):
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**Input**: {card.get('input_size')}×{card.get('input_size')} RGB; {card.get('input', '')}")
+            st.markdown(f"**Preprocessing**: {card.get('preprocessing', '')}")
+            st.markdown(f"**Weights initialised from**: {card.get('weights_initialisation', 'unknown')}")
+            st.markdown(f"**Parameters**: {card.get('parameters', 0):,}")
+            data = card.get("data", {})
+            st.markdown(f"**Training data**: {data.get('layout', '')} layout, {data.get('grouped_by', '')}")
+            st.table({split: counts for split, counts in data.get("split_counts", {}).items()})
+        with right:
+            st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.get('threshold_rule', '')})")
+            at = metrics.get("at_threshold", {})
+            if metrics:
+                st.markdown(f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
+                            f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
+                            f"specificity {at.get('specificity', 0):.2f} at the threshold")
+            st.markdown(f"**Recipe**: {card.get('recipe', {}).get('name', '')}: {card.get('recipe', {}).get('notes', '')}")
+            st.markdown(f"**Trained**: {card.get('epochs_trained')} epochs in {card.get('training_seconds', 0) / 60:.0f} min "
+                        f"on {card.get('machine', 'unknown')}")
+            st.markdown(f"**Command**: `{card.get('command', '')}`")
+            if card.get("notes"):
+                st.markdown(f"**Notes**: {card['notes']}")
+        st.markdown(f"**Intended use**: {INTENDED_USE}")
+        st.markdown(f"**Limitations**: {LIMITATIONS}")
+        with st.popover("Full card.json"):
+            st.code(json.dumps(card, indent=2), language="json")

@@ -1,0 +1,99 @@
+"""The Streamlit app through AppTest: what a clinician sees equals what the library computes."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from melanoma.images import decode_image
+from melanoma.inference import load_predictor
+from tests.synthetic import lesion_image
+
+TIMEOUT = 300
+
+
+def jpeg(melanoma: bool, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    lesion_image(melanoma, np.random.default_rng(seed), size=(160, 120)).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app(trained_models, monkeypatch):
+    _, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at, output_dir
+
+
+def metric_values(at) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def test_diagnose_shows_the_library_probability_and_the_overlay(app):
+    at, output_dir = app
+    data = jpeg(True, seed=3)
+    at.file_uploader[0].set_value(("lesion.jpg", data, "image/jpeg"))
+    at.run()
+    assert not at.exception
+    model = at.selectbox[0].value.split(" ")[0]
+    expected = load_predictor(model, output_dir).probabilities([decode_image(data).pixels])[0]
+    assert metric_values(at)[f"{model}: melanoma probability"] == f"{expected:.1%}"
+    assert any("not a diagnosis" in info.value for info in at.info)
+    images = at.get("imgs")
+    assert len(images) >= 3  # the upload, its overlay and the colour bar
+    assert any("operating threshold" in box.value for box in [*at.error, *at.success])
+
+
+def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):
+    at, _ = app
+    at.file_uploader[0].set_value([
+        ("good.jpg", jpeg(False, seed=4), "image/jpeg"),
+        ("notes.jpg", b"this is a text file", "image/jpeg"),
+        ("empty.png", b"", "image/png"),
+    ])
+    at.run()
+    assert not at.exception
+    errors = " ".join(error.value for error in at.error)
+    assert "notes.jpg: this is not a readable image" in errors and "empty.png: the file is empty" in errors
+    table = at.dataframe[0].value
+    assert list(table["File"]) == ["good.jpg"]
+
+
+def test_all_models_side_by_side(app):
+    at, _ = app
+    at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()
+    at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=5), "image/jpeg"))
+    at.run()
+    assert not at.exception
+    labels = metric_values(at)
+    assert {f"{name}: melanoma probability" for name in ("scratch_cnn", "inception_v3", "efficientnet_b3")} <= set(labels)
+
+
+def test_compare_page_renders_every_model(app):
+    at, _ = app
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table["Model"]) == {"scratch_cnn", "inception_v3", "efficientnet_b3"}
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3 + 2 + 1 + 3 * 3  # confusion matrices, ROC + PR, calibration, 3 training curves each
+
+
+def test_model_cards_page_describes_every_model(app):
+    at, _ = app
+    at.switch_page("pages/model_cards.py").run()
+    assert not at.exception
+    text = " ".join(md.value for md in at.markdown)
+    assert "random (trained from scratch)" in text and "Intended use" in text and "Limitations" in text
+    assert len(at.expander) == 3
+
+
+def test_no_installed_model_says_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path))
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    assert "python -m train.run" in at.error[0].value
