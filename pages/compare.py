@@ -20,7 +20,7 @@ st.subheader("Test metrics")
 styled = table.style.format(precision=3, na_rep="–").apply(
     lambda column: ["font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
                     for model in table.Model], axis=0)
-st.dataframe(styled, hide_index=True, use_container_width=True)
+st.dataframe(styled, hide_index=True, width="stretch")
 st.caption("Highlighted: the best model in each column (lowest for the Brier score).")
 
 st.subheader("Mean predicted probability per true label (the study's table)")
@@ -28,12 +28,12 @@ st.dataframe(plots.mean_probability_table(models).style.format(precision=3), hid
 
 st.subheader("Confusion matrices at the operating threshold")
 for column, entry in zip(st.columns(len(models)), models):
-    column.plotly_chart(plots.confusion_figure(entry), use_container_width=True, key=f"cm-{entry.name}")
+    column.plotly_chart(plots.confusion_figure(entry), key=f"cm-{entry.name}")
 
 left, right = st.columns(2)
-left.plotly_chart(plots.curves_figure(models, "roc"), use_container_width=True)
-right.plotly_chart(plots.curves_figure(models, "pr"), use_container_width=True)
-st.plotly_chart(plots.calibration_figure(models), use_container_width=True)
+left.plotly_chart(plots.curves_figure(models, "roc"), width="stretch")
+right.plotly_chart(plots.curves_figure(models, "pr"), width="stretch")
+st.plotly_chart(plots.calibration_figure(models), width="stretch")
 
 st.subheader("Training curves")
 st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")
@@ -43,4 +43,4 @@ for entry in models:
         st.caption(f"{entry.name}: no history.csv.")
         continue
     for column, metric in zip(st.columns(3), ("loss", "accuracy", "auc")):
-        column.plotly_chart(plots.training_figure(entry, history, metric), use_container_width=True, key=f"{entry.name}-{metric}")
+        column.plotly_chart(plots.training_figure(entry, history, metric), key=f"{entry.name}-{metric}")

@@ -82,7 +82,7 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
         (st.error if result.melanoma else st.success)(result.summary())
         st.caption(result.threshold_meaning())
         left, right = st.columns(2)
-        left.image(shown, caption="Uploaded image", use_container_width=True)
+        left.image(shown, caption="Uploaded image", width="stretch")
         placeholder = right.empty()
         if signed:
             done = st.session_state.setdefault("occlusion_done", set())
@@ -90,7 +90,7 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
                 # Progressive: a coarse map within moments, then the exact map.
                 with st.spinner(f"Coarse occlusion preview for {entry.name}…"):
                     coarse = ui.occlusion(key, entry.name, patch_size * 3, decoded.pixels)
-                placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", use_container_width=True)
+                placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", width="stretch")
             with st.spinner(f"Occlusion sensitivity for {entry.name} (patch {patch_size})…"):
                 scores = ui.occlusion(key, entry.name, patch_size, decoded.pixels)
             done.add((key, entry.name, patch_size))
@@ -98,8 +98,8 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
             with st.spinner(f"Grad-CAM for {entry.name}…"):
                 scores = ui.gradcam(key, entry.name, decoded.pixels)
         blended = overlay(shown, scores, opacity, colourmap, signed=signed)
-        placeholder.image(blended, caption=f"{method} overlay", use_container_width=True)
-        st.image(colour_bar(colourmap, signed), use_container_width=True)
+        placeholder.image(blended, caption=f"{method} overlay", width="stretch")
+        st.image(colour_bar(colourmap, signed), width="stretch")
         if signed:
             scale = float(np.abs(scores).max())
             st.caption(f"Blue: greying this region out raises the probability (it argues against melanoma). "

@@ -44,8 +44,9 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     expected = load_predictor(model, output_dir).probabilities([decode_image(data).pixels])[0]
     assert metric_values(at)[f"{model}: melanoma probability"] == f"{expected:.1%}"
     assert any("not a diagnosis" in info.value for info in at.info)
-    images = at.get("imgs")
-    assert len(images) >= 3  # the upload, its overlay and the colour bar
+    captions = [caption for image in at.image for caption in image.captions]
+    assert "Uploaded image" in captions and "Occlusion sensitivity overlay" in captions
+    assert len(at.image) >= 3  # the upload, its overlay and the colour bar
     assert any("operating threshold" in box.value for box in [*at.error, *at.success])
 
 

@@ -58,6 +58,8 @@ def test_upload_read_probability_and_open_compare(server, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(server, timeout=120_000)
         page.locator("input[type=file]").set_input_files(str(image))
         probability = page.get_by_text("melanoma probability").first
@@ -72,3 +74,6 @@ def test_upload_read_probability_and_open_compare(server, tmp_path):
         assert page.locator(".js-plotly-plot").count() >= 6
         page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
         browser.close()
+    # Patient data: the page fetched nothing from anywhere but this server (no fonts, scripts, images, telemetry).
+    outside = [url for url in requested if not url.startswith((server, "data:", "blob:"))]
+    assert requested and not outside, f"requests leaving the server: {outside[:5]}"
