@@ -1,15 +1,19 @@
 """`python -m train.run` end to end on generated images: every artefact, and that the models learned."""
 
+import io
 import json
 import shutil
+import zipfile
 
+import h5py
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
 from melanoma.files import sha256_of
 from melanoma.store import find_model, load_keras_model
-from train.run import main
+from train.run import export_for_serving, main
 
 ARCHITECTURES = ["scratch_cnn", "inception_v3", "efficientnet_b3"]
 
@@ -36,6 +40,9 @@ def test_every_artefact_is_written(trained_models, name):
     for at in ("at_0.5", "at_threshold"):
         assert {"accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "confusion_matrix"} <= set(metrics[at])
     assert any((folder / "logs").rglob("*tfevents*"))
+    # no optimizer state in the shipped file: it would triple its size
+    with zipfile.ZipFile(folder / "model.keras") as archive:
+        assert "optimizer" not in h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
     # safe mode: the shipped file has no Lambda layers and loads without trusting code
     assert keras.models.load_model(folder / "model.keras", safe_mode=True).input_shape == (None, 75, 75, 3)
 
@@ -109,3 +116,17 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
     assert list(history.epoch) == [1, 2, 3]
     assert json.loads((folder / "card.json").read_text())["sha256"] == sha256_of(folder / "model.keras")
     assert (folder / "metrics.json").exists()
+
+
+def test_export_for_serving_drops_the_optimizer_and_keeps_the_outputs(tmp_path):
+    from melanoma.architectures import get_architecture
+
+    model = get_architecture("scratch_cnn").builder(32, colour_constancy=True)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    model.train_on_batch(images, np.ones((8, 1), "float32"))
+    export_for_serving(model, tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        assert "optimizer" not in h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)))

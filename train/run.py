@@ -133,6 +133,17 @@ def machine_description() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}"
 
 
+def export_for_serving(model, path: Path):
+    """Save an uncompiled copy of `model` (Keras' clone_model would keep the optimizer's moments,
+    tripling the file); returns the copy."""
+    import keras
+
+    serving = keras.Model.from_config(model.get_config())
+    serving.set_weights(model.get_weights())
+    atomic_write(path, serving.save)
+    return serving
+
+
 def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, strategy) -> dict:
     """Train, choose the threshold, evaluate and write every artefact for one model."""
     import keras
@@ -211,9 +222,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
 
     # The shipped model: best validation AUC weights, without optimizer state.
     model.load_weights(folder / "checkpoint" / "best.weights.h5")
-    serving = keras.models.clone_model(model)
-    serving.set_weights(model.get_weights())
-    atomic_write(folder / MODEL_FILE, serving.save)
+    serving = export_for_serving(model, folder / MODEL_FILE)
 
     # Threshold on validation, metrics on test: the test split chooses nothing.
     tta = recipe.test_time_augmentation
