@@ -17,6 +17,7 @@ GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the mode
 CHUNK = 16  # occluded images scored per call; a fixed shape, so each model is traced once
 
 _scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_feature_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Grad-CAM: (model) -> {layer: model}
 
 
 def patch_grid(height: int, width: int, patch_size: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -70,10 +71,19 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
 
 
-def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20, coarse_factor: int = 3) -> Iterator[tuple[str, np.ndarray]]:
-    """A coarse map first (patches `coarse_factor` times larger, few forward passes), then the full map."""
-    if coarse_factor > 1:
-        yield "coarse", occlusion_sensitivity(model, image, patch_size * coarse_factor)
+COARSE_GRID = 3  # the progressive preview: 3 × 3 patches, ten forward passes whatever the input size
+
+
+def coarse_patch_size(image_size: int, grid: int = COARSE_GRID) -> int:
+    """The patch that covers the image with a grid × grid preview."""
+    return -(-image_size // grid)
+
+
+def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20) -> Iterator[tuple[str, np.ndarray]]:
+    """A coarse 3 × 3 map first (ten forward passes, for a quick look), then the exact map."""
+    coarse = coarse_patch_size(max(image.shape[:2]))
+    if coarse > patch_size:
+        yield "coarse", occlusion_sensitivity(model, image, coarse)
     yield "full", occlusion_sensitivity(model, image, patch_size)
 
 
@@ -83,7 +93,10 @@ def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndar
     One forward and one backward pass; the layer defaults to the last 4-D feature map.
     """
     layer_name = layer_name or last_feature_map(model)
-    feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    feature_models = _feature_models.setdefault(model, {})
+    if layer_name not in feature_models:
+        feature_models[layer_name] = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    feature_model = feature_models[layer_name]
     image_tensor = tf.constant(np.asarray(image, np.float32)[None])
     with tf.GradientTape() as tape:
         features, output = feature_model(image_tensor, training=False)

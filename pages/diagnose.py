@@ -7,6 +7,7 @@ import streamlit as st
 
 import ui
 from melanoma.cases import decode_upload, digest
+from melanoma.explain import coarse_patch_size
 from melanoma.images import ImageError
 from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
 
@@ -86,10 +87,10 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
         placeholder = right.empty()
         if signed:
             done = st.session_state.setdefault("occlusion_done", set())
-            if (key, entry.name, patch_size) not in done:
+            if (key, entry.name, patch_size) not in done and coarse_patch_size(entry.input_size) > patch_size:
                 # Progressive: a coarse map within moments, then the exact map.
                 with st.spinner(f"Coarse occlusion preview for {entry.name}…"):
-                    coarse = ui.occlusion(key, entry.name, patch_size * 3, decoded.pixels)
+                    coarse = ui.occlusion(key, entry.name, coarse_patch_size(entry.input_size), decoded.pixels)
                 placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", width="stretch")
             with st.spinner(f"Occlusion sensitivity for {entry.name} (patch {patch_size})…"):
                 scores = ui.occlusion(key, entry.name, patch_size, decoded.pixels)
