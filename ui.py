@@ -57,7 +57,8 @@ def available_models() -> list[InstalledModel]:
         st.error(f"No usable model is installed in `{models_dir()}`. Train the models with "
                  "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page.")
         st.stop()
-    return usable
+    # Best test AUC first, so the default choice is the best-measured model.
+    return sorted(usable, key=lambda entry: -(entry.test_auc or 0.0))
 
 
 def describe(entry: InstalledModel) -> str:
