@@ -18,7 +18,7 @@ from PIL import Image
 from melanoma.cases import Decision, decide, model_view
 from melanoma.explain import grad_cam, occlusion_sensitivity
 from melanoma.inference import Predictor, load_predictor
-from melanoma.store import DEFAULT_MODELS_DIR, InstalledModel, ModelUnavailableError, list_models
+from melanoma.store import DEFAULT_MODELS_DIR, InstalledModel, ModelUnavailableError, best_first, list_models
 
 DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a model trained on "
               "dermoscopic images; read it alongside the clinical examination and dermoscopy.")
@@ -57,8 +57,7 @@ def available_models() -> list[InstalledModel]:
         st.error(f"No usable model is installed in `{models_dir()}`. Train the models with "
                  "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page.")
         st.stop()
-    # Best test AUC first, so the default choice is the best-measured model.
-    return sorted(usable, key=lambda entry: -(entry.test_auc or 0.0))
+    return best_first(usable)
 
 
 def describe(entry: InstalledModel) -> str:

@@ -99,6 +99,11 @@ def list_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[InstalledMo
     return [inspect_model(folder) for folder in folders]
 
 
+def best_first(models: list[InstalledModel]) -> list[InstalledModel]:
+    """Models ordered by test AUC, best first: the app's default choice is the first."""
+    return sorted(models, key=lambda entry: -(entry.test_auc or 0.0))
+
+
 def find_model(name: str, models_dir: str | Path = DEFAULT_MODELS_DIR) -> InstalledModel:
     """The installed model called `name`; an unknown name lists the installed ones.
 
