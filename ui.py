@@ -1,14 +1,20 @@
 """Streamlit glue shared by the pages: cached model loading and cached per-image results.
 
-Model weights load once per server process (st.cache_resource). Results are cached in memory
-per image content, model and setting (st.cache_data without persistence: nothing is written to
-disk), so moving a slider never recomputes a prediction.
+Model weights load once per server process (st.cache_resource), and only when a page first
+needs that model: listing the models reads their cards, not their weights. Results are cached in
+memory per image content, model and setting (st.cache_data without persistence: nothing is
+written to disk), so moving a slider never recomputes a prediction.
+
+TensorFlow is imported lazily: its import is most of a cold start, so the pages render and the
+uploader accepts files while it loads in the background.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +22,6 @@ import streamlit as st
 from PIL import Image
 
 from melanoma.cases import Decision, decide, model_view
-from melanoma.explain import grad_cam, occlusion_sensitivity
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import DEFAULT_MODELS_DIR, InstalledModel, ModelUnavailableError, best_first, list_models
 
@@ -40,24 +45,47 @@ def predictor(name: str) -> Predictor:
 
 
 def available_models() -> list[InstalledModel]:
-    """Installed models that load; the others are reported once on the page with their reason."""
-    usable, broken = [], []
+    """Installed models with a complete folder, best first; a broken one is reported with its reason.
+
+    Only the cards are read here, so the Compare and Model cards pages never wait for weights.
+    """
+    usable = []
     for entry in list_models(models_dir()):
-        try:
-            if entry.available:
-                predictor(entry.name)
-                usable.append(entry)
-                continue
-        except ModelUnavailableError as error:
-            entry.problem = str(error)
-        broken.append(entry)
-    for entry in broken:
-        st.warning(f"Model **{entry.name}** is unavailable: {entry.problem}")
+        if entry.available:
+            usable.append(entry)
+        else:
+            st.warning(f"Model **{entry.name}** is unavailable: {entry.problem}")
     if not usable:
         st.error(f"No usable model is installed in `{models_dir()}`. Train the models with "
                  "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page.")
         st.stop()
     return best_first(usable)
+
+
+def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
+    """The chosen models whose weights load; one that fails is reported and left out."""
+    ready = []
+    for entry in entries:
+        try:
+            predictor(entry.name)
+            ready.append(entry)
+        except ModelUnavailableError as error:
+            st.error(f"{error} Choose another model above.")
+    if not ready:
+        st.stop()
+    return ready
+
+
+def _import_tensorflow() -> None:
+    import keras  # noqa: F401
+
+    import melanoma.explain  # noqa: F401  TensorFlow, Keras and the explanation graphs' module
+
+
+@functools.cache
+def prepare_in_background() -> None:
+    """Start importing TensorFlow once per server process, while the clinician chooses files."""
+    threading.Thread(target=_import_tensorflow, name="tensorflow-import", daemon=True).start()
 
 
 def describe(entry: InstalledModel) -> str:
@@ -72,13 +100,24 @@ def _decision(key: str, model: str, folder: str, _pixels: np.ndarray) -> Decisio
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _occlusion(key: str, model: str, folder: str, patch_size: int, _pixels: np.ndarray) -> np.ndarray:
+    from melanoma.explain import occlusion_sensitivity
+
     active = predictor(model)
     return occlusion_sensitivity(active.model, model_view(active, _pixels), patch_size)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _gradcam(key: str, model: str, folder: str, _pixels: np.ndarray) -> np.ndarray:
+    from melanoma.explain import grad_cam
+
     return grad_cam(predictor(model).model, model_view(predictor(model), _pixels))
+
+
+def coarse_patch_size(entry: InstalledModel) -> int:
+    """The progressive preview's patch for this model (explain imports TensorFlow, hence here)."""
+    from melanoma.explain import coarse_patch_size
+
+    return coarse_patch_size(entry.input_size)
 
 
 def decision(key: str, model: str, pixels: np.ndarray) -> Decision:

@@ -7,13 +7,13 @@ import streamlit as st
 
 import ui
 from melanoma.cases import decode_upload, digest
-from melanoma.explain import coarse_patch_size
 from melanoma.images import ImageError
 from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
 
 st.title("Diagnose")
 st.info(ui.DISCLAIMER, icon="⚕️")
 models = ui.available_models()
+ui.prepare_in_background()
 ALL = "All installed models, side by side"
 choice = st.selectbox("Model", [ui.describe(m) for m in models] + [ALL])
 chosen = models if choice == ALL else [m for m in models if ui.describe(m) == choice]
@@ -24,6 +24,7 @@ uploads = st.file_uploader("Dermoscopic images (JPEG, PNG, BMP, TIFF)", accept_m
 if not uploads:
     st.caption("Upload one or more images to see the melanoma probability and the regions that drove it.")
     st.stop()
+chosen = ui.loaded(chosen)
 
 # Decode every file; a bad file is reported alone and the others are still scored.
 cases = []
@@ -87,10 +88,10 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
         placeholder = right.empty()
         if signed:
             done = st.session_state.setdefault("occlusion_done", set())
-            if (key, entry.name, patch_size) not in done and coarse_patch_size(entry.input_size) > patch_size:
+            if (key, entry.name, patch_size) not in done and ui.coarse_patch_size(entry) > patch_size:
                 # Progressive: a coarse map within moments, then the exact map.
                 with st.spinner(f"Coarse occlusion preview for {entry.name}…"):
-                    coarse = ui.occlusion(key, entry.name, coarse_patch_size(entry.input_size), decoded.pixels)
+                    coarse = ui.occlusion(key, entry.name, ui.coarse_patch_size(entry), decoded.pixels)
                 placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", width="stretch")
             with st.spinner(f"Occlusion sensitivity for {entry.name} (patch {patch_size})…"):
                 scores = ui.occlusion(key, entry.name, patch_size, decoded.pixels)

@@ -14,11 +14,20 @@ from tests.synthetic import make_dataset  # noqa: E402
 
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory):
-    """All three architectures trained once on a separable synthetic set, shared by the tests."""
+    """All three architectures trained once on a separable synthetic set, shared by the tests.
+
+    Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
+    data and models in DIR and reuses them while all three are complete; CI leaves it unset.
+    """
     from train.run import main
 
-    data_dir = make_dataset(tmp_path_factory.mktemp("data"), "generic", n=120)
-    output_dir = tmp_path_factory.mktemp("models")
+    cache = os.environ.get("MELANOMA_TEST_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
+    data_dir, output_dir = root / "data", root / "models"
+    names = ("scratch_cnn", "inception_v3", "efficientnet_b3")
+    if all((output_dir / name / "metrics.json").is_file() for name in names):
+        return data_dir, output_dir
+    make_dataset(data_dir, "generic", n=120)
     code = main(["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--weights", "none",
                  "--epochs", "3", "--image-size", "75", "--batch-size", "16", "--epoch-images", "480",
                  "--learning-rates", "0.003,0.001,0.0003", "--seed", "1"])

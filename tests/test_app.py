@@ -1,6 +1,7 @@
 """The Streamlit app through AppTest: what a clinician sees equals what the library computes."""
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -73,6 +74,25 @@ def test_all_models_side_by_side(app):
     assert not at.exception
     labels = metric_values(at)
     assert {f"{name}: melanoma probability" for name in ("scratch_cnn", "inception_v3", "efficientnet_b3")} <= set(labels)
+
+
+def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_score(trained_models, tmp_path, monkeypatch):
+    _, output_dir = trained_models
+    models_dir = tmp_path / "models"
+    shutil.copytree(output_dir, models_dir)
+    with open(models_dir / "inception_v3" / "model.keras", "ab") as weights:
+        weights.write(b"tampered")
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(models_dir))
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    inception = next(option for option in at.selectbox[0].options if option.startswith("inception_v3"))
+    at.selectbox[0].set_value(inception).run()
+    at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=6), "image/jpeg")).run()
+    assert not at.exception
+    assert "does not match the sha256" in " ".join(error.value for error in at.error)
+    assert not at.metric
+    at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()  # all models: the two others still score
+    assert not at.exception
+    assert set(metric_values(at)) == {"scratch_cnn: melanoma probability", "efficientnet_b3: melanoma probability"}
 
 
 def test_compare_page_renders_every_model(app):
