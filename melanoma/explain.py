@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
-CHUNK = 16  # occluded images scored per call; a fixed shape, so each model is traced once
+CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
 
-_scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # (model) -> {(height, width): scorer}
 _feature_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Grad-CAM: (model) -> {layer: model}
 
 
@@ -30,21 +30,24 @@ def patch_grid(height: int, width: int, patch_size: int, stride: int | None = No
     return [(top, left) for top in range(0, height, stride) for left in range(0, width, stride)]
 
 
-def _scorer(model):
-    """A compiled function scoring a fixed-size chunk of occlusions of one image, cached per model."""
-    if model not in _scorers:
-        @tf.function(reduce_retracing=True)
+def _scorer(model, height: int, width: int):
+    """A compiled function scoring occlusions of one image, traced once per model and input size.
+
+    The batch dimension is left open, so the last chunk holds exactly the patches that remain:
+    no padding images, each of which would cost a full forward pass.
+    """
+    scorers = _scorers.setdefault(model, {})
+    if (height, width) not in scorers:
+        @tf.function(input_signature=[tf.TensorSpec([height, width, 3], tf.float32),
+                                      tf.TensorSpec([None, height, width, 1], tf.float32),
+                                      tf.TensorSpec([], tf.float32)])
         def score(image: tf.Tensor, masks: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
-            # masks: (CHUNK, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
+            # masks: (n, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
             occluded = image[None] * (1.0 - masks) + fill * masks
             return tf.reshape(tf.cast(model(occluded, training=False), tf.float32), [-1])
 
-        _scorers[model] = score
-    return _scorers[model]
-
-
-def _probability(model, image: np.ndarray) -> float:
-    return float(np.asarray(model(image[None].astype(np.float32), training=False)).reshape(-1)[0])
+        scorers[(height, width)] = score
+    return scorers[(height, width)]
 
 
 def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride: int | None = None,
@@ -56,18 +59,17 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
     corners = patch_grid(height, width, patch_size, stride)
-    masks = np.zeros((len(corners), height, width, 1), np.float32)
-    for index, (top, left) in enumerate(corners):
+    # Row 0 stays empty: the intact image is scored in the same batches as its occlusions.
+    masks = np.zeros((len(corners) + 1, height, width, 1), np.float32)
+    for index, (top, left) in enumerate(corners, start=1):
         masks[index, top:top + patch_size, left:left + patch_size] = 1.0
-    padded = -(-len(masks) // CHUNK) * CHUNK
-    masks = np.concatenate([masks, np.zeros((padded - len(masks), height, width, 1), np.float32)])
-    score = _scorer(model)
+    score = _scorer(model, height, width)
     image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
-    occluded = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
-                               for i in range(0, padded, CHUNK)])[: len(corners)]
-    drops = _probability(model, image) - occluded
-    total = np.tensordot(drops, masks[: len(corners), ..., 0], axes=1)
-    coverage = masks[: len(corners), ..., 0].sum(axis=0)
+    scores = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
+                             for i in range(0, len(masks), CHUNK)])
+    drops = scores[0] - scores[1:]
+    total = np.tensordot(drops, masks[1:, ..., 0], axes=1)
+    coverage = masks[1:, ..., 0].sum(axis=0)
     return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
 
 
