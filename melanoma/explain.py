@@ -17,7 +17,7 @@ GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the mode
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
 
 _scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # (model) -> {(height, width): scorer}
-_feature_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Grad-CAM: (model) -> {layer: model}
+_grad_cam_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Grad-CAM: (model) -> {(layer, h, w): function}
 
 
 def patch_grid(height: int, width: int, patch_size: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -89,24 +89,37 @@ def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20) -> Ite
     yield "full", occlusion_sensitivity(model, image, patch_size)
 
 
+def _grad_cam_function(model, layer_name: str, height: int, width: int):
+    """Grad-CAM of one model and layer as a compiled function, traced once per input size.
+
+    Eager execution of a deep model's forward and backward pass costs more than the maths.
+    """
+    functions = _grad_cam_functions.setdefault(model, {})
+    if (layer_name, height, width) not in functions:
+        feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+
+        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
+        def cam(image: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                features, output = feature_model(image, training=False)
+                target = tf.reshape(tf.cast(output, tf.float32), [-1])[0]
+            gradients = tape.gradient(target, features)
+            weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+            return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
+
+        functions[(layer_name, height, width)] = cam
+    return functions[(layer_name, height, width)]
+
+
 def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) of the melanoma output, in [0, 1] at the input size.
 
     One forward and one backward pass; the layer defaults to the last 4-D feature map.
     """
-    layer_name = layer_name or last_feature_map(model)
-    feature_models = _feature_models.setdefault(model, {})
-    if layer_name not in feature_models:
-        feature_models[layer_name] = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
-    feature_model = feature_models[layer_name]
-    image_tensor = tf.constant(np.asarray(image, np.float32)[None])
-    with tf.GradientTape() as tape:
-        features, output = feature_model(image_tensor, training=False)
-        target = tf.reshape(tf.cast(output, tf.float32), [-1])[0]
-    gradients = tape.gradient(target, features)
-    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
-    cam = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0].numpy()
+    height, width = image.shape[:2]
+    cam = _grad_cam_function(model, layer_name or last_feature_map(model), height, width)
+    weighted = cam(tf.constant(np.asarray(image, np.float32)[None]))
+    cam = tf.image.resize(weighted[..., None], (height, width), method="bilinear")[..., 0].numpy()
     peak = cam.max()
     return (cam / peak if peak > 0 else cam).astype(np.float32)
 
