@@ -5,7 +5,7 @@ import pytest
 
 from melanoma.architectures import base_layers, get_architecture, set_trainable_layers
 from melanoma.config import get_recipe
-from train.schedule import plan_phases
+from train.schedule import phases_run, plan_phases
 
 
 def test_study_recipe_phases_for_inception():
@@ -37,3 +37,13 @@ def test_trainable_layers_are_the_last_ones_with_batch_norm_frozen():
 def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(KeyError, match="scratch_cnn, inception_v3, efficientnet_b3"):
         get_architecture("resnet50")
+
+
+def test_the_card_records_the_phases_as_run_when_a_resume_changed_the_plan():
+    rates = [1e-3] * 2 + [3e-4] * 2 + [3e-4] * 1 + [1e-4] * 2  # 4 epochs planned, then resumed to 7
+    history = [{"epoch": i + 1, "learning_rate": rate, "trainable_layers": 30} for i, rate in enumerate(rates)]
+    assert phases_run(history) == [
+        {"index": 0, "start_epoch": 0, "end_epoch": 2, "learning_rate": 1e-3, "trainable_layers": 30},
+        {"index": 1, "start_epoch": 2, "end_epoch": 5, "learning_rate": 3e-4, "trainable_layers": 30},
+        {"index": 2, "start_epoch": 5, "end_epoch": 7, "learning_rate": 1e-4, "trainable_layers": 30},
+    ]

@@ -153,7 +153,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
     from train.callbacks import EpochRecorder, read_state
     from train.pipeline import make_dataset
-    from train.schedule import plan_phases
+    from train.schedule import phases_run, plan_phases
 
     architecture = get_architecture(name)
     recipe = config.recipe_object
@@ -246,7 +246,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
         "test_time_augmentation": "mean over the image and its three flips" if tta else "none",
         "recipe": config.recipe_values,
         "config": config.to_dict(),
-        "phases": [phase.__dict__ for phase in phases],
+        "phases": phases_run(history),
         "data": {"source": str(Path(config.data_dir).resolve()), "layout": data.layout, "split_counts": split_counts(table),
                  "split_file": "split.csv", "grouped_by": "lesion/group id (no group in two splits)"},
         "class_weights": {str(k): v for k, v in weights_by_class.items()},

@@ -33,3 +33,20 @@ def plan_phases(architecture: Architecture, epochs: int, phase_starts: list[int]
         if end > start:
             phases.append(Phase(index, start, min(end, epochs), rate, layers))
     return phases
+
+
+def phases_run(history: list[dict]) -> list[dict]:
+    """The phases as they were run, read from the per-epoch history.
+
+    A run resumed with a different --epochs changes the plan halfway, so the card records these
+    rather than the last plan. Epochs are counted from 0, as in `Phase`.
+    """
+    phases: list[dict] = []
+    for row in history:
+        setting = (float(row["learning_rate"]), int(row["trainable_layers"]))
+        if phases and (phases[-1]["learning_rate"], phases[-1]["trainable_layers"]) == setting:
+            phases[-1]["end_epoch"] = int(row["epoch"])
+        else:
+            phases.append({"index": len(phases), "start_epoch": int(row["epoch"]) - 1, "end_epoch": int(row["epoch"]),
+                           "learning_rate": setting[0], "trainable_layers": setting[1]})
+    return phases
