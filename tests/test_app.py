@@ -47,6 +47,7 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     assert any("not a diagnosis" in info.value for info in at.info)
     captions = [caption for image in at.image for caption in image.captions]
     assert "Uploaded image" in captions and "Occlusion sensitivity overlay" in captions
+    assert "Coarse preview…" not in captions  # the exact map replaced the progressive preview
     assert len(at.image) >= 3  # the upload, its overlay and the colour bar
     assert any("operating threshold" in box.value for box in [*at.error, *at.success])
 
