@@ -84,8 +84,11 @@ def _import_tensorflow() -> None:
 
 @functools.cache
 def prepare_in_background() -> None:
-    """Start importing TensorFlow once per server process, while the clinician chooses files."""
-    threading.Thread(target=_import_tensorflow, name="tensorflow-import", daemon=True).start()
+    """Start importing TensorFlow once per server process, while the clinician chooses files.
+
+    Not a daemon thread: an import cut off by interpreter shutdown fails with misleading errors.
+    """
+    threading.Thread(target=_import_tensorflow, name="tensorflow-import").start()
 
 
 def describe(entry: InstalledModel) -> str:
