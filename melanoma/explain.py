@@ -117,8 +117,8 @@ def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndar
     One forward and one backward pass; the layer defaults to the last 4-D feature map.
     """
     height, width = image.shape[:2]
-    cam = _grad_cam_function(model, layer_name or last_feature_map(model), height, width)
-    weighted = cam(tf.constant(np.asarray(image, np.float32)[None]))
+    compute = _grad_cam_function(model, layer_name or last_feature_map(model), height, width)
+    weighted = compute(tf.constant(np.asarray(image, np.float32)[None]))
     cam = tf.image.resize(weighted[..., None], (height, width), method="bilinear")[..., 0].numpy()
     peak = cam.max()
     return (cam / peak if peak > 0 else cam).astype(np.float32)

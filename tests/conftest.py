@@ -19,13 +19,13 @@ def trained_models(tmp_path_factory):
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
     data and models in DIR and reuses them while all three are complete; CI leaves it unset.
     """
+    from melanoma.architectures import architecture_names
     from train.run import main
 
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
-    names = ("scratch_cnn", "inception_v3", "efficientnet_b3")
-    if all((output_dir / name / "metrics.json").is_file() for name in names):
+    if all((output_dir / name / "metrics.json").is_file() for name in architecture_names()):
         return data_dir, output_dir
     make_dataset(data_dir, "generic", n=120)
     code = main(["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--weights", "none",
