@@ -63,8 +63,8 @@ def command_predict(args: argparse.Namespace) -> int:
                 print(f"skipped {path}: {error}", file=sys.stderr)
         for path, probability in zip(batch, predictor.probabilities(images, args.batch_size)):
             decision = bool(probability >= predictor.threshold)
-            if args.json:
-                print(json.dumps({"path": str(path), "model": predictor.name, "probability": round(float(probability), 6),
+            if args.json:  # unrounded: a rounded probability could contradict the decision at the threshold
+                print(json.dumps({"path": str(path), "model": predictor.name, "probability": float(probability),
                                   "threshold": predictor.threshold, "melanoma": decision}))
             else:
                 print(f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}")

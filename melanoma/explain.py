@@ -96,13 +96,17 @@ def _grad_cam_function(model, layer_name: str, height: int, width: int):
     """
     functions = _grad_cam_functions.setdefault(model, {})
     if (layer_name, height, width) not in functions:
-        feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+        head = _sigmoid_head(model)
+        feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
 
         @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
         def cam(image: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
-                features, output = feature_model(image, training=False)
-                target = tf.reshape(tf.cast(output, tf.float32), [-1])[0]
+                features, pooled = feature_model(image, training=False)
+                # The logit, not the probability: the sigmoid's slope p(1 - p) scales every
+                # gradient alike (the normalised map is the same) but is 0 when p rounds to 1.
+                logit = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
+                target = tf.reshape(logit, [-1])[0]
             gradients = tape.gradient(target, features)
             weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
             return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
@@ -111,8 +115,17 @@ def _grad_cam_function(model, layer_name: str, height: int, width: int):
     return functions[(layer_name, height, width)]
 
 
+def _sigmoid_head(model) -> keras.layers.Dense:
+    """The model's last layer, checked to be the one-unit sigmoid Dense whose logit Grad-CAM explains."""
+    head = model.layers[-1]
+    if not (isinstance(head, keras.layers.Dense) and head.units == 1 and head.activation is keras.activations.sigmoid):
+        raise ValueError(f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'); {model.name} ends in "
+                         f"{type(head).__name__} {head.name!r}. Build it through melanoma.architectures.")
+    return head
+
+
 def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) of the melanoma output, in [0, 1] at the input size.
+    """Grad-CAM (Selvaraju et al. 2017) of the melanoma logit, in [0, 1] at the input size.
 
     One forward and one backward pass; the layer defaults to the last 4-D feature map.
     """

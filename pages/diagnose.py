@@ -104,8 +104,15 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
         st.image(colour_bar(colourmap, signed), width="stretch")
         if signed:
             scale = float(np.abs(scores).max())
-            st.caption(f"Blue: greying this region out raises the probability (it argues against melanoma). "
-                       f"Red: greying it out lowers the probability (it supports melanoma). Full scale ±{scale:.3f}.")
+            if scale < 0.0005:
+                st.caption(f"No single {patch_size}-pixel patch moves the probability by 0.001 or more: the output does not "
+                           "rest on any one region at this patch size. Try a larger patch or Grad-CAM.")
+            else:
+                st.caption(f"Blue: greying this region out raises the probability (it argues against melanoma). "
+                           f"Red: greying it out lowers the probability (it supports melanoma). Full scale ±{scale:.3f}.")
+        elif scores.max() == 0:
+            st.caption("No region raises the melanoma output (Grad-CAM is zero everywhere), as for an image the model "
+                       "finds clearly not melanoma.")
         else:
             st.caption("Dark to bright: how strongly each region drove the melanoma output (Grad-CAM, relative).")
         st.download_button(f"Download overlay ({entry.name})", ui.png_bytes(blended), f"{name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",

@@ -52,6 +52,25 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     assert any("operating threshold" in box.value for box in [*at.error, *at.success])
 
 
+@pytest.mark.parametrize("method, function, expected", [
+    ("Occlusion sensitivity", "occlusion", "No single 20-pixel patch moves the probability"),
+    ("Grad-CAM", "gradcam", "No region raises the melanoma output"),
+])
+def test_an_all_zero_map_is_explained_in_words(app, monkeypatch, method, function, expected):
+    """A map with nothing to show (p rounded to 1.0 for occlusion, no melanoma evidence for
+    Grad-CAM) is explained, not shown as "Full scale ±0.000" or a blank heat map without comment."""
+    import ui
+
+    at, _ = app
+    monkeypatch.setattr(ui, function, lambda key, model, *args: np.zeros(args[-1].shape[:2], np.float32))
+    at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=6), "image/jpeg"))
+    at.run()
+    at.radio[0].set_value(method).run()  # the settings appear with the first upload
+    assert not at.exception
+    captions = " ".join(caption.value for caption in at.caption)
+    assert expected in captions and "Full scale" not in captions and "Dark to bright" not in captions
+
+
 def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):
     at, _ = app
     at.file_uploader[0].set_value([

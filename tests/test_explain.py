@@ -97,6 +97,26 @@ def test_grad_cam_lights_up_the_quadrant_the_output_depends_on():
     assert cam[36:, :].max() == 0 and cam[:, 36:].max() == 0
 
 
+def test_grad_cam_still_explains_a_saturated_prediction():
+    """A head bias that pushes the probability to exactly 1.0 leaves the map unchanged (it explains the logit)."""
+    model, image = tiny_model(48), random_image(48)
+    before = grad_cam(model, image)
+    head = model.layers[-1]
+    head.bias.assign(head.bias + 100.0)
+    assert float(model.predict(image[None], verbose=0)[0, 0]) == 1.0
+    after = grad_cam(model, image)
+    assert before.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_grad_cam_names_the_head_it_needs():
+    inputs = keras.Input((32, 32, 3))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="two_classes")(x))
+    with pytest.raises(ValueError, match=r"Dense\(1, activation='sigmoid'\).*'two_classes'"):
+        grad_cam(model, random_image(32))
+
+
 @pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
 def test_both_methods_work_for_every_architecture(name):
     from melanoma.architectures import get_architecture
