@@ -7,17 +7,26 @@ them (0–255 RGB in, melanoma probability out) and an RGB image at the model's 
 from __future__ import annotations
 
 import weakref
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from melanoma.incremental import IncrementalScorer, StemPlan, stem_plan
+
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
 
-_scorers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # (model) -> {(height, width): scorer}
-_grad_cam_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Grad-CAM: (model) -> {(layer, h, w): function}
+_per_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {key: what _cached built}
+
+
+def _cached(model, key: tuple, build: Callable[[], Any]) -> Any:
+    """One object per model and key (a traced function), kept as long as the model."""
+    entries = _per_model.setdefault(model, {})
+    if key not in entries:
+        entries[key] = build()
+    return entries[key]
 
 
 def patch_grid(height: int, width: int, patch_size: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -36,25 +45,24 @@ def _scorer(model, height: int, width: int):
     The batch dimension is left open, so the last chunk holds exactly the patches that remain:
     no padding images, each of which would cost a full forward pass.
     """
-    scorers = _scorers.setdefault(model, {})
-    if (height, width) not in scorers:
-        @tf.function(input_signature=[tf.TensorSpec([height, width, 3], tf.float32),
-                                      tf.TensorSpec([None, height, width, 1], tf.float32),
-                                      tf.TensorSpec([], tf.float32)])
-        def score(image: tf.Tensor, masks: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
-            # masks: (n, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
-            occluded = image[None] * (1.0 - masks) + fill * masks
-            return tf.reshape(tf.cast(model(occluded, training=False), tf.float32), [-1])
+    @tf.function(input_signature=[tf.TensorSpec([height, width, 3], tf.float32),
+                                  tf.TensorSpec([None, height, width, 1], tf.float32),
+                                  tf.TensorSpec([], tf.float32)])
+    def score(image: tf.Tensor, masks: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
+        # masks: (n, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
+        occluded = image[None] * (1.0 - masks) + fill * masks
+        return tf.reshape(tf.cast(model(occluded, training=False), tf.float32), [-1])
 
-        scorers[(height, width)] = score
-    return scorers[(height, width)]
+    return score
 
 
 def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride: int | None = None,
-                          fill: float = GREY) -> np.ndarray:
+                          fill: float = GREY, incremental: bool = True) -> np.ndarray:
     """Per pixel: p(intact) − p(image with its patch filled grey); positive = supports melanoma.
 
-    Pixels covered by several patches (stride < patch size) get the mean of their patches.
+    Pixels covered by several patches (stride < patch size) get the mean of their patches. With
+    `incremental`, models with a convolutional stem recompute only the windows of it that each
+    patch reaches (melanoma.incremental); the map is the same, to float rounding.
     """
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
@@ -63,14 +71,34 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     masks = np.zeros((len(corners) + 1, height, width, 1), np.float32)
     for index, (top, left) in enumerate(corners, start=1):
         masks[index, top:top + patch_size, left:left + patch_size] = 1.0
-    score = _scorer(model, height, width)
     image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
-    scores = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
-                             for i in range(0, len(masks), CHUNK)])
+    plan = stem_plan(model, height, width, corners, patch_size) if incremental else None
+    if plan is None:
+        score = _cached(model, ("scorer", height, width), lambda: _scorer(model, height, width))
+        scores = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
+                                 for i in range(0, len(masks), CHUNK)])
+    else:
+        scores = _incremental_scores(model, plan, image_tensor, fill_tensor, corners, patch_size)
     drops = scores[0] - scores[1:]
     total = np.tensordot(drops, masks[1:, ..., 0], axes=1)
     coverage = masks[1:, ..., 0].sum(axis=0)
     return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
+
+
+def _incremental_scores(model, plan: StemPlan, image: tf.Tensor, fill: tf.Tensor, corners: list[tuple[int, int]],
+                        patch_size: int) -> np.ndarray:
+    """Scores of the intact image (first) and each occlusion, recomputing only the stem's windows."""
+    height, width = image.shape[:2]
+    scorer = _cached(model, ("incremental", height, width, len(plan.stem)),
+                     lambda: IncrementalScorer(model, plan, height, width))
+    intact_stem = scorer.intact_stem(image)
+    # Row 0 is an empty patch: its window is recomputed unchanged, which scores the intact image.
+    boxes = np.array([(0, 0, 0, 0)] + [(top, left, top + patch_size, left + patch_size) for top, left in corners], np.int32)
+    starts = np.concatenate([plan.starts[:1], plan.starts])
+    window = tf.constant(plan.window, tf.int32)
+    return np.concatenate([scorer.score(image, intact_stem, fill, tf.constant(boxes[i:i + CHUNK]),
+                                        tf.constant(starts[i:i + CHUNK]), window).numpy()
+                           for i in range(0, len(boxes), CHUNK)])
 
 
 COARSE_GRID = 3  # the progressive preview: 3 × 3 patches, ten forward passes whatever the input size
@@ -94,25 +122,22 @@ def _grad_cam_function(model, layer_name: str, height: int, width: int):
 
     Eager execution of a deep model's forward and backward pass costs more than the maths.
     """
-    functions = _grad_cam_functions.setdefault(model, {})
-    if (layer_name, height, width) not in functions:
-        head = _sigmoid_head(model)
-        feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
+    head = _sigmoid_head(model)
+    feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
 
-        @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
-        def cam(image: tf.Tensor) -> tf.Tensor:
-            with tf.GradientTape() as tape:
-                features, pooled = feature_model(image, training=False)
-                # The logit, not the probability: the sigmoid's slope p(1 - p) scales every
-                # gradient alike (the normalised map is the same) but is 0 when p rounds to 1.
-                logit = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
-                target = tf.reshape(logit, [-1])[0]
-            gradients = tape.gradient(target, features)
-            weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-            return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
+    def cam(image: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            features, pooled = feature_model(image, training=False)
+            # The logit, not the probability: the sigmoid's slope p(1 - p) scales every
+            # gradient alike (the normalised map is the same) but is 0 when p rounds to 1.
+            logit = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
+            target = tf.reshape(logit, [-1])[0]
+        gradients = tape.gradient(target, features)
+        weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
 
-        functions[(layer_name, height, width)] = cam
-    return functions[(layer_name, height, width)]
+    return cam
 
 
 def _sigmoid_head(model) -> keras.layers.Dense:
@@ -130,7 +155,8 @@ def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndar
     One forward and one backward pass; the layer defaults to the last 4-D feature map.
     """
     height, width = image.shape[:2]
-    compute = _grad_cam_function(model, layer_name or last_feature_map(model), height, width)
+    layer_name = layer_name or last_feature_map(model)
+    compute = _cached(model, ("grad-cam", layer_name, height, width), lambda: _grad_cam_function(model, layer_name, height, width))
     weighted = compute(tf.constant(np.asarray(image, np.float32)[None]))
     cam = tf.image.resize(weighted[..., None], (height, width), method="bilinear")[..., 0].numpy()
     peak = cam.max()

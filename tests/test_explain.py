@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from keras import layers
 
+from melanoma import explain
 from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
+from melanoma.incremental import stem_plan
 
 
 def tiny_model(size: int = 60, seed: int = 0) -> keras.Model:
@@ -36,24 +38,54 @@ def reference_occlusion(model, image, patch):
     return result
 
 
-@pytest.mark.parametrize("size, patch", [(60, 20), (50, 20), (48, 7)])
-def test_matches_a_per_patch_reference_loop(size, patch):
-    model, image = tiny_model(size), random_image(size)
-    ours = occlusion_sensitivity(model, image, patch_size=patch)
+def stem_model(size: int) -> keras.Model:
+    """Every layer kind the incremental path recomputes, with odd sizes, 'same' and 'valid'
+    padding and strides, before a branch that ends it."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", bias_initializer=keras.initializers.Constant(-1.0))(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)  # of mostly negative values: its padding matters
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.ZeroPadding2D(((1, 0), (0, 1)))(x)
+    x = layers.DepthwiseConv2D(3, padding="valid", activation="relu")(x)
+    x = layers.AveragePooling2D(2, strides=1)(x)
+    x = layers.Conv2D(8, 1, activation="relu")(x)
+    branch_a, branch_b = layers.Conv2D(8, 3, padding="same")(x), layers.Conv2D(8, 1)(x)
+    x = layers.GlobalAveragePooling2D()(layers.Concatenate()([branch_a, branch_b]))  # every position counts
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x))
+    rng = np.random.default_rng(3)  # statistics as after training, so the normalisation shifts and scales
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            gamma, beta, mean, variance = (weight.shape for weight in layer.get_weights())
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.5, beta), rng.normal(0, 0.5, mean), rng.uniform(0.5, 2, variance)])
+    return model
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "whole-image"])
+@pytest.mark.parametrize("size, patch", [(60, 20), (50, 20), (48, 7), (77, 9)])
+def test_matches_a_per_patch_reference_loop(size, patch, incremental):
+    model, image = stem_model(size), random_image(size)
+    corners = explain.patch_grid(size, size, patch)
+    plan = stem_plan(model, size, size, corners, patch)
+    assert plan is not None and len(plan.geometry) >= 2  # the windows pass through several spatial layers
+    ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
     reference = reference_occlusion(model, image, patch)
     assert ours.shape == (size, size)
-    assert np.abs(reference).max() > 1e-3  # the model's output really changes under occlusion
+    assert np.abs(reference).max() > 100 * 1e-6  # the output really changes under occlusion, far beyond the tolerance
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "whole-image"])
 @pytest.mark.parametrize("size, patch", [(60, 20), (50, 20)])
-def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch):
+def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch, incremental):
     tf_explain_module = pytest.importorskip("tf_explain.core.occlusion_sensitivity")
     # Compare on tf-explain's own grid, before its final bilinear resize.
     monkeypatch.setattr(tf_explain_module.cv2, "resize", lambda grid, shape: grid)
-    model, image = tiny_model(size), random_image(size, seed=5)
+    model, image = stem_model(size), random_image(size, seed=5)
     theirs = tf_explain_module.OcclusionSensitivity().get_sensitivity_map(model, image, 0, patch)  # 1 - p(occluded)
-    ours = occlusion_sensitivity(model, image, patch_size=patch)
+    ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
     ours_on_grid = ours[::patch, ::patch]  # each patch's top-left pixel carries that patch's value
     assert theirs.shape == ours_on_grid.shape and np.ptp(theirs) > 1e-3
     difference = ours_on_grid - theirs  # = p(intact) - 1 everywhere
@@ -115,6 +147,26 @@ def test_grad_cam_names_the_head_it_needs():
     model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="two_classes")(x))
     with pytest.raises(ValueError, match=r"Dense\(1, activation='sigmoid'\).*'two_classes'"):
         grad_cam(model, random_image(32))
+
+
+@pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
+def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(name):
+    from melanoma.architectures import get_architecture
+
+    model, image = get_architecture(name).builder(96, weights="none"), random_image(96, seed=2)
+    assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is not None
+    incremental = occlusion_sensitivity(model, image, patch_size=12)
+    whole_image = occlusion_sensitivity(model, image, patch_size=12, incremental=False)
+    assert np.abs(whole_image).max() > 0
+    np.testing.assert_allclose(incremental, whole_image, atol=1e-6)
+
+
+def test_colour_constancy_leaves_no_stem_to_reuse():
+    """Shades of Gray rescales every pixel by the whole image's illuminant, so a patch reaches everywhere."""
+    from melanoma.architectures import get_architecture
+
+    model = get_architecture("inception_v3").builder(96, weights="none", colour_constancy=True)
+    assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
 
 
 @pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
