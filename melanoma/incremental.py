@@ -22,8 +22,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from melanoma.folding import FoldedBatchNorm
+
 # Layers that act on each pixel alone (at inference), and layers whose receptive field we track.
-PER_PIXEL = (layers.Rescaling, layers.Normalization, layers.BatchNormalization, layers.Activation, layers.ReLU)
+PER_PIXEL = (layers.Rescaling, layers.Normalization, layers.BatchNormalization, layers.Activation, layers.ReLU, FoldedBatchNorm)
 SPATIAL = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.ZeroPadding2D)
 MAX_WINDOW_FRACTION = 0.25  # a deeper cut whose window covers more of its feature map saves too little
 
