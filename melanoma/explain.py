@@ -26,7 +26,11 @@ _per_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -
 
 
 def _cached(model, key: tuple, build: Callable[[], Any]) -> Any:
-    """One object per model and key (a traced function, a folded copy), kept as long as the model."""
+    """One object per model and key (a traced function, a folded copy), built once.
+
+    The entries refer to their model, so neither is freed before the process ends: right for
+    the app's few cached models, a cost for a script that explains thousands of models.
+    """
     entries = _per_model.setdefault(model, {})
     if key not in entries:
         entries[key] = build()
