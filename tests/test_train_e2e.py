@@ -72,6 +72,18 @@ def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     assert entry.card["epochs_trained"] == 4 and load_keras_model(entry) is not None
 
 
+def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path, trained_models, capsys):
+    """A fresh clone has the shipped weights but no checkpoints: --resume must not retrain over them."""
+    data_dir, output_dir = trained_models
+    shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn", ignore=shutil.ignore_patterns("checkpoint"))
+    weights = (tmp_path / "scratch_cnn" / "model.keras").read_bytes()
+    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--weights", "none",
+                 "--epochs", "4", "--image-size", "75", "--resume"])
+    assert code == 2
+    assert "--resume found no checkpoint for scratch_cnn" in capsys.readouterr().err
+    assert (tmp_path / "scratch_cnn" / "model.keras").read_bytes() == weights
+
+
 def test_bad_data_stops_before_training(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("image_id,label\nmissing,1\n")
     assert main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--weights", "none"]) == 2

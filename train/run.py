@@ -266,6 +266,18 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
             "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
 
 
+def models_without_checkpoint(config: TrainConfig) -> list[str]:
+    """Models that --resume would silently train from scratch over a finished model.
+
+    Checkpoints stay out of git, so a fresh clone has the shipped weights but nothing to resume.
+    """
+    from train.callbacks import read_state
+
+    folders = {name: Path(config.output_dir) / name for name in config.models}
+    return [name for name, folder in folders.items()
+            if config.resume and read_state(folder) is None and (folder / "model.keras").is_file()]
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     print(f"Recipe {config.recipe}: {config.recipe_object.notes}")
@@ -275,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Data: {data.layout} layout in {data.root}, {data.counts}")
+    unresumable = models_without_checkpoint(config)
+    if unresumable:
+        print(f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
+              "model is there (model.keras), which training from scratch would replace. Restore its checkpoint/ "
+              "folder, choose another --output-dir, or leave out --resume to retrain from scratch.", file=sys.stderr)
+        return 2
     strategy = configure_tensorflow(config)
     pixel_cache: dict = {}
     try:
