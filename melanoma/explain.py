@@ -105,9 +105,9 @@ def _incremental_scores(model, plan: StemPlan, image: tf.Tensor, fill: tf.Tensor
     # Row 0 is an empty patch: its window is recomputed unchanged, which scores the intact image.
     boxes = np.array([(0, 0, 0, 0)] + [(top, left, top + patch_size, left + patch_size) for top, left in corners], np.int32)
     starts = np.concatenate([plan.starts[:1], plan.starts])
-    window = tf.constant(plan.window, tf.int32)
+    lengths = tf.constant(plan.lengths)
     return np.concatenate([scorer.score(image, intact_stem, fill, tf.constant(boxes[i:i + CHUNK]),
-                                        tf.constant(starts[i:i + CHUNK]), window).numpy()
+                                        tf.constant(starts[i:i + CHUNK]), lengths).numpy()
                            for i in range(0, len(boxes), CHUNK)])
 
 

@@ -46,7 +46,7 @@ class Geometry:
         last = (high - 1 + self.pad_before) // self.stride
         return max(first, 0), min(last + 1, self.size_out)
 
-    def window_in(self, start: int, length: int) -> tuple[int, int]:
+    def window_in(self, start: int | np.ndarray, length: int) -> tuple[int | np.ndarray, int]:
         """The input window (start, length) that outputs [start, start + length) read, padding included."""
         return start * self.stride - self.pad_before, (length - 1) * self.stride + self.kernel
 
@@ -94,8 +94,8 @@ class StemPlan:
 
     stem: list  # the chain layers up to the cut, in order
     geometry: list[tuple[Geometry, Geometry]]  # per spatial layer in `stem`: (rows, columns)
-    window: tuple[int, int]  # the window's size at the cut, the same for every patch
-    starts: np.ndarray  # (patches, spatial layers + 1, 2): each window's top-left corner, per layer input and at the cut
+    lengths: np.ndarray  # (spatial layers + 1, 2): the window's size at each spatial layer's input and at the cut
+    starts: np.ndarray  # (patches, spatial layers + 1, 2): each window's top-left corner, at the same places
 
 
 def stem_plan(model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int) -> StemPlan | None:
@@ -109,7 +109,7 @@ def stem_plan(model, height: int, width: int, corners: list[tuple[int, int]], pa
         ends_a_run = depth == len(chain) or isinstance(chain[depth], SPATIAL)
         if geometry and ends_a_run:
             plan = _plan(chain[:depth], list(geometry), corners, patch_size, size)
-            if plan.window[0] * plan.window[1] <= MAX_WINDOW_FRACTION * size[0] * size[1]:
+            if np.prod(plan.lengths[-1]) <= MAX_WINDOW_FRACTION * size[0] * size[1]:
                 best = plan
     return best
 
@@ -122,17 +122,16 @@ def _plan(stem: list, geometry: list, corners: list[tuple[int, int]], patch_size
         for per_axis in geometry:
             span = [per_axis[axis].affected(*span[axis]) for axis in (0, 1)]
         reach.append(span)
-    window = tuple(max(span[axis][1] - span[axis][0] for span in reach) for axis in (0, 1))
+    lengths = np.zeros((len(geometry) + 1, 2), np.int32)
+    lengths[-1] = [max(span[axis][1] - span[axis][0] for span in reach) for axis in (0, 1)]
     # Backward: each window's start at the cut (moved inwards at the border), then at every layer's input.
     starts = np.zeros((len(corners), len(geometry) + 1, 2), np.int32)
-    for index, span in enumerate(reach):
-        start, length = [min(span[axis][0], size[axis] - window[axis]) for axis in (0, 1)], list(window)
-        starts[index, -1] = start
-        for step in range(len(geometry) - 1, -1, -1):
-            for axis in (0, 1):
-                start[axis], length[axis] = geometry[step][axis].window_in(start[axis], length[axis])
-            starts[index, step] = start
-    return StemPlan(stem, geometry, window, starts)
+    starts[:, -1] = [[min(span[axis][0], size[axis] - lengths[-1][axis]) for axis in (0, 1)] for span in reach]
+    for step in range(len(geometry) - 1, -1, -1):
+        for axis in (0, 1):
+            starts[:, step, axis], lengths[step, axis] = geometry[step][axis].window_in(starts[:, step + 1, axis],
+                                                                                      lengths[step + 1, axis])
+    return StemPlan(stem, geometry, lengths, starts)
 
 
 def _spatial_op(layer, x: tf.Tensor) -> tf.Tensor:
@@ -180,14 +179,10 @@ class IncrementalScorer:
             tf.TensorSpec([], tf.float32),  # the fill value
             tf.TensorSpec([None, 4], tf.int32),  # each patch: top, left, bottom, right
             tf.TensorSpec([None, len(plan.geometry) + 1, 2], tf.int32),  # StemPlan.starts
-            tf.TensorSpec([2], tf.int32),  # the window at the cut
+            tf.TensorSpec([len(plan.geometry) + 1, 2], tf.int32),  # StemPlan.lengths
         ])
 
-    def _score(self, image, intact_stem, fill, boxes, starts, window):
-        lengths = [window]
-        for per_axis in reversed(self.geometry):  # window sizes at each spatial layer's input
-            lengths.insert(0, tf.stack([(lengths[0][axis] - 1) * per_axis[axis].stride + per_axis[axis].kernel
-                                        for axis in (0, 1)]))
+    def _score(self, image, intact_stem, fill, boxes, starts, lengths):
         # The occluded crops, built directly: rows and columns of the image, clipped (the positions
         # outside it are replaced by the first spatial layer's padding below).
         rows = starts[:, 0, 0, None] + tf.range(lengths[0][0])[None]
@@ -209,7 +204,7 @@ class IncrementalScorer:
             else:
                 x = layer(x, training=False)
         # Paste each recomputed window into a copy of the intact stem output, then finish the model.
-        count = tf.shape(boxes)[0]
+        count, window = tf.shape(boxes)[0], lengths[-1]
         window_rows = starts[:, -1, 0, None] + tf.range(window[0])[None]
         window_columns = starts[:, -1, 1, None] + tf.range(window[1])[None]
         indices = tf.stack([

@@ -273,9 +273,10 @@ def models_without_checkpoint(config: TrainConfig) -> list[str]:
     """
     from train.callbacks import read_state
 
+    if not config.resume:
+        return []
     folders = {name: Path(config.output_dir) / name for name in config.models}
-    return [name for name, folder in folders.items()
-            if config.resume and read_state(folder) is None and (folder / "model.keras").is_file()]
+    return [name for name, folder in folders.items() if read_state(folder) is None and (folder / MODEL_FILE).is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
