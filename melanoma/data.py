@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.images import ImageError, read_image, to_model_input
+from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image, to_model_input
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
 ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 HAM_METADATA = "HAM10000_metadata.csv"
@@ -43,7 +42,8 @@ class DataError(ValueError):
 
 @dataclass
 class LabelledImages:
-    """One row per image: image_id, path, label (1 = melanoma), group (lesion id or image id)."""
+    """One row per image: image_id, path, label (1 = melanoma), group (lesion id or image id),
+    and source (where the image was taken; empty when the layout does not say)."""
 
     layout: str
     root: Path
@@ -130,7 +130,9 @@ def _labels_ham(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
     for index, dx in frame.dx.items():
         if dx not in known:
             problems.append(f"{HAM_METADATA} line {_line(index)}: unknown dx {dx!r}; expected one of {', '.join(sorted(known))}.")
-    return pd.DataFrame({"image_id": frame.image_id, "label": (frame.dx == "mel").astype(int), "group": frame.lesion_id})
+    source = frame["dataset"] if "dataset" in frame else ""
+    return pd.DataFrame({"image_id": frame.image_id, "label": (frame.dx == "mel").astype(int), "group": frame.lesion_id,
+                         "source": source})
 
 
 def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
@@ -148,7 +150,8 @@ def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
             label = -1
         labels.append(label)
     groups = frame["group"].where(frame["group"] != "", frame.image_id) if "group" in frame else frame.image_id
-    return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups})
+    source = frame["source"] if "source" in frame else ""
+    return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups, "source": source})
 
 
 LABEL_READERS = {"isic2018": _labels_isic, "ham10000": _labels_ham, "generic": _labels_generic}
@@ -170,6 +173,8 @@ def load_labelled_images(data_dir: str | Path, layout: str = "auto") -> Labelled
     table = LABEL_READERS[layout](data_dir, problems)
     if table is None:
         raise DataError(problems)
+    if "source" not in table:
+        table["source"] = ""
     labels_file = LAYOUT_FILES[layout]
     duplicated = table.image_id.duplicated(keep="first")
     for index in table.index[duplicated]:
@@ -238,6 +243,30 @@ def split_grouped_stratified(
                 filled[split] += group_size[group]
             assignment[group] = split
     return table.group.map(assignment).rename("split")
+
+
+def split_holding_out_source(
+    table: pd.DataFrame, source: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42
+) -> pd.Series:
+    """Test on every image of one source; split the others into train and validation.
+
+    This measures a model at a clinic it never saw. A lesion photographed at the held-out source
+    and elsewhere too is left out of training and validation, so nothing of it leaks in.
+    """
+    sources = sorted(set(table.source) - {""})
+    if source not in sources:
+        raise ValueError(
+            f"--holdout-source {source!r} is not a source of this data; expected one of {', '.join(sources) or 'none'} "
+            "(the HAM10000 metadata's dataset column, or a generic labels.csv's source column)."
+        )
+    held_out = table.source == source
+    leaking = table.group.isin(set(table.group[held_out])) & ~held_out
+    rest = table[~held_out & ~leaking]
+    train_val = fractions[0] + fractions[1]
+    split = pd.Series("excluded", index=table.index, name="split")
+    split[held_out] = "test"
+    split[rest.index] = split_grouped_stratified(rest, (fractions[0] / train_val, fractions[1] / train_val, 0.0), seed)
+    return split
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:

@@ -14,22 +14,23 @@ from tests.synthetic import make_dataset  # noqa: E402
 
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory):
-    """All three architectures trained once on a separable synthetic set, shared by the tests.
+    """The default models trained once on a separable synthetic set, shared by the tests: the study's
+    three from random initialisation, EfficientNet-Lite0 from its ImageNet checkpoint.
 
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
-    data and models in DIR and reuses them while all three are complete; CI leaves it unset.
+    data and models in DIR and reuses them while all are complete; CI leaves it unset.
     """
-    from melanoma.architectures import architecture_names
+    from melanoma.config import DEFAULT_MODELS, STUDY_MODELS
     from train.run import main
 
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
-    if all((output_dir / name / "metrics.json").is_file() for name in architecture_names()):
+    if all((output_dir / name / "metrics.json").is_file() for name in DEFAULT_MODELS):
         return data_dir, output_dir
     make_dataset(data_dir, "generic", n=120)
-    code = main(["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--weights", "none",
-                 "--epochs", "3", "--image-size", "75", "--batch-size", "16", "--epoch-images", "480",
-                 "--learning-rates", "0.003,0.001,0.0003", "--seed", "1"])
-    assert code == 0
+    common = ["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--epochs", "3", "--image-size", "75",
+              "--batch-size", "16", "--epoch-images", "480", "--seed", "1"]
+    assert main([*common, "--models", ",".join(STUDY_MODELS), "--weights", "none", "--learning-rates", "0.003,0.001,0.0003"]) == 0
+    assert main([*common, "--models", "efficientnet_lite0", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
     return data_dir, output_dir

@@ -36,7 +36,9 @@ def make_dataset(root: Path, layout: str, n: int = 60, melanoma_fraction: float 
         lesion_image(melanoma, rng).save(image_dir / f"{image_id}.jpg", quality=95)
         rows.append((image_id, lesion_id, int(melanoma)))
     if layout == "generic":
-        _write(root / "labels.csv", ["image_id", "label", "group"], [(i, m, l) for i, l, m in rows])
+        # Two sources (clinics), each with both classes, for the source-held-out evaluation.
+        _write(root / "labels.csv", ["image_id", "label", "group", "source"],
+               [(i, m, l, "clinic_b" if int(l[4:]) % 3 == 0 else "clinic_a") for i, l, m in rows])
     elif layout == "ham10000":
         _write(root / "HAM10000_metadata.csv", ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"],
                [(l, i, "mel" if m else "nv", "histo", "50.0", "male", "back") for i, l, m in rows])

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from melanoma.config import DEFAULT_MODELS
 from melanoma.images import decode_image
 from melanoma.inference import load_predictor
 from tests.synthetic import lesion_image
@@ -93,7 +94,7 @@ def test_all_models_side_by_side(app):
     at.run()
     assert not at.exception
     labels = metric_values(at)
-    assert {f"{name}: melanoma probability" for name in ("scratch_cnn", "inception_v3", "efficientnet_b3")} <= set(labels)
+    assert {f"{name}: melanoma probability" for name in DEFAULT_MODELS} <= set(labels)
 
 
 def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_score(trained_models, tmp_path, monkeypatch):
@@ -112,7 +113,7 @@ def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_sco
     assert not at.metric
     at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()  # all models: the two others still score
     assert not at.exception
-    assert set(metric_values(at)) == {"scratch_cnn: melanoma probability", "efficientnet_b3: melanoma probability"}
+    assert set(metric_values(at)) == {f"{name}: melanoma probability" for name in DEFAULT_MODELS if name != "inception_v3"}
 
 
 def test_compare_page_renders_every_model(app):
@@ -120,9 +121,10 @@ def test_compare_page_renders_every_model(app):
     at.switch_page("pages/compare.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert set(table["Model"]) == {"scratch_cnn", "inception_v3", "efficientnet_b3"}
+    assert set(table["Model"]) == set(DEFAULT_MODELS)
     charts = at.get("plotly_chart")
-    assert len(charts) == 3 + 2 + 1 + 3 * 3  # confusion matrices, ROC + PR, calibration, 3 training curves each
+    n = len(DEFAULT_MODELS)
+    assert len(charts) == n + 2 + 1 + n * 3  # confusion matrices, ROC + PR, calibration, 3 training curves each
 
 
 def test_model_cards_page_describes_every_model(app):

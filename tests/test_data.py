@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.data import DataError, class_weights, load_labelled_images, load_pixels, split_grouped_stratified
+from melanoma.data import (DataError, class_weights, load_labelled_images, load_pixels, split_grouped_stratified,
+                           split_holding_out_source)
 from tests.synthetic import make_dataset
 
 
@@ -93,3 +94,23 @@ def test_split_is_seeded():
 def test_class_weights_match_the_study():
     weights = class_weights(np.array([0] * 1101 + [1] * 250))
     assert round(weights[0], 3) == 0.614 and round(weights[1], 3) == 2.702
+
+
+def test_holding_out_a_source_tests_on_it_alone_and_keeps_its_lesions_out_of_training():
+    table = pd.DataFrame({
+        "image_id": [f"i{n}" for n in range(12)],
+        "label": [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0],
+        "group": ["a", "a", "b", "c", "d", "e", "f", "g", "h", "shared", "shared", "k"],
+        "source": ["vienna"] * 9 + ["vienna", "rosendahl", "rosendahl"],
+    })
+    split = split_holding_out_source(table, "rosendahl", seed=0)
+    assert list(split[table.source == "rosendahl"]) == ["test", "test"]
+    # "shared" was photographed at both sources: its Vienna image would leak the held-out lesion.
+    assert split[9] == "excluded"
+    assert set(split[:9]) <= {"train", "val"} and "val" in set(split[:9])
+
+
+def test_an_unknown_source_lists_the_known_ones():
+    table = pd.DataFrame({"image_id": ["a"], "label": [1], "group": ["a"], "source": ["vienna"]})
+    with pytest.raises(ValueError, match="'rosendal' is not a source of this data; expected one of vienna"):
+        split_holding_out_source(table, "rosendal")

@@ -35,7 +35,7 @@ def test_trainable_layers_are_the_last_ones_with_batch_norm_frozen():
 
 
 def test_unknown_model_name_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="scratch_cnn, inception_v3, efficientnet_b3"):
+    with pytest.raises(KeyError, match="scratch_cnn, inception_v3, efficientnet_b3, efficientnet_lite0"):
         get_architecture("resnet50")
 
 

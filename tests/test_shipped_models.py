@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from melanoma.config import DEFAULT_MODELS
 from melanoma.data import load_pixels
 from melanoma.files import sha256_of
 from melanoma.inference import load_predictor, predict_pixels
 from melanoma.store import DEFAULT_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
-SHIPPED = ["scratch_cnn", "inception_v3", "efficientnet_b3"]
+SHIPPED = list(DEFAULT_MODELS)
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "HAM10000_metadata.csv").is_file(),
                                 reason=f"shared HAM10000 data not found at {SHARED_DATA}")
 

