@@ -15,8 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from melanoma.data import IMAGE_EXTENSIONS
-from melanoma.images import ImageError, read_image
+from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError, list_models
 
 
@@ -104,14 +103,18 @@ def command_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of installed models")
+    # Options shared by every subcommand are accepted after it too (`predict --models-dir DIR`),
+    # where people put them; SUPPRESS keeps an absent one from overriding the value given before.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--models-dir", default=argparse.SUPPRESS, help="folder of installed models")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("models", help="list the installed models")
-    predict = commands.add_parser("predict", help="melanoma probability for image files or folders")
+    commands.add_parser("models", parents=[shared], help="list the installed models")
+    predict = commands.add_parser("predict", parents=[shared], help="melanoma probability for image files or folders")
     predict.add_argument("--model", required=True, help="an installed model's name (see: python -m melanoma models)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("paths", nargs="+")
-    explain = commands.add_parser("explain", help="write an explanation overlay for one image")
+    explain = commands.add_parser("explain", parents=[shared], help="write an explanation overlay for one image")
     explain.add_argument("--model", required=True)
     explain.add_argument("--method", choices=["occlusion", "gradcam"], default="occlusion")
     explain.add_argument("--patch-size", type=int, default=20, help="occlusion patch, in pixels of the model input")

@@ -8,21 +8,22 @@ import plotly.graph_objects as go
 from melanoma.store import InstalledModel
 
 # Higher is better for every column but the Brier score.
+# Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
 METRIC_COLUMNS = {
-    "ROC AUC": ("roc_auc", True),
-    "Average precision": ("average_precision", True),
-    "Sensitivity @ threshold": ("at_threshold.sensitivity", True),
-    "Specificity @ threshold": ("at_threshold.specificity", True),
-    "Sensitivity @ 0.5": ("at_0.5.sensitivity", True),
-    "Specificity @ 0.5": ("at_0.5.specificity", True),
-    "Balanced accuracy @ threshold": ("at_threshold.balanced_accuracy", True),
-    "Brier score": ("brier_score", False),
+    "ROC AUC": (("roc_auc",), True),
+    "Average precision": (("average_precision",), True),
+    "Sensitivity @ threshold": (("at_threshold", "sensitivity"), True),
+    "Specificity @ threshold": (("at_threshold", "specificity"), True),
+    "Sensitivity @ 0.5": (("at_0.5", "sensitivity"), True),
+    "Specificity @ 0.5": (("at_0.5", "specificity"), True),
+    "Balanced accuracy @ threshold": (("at_threshold", "balanced_accuracy"), True),
+    "Brier score": (("brier_score",), False),
 }
 
 
-def _get(metrics: dict, dotted: str):
+def _get(metrics: dict, *keys: str):
     value = metrics
-    for key in dotted.split("."):
+    for key in keys:
         value = value.get(key) if isinstance(value, dict) else None
     return value
 
@@ -32,18 +33,24 @@ def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
     rows = []
     for entry in models:
         row = {"Model": entry.name, "Input": f"{entry.input_size} px", "Threshold": entry.threshold}
-        for column, (key, _) in METRIC_COLUMNS.items():
-            row[column] = _get(entry.metrics, key)
-        low, high = _get(entry.metrics, "ci95.roc_auc") or (None, None)
+        for column, (keys, _) in METRIC_COLUMNS.items():
+            row[column] = _get(entry.metrics, *keys)
+        low, high = _get(entry.metrics, "ci95", "roc_auc") or (None, None)
         row["ROC AUC 95% CI"] = f"{low:.3f}–{high:.3f}" if low is not None else "–"
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # A metric no model measured is left out rather than shown as a column of blanks.
+    for column in METRIC_COLUMNS:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table.drop(columns=[c for c in METRIC_COLUMNS if table[c].isna().all()])
 
 
 def best_per_column(table: pd.DataFrame) -> dict[str, str]:
     """For each metric column, the model with the best value (lowest for the Brier score)."""
     best = {}
     for column, (_, higher_is_better) in METRIC_COLUMNS.items():
+        if column not in table:
+            continue
         values = pd.to_numeric(table[column], errors="coerce")
         if values.notna().any():
             best[column] = table.Model[values.idxmax() if higher_is_better else values.idxmin()]
@@ -54,17 +61,37 @@ def mean_probability_table(models: list[InstalledModel]) -> pd.DataFrame:
     """The study's table: mean predicted melanoma probability for each true label."""
     return pd.DataFrame([{
         "Model": entry.name,
-        "True label 0 (other)": _get(entry.metrics, "mean_probability_by_label.0"),
-        "True label 1 (melanoma)": _get(entry.metrics, "mean_probability_by_label.1"),
+        "True label 0 (other)": _get(entry.metrics, "mean_probability_by_label", "0"),
+        "True label 1 (melanoma)": _get(entry.metrics, "mean_probability_by_label", "1"),
     } for entry in models])
 
 
+def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
+    """ROC AUC at a source the model never saw (a run trained without it), one row per model and source.
+
+    A model without such a run gets a row that says so: a missing number must not read as a good one.
+    """
+    rows = []
+    for entry in models:
+        initialised = entry.card.get("weights_initialisation", "unknown")
+        if not entry.holdout_metrics:
+            rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
+        for source, metrics in entry.holdout_metrics.items():
+            low, high = _get(metrics, "ci95", "roc_auc") or (None, None)
+            rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": source,
+                         "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
+                         "ROC AUC": metrics.get("roc_auc"),
+                         "ROC AUC 95% CI": f"{low:.3f}–{high:.3f}" if low is not None else "–",
+                         "Own validation ROC AUC": metrics.get("validation_roc_auc")})
+    return pd.DataFrame(rows)
+
+
 def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figure:
-    matrix = _get(entry.metrics, f"{at}.confusion_matrix")
+    matrix = _get(entry.metrics, at, "confusion_matrix")
     labels = ["other", "melanoma"]
     figure = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, text=matrix, texttemplate="%{text}",
                                   colorscale="Blues", showscale=False))
-    threshold = _get(entry.metrics, f"{at}.threshold")
+    threshold = _get(entry.metrics, at, "threshold")
     figure.update_layout(title=f"{entry.name} (threshold {threshold:.3f})", xaxis_title="Predicted", yaxis_title="True",
                          yaxis_autorange="reversed", height=320, margin=dict(l=10, r=10, t=50, b=10))
     return figure
@@ -107,7 +134,19 @@ def training_figure(entry: InstalledModel, history: pd.DataFrame, metric: str) -
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=history.epoch, y=history[metric], mode="lines+markers", name="training"))
     figure.add_trace(go.Scatter(x=history.epoch, y=history[f"val_{metric}"], mode="lines+markers", name="validation"))
-    for boundary in history.epoch[history.phase.diff().fillna(0) != 0]:
+    for boundary in phase_boundaries(history):
         figure.add_vline(x=boundary - 0.5, line_dash="dash", line_color="grey")
     figure.update_layout(title=f"{entry.name}: {metric}", xaxis_title="Epoch", height=300, margin=dict(t=40, b=10))
     return figure
+
+
+def phase_boundaries(history: pd.DataFrame) -> list[int]:
+    """The epochs that start a new setting (learning rate or trainable layers), once each.
+
+    A run resumed with another --epochs renumbers its phases, so the phase index alone would
+    mark the same change twice; the settings themselves change only where the phase really did.
+    """
+    setting = history[["learning_rate", "trainable_layers"]]
+    changed = (setting != setting.shift()).any(axis=1)
+    changed.iloc[:1] = False
+    return [int(epoch) for epoch in history.epoch[changed]]

@@ -21,6 +21,7 @@ MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+HOLDOUT_PREFIX = "holdout-"  # <model>/holdout-<source>/: a run that never saw that source (train.run --holdout-source)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -35,6 +36,7 @@ class InstalledModel:
     folder: Path
     card: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics of a source-held-out run
     problem: str | None = None
 
     @property
@@ -87,6 +89,11 @@ def inspect_model(folder: Path) -> InstalledModel:
         entry.metrics = _read_json(folder / METRICS_FILE)
     except (OSError, ValueError):
         entry.metrics = {}
+    for holdout in sorted(folder.glob(f"{HOLDOUT_PREFIX}*/{METRICS_FILE}")):
+        try:
+            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX):]] = _read_json(holdout)
+        except (OSError, ValueError):
+            continue  # a broken diagnostic leaves the model itself usable
     return entry
 
 

@@ -23,6 +23,12 @@ styled = table.style.format(precision=3, na_rep="–").apply(
 st.dataframe(styled, hide_index=True, width="stretch")
 st.caption("Highlighted: the best model in each column (lowest for the Brier score).")
 
+st.subheader("At a clinic the model never saw")
+st.caption("Each row is a separate run that trained and validated on the other sources and was tested on every "
+           "image of the held-out one (`python -m train.run --holdout-source SOURCE`). It is a hard, noisy window: "
+           "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose.")
+st.dataframe(plots.holdout_table(models).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+
 st.subheader("Mean predicted probability per true label (the study's table)")
 st.dataframe(plots.mean_probability_table(models).style.format(precision=3), hide_index=True)
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui
 from melanoma.cases import decode_upload, digest
-from melanoma.images import ImageError
+from melanoma.images import IMAGE_EXTENSIONS, ImageError
 from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
 
 st.title("Diagnose")
@@ -18,8 +18,8 @@ ALL = "All installed models, side by side"
 choice = st.selectbox("Model", [ui.describe(m) for m in models] + [ALL])
 chosen = models if choice == ALL else [m for m in models if ui.describe(m) == choice]
 
-uploads = st.file_uploader("Dermoscopic images (JPEG, PNG, BMP, TIFF)", accept_multiple_files=True,
-                           type=["jpg", "jpeg", "png", "bmp", "tif", "tiff", "gif", "webp"],
+uploads = st.file_uploader("Dermoscopic images (JPEG, PNG, BMP, TIFF, GIF, WebP)", accept_multiple_files=True,
+                           type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
                            help="Images stay in this server's memory: nothing is written to disk or sent elsewhere.")
 if not uploads:
     st.caption("Upload one or more images to see the melanoma probability and the regions that drove it.")

