@@ -22,6 +22,7 @@ import streamlit as st
 from PIL import Image
 
 from melanoma.cases import Decision, decide, model_view
+from melanoma.combined import CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import DEFAULT_MODELS_DIR, InstalledModel, ModelUnavailableError, best_first, list_models
 
@@ -60,6 +61,21 @@ def available_models() -> list[InstalledModel]:
                  "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page.")
         st.stop()
     return best_first(usable)
+
+
+def combined_spec() -> CombinedSpec | None:
+    """The validated combination of models in the models folder (train.combine), if any."""
+    return CombinedSpec.load(models_dir())
+
+
+def combined_entry() -> InstalledModel | None:
+    """The combined reading as a row of the comparison page, beside the models it averages."""
+    spec = combined_spec()
+    if spec is None:
+        return None
+    name = f"combined ({' + '.join(spec.members)})"
+    return InstalledModel(name=name, folder=Path(models_dir()), card={"input_size": 0, "threshold": spec.threshold},
+                          metrics=spec.metrics)
 
 
 def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:

@@ -23,12 +23,29 @@ class Decision:
     threshold: float
     sensitivity: float | None
     specificity: float | None
+    observed_rate: float | None = None  # fraction of melanomas among test lesions scored like this
+    in_distribution: bool = True  # the out-of-distribution gate's verdict on the image
+    ood_reason: str = ""
+
+    @property
+    def assessed(self) -> bool:
+        """Only an image that looks like the training images gets a verdict."""
+        return self.in_distribution
+
+    def calibration_meaning(self) -> str:
+        if self.observed_rate is None:
+            return "This model's card holds no test-split calibration curve to say how often such a score was right."
+        return (f"In testing, about {round(100 * self.observed_rate)} of 100 lesions with a score like this were "
+                "melanomas (the probability is calibrated on the validation split).")
 
     @property
     def melanoma(self) -> bool:
         return self.probability >= self.threshold
 
     def summary(self) -> str:
+        if not self.assessed:
+            return (f"Not assessed: {self.ood_reason}. This model was made for dermoscopic images of skin lesions; its "
+                    f"output for this image ({self.probability:.1%}) is not a melanoma probability.")
         verdict = "Suspicious for melanoma" if self.melanoma else "Not flagged as melanoma"
         relation = "at or above" if self.melanoma else "below"
         return f"{verdict}: probability {self.probability:.1%}, {relation} the operating threshold {self.threshold:.1%}."
@@ -53,10 +70,22 @@ def decode_upload(data: bytes, name: str) -> DecodedImage | ImageError:
         return error
 
 
+def observed_melanoma_rate(metrics: dict, probability: float) -> float | None:
+    """The test split's fraction of melanomas in the reliability-curve bin nearest this probability."""
+    curve = metrics.get("calibration") or {}
+    predicted, observed = curve.get("mean_predicted") or [], curve.get("fraction_melanoma") or []
+    if not predicted:
+        return None
+    return float(observed[int(np.argmin(np.abs(np.asarray(predicted) - probability)))])
+
+
 def decide(predictor, pixels: np.ndarray) -> Decision:
     probability = float(predictor.probabilities([pixels])[0])
-    rates = predictor.entry.metrics.get("at_threshold", {})
-    return Decision(predictor.name, probability, predictor.threshold, rates.get("sensitivity"), rates.get("specificity"))
+    gate = predictor.gate([pixels])[0]
+    metrics = predictor.entry.metrics
+    rates = metrics.get("at_threshold", {})
+    return Decision(predictor.name, probability, predictor.threshold, rates.get("sensitivity"), rates.get("specificity"),
+                    observed_melanoma_rate(metrics, probability), gate.in_distribution, gate.reason)
 
 
 def model_view(predictor, pixels: np.ndarray) -> np.ndarray:

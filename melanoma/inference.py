@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma.images import to_model_input
+from melanoma.ood import FeatureGate, GateResult, features_of, image_problem
 
 
 def _flips(batch: np.ndarray) -> list[np.ndarray]:
@@ -27,24 +28,20 @@ def predict_pixels(model, pixels: np.ndarray, batch_size: int = 32, tta: bool = 
     return np.concatenate(outputs).reshape(len(views), len(pixels)).mean(axis=0)
 
 
-def model_input_size(model) -> int:
-    return int(model.input_shape[1])
-
-
-def predict_images(model, images: list[np.ndarray], batch_size: int = 32, tta: bool = False) -> np.ndarray:
-    """Probabilities for RGB uint8 images of any size (each resized like the training images)."""
-    size = model_input_size(model)
-    if not images:
-        return np.zeros((0,), np.float32)
-    return predict_pixels(model, np.stack([to_model_input(image, size) for image in images]), batch_size, tta)
-
-
 class Predictor:
-    """An installed model ready to score images the way its card says (input size, TTA, threshold)."""
+    """An installed model ready to score images the way its card says: input size, TTA, calibration.
+
+    `probabilities` are calibrated (the number a clinician reads and the threshold applies to);
+    explanations work on `model`, the network's own output, which calibration maps monotonically.
+    """
 
     def __init__(self, entry, model):
         self.entry = entry
         self.model = model
+        self.serving = entry.serving
+        ood = self.serving.ood
+        # load_keras_model verified the file's sha256 against the card before we got here.
+        self.feature_gate = FeatureGate.load(entry.folder / ood["file"]) if ood else None
 
     @property
     def name(self) -> str:
@@ -54,12 +51,40 @@ class Predictor:
     def threshold(self) -> float:
         return self.entry.threshold
 
-    @property
-    def tta(self) -> bool:
-        return self.entry.card.get("test_time_augmentation", "none") != "none"
+    def raw_probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """The network's output (with TTA) for images already at its input size, before calibration."""
+        return predict_pixels(self.model, pixels, batch_size, self.serving.test_time_augmentation)
+
+    def score_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Calibrated probabilities for uint8 images already at the model's input size."""
+        return self.serving.calibration(self.raw_probabilities(pixels, batch_size))
 
     def probabilities(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        return predict_images(self.model, images, batch_size, self.tta)
+        """Calibrated probabilities for RGB images of any size."""
+        if not len(images):
+            return np.zeros((0,), np.float64)
+        return self.score_pixels(self._views(images), batch_size)
+
+    def gate(self, images: list[np.ndarray]) -> list[GateResult]:
+        """For each image: does it look like the dermoscopic images this model was trained on?
+
+        Models trained before the gate existed pass every image that clears the cheap checks, with
+        a score of 0 and a reason that says no gate was fitted.
+        """
+        if not len(images):
+            return []
+        views = self._views(images)
+        problems = [image_problem(view) for view in views]
+        if self.feature_gate is None:
+            return [GateResult(not problem, 0.0, problem or "") for problem in problems]
+        scores = self.feature_gate.distances(features_of(self.model, views)) / self.feature_gate.threshold
+        return [GateResult(bool(not problem and score <= 1.0), float(score),
+                           problem or ("" if score <= 1.0 else "it is unlike the dermoscopic images the model was trained on"))
+                for problem, score in zip(problems, scores)]
+
+    def _views(self, images) -> np.ndarray:
+        size = self.serving.input_size
+        return np.stack([to_model_input(image, size) for image in images])
 
 
 def load_predictor(name: str, models_dir=None) -> Predictor:

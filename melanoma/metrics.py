@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+
+from melanoma.calibration import expected_calibration_error
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.90) -> float:
@@ -81,7 +83,8 @@ def evaluate_predictions(y_true: np.ndarray, y_prob: np.ndarray, threshold: floa
         "n_melanoma": int(y_true.sum()),
         "roc_auc": float(roc_auc_score(y_true, y_prob)),
         "average_precision": float(average_precision_score(y_true, y_prob)),
-        "brier_score": float(np.mean((y_prob - y_true) ** 2)),
+        "brier_score": float(brier_score_loss(y_true, y_prob)),
+        "expected_calibration_error": expected_calibration_error(y_true, y_prob),
         "mean_probability_by_label": {
             "0": float(y_prob[y_true == 0].mean()),
             "1": float(y_prob[y_true == 1].mean()),

@@ -7,6 +7,8 @@ import plotly.graph_objects as go
 
 from melanoma.store import InstalledModel
 
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
 # Higher is better for every column but the Brier score.
 # Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
 METRIC_COLUMNS = {
@@ -18,6 +20,7 @@ METRIC_COLUMNS = {
     "Specificity @ 0.5": (("at_0.5", "specificity"), True),
     "Balanced accuracy @ threshold": (("at_threshold", "balanced_accuracy"), True),
     "Brier score": (("brier_score",), False),
+    "Calibration error (ECE)": (("expected_calibration_error",), False),
 }
 
 
@@ -32,7 +35,8 @@ def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
     """One row per model: the test metrics a clinician compares, AUC with its 95% interval."""
     rows = []
     for entry in models:
-        row = {"Model": entry.name, "Input": f"{entry.input_size} px", "Threshold": entry.threshold}
+        row = {"Model": entry.name, "Input": f"{entry.input_size} px" if entry.input_size else "each member's",
+               "Initialised from": entry.card.get("weights_initialisation", "mean of the members"), "Threshold": entry.threshold}
         for column, (keys, _) in METRIC_COLUMNS.items():
             row[column] = _get(entry.metrics, *keys)
         low, high = _get(entry.metrics, "ci95", "roc_auc") or (None, None)
@@ -119,11 +123,19 @@ def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
 
 
 def calibration_figure(models: list[InstalledModel]) -> go.Figure:
+    """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted)."""
     figure = go.Figure()
-    for entry in models:
+    for index, entry in enumerate(models):
+        colour = PALETTE[index % len(PALETTE)]
         calibration = entry.metrics["calibration"]
-        figure.add_trace(go.Scatter(x=calibration["mean_predicted"], y=calibration["fraction_melanoma"],
+        figure.add_trace(go.Scatter(x=calibration["mean_predicted"], y=calibration["fraction_melanoma"], line=dict(color=colour),
                                     mode="lines+markers", name=f"{entry.name} (Brier {entry.metrics['brier_score']:.3f})"))
+        before = entry.metrics.get("calibration_before")
+        if before:
+            effect = entry.metrics.get("calibration_effect", {})
+            figure.add_trace(go.Scatter(x=before["mean_predicted"], y=before["fraction_melanoma"], mode="lines+markers",
+                                        line=dict(color=colour, dash="dot"), marker=dict(symbol="circle-open"),
+                                        name=f"{entry.name} before calibration (Brier {effect.get('test_brier_before', 0):.3f})"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
     figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma", height=420)
     return figure

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from melanoma.calibration import PlattScaling
 from melanoma.files import sha256_of
 
 DEFAULT_MODELS_DIR = Path(os.environ.get("MELANOMA_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
@@ -26,6 +27,31 @@ HOLDOUT_PREFIX = "holdout-"  # <model>/holdout-<source>/: a run that never saw t
 
 class ModelUnavailableError(RuntimeError):
     """A model that cannot be served; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How to score with a model, from its card's "serving" section: the one place serving reads.
+
+    Cards written before that section existed say the same in older keys, read here alone.
+    """
+
+    input_size: int
+    test_time_augmentation: bool
+    calibration: PlattScaling
+    ood: dict | None = None  # {"file": "ood.npz", "sha256": ...}: the fitted out-of-distribution gate
+
+    @classmethod
+    def from_card(cls, card: dict) -> "ServingSpec":
+        serving = card.get("serving")
+        if serving is None:
+            return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
+        return cls(int(serving["input_size"]), bool(serving["test_time_augmentation"]),
+                   PlattScaling.from_dict(serving.get("calibration")), serving.get("ood"))
+
+    def to_dict(self) -> dict:
+        return {"input_size": self.input_size, "test_time_augmentation": self.test_time_augmentation,
+                "calibration": self.calibration.to_dict(), "ood": self.ood}
 
 
 @dataclass
@@ -44,8 +70,12 @@ class InstalledModel:
         return self.problem is None
 
     @property
+    def serving(self) -> ServingSpec:
+        return ServingSpec.from_card(self.card)
+
+    @property
     def input_size(self) -> int:
-        return int(self.card["input_size"])
+        return self.serving.input_size
 
     @property
     def threshold(self) -> float:
@@ -124,18 +154,27 @@ def find_model(name: str, models_dir: str | Path = DEFAULT_MODELS_DIR) -> Instal
     return models[name]
 
 
-def load_keras_model(entry: InstalledModel):
-    """Load the weights after checking their sha256 against the card, in Keras' safe mode."""
-    if not entry.available:
-        raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
-    path = entry.folder / MODEL_FILE
-    actual = sha256_of(path)
-    if actual != entry.card["sha256"]:
+def verify_file(entry: InstalledModel, filename: str, expected: str) -> Path:
+    """The path of one of the model's files, after checking its sha256 against the card."""
+    path = entry.folder / filename
+    actual = sha256_of(path) if path.is_file() else "missing"
+    if actual != expected:
         entry.problem = (
-            f"{MODEL_FILE} does not match the sha256 in {CARD_FILE} (expected {entry.card['sha256'][:12]}…, "
-            f"found {actual[:12]}…): the file was altered or truncated. Restore it from git or retrain."
+            f"{filename} does not match the sha256 in {CARD_FILE} (expected {expected[:12]}…, found {actual[:12]}…): "
+            "the file was altered, truncated or removed. Restore it from git or retrain."
         )
         raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
+    return path
+
+
+def load_keras_model(entry: InstalledModel):
+    """Load the weights after checking their sha256 (and the gate's) against the card, in Keras' safe mode."""
+    if not entry.available:
+        raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
+    ood = entry.serving.ood
+    if ood:
+        verify_file(entry, ood["file"], ood["sha256"])
+    path = verify_file(entry, MODEL_FILE, entry.card["sha256"])
     import keras
 
     import melanoma.layers  # noqa: F401  registers the custom layers the models contain

@@ -7,6 +7,7 @@ from melanoma import plots
 
 st.title("Compare models")
 models = [m for m in ui.available_models() if m.metrics]
+combined = ui.combined_entry()
 if not models:
     st.error("No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR --out models/NAME/metrics.json`.")
     st.stop()
@@ -14,14 +15,18 @@ first = models[0].metrics
 st.caption(f"Measured on each model's held-out test split ({first.get('n_images', '?')} images, "
            f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation.")
 
-table = plots.metrics_table(models)
+# The combined reading is compared like a model, but it has no training history or held-out run.
+rows = models + ([combined] if combined else [])
+table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")
 styled = table.style.format(precision=3, na_rep="–").apply(
     lambda column: ["font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
                     for model in table.Model], axis=0)
 st.dataframe(styled, hide_index=True, width="stretch")
-st.caption("Highlighted: the best model in each column (lowest for the Brier score).")
+st.caption("Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
+           "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "
+           "error over 15 equal-width bins.")
 
 st.subheader("At a clinic the model never saw")
 st.caption("Each row is a separate run that trained and validated on the other sources and was tested on every "
@@ -30,16 +35,18 @@ st.caption("Each row is a separate run that trained and validated on the other s
 st.dataframe(plots.holdout_table(models).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
 
 st.subheader("Mean predicted probability per true label (the study's table)")
-st.dataframe(plots.mean_probability_table(models).style.format(precision=3), hide_index=True)
+st.dataframe(plots.mean_probability_table(rows).style.format(precision=3), hide_index=True)
 
 st.subheader("Confusion matrices at the operating threshold")
-for column, entry in zip(st.columns(len(models)), models):
+for column, entry in zip(st.columns(len(rows)), rows):
     column.plotly_chart(plots.confusion_figure(entry), key=f"cm-{entry.name}")
 
 left, right = st.columns(2)
-left.plotly_chart(plots.curves_figure(models, "roc"), width="stretch")
-right.plotly_chart(plots.curves_figure(models, "pr"), width="stretch")
-st.plotly_chart(plots.calibration_figure(models), width="stretch")
+left.plotly_chart(plots.curves_figure(rows, "roc"), width="stretch")
+right.plotly_chart(plots.curves_figure(rows, "pr"), width="stretch")
+st.plotly_chart(plots.calibration_figure(rows), width="stretch")
+st.caption("Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
+           "which class weighting pushes towards melanoma.")
 
 st.subheader("Training curves")
 st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")

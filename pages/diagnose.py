@@ -7,6 +7,7 @@ import streamlit as st
 
 import ui
 from melanoma.cases import decode_upload, digest
+from melanoma.combined import combine
 from melanoma.images import IMAGE_EXTENSIONS, ImageError
 from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
 
@@ -42,10 +43,17 @@ progress = st.progress(0.0, text="Scoring images…")
 rows = []
 for index, (name, key, decoded) in enumerate(cases):
     row = {"File": name}
-    for entry in chosen:
-        result = ui.decision(key, entry.name, decoded.pixels)
-        row[f"{entry.name} probability"] = result.probability
-        row[f"{entry.name} decision"] = "suspicious" if result.melanoma else "not flagged"
+    decisions = [ui.decision(key, entry.name, decoded.pixels) for entry in chosen]
+    for result in decisions:
+        row[f"{result.model} probability"] = result.probability if result.assessed else None
+        row[f"{result.model} decision"] = ("not assessed: not a dermoscopic lesion image" if not result.assessed
+                                           else "suspicious" if result.melanoma else "not flagged")
+    if len(decisions) > 1:
+        reading = combine(decisions, ui.combined_spec())
+        row["combined probability"] = reading.probability if reading.assessed else None
+        row["combined decision"] = ("not assessed" if not reading.assessed else "no validated threshold" if reading.melanoma is None
+                                    else "suspicious" if reading.melanoma else "not flagged")
+        row["models disagree"] = reading.disagreement
     rows.append(row)
     progress.progress((index + 1) / len(cases), text=f"Scored {index + 1} of {len(cases)} images")
 progress.empty()
@@ -54,8 +62,8 @@ table = pd.DataFrame(rows)
 st.subheader("Results")
 selection = st.dataframe(
     table, hide_index=True, on_select="rerun", selection_mode="single-row", key="results",
-    column_config={f"{m.name} probability": st.column_config.ProgressColumn(f"{m.name} probability", format="percent", min_value=0.0, max_value=1.0)
-                   for m in chosen},
+    column_config={column: st.column_config.ProgressColumn(column, format="percent", min_value=0.0, max_value=1.0)
+                   for column in table.columns if column.endswith(" probability")},
 )
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "melanoma_results.csv", "text/csv")
 
@@ -75,14 +83,24 @@ with st.expander("Explanation settings", expanded=False):
     colourmaps = DIVERGING_COLOURMAPS if method == "Occlusion sensitivity" else tuple(SEQUENTIAL_COLOURMAPS)
     colourmap = st.selectbox("Colour map", colourmaps)
 
+if len(chosen) > 1:
+    reading = combine([ui.decision(key, entry.name, decoded.pixels) for entry in chosen], ui.combined_spec())
+    show = st.warning if not reading.assessed or reading.disagreement else st.error if reading.melanoma else st.info
+    show(reading.summary())
+
 signed = method == "Occlusion sensitivity"
 shown = cv2.resize(decoded.pixels, (min(600, decoded.pixels.shape[1]), int(min(600, decoded.pixels.shape[1]) * decoded.pixels.shape[0] / decoded.pixels.shape[1])), interpolation=cv2.INTER_AREA)
 for column, entry in zip(st.columns(len(chosen)), chosen):
     with column:
         result = ui.decision(key, entry.name, decoded.pixels)
-        st.metric(f"{entry.name}: melanoma probability", f"{result.probability:.1%}")
-        (st.error if result.melanoma else st.success)(result.summary())
-        st.caption(result.threshold_meaning())
+        if result.assessed:
+            st.metric(f"{entry.name}: melanoma probability", f"{result.probability:.1%}")
+            (st.error if result.melanoma else st.success)(result.summary())
+            st.caption(result.calibration_meaning())
+            st.caption(result.threshold_meaning())
+        else:
+            st.metric(f"{entry.name}: melanoma probability", "not assessed")
+            st.warning(result.summary())
         left, right = st.columns(2)
         left.image(shown, caption="Uploaded image", width="stretch")
         placeholder = right.empty()

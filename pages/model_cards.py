@@ -10,8 +10,8 @@ INTENDED_USE = ("Second reader for dermoscopic images of pigmented skin lesions,
                 "dermoscopy. It flags lesions that resemble melanomas in its training data.")
 LIMITATIONS = ("Not a diagnosis and not a medical device. Trained on HAM10000/ISIC 2018 images, mostly of fair "
                "skin from two centres; performance on other skin types, devices, body sites, and on clinical "
-               "(non-dermoscopic) photographs is unknown. Probabilities are calibrated only as far as the "
-               "calibration plot shows. Never use it to rule out a lesion a clinician finds suspicious.")
+               "(non-dermoscopic) photographs is unknown. Probabilities are calibrated on the model's own "
+               "validation split; at other clinics they may be off (see the held-out-source results). Never use it to rule out a lesion a clinician finds suspicious.")
 
 st.title("Model cards")
 for entry in ui.available_models():
@@ -37,6 +37,15 @@ for entry in ui.available_models():
                 st.markdown(f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
                             f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
                             f"specificity {at.get('specificity', 0):.2f} at the threshold")
+            effect = metrics.get("calibration_effect")
+            if effect:
+                st.markdown(f"**Calibration**: {effect['method']}; test expected calibration error "
+                            f"{effect['test_ece_before']:.3f} → {effect['test_ece_after']:.3f}, Brier score "
+                            f"{effect['test_brier_before']:.3f} → {effect['test_brier_after']:.3f}")
+            gate = entry.serving.ood
+            if gate:
+                st.markdown(f"**Out-of-distribution gate**: {gate['method']}; {gate['fitted_on']}. Images beyond it "
+                            "get no verdict.")
             for source, held_out in entry.holdout_metrics.items():
                 st.markdown(f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
                             f"on {held_out['n_images']} images")

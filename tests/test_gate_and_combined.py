@@ -1,0 +1,102 @@
+"""What a clinician is told besides the probability: whether the image is in scope, and one combined reading."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma.cases import Decision, decide
+from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
+from melanoma.config import DEFAULT_MODELS
+from melanoma.inference import load_predictor
+from melanoma.ood import FeatureGate, image_problem
+from tests.synthetic import lesion_image
+from train.gate_check import non_dermoscopic_images
+
+
+def lesions(n: int, seed: int) -> list[np.ndarray]:
+    """New lesion images from the fixture's distribution: its generator, size and JPEG compression."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(n):
+        buffer = io.BytesIO()
+        lesion_image(bool(index % 2), rng).save(buffer, format="JPEG", quality=95)
+        images.append(np.asarray(Image.open(buffer).convert("RGB")))
+    return images
+
+
+def test_cheap_checks_name_blank_noise_and_documents_and_pass_lesions():
+    images = non_dermoscopic_images()
+    assert "uniform" in image_problem(images["blank_white"]) and "uniform" in image_problem(images["single_red"])
+    assert "noise" in image_problem(images["noise_uniform_0"])
+    assert "colour" in image_problem(images["document_0"])
+    assert all(image_problem(image) == "" for image in lesions(10, seed=3))
+
+
+def test_feature_gate_thresholds_at_the_validation_percentile_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    train, val = rng.normal(0, 1, (500, 20)), rng.normal(0, 1, (200, 20))
+    gate = FeatureGate.fit(train, val, components=8, percentile=95)
+    assert np.mean(gate.distances(val) > gate.threshold) == pytest.approx(0.05, abs=0.01)
+    assert np.all(gate.distances(rng.normal(4, 1, (50, 20))) > gate.threshold)  # far away: all outside
+    gate.save(tmp_path / "ood.npz")
+    loaded = FeatureGate.load(tmp_path / "ood.npz")
+    np.testing.assert_allclose(loaded.distances(val), gate.distances(val), rtol=1e-6)
+
+
+def test_the_transfer_model_gate_passes_lesions_and_flags_photographs(trained_models):
+    """On the fixture's 120 images the minority class is partly memorised (its training features sit
+    closer together than new melanomas'), so new melanoma-like images score higher than benign ones;
+    what must hold is the separation from photographs, and that common lesions pass."""
+    _, output_dir = trained_models
+    predictor = load_predictor("efficientnet_lite0", output_dir)
+    assert predictor.feature_gate is not None
+    own = predictor.gate(lesions(40, seed=11))
+    others = non_dermoscopic_images()
+    foreign = predictor.gate(list(others.values()))
+    assert np.mean([r.in_distribution for r in own[::2]]) >= 0.9  # the benign-looking half
+    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [n for n, r in zip(others, foreign) if r.in_distribution]
+    photographs = [r.score for name, r in zip(others, foreign) if name.startswith(("skimage", "sklearn"))]
+    assert np.median([r.score for r in own]) < min(photographs)
+
+
+def test_a_flagged_image_gets_no_verdict(trained_models):
+    _, output_dir = trained_models
+    decision = decide(load_predictor("efficientnet_lite0", output_dir), non_dermoscopic_images()["document_0"])
+    assert not decision.assessed and decision.summary().startswith("Not assessed")
+
+
+def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp_path):
+    import shutil
+
+    from melanoma.store import ModelUnavailableError
+
+    _, output_dir = trained_models
+    shutil.copytree(output_dir / "efficientnet_lite0", tmp_path / "efficientnet_lite0")
+    with open(tmp_path / "efficientnet_lite0" / "ood.npz", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ModelUnavailableError, match="ood.npz does not match the sha256"):
+        load_predictor("efficientnet_lite0", tmp_path)
+
+
+def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
+    _, output_dir = trained_models
+    spec = CombinedSpec.load(output_dir)
+    assert set(spec.members) == set(DEFAULT_MODELS)
+    image = lesions(1, seed=21)[0]
+    decisions = [decide(load_predictor(name, output_dir), image) for name in spec.members]
+    reading = combine(decisions, spec)
+    assert reading.probability == pytest.approx(np.mean([d.probability for d in decisions]))
+    assert reading.threshold == spec.threshold and reading.melanoma == (reading.probability >= spec.threshold)
+    stored = json.loads((output_dir / COMBINED_FILE).read_text())
+    assert 0.0 <= stored["metrics"]["roc_auc"] <= 1.0 and stored["metrics"]["at_threshold"]["sensitivity"] >= 0.0
+
+
+def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without_a_validated_threshold():
+    decisions = [Decision("a", 0.8, 0.5, 0.9, 0.6), Decision("b", 0.2, 0.5, 0.9, 0.6)]
+    reading = combine(decisions, None)
+    assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
+    assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
+    assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True

@@ -1,0 +1,114 @@
+"""Fit what serving needs besides the weights, on a model's own splits, without retraining.
+
+`python -m train.calibrate --data-dir DIR [--models a,b] [--models-dir models]` scores each
+model's images from its split.csv; fits Platt scaling on validation and chooses the operating
+threshold on the calibrated validation probabilities; fits the out-of-distribution gate on the
+training split's features with its threshold from validation; then rewrites the card's serving
+section and metrics.json. The weights file is never touched, so the card's sha256 still holds.
+Training ends with the same two steps (`calibrate_and_evaluate`, `fit_gate`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from melanoma.calibration import expected_calibration_error, fit_platt
+from melanoma.data import DataError, load_labelled_images, load_pixels
+from melanoma.files import sha256_of, write_json
+from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+from melanoma.ood import FeatureGate, features_of
+from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE, ModelUnavailableError, ServingSpec
+from train.tools import chosen_models, installed_models_parser
+
+
+def calibrate_and_evaluate(labels: dict[str, np.ndarray], raw: dict[str, np.ndarray], target_sensitivity: float,
+                           seed: int = 0):
+    """Fit calibration on validation, threshold on calibrated validation, metrics on calibrated test.
+
+    Returns (calibration, threshold, metrics); metrics also says what calibration changed on the
+    test split (expected calibration error and Brier score before and after).
+    """
+    calibration = fit_platt(labels["val"], raw["val"])
+    calibrated = {split: calibration(probabilities) for split, probabilities in raw.items()}
+    threshold = threshold_for_sensitivity(labels["val"], calibrated["val"], target_sensitivity)
+    metrics = evaluate_predictions(labels["test"], calibrated["test"], threshold, seed=seed)
+    before = evaluate_predictions(labels["test"], raw["test"], 0.5, seed=seed)
+    metrics["calibration_effect"] = {
+        "method": "Platt scaling on the validation split",
+        "test_ece_before": expected_calibration_error(labels["test"], raw["test"]),
+        "test_ece_after": expected_calibration_error(labels["test"], calibrated["test"]),
+        "test_brier_before": before["brier_score"],
+        "test_brier_after": metrics["brier_score"],
+        "validation_ece_before": expected_calibration_error(labels["val"], raw["val"]),
+        "validation_ece_after": expected_calibration_error(labels["val"], calibrated["val"]),
+    }
+    metrics["calibration_before"] = before["calibration"]
+    return calibration, threshold, metrics
+
+
+GATE_FILE = "ood.npz"
+GATE_TRAINING_IMAGES = 3000  # plenty for 32 principal directions; keeps the fit to a minute on a CPU
+
+
+def fit_gate(model, train_pixels: np.ndarray, val_pixels: np.ndarray, folder, seed: int = 0) -> dict:
+    """Fit the feature gate on (a sample of) the training split, threshold it on validation, save it.
+
+    Returns the card's serving.ood entry: the file, its sha256 and what it was fitted on.
+    """
+    rng = np.random.default_rng(seed)
+    sample = rng.permutation(len(train_pixels))[:GATE_TRAINING_IMAGES]
+    gate = FeatureGate.fit(features_of(model, train_pixels[np.sort(sample)]), features_of(model, val_pixels))
+    digest = gate.save(folder / GATE_FILE)
+    return {"file": GATE_FILE, "sha256": digest, "method": "Mahalanobis distance in the top "
+            f"{len(gate.variances)} principal directions of the pooled features", "fitted_on":
+            f"{len(sample)} training images; threshold at the 99th percentile of the validation split"}
+
+
+def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sensitivity: float) -> dict:
+    """Calibrate one installed model in place from its own split.csv; returns the calibration effect."""
+    from melanoma.inference import load_predictor
+
+    predictor = load_predictor(name, models_dir)
+    entry = predictor.entry
+    split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
+    table = load_labelled_images(data_dir).table.merge(split[["image_id", "split"]], on="image_id")
+    parts = {s: table[table.split == s] for s in ("train", "val", "test")}
+    pixels = {s: load_pixels(list(part.path), entry.input_size) for s, part in parts.items()}
+    labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}
+    raw = {s: predictor.raw_probabilities(pixels[s]) for s in ("val", "test")}
+    seed = entry.card.get("seed", 0)
+    calibration, threshold, metrics = calibrate_and_evaluate(labels, raw, target_sensitivity, seed=seed)
+    for key in ("split", "validation_roc_auc"):
+        if key in entry.metrics:
+            metrics[key] = entry.metrics[key]
+    ood = fit_gate(predictor.model, pixels["train"], pixels["val"], entry.folder, seed)
+    serving = ServingSpec(entry.input_size, predictor.serving.test_time_augmentation, calibration, ood)
+    card = {**entry.card, "serving": serving.to_dict(), "threshold": threshold,
+            "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {target_sensitivity}"}
+    if sha256_of(entry.folder / MODEL_FILE) != card["sha256"]:
+        raise ModelUnavailableError(f"{name}: {MODEL_FILE} changed while calibrating; nothing was written.")
+    write_json(entry.folder / METRICS_FILE, metrics)
+    write_json(entry.folder / CARD_FILE, card)
+    return metrics["calibration_effect"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = installed_models_parser("python -m train.calibrate", __doc__.splitlines()[0])
+    parser.add_argument("--target-sensitivity", type=float, default=0.90)
+    args = parser.parse_args(argv)
+    try:
+        for name in chosen_models(args):
+            effect = recalibrate_installed(name, args.models_dir, args.data_dir, args.target_sensitivity)
+            print(f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
+                  f"Brier {effect['test_brier_before']:.3f} -> {effect['test_brier_after']:.3f}")
+    except (DataError, ModelUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
