@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from melanoma.architectures import architecture_names, get_architecture  # noqa: E402
+from melanoma.architectures import architecture_names, create_model, get_architecture  # noqa: E402
 from melanoma.explain import grad_cam, occlusion_sensitivity, progressive_occlusion  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     print(f"{'model':<16}{'method':<12}{'tf-explain s':>13}{'ours s':>9}{'ratio':>8}   whole-image s   first coarse map s")
     for name in args.models.split(","):
         architecture = get_architecture(name)
-        model = architecture.builder(args.size, weights="none")
+        model = create_model(name, args.size)
         # Warm-up: both sides trace their graphs once, outside the timing.
         median_seconds(lambda: OcclusionSensitivity().get_sensitivity_map(model, image, 0, args.patch), 1)
         median_seconds(lambda: occlusion_sensitivity(model, image, args.patch), 1)

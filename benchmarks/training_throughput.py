@@ -20,10 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from melanoma.architectures import architecture_names, get_architecture  # noqa: E402
+from melanoma.architectures import architecture_names, create_model  # noqa: E402
 from melanoma.config import get_recipe  # noqa: E402
 from melanoma.data import load_labelled_images, load_pixels  # noqa: E402
 from tests.synthetic import make_dataset as make_synthetic_folder  # noqa: E402
@@ -60,7 +59,7 @@ def main() -> None:
     synthetic = tf.data.Dataset.from_tensors((batch, tf.zeros((args.batch_size,)))).repeat()
     print(f"{'model':<16}{'real img/s':>11}{'synthetic img/s':>17}{'ratio':>7}")
     for name in args.models.split(","):
-        model = get_architecture(name).builder(args.size, weights="none", colour_constancy=recipe.colour_constancy)
+        model = create_model(name, args.size, colour_constancy=recipe.colour_constancy)
         model.compile(optimizer="adam", loss="binary_crossentropy")
         fast = images_per_second(model, synthetic, args.steps, args.batch_size)
         measured = images_per_second(model, real, args.steps, args.batch_size)

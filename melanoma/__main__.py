@@ -2,19 +2,20 @@
 
 explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and the raw map).
 
-predict scores image files and folders in batches and prints, per image, the melanoma
-probability and the decision at the model's validated threshold; unreadable files are reported
-on stderr and skipped, and the exit status is 1 when any file was skipped.
+predict scores image files and folders in batches and prints, per image, the calibrated melanoma
+probability and the decision at the model's validated threshold, or NOT ASSESSED when the image
+does not look like a dermoscopic image of a skin lesion (the out-of-distribution gate); unreadable
+files are reported on stderr and skipped, and the exit status is 1 when any file was skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from melanoma.framework import import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError, list_models
 
@@ -51,7 +52,12 @@ def command_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.models_dir)
     skipped = 0
     files = expand_paths(args.paths)
+    # Progress for long runs at a terminal; nothing when stderr is piped or captured.
+    show_progress = sys.stderr.isatty() and len(files) > args.batch_size
     for start in range(0, len(files), args.batch_size):
+        if show_progress:
+            print(f"\rscoring {start + 1}-{min(start + args.batch_size, len(files))} of {len(files)} images",
+                  end="", file=sys.stderr, flush=True)
         batch, images = [], []
         for path in files[start:start + args.batch_size]:
             try:
@@ -60,13 +66,20 @@ def command_predict(args: argparse.Namespace) -> int:
             except (ImageError, OSError) as error:
                 skipped += 1
                 print(f"skipped {path}: {error}", file=sys.stderr)
-        for path, probability in zip(batch, predictor.probabilities(images, args.batch_size)):
+        probabilities = predictor.probabilities(images, args.batch_size)
+        for path, probability, gate in zip(batch, probabilities, predictor.gate(images)):
             decision = bool(probability >= predictor.threshold)
             if args.json:  # unrounded: a rounded probability could contradict the decision at the threshold
                 print(json.dumps({"path": str(path), "model": predictor.name, "probability": float(probability),
-                                  "threshold": predictor.threshold, "melanoma": decision}))
-            else:
+                                  "threshold": predictor.threshold, "melanoma": decision,
+                                  "in_distribution": gate.in_distribution, "ood_score": gate.score,
+                                  "ood_reason": gate.reason}))
+            elif gate.in_distribution:
                 print(f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}")
+            else:
+                print(f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image")
+    if show_progress:
+        print(file=sys.stderr)
     if not files:
         print("No image files found in the given paths.", file=sys.stderr)
         return 1
@@ -80,18 +93,18 @@ def command_explain(args: argparse.Namespace) -> int:
     from melanoma.cases import model_view
     from melanoma.explain import grad_cam, occlusion_sensitivity
     from melanoma.inference import load_predictor
-    from melanoma.render import overlay
+    from melanoma.render import check_colourmap, overlay
 
-    try:
+    signed = args.method == "occlusion"
+    try:  # every option is checked before the image is decoded or a model loaded
+        colourmap = check_colourmap(args.colourmap or ("blue-white-red" if signed else "inferno"), signed)
         pixels = read_image(args.image).pixels
-    except (ImageError, OSError) as error:
+    except (ImageError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor = load_predictor(args.model, args.models_dir)
     view = model_view(predictor, pixels)
-    signed = args.method == "occlusion"
     scores = occlusion_sensitivity(predictor.model, view, args.patch_size) if signed else grad_cam(predictor.model, view)
-    colourmap = args.colourmap or ("blue-white-red" if signed else "inferno")
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)
@@ -103,6 +116,7 @@ def command_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of installed models")
+    parser.add_argument("--framework-logs", action="store_true", help="show TensorFlow's start-up logs (debugging)")
     # Options shared by every subcommand are accepted after it too (`predict --models-dir DIR`),
     # where people put them; SUPPRESS keeps an absent one from overriding the value given before.
     shared = argparse.ArgumentParser(add_help=False)
@@ -127,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if args.command != "models" and not args.framework_logs:
+        import_tensorflow_quietly()
     handlers = {"models": command_models, "predict": command_predict, "explain": command_explain}
     try:
         return handlers[args.command](args)

@@ -44,7 +44,6 @@ class Architecture:
 
     name: str
     builder: Callable[..., keras.Model]
-    default_size: int
     min_size: int
     preprocessing: str  # human-readable, recorded in the model card
     fine_tune_layers: tuple[int, ...] | None  # base layers trainable per phase (transfer models)
@@ -85,6 +84,16 @@ def get_architecture(name: str) -> Architecture:
         raise UnknownModelError(
             f"Unknown model {name!r}. Valid model names: {', '.join(_REGISTRY)}."
         ) from None
+
+
+def create_model(name: str, size: int, weights: str = "none", colour_constancy: bool = False,
+                 dropout: float = 0.3) -> keras.Model:
+    """Build a registered model by name: the one door for training, tests and benchmarks (timm's habit).
+
+    `weights` is none (random initialisation), imagenet, or a weights file; an unknown name lists
+    the valid ones.
+    """
+    return get_architecture(name).builder(size, weights=weights, colour_constancy=colour_constancy, dropout=dropout)
 
 
 def _input(size: int, colour_constancy: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -174,7 +183,6 @@ def _efficientnet_lite(variant: str):
 register(Architecture(
     name="scratch_cnn",
     builder=build_scratch_cnn,
-    default_size=299,
     min_size=32,
     preprocessing="pixels / 255 (inside the model)",
     fine_tune_layers=None,
@@ -187,7 +195,6 @@ register(Architecture(
         keras.applications.InceptionV3,
         lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{PREPROCESS_PREFIX}scale_minus1_1")(x),
     ),
-    default_size=299,
     min_size=75,
     preprocessing="pixels / 127.5 - 1 (inside the model)",
     fine_tune_layers=(25, 45, 65),
@@ -197,7 +204,6 @@ register(Architecture(
 register(Architecture(
     name="efficientnet_b3",
     builder=_transfer(keras.applications.EfficientNetB3, lambda x: x),
-    default_size=299,
     min_size=32,
     preprocessing="0-255 pixels; EfficientNet's own rescaling and normalisation layers inside the model",
     fine_tune_layers=(30, 60, 80),
@@ -208,7 +214,6 @@ for _variant in ("lite0", "lite1", "lite2"):
     register(Architecture(
         name=f"efficientnet_{_variant}",
         builder=_efficientnet_lite(_variant),
-        default_size=efficientnet_lite.VARIANTS[_variant].resolution,
         min_size=32,
         preprocessing="(pixels - 127) / 128 (inside the model), as Google's EfficientNet-Lite",
         # Unfrozen from the top like B3's 30 / 60 / 80; Lite has no squeeze-and-excitation, so

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.utils.class_weight import compute_class_weight
 
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image, to_model_input
 
@@ -270,7 +271,23 @@ def split_holding_out_source(
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights n / (2 · n_class) that make both classes count equally in the loss."""
-    labels = np.asarray(labels)
-    n = len(labels)
-    return {c: float(n / (2 * max(int((labels == c).sum()), 1))) for c in (0, 1)}
+    """Weights n / (2 · n_class) that make both classes count equally in the loss (scikit-learn's "balanced")."""
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.asarray(labels))
+    return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.DataFrame:
+    """A class-stratified subset of whole groups, for quick runs; the full table otherwise."""
+    if not max_images or max_images >= len(table):
+        return table
+    groups = table.groupby("group").label.max()
+    fraction = max_images / len(table)
+    chosen = pd.concat([g.sample(frac=fraction, random_state=seed) for _, g in groups.groupby(groups)]).index
+    return table[table.group.isin(chosen)].reset_index(drop=True)
+
+
+def split_counts(table: pd.DataFrame) -> dict:
+    """Images per split and class, as the card records them."""
+    return {split: {"other": int(((table.split == split) & (table.label == 0)).sum()),
+                    "melanoma": int(((table.split == split) & (table.label == 1)).sum())}
+            for split in ("train", "val", "test")}

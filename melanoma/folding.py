@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from melanoma.graph import called_once, consumers, producers
+
 CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D)
 
 
@@ -28,11 +30,11 @@ def foldable_pairs(model) -> dict[str, layers.BatchNormalization]:
     """Convolution name → the BatchNormalization that alone consumes its output."""
     pairs = {}
     for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
-            parents = layer._inbound_nodes[0].parent_nodes
-            convolution = parents[0].operation if len(parents) == 1 else None
-            if (isinstance(convolution, CONVOLUTIONS) and len(convolution._inbound_nodes) == 1
-                    and len(convolution._outbound_nodes) == 1 and convolution.activation is keras.activations.linear
+        if isinstance(layer, layers.BatchNormalization) and called_once(layer):
+            parents = producers(layer)
+            convolution = parents[0] if len(parents) == 1 else None
+            if (isinstance(convolution, CONVOLUTIONS) and called_once(convolution)
+                    and len(consumers(convolution)) == 1 and convolution.activation is keras.activations.linear
                     and layer.axis in (-1, 3)):
                 pairs[convolution.name] = layer
     return pairs

@@ -32,8 +32,6 @@ class DecodedImage:
     """An RGB image as uint8 pixels plus what the decoder noticed about the original."""
 
     pixels: np.ndarray  # (height, width, 3) uint8
-    original_format: str
-    original_mode: str
     notes: tuple[str, ...] = ()
 
 
@@ -104,7 +102,6 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
             f"{name}: the image data is corrupt or truncated ({error}). "
             f"Export or copy the original file again."
         ) from error
-    original_format, original_mode = image.format or "unknown", image.mode
     width, height = image.size
     if min(width, height) < MIN_SIDE:
         raise ImageError(
@@ -119,8 +116,6 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
     rgb, conversion_notes = _to_rgb(image)
     return DecodedImage(
         pixels=np.asarray(rgb, dtype=np.uint8),
-        original_format=original_format,
-        original_mode=original_mode,
         notes=tuple(notes + conversion_notes),
     )
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras import layers
 
 from melanoma.folding import FoldedBatchNorm
+from melanoma.graph import called_once, consumers
 
 # Layers that act on each pixel alone (at inference), and layers whose receptive field we track.
 PER_PIXEL = (layers.Rescaling, layers.Normalization, layers.BatchNormalization, layers.Activation, layers.ReLU, FoldedBatchNorm)
@@ -79,9 +80,9 @@ def _supported(layer) -> bool:
 def stem_chain(model) -> list:
     """The layers after the input, in order, while each one is supported and feeds exactly one layer."""
     chain, layer = [], model.layers[0]
-    while len(layer._outbound_nodes) == 1:
-        following = layer._outbound_nodes[0].operation
-        if not _supported(following) or len(following._inbound_nodes) != 1:
+    while len(consumers(layer)) == 1:
+        following = consumers(layer)[0]
+        if not _supported(following) or not called_once(following):
             break
         chain.append(following)
         layer = following

@@ -24,17 +24,26 @@ def _diverging_lut(name: str) -> np.ndarray:
     return np.clip(colours, 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
+def check_colourmap(colourmap: str, signed: bool) -> str:
+    """The colour map's name, or a ValueError listing the ones that suit this kind of map."""
+    valid = DIVERGING_COLOURMAPS if signed else tuple(SEQUENTIAL_COLOURMAPS)
+    if colourmap not in valid:
+        kind = "a signed (occlusion)" if signed else "an unsigned (Grad-CAM)"
+        raise ValueError(f"Unknown colour map {colourmap!r} for {kind} map; expected one of {', '.join(valid)}.")
+    return colourmap
+
+
 def colourise(scores: np.ndarray, colourmap: str, signed: bool, scale: float | None = None) -> np.ndarray:
     """RGB uint8 colours for a 2-D map; signed maps are scaled symmetrically by ±`scale` (default max |score|)."""
     scores = np.asarray(scores, dtype=np.float32)
     if signed:
         scale = scale or float(np.abs(scores).max()) or 1.0
         index = np.clip((scores / scale + 1.0) * 127.5, 0, 255).astype(np.uint8)
-        bgr = cv2.applyColorMap(index, _diverging_lut(colourmap if colourmap in DIVERGING_COLOURMAPS else DIVERGING_COLOURMAPS[0]))
+        bgr = cv2.applyColorMap(index, _diverging_lut(check_colourmap(colourmap, signed)))
     else:
         scale = scale or float(scores.max()) or 1.0
         index = np.clip(scores / scale * 255.0, 0, 255).astype(np.uint8)
-        bgr = cv2.applyColorMap(index, SEQUENTIAL_COLOURMAPS.get(colourmap, cv2.COLORMAP_INFERNO))
+        bgr = cv2.applyColorMap(index, SEQUENTIAL_COLOURMAPS[check_colourmap(colourmap, signed)])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -4,8 +4,8 @@ Uses Debian's Chromium (`apt-get install chromium`; `make test` installs it as r
 Playwright's own browser download. Screenshots are saved under test-artifacts/.
 """
 
-import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +17,9 @@ import pytest
 
 from tests.synthetic import lesion_image
 
-CHROMIUM = "/usr/lib/chromium/chromium"
+# Debian's binary (its /usr/bin/chromium is a wrapper script), else whatever Chromium is on PATH.
+CHROMIUM = next((path for path in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if path and Path(path).exists()), "")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -48,7 +50,7 @@ def server(trained_models):
     process.wait(timeout=30)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it as root)")
+@pytest.mark.skipif(not CHROMIUM, reason="no Chromium found (make test installs Debian's chromium as root)")
 def test_upload_read_probability_and_open_compare(server, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,40 @@ def test_predict_scans_every_format_the_uploader_accepts(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     found = {path.suffix.lower() for path in expand_paths([str(tmp_path)])}
     assert found == set(IMAGE_EXTENSIONS) and {".gif", ".webp"} <= found
+
+
+def test_predict_json_says_whether_each_image_is_in_scope(trained_models, tmp_path, capsys):
+    from train.gate_check import non_dermoscopic_images
+
+    data_dir, output_dir = trained_models
+    lesion = sorted((data_dir / "images").glob("*.jpg"))[0]
+    Image.fromarray(non_dermoscopic_images()["document_0"]).save(tmp_path / "letter.png")
+    assert main(["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", "--json",
+                 str(lesion), str(tmp_path / "letter.png")]) == 0
+    rows = {Path(r["path"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows[lesion.name]["in_distribution"] is True and rows["letter.png"]["in_distribution"] is False
+    assert "colour" in rows["letter.png"]["ood_reason"]
+    assert main(["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", str(tmp_path / "letter.png")]) == 0
+    assert "NOT ASSESSED" in capsys.readouterr().out
+
+
+def test_explain_with_an_unknown_colourmap_lists_the_valid_ones(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    code = main(["explain", "--models-dir", str(output_dir), "--model", "scratch_cnn", "--colourmap", "rainbow",
+                 "--out", str(tmp_path / "map.png"), str(image)])
+    assert code == 2 and not (tmp_path / "map.png").exists()
+    error = capsys.readouterr().err
+    assert "Unknown colour map 'rainbow'" in error and "blue-white-red, green-white-purple" in error
+
+
+def test_predict_prints_no_framework_noise_on_stderr(trained_models):
+    """TensorFlow's start-up lines (oneDNN, CUDA drivers, cuInit) read as failures to a newcomer."""
+    data_dir, output_dir = trained_models
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    command = [sys.executable, "-m", "melanoma", "predict", "--models-dir", str(output_dir), "--model", "scratch_cnn", str(image)]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and image.name in quiet.stdout
+    assert quiet.stderr.strip() == "", quiet.stderr
+    loud = subprocess.run([*command[:3], "--framework-logs", *command[3:]], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout

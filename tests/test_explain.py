@@ -6,6 +6,7 @@ import pytest
 from keras import layers
 
 from melanoma import explain
+from melanoma.config import DEFAULT_MODELS
 from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
 from melanoma.incremental import stem_plan
 
@@ -153,11 +154,13 @@ def test_grad_cam_names_the_head_it_needs():
         grad_cam(model, random_image(32))
 
 
-@pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
+@pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(name):
-    from melanoma.architectures import get_architecture
+    from melanoma.architectures import create_model, get_architecture
 
-    model, image = get_architecture(name).builder(96, weights="none"), random_image(96, seed=2)
+    # Random Lite weights give a constant output (an all-zero map); its ImageNet weights are offline.
+    weights = "imagenet" if get_architecture(name).checkpoint_variant else "none"
+    model, image = create_model(name, 96, weights=weights), random_image(96, seed=2)
     assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is not None
     incremental = occlusion_sensitivity(model, image, patch_size=12)
     whole_image = occlusion_sensitivity(model, image, patch_size=12, incremental=False)
@@ -167,18 +170,18 @@ def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(
 
 def test_colour_constancy_leaves_no_stem_to_reuse():
     """Shades of Gray rescales every pixel by the whole image's illuminant, so a patch reaches everywhere."""
-    from melanoma.architectures import get_architecture
+    from melanoma.architectures import create_model
 
-    model = get_architecture("inception_v3").builder(96, weights="none", colour_constancy=True)
+    model = create_model("inception_v3", 96, colour_constancy=True)
     assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
 
 
-@pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
+@pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_both_methods_work_for_every_architecture(name):
-    from melanoma.architectures import get_architecture
+    from melanoma.architectures import create_model, get_architecture
 
     architecture = get_architecture(name)
-    model = architecture.builder(80, weights="none")
+    model = create_model(name, 80)
     image = random_image(80)
     assert occlusion_sensitivity(model, image, patch_size=20).shape == (80, 80)
     cam = grad_cam(model, image, architecture.gradcam_layer)

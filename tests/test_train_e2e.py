@@ -149,9 +149,9 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = output_dir / "scratch_cnn" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 600
+    # The event: epoch 1's checkpoint is complete (state.json is written last), epoch 2 has begun.
     while not state.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # well into epoch 2
+        time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -167,9 +167,9 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
 
 
 def test_export_for_serving_drops_the_optimizer_and_keeps_the_outputs(tmp_path):
-    from melanoma.architectures import get_architecture
+    from melanoma.architectures import create_model
 
-    model = get_architecture("scratch_cnn").builder(32, colour_constancy=True)
+    model = create_model("scratch_cnn", 32, colour_constancy=True)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("float32")
     model.train_on_batch(images, np.ones((8, 1), "float32"))
@@ -191,3 +191,14 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
     error = capsys.readouterr().err
     assert "MultiWorkerMirroredStrategy" in error and "keras-team/keras#20585" in error and "Unset TF_CONFIG" in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--learning-rates", "0.001,0.0001", "one rate per phase of the study recipe (3); got 2"),
+    ("--split", "0.8,0.3,0.1", "three non-negative fractions"),
+    ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
+])
+def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, value, expected):
+    with pytest.raises(SystemExit):
+        main(["--data-dir", str(tmp_path / "nowhere"), "--models", "scratch_cnn", flag, value])
+    assert expected in capsys.readouterr().err

@@ -13,7 +13,8 @@ import sys
 
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.files import write_json
-from melanoma.inference import load_predictor, predict_pixels
+from melanoma.framework import import_tensorflow_quietly
+from melanoma.inference import load_predictor
 from melanoma.metrics import evaluate_predictions
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError
 
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
     parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")
+    parser.add_argument("--framework-logs", action="store_true", help="show TensorFlow's start-up logs (debugging)")
     args = parser.parse_args(argv)
+    if not args.framework_logs:
+        import_tensorflow_quietly()
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    probabilities = predict_pixels(predictor.model, pixels, tta=predictor.tta)
+    probabilities = predictor.score_pixels(pixels)
     metrics = evaluate_predictions(data.table.label.to_numpy(), probabilities, predictor.threshold)
     metrics["split"] = f"all images of {args.data_dir}"
     if args.out:

@@ -14,17 +14,18 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, get_architecture
+from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, create_model, get_architecture
 from melanoma.config import DEFAULT_MODELS, RECIPES, TrainConfig
-from melanoma.data import (DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_grouped_stratified,
-                           split_holding_out_source)
+from melanoma.data import (DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_counts,
+                           split_grouped_stratified, split_holding_out_source, subsample)
 from melanoma.files import atomic_write, sha256_of, write_json
-from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
+from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE, ServingSpec
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -62,25 +63,26 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.error(str(error))  # lists the valid names
         if args.image_size and args.image_size < architecture.min_size:
             parser.error(f"{name} needs --image-size of at least {architecture.min_size}; got {args.image_size}.")
+    phases = len(RECIPES[args.recipe].phase_fractions)
+    try:
+        rates = [float(x) for x in args.learning_rates.split(",")] if args.learning_rates else None
+        split = [float(x) for x in args.split.split(",")]
+    except ValueError as error:
+        parser.error(f"--learning-rates and --split take comma-separated numbers ({error}).")
+    if rates is not None and len(rates) != phases:
+        parser.error(f"--learning-rates needs one rate per phase of the {args.recipe} recipe ({phases}); "
+                     f"got {len(rates)}: {args.learning_rates}.")
+    if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
+        parser.error(f"--split takes three non-negative fractions train,val,test that sum to 1; got {args.split}.")
     return TrainConfig(
         data_dir=args.data_dir, layout=args.layout, models=models, output_dir=args.output_dir,
         recipe=args.recipe, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, epoch_images=args.epoch_images,
-        learning_rates=tuple(float(x) for x in args.learning_rates.split(",")) if args.learning_rates else None,
-        weights=args.weights, seed=args.seed, split_fractions=tuple(float(x) for x in args.split.split(",")),
+        learning_rates=tuple(rates) if rates else None,
+        weights=args.weights, seed=args.seed, split_fractions=tuple(split),
         target_sensitivity=args.target_sensitivity, resume=args.resume, mixed_precision=args.mixed_precision,
         xla=args.xla, max_images=args.max_images, holdout_source=args.holdout_source,
         command="python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     ).resolved()
-
-
-def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.DataFrame:
-    """A class-stratified subset of whole groups, for quick runs; the full table otherwise."""
-    if not max_images or max_images >= len(table):
-        return table
-    groups = table.groupby("group").label.max()
-    fraction = max_images / len(table)
-    chosen = pd.concat([g.sample(frac=fraction, random_state=seed) for _, g in groups.groupby(groups)]).index
-    return table[table.group.isin(chosen)].reset_index(drop=True)
 
 
 def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd.DataFrame:
@@ -105,12 +107,6 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
     table = table.assign(split=split)
     atomic_write(path, lambda p: table[["image_id", "group", "label", "source", "split"]].to_csv(p, index=False))
     return table[table.split != "excluded"]
-
-
-def split_counts(table: pd.DataFrame) -> dict:
-    return {split: {"other": int(((table.split == split) & (table.label == 0)).sum()),
-                    "melanoma": int(((table.split == split) & (table.label == 1)).sum())}
-            for split in ("train", "val", "test")}
 
 
 MULTI_WORKER_UNSUPPORTED = (
@@ -163,62 +159,121 @@ def export_for_serving(model, path: Path):
     return serving
 
 
-def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, strategy) -> dict:
-    """Train, choose the threshold, evaluate and write every artefact for one model."""
-    import keras
+@dataclass
+class SplitData:
+    """One model's split: the table, and decoded pixels and labels per split name."""
 
-    from melanoma.architectures import set_trainable_layers
+    table: pd.DataFrame
+    pixels: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+
+@dataclass
+class Progress:
+    """Where training stands: epochs completed, the best validation AUC, the per-epoch history."""
+
+    epochs_done: int = 0
+    best_val_auc: float = float("-inf")
+    history: list[dict] = field(default_factory=list)
+
+
+def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, strategy) -> dict:
+    """Train, calibrate, choose the threshold, evaluate and write every artefact for one model."""
     from melanoma.inference import predict_pixels
-    from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
-    from train.callbacks import EpochRecorder, read_state
-    from train.pipeline import make_dataset
-    from train.schedule import phases_run, plan_phases
+    from train.calibrate import calibrate_and_evaluate, fit_gate
 
     architecture = get_architecture(name)
-    recipe = config.recipe_object
-    size = config.image_size
     weights = "none" if not architecture.is_transfer else config.weights
     folder = model_folder(config, name)
     folder.mkdir(parents=True, exist_ok=True)
 
-    # Data: the split, and pixels decoded once per image size for every model of the run.
+    split = load_split(name, config, data, pixel_cache, folder)
+    model, progress = start_or_resume(name, config, weights, folder, strategy)
+    started = time.monotonic()
+    previous_seconds = float(sum(row.get("seconds", 0) for row in progress.history))
+    train_phases(model, name, config, weights, split, folder, progress, strategy)
+    training_seconds = previous_seconds + time.monotonic() - started
+
+    # The shipped model: best validation AUC weights, without optimizer state.
+    model.load_weights(folder / "checkpoint" / "best.weights.h5")
+    serving = export_for_serving(model, folder / MODEL_FILE)
+
+    # Calibration, threshold and the out-of-distribution gate from training and validation
+    # images; metrics on test: the test split chooses nothing.
+    tta = config.recipe_object.test_time_augmentation
+    raw = {s: predict_pixels(serving, split.pixels[s], config.batch_size, tta) for s in ("val", "test")}
+    calibration, threshold, metrics = calibrate_and_evaluate(
+        {s: split.labels[s] for s in raw}, raw, config.target_sensitivity, seed=config.seed)
+    ood = fit_gate(serving, split.pixels["train"], split.pixels["val"], folder, seed=config.seed)
+    metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
+    metrics["validation_roc_auc"] = float(progress.best_val_auc)
+    write_json(folder / METRICS_FILE, metrics)
+    card = model_card(name, config, data, split, weights, serving, progress, training_seconds)
+    card.update(serving=ServingSpec(config.image_size, tta, calibration, ood).to_dict(), threshold=threshold,
+                sha256=sha256_of(folder / MODEL_FILE))
+    write_json(folder / CARD_FILE, card)
+    return {"model": name, "epochs": progress.epochs_done, "minutes": training_seconds / 60, "val_auc": progress.best_val_auc,
+            "test_auc": metrics["roc_auc"], "threshold": threshold,
+            "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
+
+
+def load_split(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, folder: Path) -> SplitData:
+    """The split for this model, with pixels decoded once per image size for every model of the run."""
     table = prepare_split(data, config, folder)
-    cache = pixel_cache.setdefault(size, {})
+    cache = pixel_cache.setdefault(config.image_size, {})
     missing = table[~table.image_id.isin(cache)]
     if len(missing):
         started = time.monotonic()
-        cache.update(zip(missing.image_id, load_pixels(list(missing.path), size)))
-        print(f"Decoded {len(missing)} images at {size}x{size} in {time.monotonic() - started:.0f} s")
+        cache.update(zip(missing.image_id, load_pixels(list(missing.path), config.image_size)))
+        print(f"Decoded {len(missing)} images at {config.image_size}x{config.image_size} in {time.monotonic() - started:.0f} s")
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
-    pixels = {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()}
-    labels = {s: part.label.to_numpy() for s, part in parts.items()}
-    weights_by_class = class_weights(labels["train"])
-    print(f"[{name}] split {split_counts(table)}; class weights 0 -> {weights_by_class[0]:.3f}, 1 -> {weights_by_class[1]:.3f}")
-    train_ds = make_dataset(pixels["train"], labels["train"], config.batch_size, recipe, training=True,
-                            seed=config.seed, repeat=bool(config.epoch_images))
-    steps_per_epoch = -(-config.epoch_images // config.batch_size) if config.epoch_images else None
-    val_ds = make_dataset(pixels["val"], labels["val"], config.batch_size, recipe, training=False)
+    split = SplitData(table, {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()},
+                      {s: part.label.to_numpy() for s, part in parts.items()})
+    print(f"[{name}] split {split_counts(table)}")
+    return split
 
-    # Model: fresh, or the last checkpoint of an interrupted run.
+
+def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, strategy):
+    """A fresh model, or the last checkpoint of an interrupted run with its history."""
+    import keras
+
+    from train.callbacks import read_state
+
+    recipe = config.recipe_object
     state = read_state(folder) if config.resume else None
-    history: list[dict] = []
     with strategy.scope():
-        if state:
-            model = keras.models.load_model(folder / "checkpoint" / "last.keras", safe_mode=True, compile=False)
-            history = pd.read_csv(folder / "history.csv").to_dict("records")[: state["epochs_done"]]
-            print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
-        else:
-            model = architecture.builder(size, weights=weights, colour_constancy=recipe.colour_constancy, dropout=recipe.dropout)
-    epochs_done = state["epochs_done"] if state else 0
-    best_val_auc = state["best_val_auc"] if state else float("-inf")
-    started = time.monotonic()
-    previous_seconds = float(sum(row.get("seconds", 0) for row in history))
+        if not state:
+            model = create_model(name, config.image_size, weights=weights, colour_constancy=recipe.colour_constancy,
+                                 dropout=recipe.dropout)
+            return model, Progress()
+        model = keras.models.load_model(folder / "checkpoint" / "last.keras", safe_mode=True, compile=False)
+    history = pd.read_csv(folder / "history.csv").to_dict("records")[: state["epochs_done"]]
+    print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
+    return model, Progress(state["epochs_done"], state["best_val_auc"], history)
 
-    # Training: one compile per phase, because trainable layers and learning rate change.
-    phases = plan_phases(architecture, config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
+
+def train_phases(model, name: str, config: TrainConfig, weights: str, split: SplitData, folder: Path,
+                 progress: Progress, strategy) -> None:
+    """The recipe's phases from where `progress` stands; one compile per phase, because the
+    trainable layers and the learning rate change. Updates `progress` after every phase."""
+    import keras
+
+    from melanoma.architectures import set_trainable_layers
+    from train.callbacks import EpochRecorder
+    from train.pipeline import make_dataset
+    from train.schedule import plan_phases
+
+    recipe = config.recipe_object
+    weights_by_class = class_weights(split.labels["train"])
+    print(f"[{name}] class weights 0 -> {weights_by_class[0]:.3f}, 1 -> {weights_by_class[1]:.3f}")
+    train_ds = make_dataset(split.pixels["train"], split.labels["train"], config.batch_size, recipe, training=True,
+                            seed=config.seed, repeat=bool(config.epoch_images))
+    val_ds = make_dataset(split.pixels["val"], split.labels["val"], config.batch_size, recipe, training=False)
+    steps_per_epoch = -(-config.epoch_images // config.batch_size) if config.epoch_images else None
+    phases = plan_phases(get_architecture(name), config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
                          pretrained=weights != "none")
     for phase in phases:
-        if phase.end_epoch <= epochs_done:
+        if phase.end_epoch <= progress.epochs_done:
             continue
         with strategy.scope():
             trainable = set_trainable_layers(model, phase.trainable_layers)
@@ -230,60 +285,49 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
             )
         print(f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
               f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable")
-        recorder = EpochRecorder(folder, history, best_val_auc, phase.index, trainable, phase.learning_rate)
-        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch, initial_epoch=max(phase.start_epoch, epochs_done),
-                  steps_per_epoch=steps_per_epoch,
+        recorder = EpochRecorder(folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate)
+        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch,
+                  initial_epoch=max(phase.start_epoch, progress.epochs_done), steps_per_epoch=steps_per_epoch,
                   class_weight=weights_by_class, verbose=1 if sys.stdout.isatty() else 2,
                   callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))])
-        best_val_auc = recorder.best_val_auc
-        epochs_done = phase.end_epoch
-    training_seconds = previous_seconds + time.monotonic() - started
+        progress.best_val_auc = recorder.best_val_auc
+        progress.epochs_done = phase.end_epoch
 
-    # The shipped model: best validation AUC weights, without optimizer state.
-    model.load_weights(folder / "checkpoint" / "best.weights.h5")
-    serving = export_for_serving(model, folder / MODEL_FILE)
 
-    # Threshold on validation, metrics on test: the test split chooses nothing.
-    tta = recipe.test_time_augmentation
-    val_prob = predict_pixels(serving, pixels["val"], config.batch_size, tta)
-    threshold = threshold_for_sensitivity(labels["val"], val_prob, config.target_sensitivity)
-    test_prob = predict_pixels(serving, pixels["test"], config.batch_size, tta)
-    metrics = evaluate_predictions(labels["test"], test_prob, threshold, seed=config.seed)
-    metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
-    metrics["validation_roc_auc"] = float(best_val_auc)
-    write_json(folder / METRICS_FILE, metrics)
-    card = {
+def model_card(name: str, config: TrainConfig, data: LabelledImages, split: SplitData, weights: str, serving_model,
+               progress: Progress, training_seconds: float) -> dict:
+    """Everything needed to reproduce and judge the model, except what serving fills in afterwards."""
+    from train.schedule import phases_run
+
+    architecture = get_architecture(name)
+    recipe = config.recipe_object
+    initialisation = {"imagenet": "ImageNet", "none": "random (trained from scratch)"}.get(weights, f"file {weights}")
+    return {
         "name": name,
         "architecture": architecture.description,
-        "input_size": size,
+        "input_size": config.image_size,
         "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
         "preprocessing": architecture.preprocessing + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
-        "weights_initialisation": "ImageNet" if weights == "imagenet" else ("random (trained from scratch)" if weights == "none" else f"file {weights}"),
+        "weights_initialisation": initialisation,
         "initial_weights": architecture.weights_provenance(weights),
-        "parameters": int(serving.count_params()),
-        "threshold": threshold,
-        "threshold_rule": f"highest threshold with validation sensitivity >= {config.target_sensitivity}",
-        "test_time_augmentation": "mean over the image and its three flips" if tta else "none",
+        "parameters": int(serving_model.count_params()),
+        "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {config.target_sensitivity}",
+        "test_time_augmentation": "mean over the image and its three flips" if recipe.test_time_augmentation else "none",
         "recipe": config.recipe_values,
-        "config": config.to_dict(),
-        "phases": phases_run(history),
-        "data": {"source": str(Path(config.data_dir).resolve()), "layout": data.layout, "split_counts": split_counts(table),
+        "config": {key: value for key, value in config.to_dict().items() if key != "recipe_values"},
+        "phases": phases_run(progress.history),
+        "data": {"source": config.data_dir, "layout": data.layout, "split_counts": split_counts(split.table),
                  "split_file": "split.csv", "grouped_by": "lesion/group id (no group in two splits)"},
-        "class_weights": {str(k): v for k, v in weights_by_class.items()},
+        "class_weights": {str(k): v for k, v in class_weights(split.labels["train"]).items()},
         "seed": config.seed,
-        "epochs_trained": epochs_done,
-        "best_validation_auc": float(best_val_auc),
+        "epochs_trained": progress.epochs_done,
+        "best_validation_auc": float(progress.best_val_auc),
         "training_seconds": round(training_seconds, 1),
         "machine": machine_description(),
         "library_versions": library_versions(),
         "command": config.command,
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sha256": sha256_of(folder / MODEL_FILE),
     }
-    write_json(folder / CARD_FILE, card)
-    return {"model": name, "epochs": epochs_done, "minutes": training_seconds / 60, "val_auc": best_val_auc,
-            "test_auc": metrics["roc_auc"], "threshold": threshold,
-            "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
 
 
 def model_folder(config: TrainConfig, name: str) -> Path:
