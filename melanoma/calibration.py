@@ -44,11 +44,22 @@ class PlattScaling:
 
 
 def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "validation split") -> PlattScaling:
-    """The maximum-likelihood slope and intercept on these (validation) labels; unregularised."""
+    """Slope and intercept by maximum likelihood on these (validation) labels, with Platt's targets.
+
+    Platt (1999) fits to (n₊ + 1) / (n₊ + 2) and 1 / (n₋ + 2) instead of 1 and 0, so a validation
+    split that the model separates perfectly gives a steep but finite slope rather than a map that
+    rounds every probability to 0 or 1. Soft targets are fitted as each image twice, once per
+    class, weighted by its target.
+    """
     labels = np.asarray(labels).astype(int)
     if labels.min() == labels.max():
         raise ValueError("cannot calibrate: the validation split holds only one class.")
-    regression = LogisticRegression(C=np.inf, max_iter=1000).fit(_logit(probabilities)[:, None], labels)
+    positives, negatives = int(labels.sum()), int((1 - labels).sum())
+    targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    logits = _logit(probabilities)[:, None]
+    regression = LogisticRegression(C=np.inf, max_iter=1000).fit(
+        np.concatenate([logits, logits]), np.r_[np.ones(len(labels)), np.zeros(len(labels))],
+        sample_weight=np.r_[targets, 1 - targets])
     return PlattScaling(float(regression.coef_[0, 0]), float(regression.intercept_[0]), fitted_on=fitted_on)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma.images import to_model_input
-from melanoma.ood import FeatureGate, GateResult, features_of, image_problem
+from melanoma.ood import FeatureGate, GateResult, features_of, image_problem, load_features_model
 
 
 def _flips(batch: np.ndarray) -> list[np.ndarray]:
@@ -40,8 +40,9 @@ class Predictor:
         self.model = model
         self.serving = entry.serving
         ood = self.serving.ood
-        # load_keras_model verified the file's sha256 against the card before we got here.
+        # load_keras_model verified both files' sha256 against the card before we got here.
         self.feature_gate = FeatureGate.load(entry.folder / ood["file"]) if ood else None
+        self.features = load_features_model(entry.folder / ood["features"]) if ood else None
 
     @property
     def name(self) -> str:
@@ -77,7 +78,8 @@ class Predictor:
         problems = [image_problem(view) for view in views]
         if self.feature_gate is None:
             return [GateResult(not problem, 0.0, problem or "") for problem in problems]
-        scores = self.feature_gate.distances(features_of(self.model, views)) / self.feature_gate.threshold
+        gate_views = np.stack([to_model_input(image, int(self.features.input_shape[1])) for image in images])
+        scores = self.feature_gate.distances(features_of(self.features, gate_views)) / self.feature_gate.threshold
         return [GateResult(bool(not problem and score <= 1.0), float(score),
                            problem or ("" if score <= 1.0 else "it is unlike the dermoscopic images the model was trained on"))
                 for problem, score in zip(problems, scores)]

@@ -6,16 +6,22 @@ its answer:
 - cheap image checks for what is plainly not a photograph of skin: a near-uniform image,
   colourless images such as documents and screenshots, and noise (pixel-to-pixel changes as
   large as the image's whole contrast);
-- a distance in the model's own penultimate features (the pooled feature vector the head reads),
-  fitted on the training split: Mahalanobis in the top principal directions plus the energy
-  outside them (an image unlike the training set often lands off that subspace), with its
-  threshold at a high percentile of the validation split's distances.
+- a distance in ImageNet features (EfficientNet-Lite0's pooled features from its ImageNet
+  checkpoint, one frozen extractor shared by every model), fitted on the model's training split:
+  Mahalanobis in the top principal directions plus the energy outside them (an image unlike the
+  training set often lands off that subspace), with its threshold at a high percentile of the
+  validation split's distances.
 
-The fitted statistics live in `ood.npz` beside the weights; the card records their sha256.
+ImageNet features know cats, flowers and rockets, which the classifiers' own fine-tuned features
+were never taught to tell apart from lesions: on the shipped Lite0's splits, its own features
+flagged 3.4 % of its test split and 89 % of 35 non-dermoscopic images; ImageNet features 0.2 %
+and 94 %. The fitted statistics live in `ood.npz` beside the weights and the extractor in
+`imagenet_features.keras` in the models folder; the card records both sha256.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +29,10 @@ import numpy as np
 
 from melanoma.files import atomic_write, sha256_of
 
-FEATURE_LAYER = "head_pool"
-COMPONENTS = 32
-VALIDATION_PERCENTILE = 99.0
+FEATURES_FILE = "imagenet_features.keras"
+FEATURES_SIZE = 160
+COMPONENTS = 64
+VALIDATION_PERCENTILE = 99.5
 # Image checks, on 0-255 RGB; each measured on the shared HAM10000 images, which all pass them.
 MIN_CONTRAST = 8.0  # standard deviation of the grey image
 MAX_NOISE_RATIO = 0.5  # mean |neighbour difference| / standard deviation
@@ -73,7 +80,9 @@ class FeatureGate:
         mean = train_features.mean(axis=0)
         centred = train_features - mean
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
-        k = min(components, len(singular))
+        # At least ten training images per direction: the variance of a direction estimated from
+        # fewer is noise, and dividing by it would flag ordinary images.
+        k = max(1, min(components, len(singular), len(train_features) // 10))
         variances = singular[:k] ** 2 / max(len(train_features) - 1, 1) + 1e-6
         residual = float(np.sum(singular[k:] ** 2) / max(len(train_features), 1)) + 1e-6
         gate = cls(mean.astype(np.float32), directions[:k].astype(np.float32), variances.astype(np.float32), residual, 1.0)
@@ -103,14 +112,43 @@ class FeatureGate:
                        float(stored["threshold"]))
 
 
-def feature_model(model):
-    """The model cut at its pooled penultimate features."""
+def build_imagenet_features():
+    """EfficientNet-Lite0 from its ImageNet checkpoint, cut at the pooled features (training only:
+    it reads the checkpoint package; serving loads the saved Keras file)."""
     import keras
 
-    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)
+    from melanoma import efficientnet_lite, pretrained
+
+    classifier = efficientnet_lite.imagenet_classifier("lite0", FEATURES_SIZE)
+    state, provenance = pretrained.read_checkpoint("lite0", "imagenet")
+    efficientnet_lite.load_checkpoint_weights(classifier, state, provenance["file"])
+    return keras.Model(classifier.input, classifier.get_layer("imagenet_pool").output, name="imagenet_lite0_features")
 
 
-def features_of(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    extractor = feature_model(model)
+def ensure_imagenet_features(models_dir: Path) -> Path:
+    """The shared extractor's file in the models folder, written once (atomically) when missing."""
+    path = Path(models_dir) / FEATURES_FILE
+    if not path.is_file():
+        extractor = build_imagenet_features()
+        atomic_write(path, extractor.save)
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _load_features(path: str):
+    import keras
+
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def load_features_model(path: Path):
+    """The shared extractor, loaded once per process and file (every model's gate uses the same one)."""
+    return _load_features(str(Path(path).resolve()))
+
+
+def features_of(extractor, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Pooled features of uint8 images already at the extractor's input size."""
+    if not len(pixels):
+        return np.zeros((0, int(extractor.output_shape[-1])), np.float32)
     return np.concatenate([np.asarray(extractor.predict_on_batch(pixels[i:i + batch_size].astype(np.float32)))
-                           for i in range(0, len(pixels), batch_size)]) if len(pixels) else np.zeros((0, 1), np.float32)
+                           for i in range(0, len(pixels), batch_size)])

@@ -174,6 +174,7 @@ def load_keras_model(entry: InstalledModel):
     ood = entry.serving.ood
     if ood:
         verify_file(entry, ood["file"], ood["sha256"])
+        verify_file(entry, ood["features"], ood["features_sha256"])
     path = verify_file(entry, MODEL_FILE, entry.card["sha256"])
     import keras
 

@@ -56,7 +56,7 @@ def test_upload_read_probability_and_open_compare(server, tmp_path):
 
     ARTIFACTS.mkdir(exist_ok=True)
     image = tmp_path / "lesion.jpg"
-    lesion_image(True, np.random.default_rng(7), size=(200, 150)).save(image, quality=95)
+    lesion_image(True, np.random.default_rng(7)).save(image, quality=95)  # as the fixture: the gate must pass it
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1600})

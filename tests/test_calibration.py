@@ -54,3 +54,13 @@ def test_serving_spec_round_trips_and_reads_cards_written_before_it():
     legacy = ServingSpec.from_card({"input_size": 96, "test_time_augmentation": "mean over the image and its three flips"})
     assert legacy == ServingSpec(96, True, PlattScaling())
     assert np.allclose(PlattScaling()(np.array([0.1, 0.5, 0.9])), [0.1, 0.5, 0.9])
+
+
+def test_a_perfectly_separated_validation_split_gives_a_finite_map():
+    """Platt's soft targets: without them the slope diverges and every probability rounds to 0 or 1."""
+    labels = np.r_[np.zeros(50), np.ones(10)].astype(int)
+    scores = np.r_[np.linspace(0.01, 0.3, 50), np.linspace(0.7, 0.99, 10)]
+    calibration = fit_platt(labels, scores)
+    assert np.isfinite(calibration.slope) and calibration.slope < 50
+    calibrated = calibration(np.array([0.5]))[0]
+    assert 0.01 < calibrated < 0.99

@@ -79,6 +79,13 @@ def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp
         handle.write(b"x")
     with pytest.raises(ModelUnavailableError, match="ood.npz does not match the sha256"):
         load_predictor("efficientnet_lite0", tmp_path)
+    shutil.copy(output_dir / "efficientnet_lite0" / "ood.npz", tmp_path / "efficientnet_lite0" / "ood.npz")
+    shutil.copy(output_dir / "imagenet_features.keras", tmp_path / "imagenet_features.keras")
+    load_predictor("efficientnet_lite0", tmp_path)  # intact again
+    with open(tmp_path / "imagenet_features.keras", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ModelUnavailableError, match="imagenet_features.keras does not match the sha256"):
+        load_predictor("efficientnet_lite0", tmp_path)
 
 
 def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):

@@ -10,7 +10,9 @@ Training ends with the same two steps (`calibrate_and_evaluate`, `fit_gate`).
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ from melanoma.calibration import expected_calibration_error, fit_platt
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.files import sha256_of, write_json
 from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
-from melanoma.ood import FeatureGate, features_of
+from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
 from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE, ModelUnavailableError, ServingSpec
 from train.tools import chosen_models, installed_models_parser
 
@@ -53,30 +55,42 @@ GATE_FILE = "ood.npz"
 GATE_TRAINING_IMAGES = 3000  # plenty for 32 principal directions; keeps the fit to a minute on a CPU
 
 
-def fit_gate(model, train_pixels: np.ndarray, val_pixels: np.ndarray, folder, seed: int = 0) -> dict:
-    """Fit the feature gate on (a sample of) the training split, threshold it on validation, save it.
+def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_dir: Path, seed: int = 0) -> dict:
+    """Fit the gate in ImageNet features on (a sample of) the training images, threshold it on
+    validation, save it beside the model (and the shared extractor in the models folder, once).
 
-    Returns the card's serving.ood entry: the file, its sha256 and what it was fitted on.
+    Returns the card's serving.ood entry: the files (relative to the model folder), their sha256
+    and what the gate was fitted on.
     """
+    import keras
+
+    features_path = ensure_imagenet_features(models_dir)
+    extractor = keras.models.load_model(features_path, safe_mode=True, compile=False)
     rng = np.random.default_rng(seed)
-    sample = rng.permutation(len(train_pixels))[:GATE_TRAINING_IMAGES]
-    gate = FeatureGate.fit(features_of(model, train_pixels[np.sort(sample)]), features_of(model, val_pixels))
-    digest = gate.save(folder / GATE_FILE)
-    return {"file": GATE_FILE, "sha256": digest, "method": "Mahalanobis distance in the top "
-            f"{len(gate.variances)} principal directions of the pooled features", "fitted_on":
-            f"{len(sample)} training images; threshold at the 99th percentile of the validation split"}
+    sample = sorted(rng.permutation(len(train_paths))[:GATE_TRAINING_IMAGES])
+    train_features = features_of(extractor, load_pixels([train_paths[i] for i in sample], FEATURES_SIZE))
+    gate = FeatureGate.fit(train_features, features_of(extractor, load_pixels(val_paths, FEATURES_SIZE)))
+    return {"file": GATE_FILE, "sha256": gate.save(folder / GATE_FILE),
+            "features": os.path.relpath(features_path, folder), "features_sha256": sha256_of(features_path),
+            "method": f"Mahalanobis distance in the top {len(gate.variances)} principal directions of ImageNet "
+                      "EfficientNet-Lite0 features, plus the energy outside them",
+            "fitted_on": f"{len(sample)} training images; threshold at the {VALIDATION_PERCENTILE:g}th percentile of "
+                         "the validation split"}
 
 
 def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sensitivity: float) -> dict:
     """Calibrate one installed model in place from its own split.csv; returns the calibration effect."""
-    from melanoma.inference import load_predictor
+    from melanoma.inference import Predictor
+    from melanoma.store import find_model, load_keras_model
 
-    predictor = load_predictor(name, models_dir)
-    entry = predictor.entry
+    entry = find_model(name, models_dir)
+    if "serving" in entry.card:  # the gate is refitted below: an old or damaged one must not stop that
+        entry.card = {**entry.card, "serving": {**entry.card["serving"], "ood": None}}
+    predictor = Predictor(entry, load_keras_model(entry))
     split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
     table = load_labelled_images(data_dir).table.merge(split[["image_id", "split"]], on="image_id")
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
-    pixels = {s: load_pixels(list(part.path), entry.input_size) for s, part in parts.items()}
+    pixels = {s: load_pixels(list(parts[s].path), entry.input_size) for s in ("val", "test")}
     labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}
     raw = {s: predictor.raw_probabilities(pixels[s]) for s in ("val", "test")}
     seed = entry.card.get("seed", 0)
@@ -84,7 +98,7 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
     for key in ("split", "validation_roc_auc"):
         if key in entry.metrics:
             metrics[key] = entry.metrics[key]
-    ood = fit_gate(predictor.model, pixels["train"], pixels["val"], entry.folder, seed)
+    ood = fit_gate(list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed)
     serving = ServingSpec(entry.input_size, predictor.serving.test_time_augmentation, calibration, ood)
     card = {**entry.card, "serving": serving.to_dict(), "threshold": threshold,
             "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {target_sensitivity}"}

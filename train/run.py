@@ -204,7 +204,8 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     raw = {s: predict_pixels(serving, split.pixels[s], config.batch_size, tta) for s in ("val", "test")}
     calibration, threshold, metrics = calibrate_and_evaluate(
         {s: split.labels[s] for s in raw}, raw, config.target_sensitivity, seed=config.seed)
-    ood = fit_gate(serving, split.pixels["train"], split.pixels["val"], folder, seed=config.seed)
+    ood = fit_gate(list(split.table.path[split.table.split == "train"]), list(split.table.path[split.table.split == "val"]),
+                   folder, Path(config.output_dir), seed=config.seed)
     metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
     metrics["validation_roc_auc"] = float(progress.best_val_auc)
     write_json(folder / METRICS_FILE, metrics)
