@@ -32,6 +32,7 @@ def test_cheap_checks_name_blank_noise_and_documents_and_pass_lesions():
     assert "uniform" in image_problem(images["blank_white"]) and "uniform" in image_problem(images["single_red"])
     assert "noise" in image_problem(images["noise_uniform_0"])
     assert "colour" in image_problem(images["document_0"])
+    assert "mostly black" in image_problem(images["skimage_hubble_deep_field"])
     assert all(image_problem(image) == "" for image in lesions(10, seed=3))
 
 

@@ -51,3 +51,20 @@ def test_shipped_model_matches_its_metrics(name):
     # 200 images give a standard error of about 0.03 on the AUC; 0.08 is well beyond noise.
     assert abs(auc - entry.metrics["roc_auc"]) < 0.08, f"AUC on 200 test images {auc:.3f} vs metrics.json {entry.metrics['roc_auc']:.3f}"
     assert np.mean(probabilities[sample.label.to_numpy() == 1]) > np.mean(probabilities[sample.label.to_numpy() == 0])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@needs_images
+def test_shipped_gate_passes_its_test_images_and_stops_other_pictures(name):
+    from train.gate_check import non_dermoscopic_images
+
+    entry = shipped(name)
+    split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
+    test = split[split.split == "test"].sample(n=200, random_state=1)
+    paths = [str(next((SHARED_DATA / "images").glob(f"{image_id}.*"))) for image_id in test.image_id]
+    predictor = load_predictor(name, DEFAULT_MODELS_DIR)
+    own = predictor.gate(list(load_pixels(paths, 160)))
+    others = non_dermoscopic_images()
+    foreign = predictor.gate(list(others.values()))
+    assert np.mean([not r.in_distribution for r in own]) <= 0.02
+    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [n for n, r in zip(others, foreign) if r.in_distribution]
