@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from melanoma.ood import FEATURES_FILE
 from melanoma.store import ModelUnavailableError, find_model, list_models, load_keras_model
 
 
@@ -13,6 +14,7 @@ def models_copy(trained_models, tmp_path):
     _, output_dir = trained_models
     for name in ("scratch_cnn", "efficientnet_b3"):
         shutil.copytree(output_dir / name, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint", "logs"))
+    shutil.copy(output_dir / FEATURES_FILE, tmp_path / FEATURES_FILE)  # the gates' shared extractor
     return tmp_path
 
 
