@@ -26,6 +26,7 @@ ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
 ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 HAM_METADATA = "HAM10000_metadata.csv"
 GENERIC_LABELS = "labels.csv"
+SPLIT_FILE = "split.csv"  # beside each trained model: image_id, group, label, source, split
 LAYOUT_FILES = {"isic2018": ISIC_GROUND_TRUTH, "ham10000": HAM_METADATA, "generic": GENERIC_LABELS}
 GENERIC_LABEL_VALUES = {"1": 1, "0": 0, "melanoma": 1, "mel": 1, "other": 0, "true": 1, "false": 0}
 MAX_PROBLEMS_SHOWN = 20
@@ -268,6 +269,16 @@ def split_holding_out_source(
     split[held_out] = "test"
     split[rest.index] = split_grouped_stratified(rest, (fractions[0] / train_val, fractions[1] / train_val, 0.0), seed)
     return split
+
+
+def read_split(folder: str | Path) -> pd.DataFrame:
+    """A model's split.csv: which images it trained, validated and was tested on."""
+    return pd.read_csv(Path(folder) / SPLIT_FILE, dtype={"image_id": str, "group": str})
+
+
+def join_split(table: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """The labelled images with each one's split; images the split does not list are left out."""
+    return table.drop(columns=["split"], errors="ignore").merge(split[["image_id", "split"]], on="image_id")
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:

@@ -69,8 +69,8 @@ class Predictor:
     def gate(self, images: list[np.ndarray]) -> list[GateResult]:
         """For each image: does it look like the dermoscopic images this model was trained on?
 
-        Models trained before the gate existed pass every image that clears the cheap checks, with
-        a score of 0 and a reason that says no gate was fitted.
+        A model without a fitted gate (trained before it existed) passes every image that clears
+        the cheap checks, with a score of 0.
         """
         if not len(images):
             return []

@@ -31,6 +31,11 @@ def _get(metrics: dict, *keys: str):
     return value
 
 
+def _auc_interval(metrics: dict) -> str:
+    low, high = _get(metrics, "ci95", "roc_auc") or (None, None)
+    return f"{low:.3f}–{high:.3f}" if low is not None else "–"
+
+
 def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
     """One row per model: the test metrics a clinician compares, AUC with its 95% interval."""
     rows = []
@@ -39,8 +44,7 @@ def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
                "Initialised from": entry.card.get("weights_initialisation", "mean of the members"), "Threshold": entry.threshold}
         for column, (keys, _) in METRIC_COLUMNS.items():
             row[column] = _get(entry.metrics, *keys)
-        low, high = _get(entry.metrics, "ci95", "roc_auc") or (None, None)
-        row["ROC AUC 95% CI"] = f"{low:.3f}–{high:.3f}" if low is not None else "–"
+        row["ROC AUC 95% CI"] = _auc_interval(entry.metrics)
         rows.append(row)
     table = pd.DataFrame(rows)
     # A metric no model measured is left out rather than shown as a column of blanks.
@@ -81,11 +85,10 @@ def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
         if not entry.holdout_metrics:
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
         for source, metrics in entry.holdout_metrics.items():
-            low, high = _get(metrics, "ci95", "roc_auc") or (None, None)
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": source,
                          "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
                          "ROC AUC": metrics.get("roc_auc"),
-                         "ROC AUC 95% CI": f"{low:.3f}–{high:.3f}" if low is not None else "–",
+                         "ROC AUC 95% CI": _auc_interval(metrics),
                          "Own validation ROC AUC": metrics.get("validation_roc_auc")})
     return pd.DataFrame(rows)
 

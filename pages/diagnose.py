@@ -39,6 +39,7 @@ for upload in uploads:
 if not cases:
     st.stop()
 
+combined_spec = ui.combined_spec()  # read once per page run, not once per image
 progress = st.progress(0.0, text="Scoring images…")
 rows = []
 for index, (name, key, decoded) in enumerate(cases):
@@ -49,7 +50,7 @@ for index, (name, key, decoded) in enumerate(cases):
         row[f"{result.model} decision"] = ("not assessed: not a dermoscopic lesion image" if not result.assessed
                                            else "suspicious" if result.melanoma else "not flagged")
     if len(decisions) > 1:
-        reading = combine(decisions, ui.combined_spec())
+        reading = combine(decisions, combined_spec)
         row["combined probability"] = reading.probability if reading.assessed else None
         row["combined decision"] = ("not assessed" if not reading.assessed else "no validated threshold" if reading.melanoma is None
                                     else "suspicious" if reading.melanoma else "not flagged")
@@ -84,7 +85,7 @@ with st.expander("Explanation settings", expanded=False):
     colourmap = st.selectbox("Colour map", colourmaps)
 
 if len(chosen) > 1:
-    reading = combine([ui.decision(key, entry.name, decoded.pixels) for entry in chosen], ui.combined_spec())
+    reading = combine([ui.decision(key, entry.name, decoded.pixels) for entry in chosen], combined_spec)
     show = st.warning if not reading.assessed or reading.disagreement else st.error if reading.melanoma else st.info
     show(reading.summary())
 

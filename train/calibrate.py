@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from melanoma.calibration import expected_calibration_error, fit_platt
-from melanoma.data import DataError, load_labelled_images, load_pixels
+from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import sha256_of, write_json
 from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
 from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
@@ -87,8 +86,7 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
     if "serving" in entry.card:  # the gate is refitted below: an old or damaged one must not stop that
         entry.card = {**entry.card, "serving": {**entry.card["serving"], "ood": None}}
     predictor = Predictor(entry, load_keras_model(entry))
-    split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
-    table = load_labelled_images(data_dir).table.merge(split[["image_id", "split"]], on="image_id")
+    table = join_split(load_labelled_images(data_dir).table, read_split(entry.folder))
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
     pixels = {s: load_pixels(list(parts[s].path), entry.input_size) for s in ("val", "test")}
     labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 
 from melanoma.combined import COMBINED_FILE, mean_probability
-from melanoma.data import DataError, load_labelled_images, load_pixels
+from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import write_json
 from melanoma.inference import load_predictor
 from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
@@ -24,7 +24,7 @@ from train.tools import chosen_models, installed_models_parser
 
 def shared_split(predictors) -> pd.DataFrame:
     """The members' common split.csv; members with different validation or test images cannot be combined."""
-    splits = {p.name: pd.read_csv(p.entry.folder / "split.csv", dtype={"image_id": str}) for p in predictors}
+    splits = {p.name: read_split(p.entry.folder) for p in predictors}
     keyed = {name: set(zip(s.image_id, s.split)) - {(i, "train") for i in s.image_id} for name, s in splits.items()}
     first = next(iter(keyed))
     differing = [name for name, pairs in keyed.items() if pairs != keyed[first]]
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictors = [load_predictor(name, args.models_dir) for name in names]
         split = shared_split(predictors)
-        table = load_labelled_images(args.data_dir).table.merge(split[["image_id", "split"]], on="image_id")
+        table = join_split(load_labelled_images(args.data_dir).table, split)
     except (DataError, ModelUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

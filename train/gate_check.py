@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from melanoma.data import load_labelled_images, load_pixels
+from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
 from train.tools import chosen_models, installed_models_parser
 
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "colorwheel", "grass",
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         predictor = load_predictor(name, args.models_dir)
-        split = pd.read_csv(predictor.entry.folder / "split.csv", dtype={"image_id": str})
-        test = table.merge(split[split.split == "test"][["image_id"]], on="image_id")
+        split = join_split(table, read_split(predictor.entry.folder))
+        test = split[split.split == "test"]
         own = predictor.gate(load_pixels(list(test.path), predictor.serving.input_size))
         foreign = predictor.gate(list(others.values()))
         missed = [image for image, result in zip(others, foreign) if result.in_distribution]

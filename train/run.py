@@ -22,8 +22,9 @@ import pandas as pd
 
 from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, create_model, get_architecture
 from melanoma.config import DEFAULT_MODELS, RECIPES, TrainConfig
-from melanoma.data import (DataError, LabelledImages, class_weights, load_labelled_images, load_pixels, split_counts,
-                           split_grouped_stratified, split_holding_out_source, subsample)
+from melanoma.data import (SPLIT_FILE, DataError, LabelledImages, class_weights, join_split, load_labelled_images,
+                           load_pixels, read_split, split_counts, split_grouped_stratified, split_holding_out_source,
+                           subsample)
 from melanoma.files import atomic_write, sha256_of, write_json
 from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE, ServingSpec
 
@@ -87,14 +88,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd.DataFrame:
     """The split for this model: reused from split.csv on resume, else computed and written."""
-    path = folder / "split.csv"
+    path = folder / SPLIT_FILE
     if config.resume and path.is_file():
-        saved = pd.read_csv(path, dtype={"image_id": str, "group": str})
+        saved = read_split(folder)
         missing = set(saved.image_id) - set(data.table.image_id)
         if missing:
             raise DataError([f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, e.g. {sorted(missing)[0]}."])
         print(f"Reusing the split in {path}")
-        table = data.table.drop(columns=["split"], errors="ignore").merge(saved[["image_id", "split"]], on="image_id")
+        table = join_split(data.table, saved)
         return table[table.split != "excluded"]
     table = subsample(data.table, config.max_images, config.seed)
     if config.holdout_source:
