@@ -85,8 +85,12 @@ def image_to_explain(data_dir, output_dir, method):
     gets the image scored nearest 0.5. Grad-CAM shows evidence for melanoma alone, so it gets the
     image scored highest (it explains the logit, so a saturated probability does not matter).
     """
+    from melanoma.data import load_pixels
+
     images = sorted((data_dir / "images").glob("*.jpg"))
-    probabilities = load_predictor("scratch_cnn", output_dir).probabilities([read_image(str(p)).pixels for p in images])
+    predictor = load_predictor("scratch_cnn", output_dir)
+    # The network's own output, which the maps explain: a calibrated 0.5 can be a saturated raw 1.0.
+    probabilities = predictor.raw_probabilities(load_pixels([str(p) for p in images], predictor.serving.input_size))
     chosen = np.argmin(np.abs(probabilities - 0.5)) if method == "occlusion" else np.argmax(probabilities)
     return images[int(chosen)]
 
