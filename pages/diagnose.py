@@ -1,5 +1,7 @@
 """Diagnose: upload dermoscopic images, read each melanoma probability and what drove it."""
 
+from datetime import datetime
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -9,7 +11,13 @@ import ui
 from melanoma.cases import decode_upload, digest
 from melanoma.combined import combine
 from melanoma.images import IMAGE_EXTENSIONS, ImageError
-from melanoma.render import DIVERGING_COLOURMAPS, SEQUENTIAL_COLOURMAPS, colour_bar, overlay
+from melanoma.render import (
+    DIVERGING_COLOURMAPS,
+    SEQUENTIAL_COLOURMAPS,
+    colour_bar,
+    overlay,
+)
+from melanoma.report import CaseReport, ModelReading, case_report_pdf
 
 st.title("Diagnose")
 st.info(ui.DISCLAIMER, icon="⚕️")
@@ -84,12 +92,14 @@ with st.expander("Explanation settings", expanded=False):
     colourmaps = DIVERGING_COLOURMAPS if method == "Occlusion sensitivity" else tuple(SEQUENTIAL_COLOURMAPS)
     colourmap = st.selectbox("Colour map", colourmaps)
 
+reading = None
 if len(chosen) > 1:
     reading = combine([ui.decision(key, entry.name, decoded.pixels) for entry in chosen], combined_spec)
     show = st.warning if not reading.assessed or reading.disagreement else st.error if reading.melanoma else st.info
     show(reading.summary())
 
 signed = method == "Occlusion sensitivity"
+readings = []
 shown = cv2.resize(decoded.pixels, (min(600, decoded.pixels.shape[1]), int(min(600, decoded.pixels.shape[1]) * decoded.pixels.shape[0] / decoded.pixels.shape[1])), interpolation=cv2.INTER_AREA)
 for column, entry in zip(st.columns(len(chosen)), chosen):
     with column:
@@ -136,3 +146,18 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
             st.caption("Dark to bright: how strongly each region drove the melanoma output (Grad-CAM, relative).")
         st.download_button(f"Download overlay ({entry.name})", ui.png_bytes(blended), f"{name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
                            "image/png", key=f"download-{entry.name}")
+        readings.append(ModelReading.from_decision(result, entry.card, blended))
+
+# One report per case, covering every chosen model: the record a clinician files for this lesion.
+st.subheader("Report")
+saved_notes = st.session_state.setdefault("case_notes", {})  # image digest -> notes, kept while other cases are viewed
+if f"notes-{key}" not in st.session_state:
+    st.session_state[f"notes-{key}"] = saved_notes.get(key, "")
+saved_notes[key] = st.text_area("Clinician's notes for the report", key=f"notes-{key}", max_chars=2000,
+                                help="Kept in this session's memory only; they go into the PDF report and nowhere else.")
+report = CaseReport(name, shown, tuple(readings), method, patch_size if signed else None, colourmap, opacity,
+                    datetime.now().astimezone(), ui.DISCLAIMER, saved_notes[key],
+                    reading.summary() if reading is not None else None, decoded.notes)
+st.download_button("Download report (PDF)", case_report_pdf(report), f"{name.rsplit('.', 1)[0]}_report.pdf",
+                   "application/pdf", key=f"report-{key}",
+                   help="One page: the image and its overlays, each model's reading, your notes and the disclaimer.")

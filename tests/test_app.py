@@ -53,6 +53,48 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     assert any("operating threshold" in box.value for box in [*at.error, *at.success])
 
 
+def test_diagnose_offers_a_pdf_report_with_the_probability_shown_and_the_notes(app, monkeypatch):
+    """The report button's bytes, caught where Streamlit stores them in memory, hold what the page shows."""
+    import json
+
+    from pypdf import PdfReader
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    import ui
+
+    stored = {}
+    keep = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        file_id = keep(self, path_or_data, mimetype, kind, filename)
+        stored[file_id] = (path_or_data, mimetype, filename)
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    at, output_dir = app
+    at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=3), "image/jpeg")).run()
+    at.text_area[0].set_value("naevus — ≥ 6 mm, café, 痣").run()
+    assert not at.exception
+    button = next(button for button in at.download_button if button.label == "Download report (PDF)")
+    data, mimetype, filename = stored[button.proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    assert (mimetype, filename) == ("application/pdf", "lesion_report.pdf")
+    reader = PdfReader(io.BytesIO(data))
+    text = " ".join(reader.pages[0].extract_text().split())
+    model = at.selectbox[0].value.split(" ")[0]
+    shown = metric_values(at)[f"{model}: melanoma probability"]
+    assert f"{model}: melanoma probability {shown}" in text
+    assert len(reader.pages) == 1 and len(reader.pages[0].images) == 2
+    assert "naevus — >= 6 mm, café, [U+75E3]" in text and " ".join(ui.DISCLAIMER.split()) in text
+    card = json.loads((output_dir / model / "card.json").read_text())
+    assert f"Weights sha256: {card['sha256']}" in text and "Occlusion sensitivity, patch size 20 pixels" in text
+    # The notes belong to their case: another case starts empty, and the first case's notes come back with it.
+    at.file_uploader[0].set_value([("lesion.jpg", jpeg(True, seed=3), "image/jpeg"),
+                                   ("other.jpg", jpeg(False, seed=8), "image/jpeg")]).run()
+    assert [area.value for area in at.text_area] == [""]
+    at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=3), "image/jpeg")).run()
+    assert not at.exception and [area.value for area in at.text_area] == ["naevus — ≥ 6 mm, café, 痣"]
+
+
 @pytest.mark.parametrize("method, function, expected", [
     ("Occlusion sensitivity", "occlusion", "No single 20-pixel patch moves the probability"),
     ("Grad-CAM", "gradcam", "No region raises the melanoma output"),

@@ -1,0 +1,259 @@
+"""A one-page PDF report of one case, built in memory for the clinician's record. No Streamlit here.
+
+The Diagnose page gathers what it already shows (each model's probability and verdict in words,
+the overlays at the chosen settings, the combined reading, the clinician's notes) into a
+CaseReport; `case_report_pdf` lays it out on one A4 page with fpdf2 and returns the bytes. Images
+go in as arrays and the PDF comes out as bytes: nothing touches the server's disk.
+
+fpdf2's built-in fonts cover Windows-1252 only, and no Unicode font is guaranteed on a bare Debian
++ pip machine (matplotlib, whose DejaVu Sans would do, is not a dependency). Text the font cannot
+show is transliterated (≥ becomes >=, ő becomes o) or written
+as [U+XXXX], and the report says so: a note is never lost silently and never crashes the report.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from fpdf import FPDF
+from PIL import Image
+
+from melanoma import __version__
+from melanoma.cases import Decision
+
+ENCODING = "windows-1252"  # what fpdf2 declares for its core fonts (WinAnsiEncoding)
+FONT = "Helvetica"
+MARGIN = 15.0  # mm, A4 portrait
+IMAGE_HEIGHTS = (85.0, 65.0, 50.0, 38.0, 28.0)  # mm: the tallest image row that leaves the text room, tried in turn
+FOOTER = 10.0  # mm kept free at the bottom of the page
+MIN_NOTE_LINES = 4
+# Symbols clinicians type that have a plain-text spelling; NFKD and [U+XXXX] handle the rest.
+TRANSLITERATIONS = {"≥": ">=", "≤": "<=", "≠": "!=", "≈": "~", "\u2212": "-", "→": "->", "←": "<-", "⇒": "=>",
+                    "⌀": "diameter ", "\u2009": " ", "\u202f": " ", "\u2011": "-"}
+
+
+@dataclass(frozen=True)
+class ModelReading:
+    """One model's reading of the case, in the words the Diagnose page shows."""
+
+    name: str
+    version: str
+    sha256: str  # of the weights file, from the model's card (checked when the weights load)
+    probability: str  # the page's metric: "73.2%", or "not assessed"
+    summary: str  # Decision.summary(): the verdict at the threshold, or why the image was not assessed
+    meanings: tuple[str, ...]  # what the probability and the threshold mean; empty when not assessed
+    overlay: np.ndarray  # the explanation overlay as shown, RGB uint8
+
+    @classmethod
+    def from_decision(cls, decision: Decision, card: dict, overlay: np.ndarray) -> ModelReading:
+        """The reading the page shows for `decision`, identified by the model's card."""
+        if not decision.assessed:
+            return cls(decision.model, model_version(card), card["sha256"], "not assessed", decision.summary(), (), overlay)
+        return cls(decision.model, model_version(card), card["sha256"], f"{decision.probability:.1%}", decision.summary(),
+                   (decision.calibration_meaning(), decision.threshold_meaning()), overlay)
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """Everything one case's report says; plain values, so the report matches the page by construction."""
+
+    file_name: str
+    image: np.ndarray  # the uploaded image as shown, RGB uint8
+    readings: tuple[ModelReading, ...]
+    method: str  # "Occlusion sensitivity" or "Grad-CAM"
+    patch_size: int | None  # occlusion patch in pixels of the model input; None for Grad-CAM, which has none
+    colourmap: str
+    opacity: float
+    created: datetime  # local time, with its time zone
+    disclaimer: str  # ui.DISCLAIMER: decision support, not a diagnosis
+    notes: str = ""  # the clinician's own notes
+    combined: str | None = None  # CombinedReading.summary() when several models were chosen
+    image_notes: tuple[str, ...] = ()  # what decoding changed (DecodedImage.notes)
+
+    def __post_init__(self) -> None:
+        if not self.readings:
+            raise ValueError("A case report needs at least one model reading; received none. Score the image first.")
+        if self.created.tzinfo is None or self.created.utcoffset() is None:
+            raise ValueError(f"The report time must carry its time zone; received the naive time {self.created}. "
+                             "Pass datetime.now().astimezone().")
+        for label, pixels in [("image", self.image), *((f"{r.name} overlay", r.overlay) for r in self.readings)]:
+            if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+                raise ValueError(f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
+                                 f"{pixels.dtype} of shape {pixels.shape}. Pass the pixels the page shows.")
+
+
+def model_version(card: dict) -> str:
+    """The model's version as a report states it: the card's own, else when these weights were trained.
+
+    Cards hold no version field today; the training time names a model's release, and the weights'
+    sha256 identifies them exactly.
+    """
+    if card.get("version"):
+        return str(card["version"])
+    return f"trained {card['trained_at']}" if card.get("trained_at") else "unknown (the card records none)"
+
+
+def format_time(moment: datetime) -> str:
+    """Local date and time with the zone's name and offset, e.g. 2026-11-27 14:03:05 CET (UTC+0100)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)")
+
+
+def _fallback(character: str) -> str:
+    if character in TRANSLITERATIONS:
+        return TRANSLITERATIONS[character]
+    if unicodedata.category(character).startswith("C"):
+        return " "  # control and format characters: a space keeps the words apart
+    base = "".join(c for c in unicodedata.normalize("NFKD", character) if not unicodedata.combining(c))
+    if base and base != character and _encodable(base):
+        return base
+    return f"[U+{ord(character):04X}]"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode(ENCODING)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain(text: str) -> str:
+    """Line breaks as \\n and tabs as spaces: layout, not characters to report as replaced."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+
+
+def pdf_text(text: str) -> str:
+    """`text` in what the PDF's built-in font can show: other characters transliterated or written [U+XXXX]."""
+    text = _plain(text)
+    return "".join(c if c == "\n" or (_encodable(c) and not unicodedata.category(c).startswith("C")) else _fallback(c)
+                   for c in text)
+
+
+def _explanation(report: CaseReport) -> str:
+    settings = f"colour map {report.colourmap}, overlay opacity {report.opacity:.0%}"
+    if report.patch_size is None:
+        return (f"Explanation: {report.method} (no occlusion patch: Grad-CAM reads the network's last convolutional "
+                f"layer); {settings}. Dark to bright: how strongly each region drove the melanoma output (relative).")
+    low, *_, high = report.colourmap.split("-")
+    return (f"Explanation: {report.method}, patch size {report.patch_size} pixels of the model input; {settings}. "
+            f"{high.capitalize()}: greying this region out lowers the probability (it supports melanoma). "
+            f"{low.capitalize()}: greying it out raises the probability (it argues against melanoma).")
+
+
+class _Page:
+    """One A4 page; `draw=False` lays the text out without embedding images, to measure it."""
+
+    def __init__(self, draw: bool) -> None:
+        self.draw = draw
+        self.pdf = FPDF(orientation="portrait", unit="mm", format="A4")
+        self.pdf.core_fonts_encoding = ENCODING
+        self.pdf.set_margins(MARGIN, MARGIN, MARGIN)
+        self.pdf.set_auto_page_break(False)  # one page by construction: the notes are cut to the room left
+        self.pdf.add_page()
+        self.replaced = False
+
+    @property
+    def bottom(self) -> float:
+        return self.pdf.h - MARGIN - FOOTER
+
+    def text(self, text: str, size: float = 9.0, style: str = "", gap: float = 0.8) -> None:
+        shown = pdf_text(text)
+        self.replaced |= shown != _plain(text)
+        self.pdf.set_font(FONT, style, size)
+        self.pdf.multi_cell(0, size * 0.45, shown, align="L", new_x="LMARGIN", new_y="NEXT")
+        self.pdf.set_y(self.pdf.get_y() + gap)
+
+    def lines(self, text: str, size: float) -> list[str]:
+        self.pdf.set_font(FONT, "", size)
+        lines = self.pdf.multi_cell(0, size * 0.45, pdf_text(text), align="L", dry_run=True, output="LINES")
+        return [line.encode("latin-1").decode(ENCODING) for line in lines]  # fpdf2 returns its encoded form
+
+    def images(self, pictures: list[tuple[np.ndarray, str]], max_height: float) -> None:
+        """A row of images side by side, each captioned, as tall as `max_height` allows."""
+        gap = 4.0
+        width = (self.pdf.epw - gap * (len(pictures) - 1)) / len(pictures)
+        height = min(max_height, max(width * p.shape[0] / p.shape[1] for p, _ in pictures))
+        top, lowest = self.pdf.get_y(), self.pdf.get_y()
+        for index, (pixels, caption) in enumerate(pictures):
+            w = min(width, height * pixels.shape[1] / pixels.shape[0])
+            x = MARGIN + index * (width + gap)
+            if self.draw:
+                self.pdf.image(Image.fromarray(pixels), x=x, y=top, w=w, h=w * pixels.shape[0] / pixels.shape[1])
+            self.pdf.set_xy(x, top + height + 1)
+            self.pdf.set_font(FONT, "", 7.5)
+            self.pdf.multi_cell(width, 3.4, pdf_text(caption), align="L", new_x="LEFT", new_y="NEXT")
+            lowest = max(lowest, self.pdf.get_y())
+        self.pdf.set_xy(MARGIN, lowest + 2)
+
+
+def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
+    """Everything but the notes, top to bottom: header, disclaimer, images, explanation, readings."""
+    page = _Page(draw)
+    page.pdf.set_title("Melanoma decision support: case report")
+    page.pdf.set_creator(f"melanoma-decision-support {__version__}")
+    page.text("Melanoma decision support: case report", size=15, style="B", gap=1)
+    page.text(f"Image: {report.file_name}    Report created: {format_time(report.created)}", gap=0.3)
+    for note in report.image_notes:
+        page.text(f"Note on the image: {note}.", size=8, gap=0.3)
+    page.pdf.set_y(page.pdf.get_y() + 1)
+    page.text(report.disclaimer, size=9.5, style="B", gap=2)
+    page.images([(report.image, "Uploaded image")]
+                + [(r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
+                   for r in report.readings], max_image_height)
+    page.text(_explanation(report), size=8, gap=2)
+    if report.combined:
+        page.text(report.combined, size=9.5, style="B", gap=2)
+    for reading in report.readings:
+        page.text(f"{reading.name}: melanoma probability {reading.probability}", size=10.5, style="B", gap=0.3)
+        page.text(reading.summary, gap=0.3)
+        for meaning in reading.meanings:
+            page.text(meaning, size=8.5, gap=0.3)
+        page.text(f"Model version: {reading.version}\nWeights sha256: {reading.sha256}", size=7.5, gap=2)
+    return page
+
+
+def _notes(page: _Page, notes: str) -> None:
+    """The clinician's notes in the room left; lines that do not fit are cut, and the cut is said."""
+    page.text("Clinician's notes", size=10.5, style="B", gap=0.3)
+    if not notes.strip():
+        page.text("(none)", style="I")
+        return
+    size = 9.0
+    page.replaced |= pdf_text(notes) != _plain(notes)
+    lines = page.lines(notes, size)
+    room = max(1, math.floor((page.bottom - page.pdf.get_y()) / (size * 0.45)))
+    if len(lines) > room:
+        cut = len(lines) - room + 1
+        lines = lines[:room - 1] + [f"[{cut} more lines of notes did not fit on this one-page report.]"]
+    page.text("\n".join(lines), size=size)
+
+
+def _footer(page: _Page, report: CaseReport) -> None:
+    page.pdf.set_y(page.pdf.h - MARGIN - FOOTER + 3)
+    replaced = ("Characters the PDF's built-in font cannot show are transliterated or written [U+XXXX]. "
+                if page.replaced else "")
+    page.text(f"{replaced}Generated by melanoma-decision-support {__version__} on "
+              f"{format_time(report.created)}. {report.disclaimer.split('.')[0]}.", size=7, gap=0)
+
+
+def case_report_pdf(report: CaseReport) -> bytes:
+    """The case's one-page A4 report as PDF bytes, built in memory.
+
+    The image row is as tall as leaves room for every reading and a few lines of notes; the
+    text is laid out without images first to find that height.
+    """
+    height = IMAGE_HEIGHTS[-1]
+    for candidate in IMAGE_HEIGHTS:
+        trial = _layout(report, candidate, draw=False)
+        needed = (min(len(trial.lines(report.notes, 9.0)), MIN_NOTE_LINES) + 2) * 9.0 * 0.45 + 5
+        if trial.pdf.get_y() + needed <= trial.bottom:
+            height = candidate
+            break
+    page = _layout(report, height, draw=True)
+    _notes(page, report.notes)
+    _footer(page, report)
+    return bytes(page.pdf.output())
