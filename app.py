@@ -6,6 +6,7 @@ st.set_page_config(page_title="Melanoma decision support", page_icon="🩺", lay
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
     st.Page("pages/compare.py", title="Compare models", icon="📊"),
+    st.Page("pages/validate.py", title="Validate on your images", icon="✅"),
     st.Page("pages/model_cards.py", title="Model cards", icon="📄"),
 ])
 navigation.run()

@@ -165,3 +165,25 @@ def phase_boundaries(history: pd.DataFrame) -> list[int]:
     changed = (setting != setting.shift()).any(axis=1)
     changed.iloc[:1] = False
     return [int(epoch) for epoch in history.epoch[changed]]
+
+
+def validation_table(validation) -> pd.DataFrame:
+    """One row per model (and the combined reading) on a clinician's own images (melanoma.validation.Validation).
+
+    The images the out-of-distribution gate rejects are counted in every column, and their number
+    is a column of its own: a model rejecting many of them was not made for such images.
+    """
+    rows = []
+    for result in validation.results:
+        metrics, rates = result.metrics, result.metrics["at_threshold"]
+        interval = _get(metrics, "ci95", "sensitivity"), _get(metrics, "ci95", "specificity")
+        rows.append({"Model": result.name, "Images (melanomas)": f"{metrics['n_images']} ({metrics['n_melanoma']})",
+                     "ROC AUC": metrics["roc_auc"], "ROC AUC 95% CI": _auc_interval(metrics),
+                     "Threshold": result.threshold,
+                     "Sensitivity @ threshold": rates["sensitivity"],
+                     "Sensitivity 95% CI": "{:.3f}–{:.3f}".format(*interval[0]) if interval[0] else "–",
+                     "Specificity @ threshold": rates["specificity"],
+                     "Specificity 95% CI": "{:.3f}–{:.3f}".format(*interval[1]) if interval[1] else "–",
+                     "Not assessed by the gate (melanomas)":
+                         f"{result.not_assessed} ({validation.not_assessed_melanomas(result)})"})
+    return pd.DataFrame(rows)

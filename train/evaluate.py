@@ -1,8 +1,11 @@
 """Recompute metrics.json for an installed model on any labelled folder.
 
 `python -m train.evaluate --model NAME --data-dir DIR [--out FILE]`: every image of DIR is
-scored (in any of the three layouts) at the threshold stored in the model's card. Without
---out the result is printed, so a model's shipped metrics are never overwritten by accident.
+scored (in any of the three layouts) at the threshold stored in the model's card, by the same
+code as the app's "Validate on your images" page (melanoma.validation). Without --out the result
+is printed, so a model's shipped metrics are never overwritten by accident. An image that does
+not decode is reported on stderr and left out, and the exit status is 1; images the
+out-of-distribution gate rejects are counted in the metrics, and their number is printed.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import argparse
 import json
 import sys
 
-from melanoma.data import DataError, load_labelled_images, load_pixels
+from melanoma.data import DataError, load_labelled_images
 from melanoma.files import write_json
 from melanoma.framework import import_tensorflow_quietly
 from melanoma.inference import load_predictor
-from melanoma.metrics import evaluate_predictions
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError
+from melanoma.validation import TerminalProgress, validate_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,18 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)
-        pixels = load_pixels(list(data.table.path), predictor.entry.input_size)
+        validation = validate_folder([predictor], data, progress=TerminalProgress(sys.stderr))
     except (DataError, ModelUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    probabilities = predictor.score_pixels(pixels)
-    metrics = evaluate_predictions(data.table.label.to_numpy(), probabilities, predictor.threshold)
+    for problem in validation.skipped:
+        print(f"skipped {problem}", file=sys.stderr)
+    result = validation.results[0]
+    metrics = result.metrics
     metrics["split"] = f"all images of {args.data_dir}"
     if args.out:
         write_json(args.out, metrics)
         print(f"wrote {args.out}")
-    print(json.dumps({k: metrics[k] for k in ("n_images", "n_melanoma", "roc_auc", "average_precision", "brier_score")}, indent=2))
-    return 0
+    summary = {k: metrics[k] for k in ("n_images", "n_melanoma", "roc_auc", "average_precision", "brier_score")}
+    summary["not_assessed_by_gate"] = result.not_assessed
+    print(json.dumps(summary, indent=2))
+    return 1 if validation.skipped else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Validate on your images: a labelled zip scored by every installed model and the combined reading.
+
+The page only reads the upload and shows results; checking, scoring and measuring are
+melanoma.validation's, the same code as `python -m train.evaluate`.
+"""
+
+import streamlit as st
+
+import ui
+from melanoma import plots
+from melanoma.cases import digest
+from melanoma.data import DataError
+from melanoma.validation import (
+    NAMES_SHOWN,
+    per_image_table,
+    read_zip,
+    target_table,
+    validate,
+)
+
+# A zip of a few hundred full-resolution dermoscopic images exceeds the server's 50 MB per-file limit.
+MAX_ZIP_MB = 300
+
+st.title("Validate on your images")
+st.info(ui.DISCLAIMER, icon="⚕️")
+st.caption("Upload a zip of dermoscopic images with a `labels.csv` (columns `image_id,label`; 1 = melanoma, "
+           "0 = other; `image_id` is the file name without its extension), at the top of the zip or in its one "
+           "folder. Every installed model, and their combined reading, is measured on these images.")
+models = ui.available_models()
+ui.prepare_in_background()
+upload = st.file_uploader("Labelled images (zip)", type=["zip"], max_upload_size=MAX_ZIP_MB,
+                          help="The zip is read in this server's memory: nothing is written to disk or sent elsewhere.")
+if upload is None:
+    st.stop()
+data = upload.getvalue()
+try:
+    labelled = read_zip(data, upload.name)
+except DataError as error:
+    st.error(str(error))
+    st.stop()
+for warning in labelled.warnings:
+    st.warning(warning)
+chosen = ui.loaded(models)
+
+# Scored once per upload and set of models; moving the slider below reruns the page, not the models.
+key = (digest(data), tuple(entry.name for entry in chosen), ui.models_dir())
+stored = st.session_state.get("validation")
+if stored is None or stored[0] != key:
+    progress = st.progress(0.0, text="Scoring images…")
+    try:
+        result = validate([ui.predictor(entry.name) for entry in chosen], labelled.images, labelled.read,
+                          ui.combined_spec(), lambda done, total: progress.progress(
+                              done / total, text=f"Scored {done} of {total} images with {len(chosen)} models"))
+    except DataError as error:
+        st.error(str(error))
+        st.stop()
+    finally:
+        progress.empty()
+    st.session_state["validation"] = (key, result)
+else:
+    result = stored[1]
+
+if result.skipped:
+    shown = "\n".join(f"- {problem}" for problem in result.skipped[:NAMES_SHOWN])
+    more = f"\n- and {len(result.skipped) - NAMES_SHOWN} more" if len(result.skipped) > NAMES_SHOWN else ""
+    st.warning(f"{len(result.skipped)} image(s) could not be read and were left out; the others are scored:\n{shown}{more}")
+for note in result.notes:
+    st.info(note)
+
+st.subheader("Results")
+st.caption(f"{len(result.labels)} images, {int(result.labels.sum())} melanomas. Probabilities are calibrated; the "
+           "threshold is the one each model ships with. Images the out-of-distribution gate does not assess are "
+           "counted in every column, as in the models' own test metrics; many of them mean these images are not "
+           "what the models were made for.")
+st.dataframe(plots.validation_table(result).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+
+st.subheader("Threshold for a chosen sensitivity on these images")
+target = st.slider("Target sensitivity", 0.50, 1.00, 0.90, 0.01, format="%.2f")
+st.dataframe(target_table(result, target).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+st.caption("The highest threshold at which at least this fraction of these melanomas is flagged, and the "
+           "specificity it gives here: the rule that chose each shipped threshold on its validation split. Measured "
+           "on the same images it is chosen on, so it flatters; confirm it on further images before relying on it.")
+
+st.subheader("Confusion matrices at the shipped threshold")
+entries = [model.entry for model in result.results]
+for column, entry in zip(st.columns(len(entries)), entries):
+    column.plotly_chart(plots.confusion_figure(entry), key=f"validation-cm-{entry.name}")
+left, right = st.columns(2)
+left.plotly_chart(plots.curves_figure(entries, "roc"), width="stretch")
+right.plotly_chart(plots.calibration_figure(entries), width="stretch")
+st.download_button("Download per-image results (CSV)", per_image_table(result).to_csv(index=False).encode(),
+                   "validation_results.csv", "text/csv")

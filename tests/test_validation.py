@@ -1,0 +1,272 @@
+"""Validation on a clinician's own labelled images: the zip's checks, the shared scoring, train.evaluate and the page."""
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from melanoma import plots, validation
+from melanoma.combined import CombinedSpec
+from melanoma.data import DataError, load_labelled_images, load_pixels
+from melanoma.images import read_image
+from melanoma.inference import load_predictor
+from melanoma.validation import TerminalProgress, operating_point, read_zip
+from train import evaluate
+
+
+def make_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def labels_csv(rows) -> bytes:
+    return ("image_id,label\n" + "".join(f"{image_id},{label}\n" for image_id, label in rows)).encode()
+
+
+def fixture_zip(data_dir, count: int | None = None, folder: str = "batch/") -> tuple[bytes, dict[str, int]]:
+    """The fixture's images and labels as a zip of one top-level folder, as a zipped folder arrives."""
+    table = load_labelled_images(data_dir).table.head(count)
+    files = {f"{folder}{row.image_id}.jpg": Path(row.path).read_bytes() for row in table.itertuples()}
+    files[f"{folder}labels.csv"] = labels_csv(zip(table.image_id, table.label))
+    return make_zip(files), dict(zip(table.image_id, table.label))
+
+
+def problems(data: bytes, upload: str = "upload.zip") -> str:
+    with pytest.raises(DataError) as raised:
+        read_zip(data, upload)
+    return str(raised.value)
+
+
+# --- scoring: one implementation behind the page and train.evaluate ---------------------------------------
+
+def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_models, tmp_path):
+    data_dir, output_dir = trained_models
+    upload = read_zip(fixture_zip(data_dir)[0])
+    predictors = [load_predictor(name, output_dir) for name in ("scratch_cnn", "efficientnet_lite0")]
+    spec = CombinedSpec(("scratch_cnn", "efficientnet_lite0"), 0.3, {})
+    result = validation.validate(predictors, upload.images, upload.read, spec)
+    assert [r.name for r in result.results] == ["scratch_cnn", "efficientnet_lite0", "combined (scratch_cnn + efficientnet_lite0)"]
+    assert len(result.labels) == 120 and not result.skipped and upload.warnings == []
+
+    out = tmp_path / "metrics.json"
+    assert evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir),
+                          "--out", str(out)]) == 0
+    from_cli = json.loads(out.read_text())
+    assert result.results[0].metrics["roc_auc"] == from_cli["roc_auc"]
+    assert result.results[0].metrics["ci95"] == from_cli["ci95"]
+    assert result.results[0].metrics["at_threshold"] == from_cli["at_threshold"]
+
+    # Independently of melanoma.validation: the folder path train.evaluate used before (load_pixels, score_pixels).
+    order = {image.image_id: index for index, image in enumerate(result.images)}
+    table = load_labelled_images(data_dir).table.sort_values("image_id", key=lambda ids: ids.map(order))
+    y = table.label.to_numpy()
+    direct = [p.score_pixels(load_pixels(list(table.path), p.serving.input_size)) for p in predictors]
+    assert np.allclose(result.results[0].probabilities, direct[0], atol=1e-6)
+    assert result.results[0].metrics["roc_auc"] == pytest.approx(roc_auc_score(y, direct[0]), abs=1e-9)
+    combined = result.results[2]
+    assert np.allclose(combined.probabilities, (direct[0] + direct[1]) / 2, atol=1e-6)
+    assert combined.threshold == 0.3 and combined.metrics["at_threshold"]["threshold"] == 0.3
+    assert np.array_equal(combined.in_distribution, result.results[0].in_distribution & result.results[1].in_distribution)
+
+
+def test_a_corrupt_image_is_reported_and_the_others_are_scored(trained_models):
+    data_dir, output_dir = trained_models
+    table = load_labelled_images(data_dir).table.head(40)
+    files = {f"{row.image_id}.jpg": Path(row.path).read_bytes() for row in table.itertuples()}
+    files.update({"broken.jpg": b"this is a text file", "empty.png": b""})
+    files["labels.csv"] = labels_csv([*zip(table.image_id, table.label), ("broken", 1), ("empty", 0)])
+    upload = read_zip(make_zip(files))
+    assert len(upload.images) == 42
+    result = validation.validate([load_predictor("scratch_cnn", output_dir)], upload.images, upload.read)
+    assert len(result.skipped) == 2
+    assert "broken.jpg: this is not a readable image" in result.skipped[0] and "empty.png: the file is empty" in result.skipped[1]
+    assert len(result.labels) == 40 and result.results[0].metrics["n_images"] == 40
+    assert "broken" not in {image.image_id for image in result.images}
+
+
+def test_the_gate_count_is_reported_and_the_rejected_images_are_counted(trained_models):
+    """A photograph that is no lesion stays in the metrics (it has a label) and is counted as not assessed."""
+    from PIL import Image
+
+    from train.gate_check import non_dermoscopic_images
+
+    data_dir, output_dir = trained_models
+    table = load_labelled_images(data_dir).table.head(30)
+    files = {f"{row.image_id}.jpg": Path(row.path).read_bytes() for row in table.itertuples()}
+    buffer = io.BytesIO()
+    Image.fromarray(non_dermoscopic_images()["document_0"]).save(buffer, format="PNG")
+    files["letter.png"] = buffer.getvalue()
+    files["labels.csv"] = labels_csv([*zip(table.image_id, table.label), ("letter", 0)])
+    upload = read_zip(make_zip(files))
+    result = validation.validate([load_predictor("scratch_cnn", output_dir)], upload.images, upload.read)
+    model = result.results[0]
+    assert model.metrics["n_images"] == 31
+    letter = [image.image_id for image in result.images].index("letter")
+    assert not model.in_distribution[letter] and model.not_assessed >= 1
+    row = plots.validation_table(result).iloc[0]
+    assert row["Not assessed by the gate (melanomas)"] == f"{model.not_assessed} ({result.not_assessed_melanomas(model)})"
+    assert row["ROC AUC"] == model.metrics["roc_auc"] and row["Images (melanomas)"] == f"31 ({int(result.labels.sum())})"
+
+
+def test_train_evaluate_skips_a_corrupt_image_and_says_so(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    (copy / "images" / "ISIC_0000005.jpg").write_bytes(b"garbage")
+    out = tmp_path / "metrics.json"
+    code = evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(copy), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1 and "skipped" in captured.err and "ISIC_0000005.jpg" in captured.err
+    assert "scored" not in captured.err  # no progress line when stderr is not a terminal
+    assert json.loads(out.read_text())["n_images"] == 119
+    assert json.loads(captured.out[captured.out.index("{"):])["not_assessed_by_gate"] >= 0
+
+
+def test_progress_is_shown_at_a_terminal_only():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, piped = Terminal(), io.StringIO()
+    for stream in (terminal, piped):
+        progress = TerminalProgress(stream)
+        progress(32, 40)
+        progress(40, 40)
+    assert terminal.getvalue() == "\rscored 32 of 40 images\rscored 40 of 40 images\n" and piped.getvalue() == ""
+
+
+# --- the threshold for a chosen sensitivity ---------------------------------------------------------------
+
+def test_threshold_for_a_target_sensitivity_on_hand_made_scores():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.65, 0.5, 0.3, 0.1])
+    # 3 of 4 melanomas (75 %) are reached at 0.7, the highest such threshold; no other lesion is that high.
+    assert operating_point(y, p, 0.75) == {"threshold": 0.7, "sensitivity": 0.75, "specificity": 1.0}
+    # 76 % needs all four: the lowest melanoma, 0.6, which also flags the 0.65 lesion.
+    assert operating_point(y, p, 0.76) == {"threshold": 0.6, "sensitivity": 1.0, "specificity": 0.75}
+    assert operating_point(y, p, 0.25)["threshold"] == 0.9
+    with pytest.raises(ValueError, match="target sensitivity must be in"):
+        operating_point(y, p, 0.0)
+
+
+# --- the zip's checks: each refusal names the files -------------------------------------------------------
+
+def test_not_a_zip():
+    assert "notes.zip: not a zip archive" in problems(b"image_id,label\n", "notes.zip")
+
+
+def test_missing_labels_csv_names_where_it_was_found():
+    assert "upload.zip: no labels.csv at the top of the zip" in problems(make_zip({"a.jpg": b"x"}))
+    deeper = problems(make_zip({"a/b/labels.csv": labels_csv([("a", 1)]), "a/b/a.jpg": b"x"}))
+    assert "found only deeper: a/b/labels.csv" in deeper
+
+
+@pytest.mark.parametrize("csv, expected", [
+    (b"image_id,diagnosis\na,mel\n", "batch/labels.csv: missing column(s) label; expected image_id,label, found image_id, diagnosis"),
+    (b"image_id,label\na,1\nb,2\n", "batch/labels.csv line 3: label '2' for b is not 0 or 1"),
+    (b"image_id,label\na,1\nb,0\na,0\n", "batch/labels.csv line 4: a is listed more than once (first on line 2)"),
+    (b"", "batch/labels.csv: cannot be read as CSV"),
+])
+def test_a_malformed_labels_csv_is_refused_by_line(csv, expected):
+    assert expected in problems(make_zip({"batch/labels.csv": csv, "batch/a.jpg": b"x", "batch/b.jpg": b"x"}))
+
+
+def test_unmatched_labels_and_images_are_named_a_few_then_counted():
+    rows = [(f"id{i}", i % 2) for i in range(10)]
+    files = {f"set/id{i}.JPEG": b"x" for i in range(2)}  # any accepted extension, in any case
+    files.update({f"set/extra{i}.png": b"x" for i in range(7)})
+    files.update({"set/labels.csv": labels_csv(rows), "set/notes.txt": b"ignored",
+                  "__MACOSX/set/._id0.JPEG": b"resource fork", "set/.DS_Store": b"", "set/._id1.JPEG": b""})
+    upload = read_zip(make_zip(files))
+    assert [image.image_id for image in upload.images] == ["id0", "id1"] and [i.label for i in upload.images] == [0, 1]
+    assert upload.warnings == [
+        "8 label(s) in labels.csv have no image in the upload: id2, id3, id4, id5, id6 and 3 more. They are left out.",
+        ("7 image(s) in the upload have no label in labels.csv: set/extra0.png, set/extra1.png, set/extra2.png, "
+        "set/extra3.png, set/extra4.png and 2 more. They are left out."),
+    ]
+
+
+def test_one_class_only_or_nothing_matched_is_refused():
+    assert "no melanoma (label 1) among the 2 labelled images" in problems(
+        make_zip({"labels.csv": labels_csv([("a", 0), ("b", 0)]), "a.jpg": b"x", "b.jpg": b"x"}))
+    assert "no image in upload.zip matches a label" in problems(make_zip({"labels.csv": labels_csv([("a", 0)]), "z.jpg": b"x"}))
+
+
+def test_one_image_id_for_two_files_is_refused():
+    message = problems(make_zip({"labels.csv": labels_csv([("a", 0)]), "x/a.jpg": b"x", "y/a.png": b"x"}))
+    assert "image_id a names several files (x/a.jpg, y/a.png)" in message
+
+
+def test_a_zip_bomb_is_refused_without_decompressing_anything(monkeypatch):
+    bomb = make_zip({"labels.csv": labels_csv([("a", 1)]), "a.jpg": bytes(8 * 2**20)})  # 8 MiB of zeros: about 1000:1
+    bzip2 = make_zip({"labels.csv": labels_csv([("a", 1)])}, zipfile.ZIP_BZIP2)  # inflated without a size bound
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a member was decompressed")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", refuse)
+    assert "a.jpg: declares 8,388,608 bytes from" in problems(bomb) and "possible zip bomb" in problems(bomb)
+    monkeypatch.setattr(validation, "MAX_MEMBER_BYTES", 2**20)
+    assert "a.jpg: declares 8,388,608 bytes uncompressed, more than the 1,048,576 accepted" in problems(bomb)
+    monkeypatch.setattr(validation, "MAX_TOTAL_BYTES", 2**20)
+    assert "upload.zip: declares 8,388,627 bytes uncompressed in all" in problems(bomb, "upload.zip")
+    monkeypatch.setattr(validation, "MAX_MEMBERS", 1)
+    assert "upload.zip: holds 2 files, more than the 1 accepted" in problems(bomb)
+    assert "labels.csv: compressed with method 12, which is refused unread" in problems(bzip2)
+
+
+# --- the page ---------------------------------------------------------------------------------------------
+
+def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(trained_models, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from melanoma.config import DEFAULT_MODELS
+
+    data_dir, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+    calls = []
+    original = validation.validate
+    monkeypatch.setattr(validation, "validate", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    at = AppTest.from_file("../app.py", default_timeout=300).run()
+    at.switch_page("pages/validate.py").run()
+    assert not at.exception
+    data, labels = fixture_zip(data_dir, count=60)
+    at.file_uploader[0].set_value(("mine.zip", data, "application/zip")).run()
+    assert not at.exception and calls == [1]
+    table = at.dataframe[0].value
+    spec = CombinedSpec.load(output_dir)
+    assert set(table.Model[:-1]) == set(DEFAULT_MODELS) and table.Model.iloc[-1] == f"combined ({' + '.join(spec.members)})"
+    predictor = load_predictor("scratch_cnn", output_dir)
+    ids = list(labels)
+    probabilities = predictor.probabilities([read_image(str(data_dir / "images" / f"{i}.jpg")).pixels for i in ids])
+    expected = roc_auc_score([labels[i] for i in ids], probabilities)
+    assert table.set_index("Model").loc["scratch_cnn", "ROC AUC"] == pytest.approx(expected, abs=1e-9)
+    assert set(table["Images (melanomas)"]) == {f"60 ({sum(labels.values())})"}
+    assert len(at.get("plotly_chart")) == len(table) + 2  # a confusion matrix per row, ROC and reliability curves
+
+    before = at.dataframe[1].value
+    at.slider[0].set_value(1.0).run()
+    after = at.dataframe[1].value
+    assert not at.exception and calls == [1]  # the slider reran the page, not the models
+    assert (after["Sensitivity there"] == 1.0).all() and not before.equals(after)
+
+
+def test_the_page_names_the_problem_in_a_bad_zip(trained_models, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    _, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+    at = AppTest.from_file("../app.py", default_timeout=300).run()
+    at.switch_page("pages/validate.py").run()
+    at.file_uploader[0].set_value(("mine.zip", make_zip({"a.jpg": b"x"}), "application/zip")).run()
+    assert not at.exception
+    assert "mine.zip: no labels.csv at the top of the zip" in at.error[0].value
+    assert not at.dataframe
