@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from melanoma.framework import import_tensorflow_quietly
+from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError, list_models
 
@@ -48,16 +48,13 @@ def command_models(args: argparse.Namespace) -> int:
 
 def command_predict(args: argparse.Namespace) -> int:
     from melanoma.inference import load_predictor
+    from melanoma.progress import TerminalProgress
 
     predictor = load_predictor(args.model, args.models_dir)
     skipped = 0
     files = expand_paths(args.paths)
-    # Progress for long runs at a terminal; nothing when stderr is piped or captured.
-    show_progress = sys.stderr.isatty() and len(files) > args.batch_size
+    progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
     for start in range(0, len(files), args.batch_size):
-        if show_progress:
-            print(f"\rscoring {start + 1}-{min(start + args.batch_size, len(files))} of {len(files)} images",
-                  end="", file=sys.stderr, flush=True)
         batch, images = [], []
         for path in files[start:start + args.batch_size]:
             try:
@@ -78,8 +75,7 @@ def command_predict(args: argparse.Namespace) -> int:
                 print(f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}")
             else:
                 print(f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image")
-    if show_progress:
-        print(file=sys.stderr)
+        progress(min(start + args.batch_size, len(files)), len(files))
     if not files:
         print("No image files found in the given paths.", file=sys.stderr)
         return 1
@@ -116,7 +112,7 @@ def command_explain(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR), help="folder of installed models")
-    parser.add_argument("--framework-logs", action="store_true", help="show TensorFlow's start-up logs (debugging)")
+    add_framework_logs_option(parser)
     # Options shared by every subcommand are accepted after it too (`predict --models-dir DIR`),
     # where people put them; SUPPRESS keeps an absent one from overriding the value given before.
     shared = argparse.ArgumentParser(add_help=False)

@@ -9,7 +9,15 @@ at once. `--framework-logs` keeps everything, for debugging.
 
 from __future__ import annotations
 
+import argparse
 import os
+
+FRAMEWORK_LOGS_FLAG = "--framework-logs"
+
+
+def add_framework_logs_option(parser: argparse.ArgumentParser) -> None:
+    """The one option every command-line tool shares for seeing TensorFlow's own start-up lines."""
+    parser.add_argument(FRAMEWORK_LOGS_FLAG, action="store_true", help="show TensorFlow's start-up logs (debugging)")
 
 
 def import_tensorflow_quietly() -> None:

@@ -24,13 +24,11 @@ import dataclasses
 import io
 import os
 import posixpath
-import sys
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -110,22 +108,6 @@ def name_list(names: list[str], shown: int = NAMES_SHOWN) -> str:
     """'a, b, c and 4 more': enough names to find the files, never a wall of them."""
     listed = ", ".join(names[:shown])
     return f"{listed} and {len(names) - shown} more" if len(names) > shown else listed
-
-
-class TerminalProgress:
-    """`scored 64 of 500 images` on one rewritten line when the stream is a terminal; nothing when piped.
-
-    The same pattern as `python -m melanoma predict`: progress for people at a terminal, never in a
-    log or in output another program reads.
-    """
-
-    def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or sys.stderr
-        self.active = self.stream.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.active:
-            print(f"\rscored {done} of {total} images", end="\n" if done >= total else "", file=self.stream, flush=True)
 
 
 def _ignored(name: str) -> bool:

@@ -150,3 +150,11 @@ def test_predict_prints_no_framework_noise_on_stderr(trained_models):
     assert quiet.stderr.strip() == "", quiet.stderr
     loud = subprocess.run([*command[:3], "--framework-logs", *command[3:]], capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
+
+
+@pytest.mark.parametrize("tool", ["run", "evaluate", "calibrate", "combine", "gate_check"])
+def test_training_tools_print_no_framework_noise_and_offer_its_logs(tool):
+    """The train package imports TensorFlow quietly before any tool parses its arguments."""
+    result = subprocess.run([sys.executable, "-m", f"train.{tool}", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "--framework-logs" in result.stdout
+    assert result.stderr.strip() == "", result.stderr

@@ -15,7 +15,8 @@ from melanoma.combined import CombinedSpec
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
-from melanoma.validation import TerminalProgress, operating_point, read_zip
+from melanoma.progress import TerminalProgress
+from melanoma.validation import operating_point, read_zip
 from train import evaluate
 
 

@@ -16,10 +16,11 @@ import sys
 
 from melanoma.data import DataError, load_labelled_images
 from melanoma.files import write_json
-from melanoma.framework import import_tensorflow_quietly
+from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
 from melanoma.store import DEFAULT_MODELS_DIR, ModelUnavailableError
-from melanoma.validation import TerminalProgress, validate_folder
+from melanoma.progress import TerminalProgress
+from melanoma.validation import validate_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
     parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")
-    parser.add_argument("--framework-logs", action="store_true", help="show TensorFlow's start-up logs (debugging)")
+    add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     args = parser.parse_args(argv)
-    if not args.framework_logs:
-        import_tensorflow_quietly()
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from melanoma.framework import add_framework_logs_option
 from melanoma.store import DEFAULT_MODELS_DIR, list_models
 
 
@@ -16,6 +17,7 @@ def installed_models_parser(prog: str, description: str) -> argparse.ArgumentPar
     parser.add_argument("--data-dir", required=True, help="the labelled images the models were trained on")
     parser.add_argument("--models", help="comma-separated installed model names; default: every installed model")
     parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR))
+    add_framework_logs_option(parser)
     return parser
 
 
