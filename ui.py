@@ -118,11 +118,11 @@ def _decision(key: str, model: str, folder: str, _pixels: np.ndarray) -> Decisio
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _occlusion(key: str, model: str, folder: str, patch_size: int, _pixels: np.ndarray) -> np.ndarray:
+def _occlusion(key: str, model: str, folder: str, patch_size: int, stride: int | None, _pixels: np.ndarray) -> np.ndarray:
     from melanoma.explain import occlusion_sensitivity
 
     active = predictor(model)
-    return occlusion_sensitivity(active.model, model_view(active, _pixels), patch_size)
+    return occlusion_sensitivity(active.model, model_view(active, _pixels), patch_size, stride)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -132,11 +132,11 @@ def _gradcam(key: str, model: str, folder: str, _pixels: np.ndarray) -> np.ndarr
     return grad_cam(predictor(model).model, model_view(predictor(model), _pixels))
 
 
-def coarse_patch_size(entry: InstalledModel) -> int:
-    """The progressive preview's patch for this model (explain imports TensorFlow, hence here)."""
-    from melanoma.explain import coarse_patch_size
+def occlusion_stages(entry: InstalledModel, patch_size: int, fine: bool) -> list:
+    """The progressive maps for this model, quickest first (explain imports TensorFlow, hence here)."""
+    from melanoma.explain import occlusion_stages
 
-    return coarse_patch_size(entry.input_size)
+    return occlusion_stages(entry.input_size, patch_size, fine)
 
 
 def decision(key: str, model: str, pixels: np.ndarray) -> Decision:
@@ -144,8 +144,8 @@ def decision(key: str, model: str, pixels: np.ndarray) -> Decision:
     return _decision(key, model, models_dir(), pixels)
 
 
-def occlusion(key: str, model: str, patch_size: int, pixels: np.ndarray) -> np.ndarray:
-    return _occlusion(key, model, models_dir(), patch_size, pixels)
+def occlusion(key: str, model: str, patch_size: int, pixels: np.ndarray, stride: int | None = None) -> np.ndarray:
+    return _occlusion(key, model, models_dir(), patch_size, stride, pixels)
 
 
 def gradcam(key: str, model: str, pixels: np.ndarray) -> np.ndarray:

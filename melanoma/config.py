@@ -80,6 +80,14 @@ RECIPES = {
         ),
     ),
 }
+# The same without colour constancy: the model then has no step that reads the whole image before
+# its convolutions, so occlusion maps are computed incrementally (melanoma.incremental). Whether
+# that costs accuracy is a validation question, which this recipe exists to answer.
+RECIPES["cpu_transfer_plain"] = replace(
+    RECIPES["cpu_transfer"], name="cpu_transfer_plain", colour_constancy=False,
+    notes=RECIPES["cpu_transfer"].notes.replace("Shades-of-Gray colour constancy, ", "no colour constancy (exact incremental "
+                                                 "occlusion maps), "),
+)
 
 
 def get_recipe(name: str) -> Recipe:

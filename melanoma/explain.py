@@ -7,6 +7,7 @@ them (0–255 RGB in, melanoma probability out) and an RGB image at the model's 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import keras
@@ -14,13 +15,16 @@ import numpy as np
 import tensorflow as tf
 
 from melanoma.folding import fold_batch_norms
-from melanoma.incremental import IncrementalScorer, StemPlan, stem_plan
+from melanoma.incremental import IncrementalScorer, OcclusionPlan, plan_occlusion
 
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
 # Folding the batch norms (melanoma.folding) takes about a second per model, once, and saves
 # 5-30% of each forward pass: worth it for a 299-px map (225 patches), not a 96-px one (25).
 FOLD_FROM_PATCHES = 100
+# Each incremental plan compiles its own graph (about 1-2 s for EfficientNet-Lite0): worth it for a
+# full map, not for the 3 × 3 preview, which ten whole-image passes deliver sooner.
+INCREMENTAL_FROM_PATCHES = 32
 
 _per_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {key: what _cached built}
 
@@ -69,8 +73,8 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     """Per pixel: p(intact) − p(image with its patch filled grey); positive = supports melanoma.
 
     Pixels covered by several patches (stride < patch size) get the mean of their patches. With
-    `incremental`, models with a convolutional stem recompute only the windows of it that each
-    patch reaches (melanoma.incremental); the map is the same, to float rounding.
+    `incremental`, models without a global first step recompute, layer by layer, only the
+    windows that each patch reaches (melanoma.incremental); the map is the same, to float rounding.
     """
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
@@ -82,7 +86,8 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
     if len(corners) >= FOLD_FROM_PATCHES:
         model = _cached(model, ("folded",), lambda: fold_batch_norms(model))
-    plan = stem_plan(model, height, width, corners, patch_size) if incremental else None
+    use_plan = incremental and len(corners) >= INCREMENTAL_FROM_PATCHES
+    plan = plan_occlusion(model, height, width, corners, patch_size) if use_plan else None
     if plan is None:
         score = _cached(model, ("scorer", height, width), lambda: _scorer(model, height, width))
         scores = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
@@ -95,23 +100,24 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
 
 
-def _incremental_scores(model, plan: StemPlan, image: tf.Tensor, fill: tf.Tensor, corners: list[tuple[int, int]],
+def _incremental_scores(model, plan: OcclusionPlan, image: tf.Tensor, fill: tf.Tensor, corners: list[tuple[int, int]],
                         patch_size: int) -> np.ndarray:
-    """Scores of the intact image (first) and each occlusion, recomputing only the stem's windows."""
+    """Scores of the intact image (first) and each occlusion, recomputing only each patch's windows."""
     height, width = image.shape[:2]
-    scorer = _cached(model, ("incremental", height, width, len(plan.stem)),
-                     lambda: IncrementalScorer(model, plan, height, width))
-    intact_stem = scorer.intact_stem(image)
-    # Row 0 is an empty patch: its window is recomputed unchanged, which scores the intact image.
+    # The window sizes are compiled into the graph: one trace per model, input size and window sizes.
+    scorer = _cached(model, ("incremental", height, width, len(plan.steps), plan.lengths.tobytes()),
+                     lambda: IncrementalScorer(model, plan))
+    intact = scorer.intact(image)
+    intact = list(intact) if isinstance(intact, (list, tuple)) else [intact]
+    # Row 0 is an empty patch: its windows are recomputed unchanged, which scores the intact image.
     boxes = np.array([(0, 0, 0, 0)] + [(top, left, top + patch_size, left + patch_size) for top, left in corners], np.int32)
-    starts = np.concatenate([plan.starts[:1], plan.starts])
-    lengths = tf.constant(plan.lengths)
-    return np.concatenate([scorer.score(image, intact_stem, fill, tf.constant(boxes[i:i + CHUNK]),
-                                        tf.constant(starts[i:i + CHUNK]), lengths).numpy()
+    starts = np.concatenate([plan.starts[:1], plan.starts]).astype(np.int32)
+    return np.concatenate([scorer.score(image, intact, fill, tf.constant(boxes[i:i + CHUNK]), tf.constant(starts[i:i + CHUNK])).numpy()
                            for i in range(0, len(boxes), CHUNK)])
 
 
 COARSE_GRID = 3  # the progressive preview: 3 × 3 patches, ten forward passes whatever the input size
+FINE_PATCH, FINE_STRIDE = 16, 4  # the fine map: overlapping patches every 4 pixels, averaged per pixel
 
 
 def coarse_patch_size(image_size: int, grid: int = COARSE_GRID) -> int:
@@ -119,12 +125,42 @@ def coarse_patch_size(image_size: int, grid: int = COARSE_GRID) -> int:
     return -(-image_size // grid)
 
 
-def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20) -> Iterator[tuple[str, np.ndarray]]:
-    """A coarse 3 × 3 map first (ten forward passes, for a quick look), then the exact map."""
-    coarse = coarse_patch_size(max(image.shape[:2]))
-    if coarse > patch_size:
-        yield "coarse", occlusion_sensitivity(model, image, coarse)
-    yield "full", occlusion_sensitivity(model, image, patch_size)
+@dataclass(frozen=True)
+class MapStage:
+    """One map of the progressive mode: a label for the page, and the patch grid it uses."""
+
+    label: str  # "coarse", "full" or "fine"
+    patch_size: int
+    stride: int | None = None  # None: the patch size (tf-explain's grid)
+
+
+def occlusion_stages(image_size: int, patch_size: int = 20, fine: bool = False) -> list[MapStage]:
+    """The maps shown in turn, quickest first: a coarse 3 × 3 preview when it is coarser than the
+    asked map, the asked map, and the fine map when asked for. The last one is the answer."""
+    coarse = coarse_patch_size(image_size)
+    stages = [MapStage("coarse", coarse)] if coarse > patch_size else []
+    stages.append(MapStage("full", patch_size))
+    if fine:
+        stages.append(MapStage("fine", FINE_PATCH, FINE_STRIDE))
+    return stages
+
+
+def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20, fine: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+    """Each of `occlusion_stages` in turn, as (label, map): a quick look first, then the exact map(s)."""
+    for stage in occlusion_stages(max(image.shape[:2]), patch_size, fine):
+        yield stage.label, occlusion_sensitivity(model, image, stage.patch_size, stage.stride)
+
+
+def occlusion_path(model, image_size: int, patch_size: int = 20) -> dict:
+    """How this model's occlusion maps are computed, in words for its card (the map is the same either way)."""
+    plan = plan_occlusion(model, image_size, image_size, patch_grid(image_size, image_size, patch_size), patch_size)
+    if plan is None:
+        first = model.layers[1].name if len(model.layers) > 1 else "none"
+        return {"path": "whole image", "why": f"its first step ({first}) reads the whole image, so a patch changes every "
+                                              "feature; each occluded image runs through the whole network"}
+    return {"path": "incremental", "recomputed_up_to": plan.steps[-1].layer.name,
+            "why": f"for patch {patch_size} at {image_size} px, each patch's windows are recomputed up to "
+                   f"{plan.steps[-1].layer.name} and the rest of the network runs whole"}
 
 
 def _grad_cam_function(model, layer_name: str, height: int, width: int):

@@ -1,16 +1,22 @@
-"""Occlusion by incremental inference: the stem runs once on the intact image, then per patch
-only on the window that the patch can change (Nakandala et al., SIGMOD 2019).
+"""Occlusion by incremental inference: the network runs once on the intact image, then per patch
+only on the windows that the patch can change (Nakandala et al., "Krypton", SIGMOD 2019).
 
-A grey patch changes a convolution's output only inside its receptive field. Through a model's
-stem (the chain of convolutions, pools and per-pixel layers before its first branch or global
-operation) that is a small window of the stem's output: for InceptionV3 at 299 px and patch 20,
-about 6 × 6 of its 35 × 35 positions. Each occluded image's stem output is the intact one with that
-window recomputed, exactly: the window is computed with 'valid' convolutions on a crop of the
-image, and every position the full computation reads as padding is set to that padding here.
+A grey patch changes a convolution's output only inside its receptive field. Layer after layer,
+each patch's changed region is a window of the feature map that grows with every spatial layer:
+through EfficientNet-Lite's expansion, depthwise and projection convolutions and residual
+additions (it has no squeeze-and-excitation, which would spread a change over the whole map), or
+through InceptionV3's stem up to its first branch with a global layer. Each occluded image's
+features are the intact ones with those windows recomputed, exactly: a window is computed with
+'valid' convolutions on the region it reads, built from the intact feature map with the patch's
+own window pasted in, and every position the full computation reads as padding is padding here.
+
+Where the windows cover too much of their map to save work, the plan cuts the network at a
+tensor that alone carries everything onwards; each window is pasted into the intact cut tensor
+and the rest of the network runs whole (Krypton's fall-back).
 
 Models with a global operation before their first convolution (Shades-of-Gray colour constancy
-estimates the illuminant from the whole image) have no such stem: every patch changes every
-pixel, and `stem_plan` returns None.
+estimates the illuminant from the whole image) change everywhere under any patch: `plan_occlusion`
+returns None for them, and they take the whole-image path.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import tensorflow as tf
 from keras import layers
 
 from melanoma.folding import FoldedBatchNorm
-from melanoma.graph import called_once, consumers
+from melanoma.graph import called_once, consumers, producers
 
 # Layers that act on each pixel alone (at inference), and layers whose receptive field we track.
 PER_PIXEL = (layers.Rescaling, layers.Normalization, layers.BatchNormalization, layers.Activation, layers.ReLU, FoldedBatchNorm)
 SPATIAL = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.ZeroPadding2D)
-MAX_WINDOW_FRACTION = 0.25  # a deeper cut whose window covers more of its feature map saves too little
+# A cut whose window covers more than this share of its feature map saves too little to be worth
+# the windows' bookkeeping (measured with benchmarks/occlusion.py on EfficientNet-Lite0 and InceptionV3).
+MAX_WINDOW_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,13 @@ class Geometry:
     size_in: int
     size_out: int
 
-    def affected(self, low: int, high: int) -> tuple[int, int]:
+    def affected(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outputs whose inputs meet [low, high): output j reads [j·s − p, j·s − p + k)."""
         first = -((self.kernel - 1 - low - self.pad_before) // self.stride)  # ceil((low + p − k + 1) / s)
         last = (high - 1 + self.pad_before) // self.stride
-        return max(first, 0), min(last + 1, self.size_out)
+        return np.maximum(first, 0), np.minimum(last + 1, self.size_out)
 
-    def window_in(self, start: int | np.ndarray, length: int) -> tuple[int | np.ndarray, int]:
+    def window_in(self, start, length: int):
         """The input window (start, length) that outputs [start, start + length) read, padding included."""
         return start * self.stride - self.pad_before, (length - 1) * self.stride + self.kernel
 
@@ -66,77 +74,137 @@ def _geometry(layer, size_in: int, axis: int) -> Geometry:
     return Geometry(kernel, stride, max((size_out - 1) * stride + kernel - size_in, 0) // 2, size_in, size_out)
 
 
-def _supported(layer) -> bool:
-    if isinstance(layer, PER_PIXEL) or isinstance(layer, layers.ZeroPadding2D):
-        return True
+def _kind(layer) -> str | None:
+    """'pixel', 'spatial' or 'add' for a layer the windows can pass through; None otherwise."""
+    if not called_once(layer):
+        return None
+    if isinstance(layer, PER_PIXEL):
+        return "pixel"
+    if isinstance(layer, layers.Add):
+        return "add"
+    if isinstance(layer, layers.ZeroPadding2D):
+        return "spatial"
     if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
         # An average pool with 'same' padding divides by the number of real pixels: not a padded window.
-        return layer.data_format == "channels_last" and (isinstance(layer, layers.MaxPooling2D) or layer.padding == "valid")
+        supported = layer.data_format == "channels_last" and (isinstance(layer, layers.MaxPooling2D) or layer.padding == "valid")
+        return "spatial" if supported else None
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-        return layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1) and getattr(layer, "groups", 1) == 1
-    return False
-
-
-def stem_chain(model) -> list:
-    """The layers after the input, in order, while each one is supported and feeds exactly one layer."""
-    chain, layer = [], model.layers[0]
-    while len(consumers(layer)) == 1:
-        following = consumers(layer)[0]
-        if not _supported(following) or not called_once(following):
-            break
-        chain.append(following)
-        layer = following
-    return chain
+        supported = (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+                     and getattr(layer, "groups", 1) == 1)
+        return "spatial" if supported else None
+    return None
 
 
 @dataclass(frozen=True)
-class StemPlan:
-    """Where to cut the model for one patch grid, and each patch's window through the stem."""
+class Step:
+    """One layer of the incremental part: what it reads, and how."""
 
-    stem: list  # the chain layers up to the cut, in order
-    geometry: list[tuple[Geometry, Geometry]]  # per spatial layer in `stem`: (rows, columns)
-    lengths: np.ndarray  # (spatial layers + 1, 2): the window's size at each spatial layer's input and at the cut
-    starts: np.ndarray  # (patches, spatial layers + 1, 2): each window's top-left corner, at the same places
-
-
-def stem_plan(model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int) -> StemPlan | None:
-    """The deepest cut whose window stays within MAX_WINDOW_FRACTION of its feature map, or None."""
-    chain, best = stem_chain(model), None
-    geometry, size = [], (height, width)
-    for depth, layer in enumerate(chain, start=1):
-        if isinstance(layer, SPATIAL):
-            geometry.append(tuple(_geometry(layer, size[axis], axis) for axis in (0, 1)))
-            size = (geometry[-1][0].size_out, geometry[-1][1].size_out)
-        ends_a_run = depth == len(chain) or isinstance(chain[depth], SPATIAL)
-        if geometry and ends_a_run:
-            plan = _plan(chain[:depth], list(geometry), corners, patch_size, size)
-            if np.prod(plan.lengths[-1]) <= MAX_WINDOW_FRACTION * size[0] * size[1]:
-                best = plan
-    return best
+    layer: keras.layers.Layer
+    kind: str  # 'pixel', 'spatial' or 'add'
+    inputs: tuple[int, ...]  # the tracked tensors it reads; 0 is the image, i ≥ 1 is step i's output
+    geometry: tuple[Geometry, Geometry] | None  # spatial layers: (rows, columns)
 
 
-def _plan(stem: list, geometry: list, corners: list[tuple[int, int]], patch_size: int, size: tuple[int, int]) -> StemPlan:
-    # Forward: the positions each patch can change at the cut; one window size covers them all.
-    reach = []
-    for top, left in corners:
-        span = [(top, top + patch_size), (left, left + patch_size)]
-        for per_axis in geometry:
-            span = [per_axis[axis].affected(*span[axis]) for axis in (0, 1)]
-        reach.append(span)
-    lengths = np.zeros((len(geometry) + 1, 2), np.int32)
-    lengths[-1] = [max(span[axis][1] - span[axis][0] for span in reach) for axis in (0, 1)]
-    # Backward: each window's start at the cut (moved inwards at the border), then at every layer's input.
-    starts = np.zeros((len(corners), len(geometry) + 1, 2), np.int32)
-    starts[:, -1] = [[min(span[axis][0], size[axis] - lengths[-1][axis]) for axis in (0, 1)] for span in reach]
-    for step in range(len(geometry) - 1, -1, -1):
-        for axis in (0, 1):
-            starts[:, step, axis], lengths[step, axis] = geometry[step][axis].window_in(starts[:, step + 1, axis],
-                                                                                      lengths[step + 1, axis])
-    return StemPlan(stem, geometry, lengths, starts)
+@dataclass(frozen=True)
+class OcclusionPlan:
+    """Where to cut the model for one patch grid, and each patch's window in every tensor up to the cut."""
+
+    steps: list[Step]  # the layers before the cut, in order; the last one produces the cut tensor
+    sizes: np.ndarray  # (tensors, 2): each tracked tensor's map size; tensor 0 is the image
+    lengths: np.ndarray  # (tensors, 2): the window's size in each tensor, the same for every patch
+    starts: np.ndarray  # (patches, tensors, 2): each patch's window corner in each tensor
+
+    def direct(self, step: int, tensor: int) -> bool:
+        """Whether `step` reads exactly `tensor`'s windows (no region to assemble) for every patch."""
+        region_starts, region_length = self.region(step)
+        return (tensor > 0 and np.array_equal(region_length, self.lengths[tensor])
+                and np.array_equal(region_starts, self.starts[:, tensor]))
+
+    def region(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The input region that step `step` reads for each patch: (patches, 2) corners and a size."""
+        spec = self.steps[step - 1]
+        if spec.geometry is None:  # per-pixel layers and additions read their own output window
+            return self.starts[:, step], self.lengths[step]
+        per_axis = [spec.geometry[axis].window_in(self.starts[:, step, axis], int(self.lengths[step, axis])) for axis in (0, 1)]
+        return np.stack([per_axis[0][0], per_axis[1][0]], axis=-1), np.array([per_axis[0][1], per_axis[1][1]])
+
+
+def _incremental_steps(model) -> list[Step]:
+    """The supported layers from the input, in the model's (topological) order, until one is not."""
+    index = {id(model.layers[0]): 0}
+    steps = []
+    for layer in model.layers[1:]:
+        kind = _kind(layer)
+        parents = producers(layer)
+        if kind is None or not parents or any(id(parent) not in index for parent in parents):
+            break
+        if kind != "add" and len(parents) != 1:
+            break
+        geometry = None
+        steps.append(Step(layer, kind, tuple(index[id(parent)] for parent in parents), geometry))
+        index[id(layer)] = len(steps)
+    return steps
+
+
+def _cut_candidates(model, steps: list[Step]) -> list[int]:
+    """Steps whose output alone carries everything onwards: the rest of the network reads nothing earlier."""
+    position = {id(model.layers[0]): 0} | {id(step.layer): number for number, step in enumerate(steps, start=1)}
+    last_reader = {}
+    for tensor_layer in [model.layers[0], *(step.layer for step in steps)]:
+        readers = consumers(tensor_layer)
+        last_reader[position[id(tensor_layer)]] = max(position.get(id(reader), len(steps) + 1) for reader in readers) if readers else 0
+    return [number for number in range(1, len(steps) + 1)
+            if all(last_reader[earlier] <= number for earlier in range(number))]
+
+
+def plan_occlusion(model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int) -> OcclusionPlan | None:
+    """The deepest cut whose window stays within MAX_WINDOW_FRACTION of its map; None without one."""
+    steps = _incremental_steps(model)
+    count = len(steps) + 1
+    sizes, lengths = np.zeros((count, 2), np.int64), np.zeros((count, 2), np.int64)
+    low, high = np.zeros((len(corners), count, 2), np.int64), np.zeros((len(corners), count, 2), np.int64)
+    sizes[0] = (height, width)
+    corner_array = np.asarray(corners, np.int64).reshape(-1, 2)
+    low[:, 0], high[:, 0] = corner_array, np.minimum(corner_array + patch_size, sizes[0])
+    starts = np.zeros_like(low)
+    lengths[0], starts[:, 0] = _uniform(low[:, 0], high[:, 0], sizes[0])
+    planned = []
+    for number, step in enumerate(steps, start=1):
+        first = step.inputs[0]
+        if step.kind == "spatial":
+            geometry = tuple(_geometry(step.layer, int(sizes[first, axis]), axis) for axis in (0, 1))
+            step = Step(step.layer, step.kind, step.inputs, geometry)
+            sizes[number] = (geometry[0].size_out, geometry[1].size_out)
+            for axis in (0, 1):
+                # Forward from the whole (uniform) window: what it reaches is what must be recomputed.
+                window_low = starts[:, first, axis]
+                low[:, number, axis], high[:, number, axis] = geometry[axis].affected(window_low, window_low + lengths[first, axis])
+        elif step.kind == "add":
+            sizes[number] = sizes[first]
+            low[:, number] = np.min([starts[:, tensor] for tensor in step.inputs], axis=0)
+            high[:, number] = np.max([starts[:, tensor] + lengths[tensor] for tensor in step.inputs], axis=0)
+        else:
+            sizes[number], low[:, number], high[:, number] = sizes[first], starts[:, first], starts[:, first] + lengths[first]
+        lengths[number], starts[:, number] = _uniform(low[:, number], high[:, number], sizes[number])
+        planned.append(step)
+    best = None
+    for cut in _cut_candidates(model, planned):
+        has_spatial = any(step.kind == "spatial" for step in planned[:cut])
+        if has_spatial and np.prod(lengths[cut]) <= MAX_WINDOW_FRACTION * np.prod(sizes[cut]):
+            best = cut
+    if best is None:
+        return None
+    return OcclusionPlan(planned[:best], sizes[:best + 1], lengths[:best + 1], starts[:, :best + 1])
+
+
+def _uniform(low: np.ndarray, high: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One window size for every patch (the largest reach), each window moved inwards at the border."""
+    length = np.minimum((high - low).max(axis=0), size)
+    return length, np.clip(np.minimum(low, size - length), 0, None)
 
 
 def _spatial_op(layer, x: tf.Tensor) -> tf.Tensor:
-    """The layer on an already padded window: 'valid' padding, its own weights and activation."""
+    """The layer on an already padded region: 'valid' padding, its own weights and activation."""
     if isinstance(layer, layers.ZeroPadding2D):
         return x
     if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
@@ -158,60 +226,94 @@ def _padding_value(layer, dtype: tf.DType) -> float:
     return dtype.min if isinstance(layer, layers.MaxPooling2D) else 0.0
 
 
-def _inside(starts: tf.Tensor, length: tf.Tensor, size: int) -> tf.Tensor:
-    """(patches, length): whether each window position lies inside [0, size)."""
-    positions = starts[:, None] + tf.range(length)[None]
-    return (positions >= 0) & (positions < size)
+def _positions(starts: tf.Tensor, length: int) -> tf.Tensor:
+    """(patches, length): the map positions a window or region covers along one axis."""
+    return starts[:, None] + tf.range(int(length))[None]
+
+
+def _gather_2d(values: tf.Tensor, rows: tf.Tensor, columns: tf.Tensor, shared: bool) -> tf.Tensor:
+    """values[rows, columns] per patch: (patches, rows, columns, channels); `shared` = one map for all patches."""
+    if shared:
+        picked = tf.gather(values[0], rows)  # (patches, rows, width, channels)
+    else:
+        picked = tf.gather(values, rows, axis=1, batch_dims=1)
+    return tf.gather(picked, columns, axis=2, batch_dims=1)
 
 
 class IncrementalScorer:
-    """Scores occlusions of one image through a compiled graph traced once per model, input size and cut."""
+    """Scores occlusions of one image through a compiled graph traced once per model and patch grid."""
 
-    def __init__(self, model, plan: StemPlan, height: int, width: int):
-        self.stem, self.geometry = plan.stem, plan.geometry
-        self.height, self.width = height, width
-        cut = plan.stem[-1].output
-        stem_model, self.tail_model = keras.Model(model.inputs, cut), keras.Model(cut, model.output)
-        self.intact_stem = tf.function(lambda image: stem_model(image[None], training=False),
-                                       input_signature=[tf.TensorSpec([height, width, 3], tf.float32)])
+    def __init__(self, model, plan: OcclusionPlan):
+        self.plan = plan
+        height, width = (int(size) for size in plan.sizes[0])
+        # The intact tensors that some step reads beyond its own windows, and the cut tensor.
+        self.assembled = sorted({tensor for number, step in enumerate(plan.steps, start=1) for tensor in step.inputs
+                                 if tensor > 0 and not plan.direct(number, tensor)} | {len(plan.steps)})
+        cut = plan.steps[-1].layer.output
+        intact_model = keras.Model(model.inputs, [plan.steps[tensor - 1].layer.output for tensor in self.assembled])
+        self.tail_model = keras.Model(cut, model.output)
+        self.intact = tf.function(lambda image: intact_model(image[None], training=False),
+                                  input_signature=[tf.TensorSpec([height, width, 3], tf.float32)])
         self.score = tf.function(self._score, input_signature=[
             tf.TensorSpec([height, width, 3], tf.float32),  # the intact image
-            tf.TensorSpec([1, *cut.shape[1:]], cut.dtype),  # its stem output
+            [tf.TensorSpec([1, *plan.steps[tensor - 1].layer.output.shape[1:]], plan.steps[tensor - 1].layer.output.dtype)
+             for tensor in self.assembled],  # its tensors that regions are read from
             tf.TensorSpec([], tf.float32),  # the fill value
             tf.TensorSpec([None, 4], tf.int32),  # each patch: top, left, bottom, right
-            tf.TensorSpec([None, len(plan.geometry) + 1, 2], tf.int32),  # StemPlan.starts
-            tf.TensorSpec([len(plan.geometry) + 1, 2], tf.int32),  # StemPlan.lengths
+            tf.TensorSpec([None, len(plan.steps) + 1, 2], tf.int32),  # OcclusionPlan.starts
         ])
 
-    def _score(self, image, intact_stem, fill, boxes, starts, lengths):
-        # The occluded crops, built directly: rows and columns of the image, clipped (the positions
-        # outside it are replaced by the first spatial layer's padding below).
-        rows = starts[:, 0, 0, None] + tf.range(lengths[0][0])[None]
-        columns = starts[:, 0, 1, None] + tf.range(lengths[0][1])[None]
-        crops = tf.gather(tf.gather(image, tf.clip_by_value(rows, 0, self.height - 1)),
-                          tf.clip_by_value(columns, 0, self.width - 1), axis=2, batch_dims=1)
-        in_patch = ((rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3]))[:, :, None] \
-            & ((columns >= boxes[:, 1:2]) & (columns < boxes[:, 3:4]))[:, None, :]
-        x = tf.where(in_patch[..., None], fill, crops)
-        step = 0
-        for layer in self.stem:
-            if isinstance(layer, SPATIAL):
-                per_axis = self.geometry[step]
-                inside = _inside(starts[:, step, 0], lengths[step][0], per_axis[0].size_in)[:, :, None] \
-                    & _inside(starts[:, step, 1], lengths[step][1], per_axis[1].size_in)[:, None, :]
-                x = tf.where(inside[..., None], x, tf.cast(_padding_value(layer, x.dtype), x.dtype))
-                x = _spatial_op(layer, x)
-                step += 1
+    def _read(self, tensor: int, windows: dict, intact: dict, image, fill, boxes, starts, region_starts, region_length,
+              padding: float):
+        """Each patch's occluded values of `tensor` over a region: its window where it has one, the intact
+        tensor elsewhere, and the layer's padding outside the map."""
+        rows, columns = _positions(region_starts[:, 0], region_length[0]), _positions(region_starts[:, 1], region_length[1])
+        height, width = (int(size) for size in self.plan.sizes[tensor])
+        if tensor == 0:  # the image: grey inside the patch
+            x = _gather_2d(image[None], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True)
+            in_patch = ((rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3]))[:, :, None] \
+                & ((columns >= boxes[:, 1:2]) & (columns < boxes[:, 3:4]))[:, None, :]
+            x = tf.where(in_patch[..., None], fill, x)
+        else:
+            length = [int(size) for size in self.plan.lengths[tensor]]
+            window_rows, window_columns = rows - starts[:, tensor, 0:1], columns - starts[:, tensor, 1:2]
+            x = _gather_2d(windows[tensor], tf.clip_by_value(window_rows, 0, length[0] - 1),
+                           tf.clip_by_value(window_columns, 0, length[1] - 1), False)
+            in_window = ((window_rows >= 0) & (window_rows < length[0]))[:, :, None] \
+                & ((window_columns >= 0) & (window_columns < length[1]))[:, None, :]
+            outside = _gather_2d(intact[tensor], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True)
+            x = tf.where(in_window[..., None], x, outside)
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((columns >= 0) & (columns < width))[:, None, :]
+        return tf.where(inside[..., None], x, tf.cast(padding, x.dtype))
+
+    def _score(self, image, intact_tensors, fill, boxes, starts):
+        plan, intact = self.plan, dict(zip(self.assembled, intact_tensors))
+        windows = {}
+        for number, step in enumerate(plan.steps, start=1):
+            region_length = plan.region(number)[1]
+            if step.geometry is None:
+                region_starts = starts[:, number]
             else:
-                x = layer(x, training=False)
-        # Paste each recomputed window into a copy of the intact stem output, then finish the model.
-        count, window = tf.shape(boxes)[0], lengths[-1]
-        window_rows = starts[:, -1, 0, None] + tf.range(window[0])[None]
-        window_columns = starts[:, -1, 1, None] + tf.range(window[1])[None]
-        indices = tf.stack([
-            tf.broadcast_to(tf.range(count)[:, None, None], [count, window[0], window[1]]),
-            tf.broadcast_to(window_rows[:, :, None], [count, window[0], window[1]]),
-            tf.broadcast_to(window_columns[:, None, :], [count, window[0], window[1]]),
-        ], axis=-1)
-        features = tf.tensor_scatter_nd_update(tf.repeat(intact_stem, count, axis=0), indices, tf.cast(x, intact_stem.dtype))
+                per_axis = [step.geometry[axis].window_in(starts[:, number, axis], int(plan.lengths[number, axis])) for axis in (0, 1)]
+                region_starts = tf.stack([per_axis[0][0], per_axis[1][0]], axis=-1)
+            padding = _padding_value(step.layer, tf.float32) if step.kind == "spatial" else 0.0
+            inputs = [windows[tensor] if plan.direct(number, tensor) else
+                      self._read(tensor, windows, intact, image, fill, boxes, starts, region_starts, region_length, padding)
+                      for tensor in step.inputs]
+            if step.kind == "spatial":
+                windows[number] = _spatial_op(step.layer, inputs[0])
+            elif step.kind == "add":
+                windows[number] = step.layer(inputs)
+            else:
+                windows[number] = step.layer(inputs[0], training=False)
+        # Paste each recomputed window into a copy of the intact cut tensor, then finish the model.
+        cut = len(plan.steps)
+        count, window = tf.shape(boxes)[0], plan.lengths[cut]
+        rows, columns = _positions(starts[:, cut, 0], int(window[0])), _positions(starts[:, cut, 1], int(window[1]))
+        shape = [count, int(window[0]), int(window[1])]
+        indices = tf.stack([tf.broadcast_to(tf.range(count)[:, None, None], shape),
+                            tf.broadcast_to(rows[:, :, None], shape),
+                            tf.broadcast_to(columns[:, None, :], shape)], axis=-1)
+        features = tf.tensor_scatter_nd_update(tf.repeat(intact[cut], count, axis=0), indices,
+                                               tf.cast(windows[cut], intact[cut].dtype))
         return tf.reshape(tf.cast(self.tail_model(features, training=False), tf.float32), [-1])

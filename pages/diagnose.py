@@ -88,6 +88,8 @@ for note in decoded.notes:
 with st.expander("Explanation settings", expanded=False):
     method = st.radio("Map", ["Occlusion sensitivity", "Grad-CAM"], horizontal=True)
     patch_size = st.slider("Occlusion patch size (pixels of the model input)", 8, 64, 20, step=2)
+    fine = st.checkbox("Fine occlusion map: 16-pixel patches every 4 pixels, averaged (slower; shown after the map above)",
+                       value=False)
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.5, step=0.05)
     colourmaps = DIVERGING_COLOURMAPS if method == "Occlusion sensitivity" else tuple(SEQUENTIAL_COLOURMAPS)
     colourmap = st.selectbox("Colour map", colourmaps)
@@ -99,6 +101,8 @@ if len(chosen) > 1:
     show(reading.summary())
 
 signed = method == "Occlusion sensitivity"
+final_map = ui.occlusion_stages(chosen[0], patch_size, fine)[-1] if signed else None  # the same grid for every model
+described = f"{method}, fine map (stride {final_map.stride})" if final_map and final_map.stride else method
 readings = []
 shown = cv2.resize(decoded.pixels, (min(600, decoded.pixels.shape[1]), int(min(600, decoded.pixels.shape[1]) * decoded.pixels.shape[0] / decoded.pixels.shape[1])), interpolation=cv2.INTER_AREA)
 for column, entry in zip(st.columns(len(chosen)), chosen):
@@ -116,25 +120,25 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
         left.image(shown, caption="Uploaded image", width="stretch")
         placeholder = right.empty()
         if signed:
-            done = st.session_state.setdefault("occlusion_done", set())
-            if (key, entry.name, patch_size) not in done and ui.coarse_patch_size(entry) > patch_size:
-                # Progressive: a coarse map within moments, then the exact map.
-                with st.spinner(f"Coarse occlusion preview for {entry.name}…"):
-                    coarse = ui.occlusion(key, entry.name, ui.coarse_patch_size(entry), decoded.pixels)
-                placeholder.image(overlay(shown, coarse, opacity, colourmap, signed=True), caption="Coarse preview…", width="stretch")
-            with st.spinner(f"Occlusion sensitivity for {entry.name} (patch {patch_size})…"):
-                scores = ui.occlusion(key, entry.name, patch_size, decoded.pixels)
-            done.add((key, entry.name, patch_size))
+            # Progressive: a coarse preview within moments, then the exact map, then the fine one when asked.
+            stages = ui.occlusion_stages(entry, patch_size, fine)
+            for stage in stages:
+                grid = f"patch {stage.patch_size}" + (f", stride {stage.stride}" if stage.stride else "")
+                with st.spinner(f"Occlusion sensitivity for {entry.name} ({stage.label} map: {grid})…"):
+                    scores = ui.occlusion(key, entry.name, stage.patch_size, decoded.pixels, stage.stride)
+                if stage is not stages[-1]:
+                    placeholder.image(overlay(shown, scores, opacity, colourmap, signed=True), width="stretch",
+                                      caption=f"{stage.label.capitalize()} map ({grid}); the next one is on its way…")
         else:
             with st.spinner(f"Grad-CAM for {entry.name}…"):
                 scores = ui.gradcam(key, entry.name, decoded.pixels)
         blended = overlay(shown, scores, opacity, colourmap, signed=signed)
-        placeholder.image(blended, caption=f"{method} overlay", width="stretch")
+        placeholder.image(blended, caption=f"{described} overlay", width="stretch")
         st.image(colour_bar(colourmap, signed), width="stretch")
         if signed:
             scale = float(np.abs(scores).max())
             if scale < 0.0005:
-                st.caption(f"No single {patch_size}-pixel patch moves the probability by 0.001 or more: the output does not "
+                st.caption(f"No single {final_map.patch_size}-pixel patch moves the probability by 0.001 or more: the output does not "
                            "rest on any one region at this patch size. Try a larger patch or Grad-CAM.")
             else:
                 st.caption(f"Blue: greying this region out raises the probability (it argues against melanoma). "
@@ -155,7 +159,7 @@ if f"notes-{key}" not in st.session_state:
     st.session_state[f"notes-{key}"] = saved_notes.get(key, "")
 saved_notes[key] = st.text_area("Clinician's notes for the report", key=f"notes-{key}", max_chars=2000,
                                 help="Kept in this session's memory only; they go into the PDF report and nowhere else.")
-report = CaseReport(name, shown, tuple(readings), method, patch_size if signed else None, colourmap, opacity,
+report = CaseReport(name, shown, tuple(readings), described, final_map.patch_size if signed else None, colourmap, opacity,
                     datetime.now().astimezone(), ui.DISCLAIMER, saved_notes[key],
                     reading.summary() if reading is not None else None, decoded.notes)
 st.download_button("Download report (PDF)", case_report_pdf(report), f"{name.rsplit('.', 1)[0]}_report.pdf",

