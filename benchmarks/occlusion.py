@@ -1,10 +1,12 @@
-"""Occlusion sensitivity and Grad-CAM: ours against tf-explain, same model and image, same process.
+"""Occlusion sensitivity and Grad-CAM of the models that ship, against tf-explain, in one process.
 
-    .venv/bin/python benchmarks/occlusion.py [--size 299] [--patch 20] [--repeats 3] [--models ...]
+    .venv/bin/python benchmarks/occlusion.py [--data-dir ../shared/data/ham10000] [--repeats 3]
 
-Random weights are fine for timing. Prints median seconds, the ratio (tf-explain / ours, > 1
-means ours is faster), ours without incremental inference (every occluded image run whole), and
-the time to the progressive mode's first (coarse) map.
+For every installed model at its own input size, and for EfficientNet-Lite0 from its ImageNet
+checkpoint at 224 px, on one real dermoscopic image (the first melanoma of the shared data):
+tf-explain's patch-20 time, ours, the ratio (tf-explain / ours, > 1 means ours is faster), which
+path ours took (incremental or whole image, as in the model card), the time to the coarse preview
+and the fine map's time (patch 16, stride 4) as a multiple of tf-explain's patch-20 time.
 """
 
 from __future__ import annotations
@@ -22,9 +24,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from melanoma.architectures import architecture_names, create_model, get_architecture  # noqa: E402
-from melanoma.explain import grad_cam, occlusion_sensitivity, progressive_occlusion  # noqa: E402
+from melanoma.architectures import create_model, get_architecture  # noqa: E402
+from melanoma.explain import (FINE_PATCH, FINE_STRIDE, grad_cam, occlusion_path, occlusion_sensitivity,  # noqa: E402
+                              progressive_occlusion)
+from melanoma.images import read_image, to_model_input  # noqa: E402
+from melanoma.inference import load_predictor  # noqa: E402
+from melanoma.store import DEFAULT_MODELS_DIR, list_models  # noqa: E402
+
+PATCH = 20
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -38,36 +47,54 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=299)
-    parser.add_argument("--patch", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", default=",".join(architecture_names()))
-    args = parser.parse_args()
+def first_melanoma(data_dir: Path) -> np.ndarray:
+    metadata = pd.read_csv(data_dir / "HAM10000_metadata.csv")
+    image_id = metadata.loc[metadata.dx == "mel", "image_id"].sort_values().iloc[0]
+    return read_image(str(data_dir / "images" / f"{image_id}.jpg")).pixels
+
+
+def compare(label: str, model, image: np.ndarray, gradcam_layer: str, repeats: int) -> None:
     from tf_explain.core.grad_cam import GradCAM
     from tf_explain.core.occlusion_sensitivity import OcclusionSensitivity
 
-    image = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3)).astype(np.float32)
-    print(f"{'model':<16}{'method':<12}{'tf-explain s':>13}{'ours s':>9}{'ratio':>8}   whole-image s   first coarse map s")
-    for name in args.models.split(","):
-        architecture = get_architecture(name)
-        model = create_model(name, args.size)
-        # Warm-up: both sides trace their graphs once, outside the timing.
-        median_seconds(lambda: OcclusionSensitivity().get_sensitivity_map(model, image, 0, args.patch), 1)
-        median_seconds(lambda: occlusion_sensitivity(model, image, args.patch), 1)
-        median_seconds(lambda: occlusion_sensitivity(model, image, args.patch, incremental=False), 1)
-        theirs = median_seconds(lambda: OcclusionSensitivity().get_sensitivity_map(model, image, 0, args.patch), args.repeats)
-        ours = median_seconds(lambda: occlusion_sensitivity(model, image, args.patch), args.repeats)
-        whole = median_seconds(lambda: occlusion_sensitivity(model, image, args.patch, incremental=False), args.repeats)
-        coarse = median_seconds(lambda: next(progressive_occlusion(model, image, args.patch)), args.repeats)
-        print(f"{name:<16}{'occlusion':<12}{theirs:>13.2f}{ours:>9.2f}{theirs / ours:>8.2f}{whole:>16.2f}   {coarse:.2f}", flush=True)
-        explainer = GradCAM()
-        explain_theirs = lambda: explainer.explain((image[None], None), model, class_index=0, layer_name=architecture.gradcam_layer)  # noqa: E731
-        explain_ours = lambda: grad_cam(model, image, architecture.gradcam_layer)  # noqa: E731
-        explain_theirs(), explain_ours()
-        theirs, ours = median_seconds(explain_theirs, args.repeats), median_seconds(explain_ours, args.repeats)
-        print(f"{name:<16}{'grad-cam':<12}{theirs:>13.2f}{ours:>9.2f}{theirs / ours:>8.2f}", flush=True)
+    size = image.shape[0]
+    theirs_map = lambda: OcclusionSensitivity().get_sensitivity_map(model, image, 0, PATCH)  # noqa: E731
+    ours_map = lambda: occlusion_sensitivity(model, image, PATCH)  # noqa: E731
+    fine_map = lambda: occlusion_sensitivity(model, image, FINE_PATCH, FINE_STRIDE)  # noqa: E731
+    coarse_map = lambda: next(progressive_occlusion(model, image, PATCH))  # noqa: E731
+    for warm_up in (theirs_map, ours_map, fine_map, coarse_map):  # both sides trace their graphs once, outside the timing
+        median_seconds(warm_up, 1)
+    theirs, ours = median_seconds(theirs_map, repeats), median_seconds(ours_map, repeats)
+    fine = median_seconds(fine_map, repeats)
+    coarse = median_seconds(coarse_map, repeats)
+    path = occlusion_path(model, size, PATCH)["path"]
+    print(f"{label:<24}{size:>5}{theirs:>13.2f}{ours:>8.2f}{theirs / ours:>7.2f}  {path:<12}{coarse:>9.2f}"
+          f"{fine:>8.2f}{fine / theirs:>10.2f}", flush=True)
+    explainer = GradCAM()
+    explain_theirs = lambda: explainer.explain((image[None], None), model, class_index=0, layer_name=gradcam_layer)  # noqa: E731
+    explain_ours = lambda: grad_cam(model, image, gradcam_layer)  # noqa: E731
+    explain_theirs(), explain_ours()
+    theirs, ours = median_seconds(explain_theirs, repeats), median_seconds(explain_ours, repeats)
+    print(f"{'  grad-cam':<24}{size:>5}{theirs:>13.2f}{ours:>8.2f}{theirs / ours:>7.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/ham10000"))
+    parser.add_argument("--models-dir", default=str(DEFAULT_MODELS_DIR))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    photo = first_melanoma(Path(args.data_dir))
+    print(f"occlusion patch {PATCH}; fine map patch {FINE_PATCH}, stride {FINE_STRIDE}; seconds, median of {args.repeats}")
+    print(f"{'model':<24}{'px':>5}{'tf-explain':>13}{'ours':>8}{'ratio':>7}  {'path':<12}{'coarse':>9}{'fine':>8}"
+          f"{'fine/tfx':>10}")
+    for entry in list_models(args.models_dir):
+        if entry.available:
+            predictor = load_predictor(entry.name, args.models_dir)
+            image = to_model_input(photo, entry.input_size).astype(np.float32)
+            compare(entry.name, predictor.model, image, get_architecture(entry.name).gradcam_layer, args.repeats)
+    lite0 = create_model("efficientnet_lite0", 224, weights="imagenet")
+    compare("efficientnet_lite0 (ImageNet)", lite0, to_model_input(photo, 224).astype(np.float32), "top_relu6", args.repeats)
 
 
 if __name__ == "__main__":
