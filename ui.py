@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import threading
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from PIL import Image
 from melanoma.cases import Decision, decide, model_view
 from melanoma.combined import CombinedSpec
 from melanoma.inference import Predictor, load_predictor
-from melanoma.store import DEFAULT_MODELS_DIR, InstalledModel, ModelUnavailableError, best_first, list_models
+from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
 
 DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a model trained on "
               "dermoscopic images; read it alongside the clinical examination and dermoscopy.")
@@ -32,7 +31,7 @@ DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a m
 
 def models_dir() -> str:
     """The models folder: MELANOMA_MODELS_DIR, or the project's models/."""
-    return str(Path(os.environ.get("MELANOMA_MODELS_DIR", DEFAULT_MODELS_DIR)).resolve())
+    return str(resolve_models_dir())
 
 
 @st.cache_resource(show_spinner="Loading model weights…")

@@ -92,9 +92,9 @@ async def run(args) -> None:
 
     from melanoma.images import read_image
     from melanoma.inference import load_predictor
-    from melanoma.store import DEFAULT_MODELS_DIR, best_first, list_models
+    from melanoma.store import best_first, list_models
 
-    model = best_first([entry for entry in list_models(DEFAULT_MODELS_DIR) if entry.available])[0].name  # the app's default
+    model = best_first([entry for entry in list_models() if entry.available])[0].name  # the app's default
     predictor = load_predictor(model)
     rounds = [int(n) for n in args.sessions.split(",")]
     with tempfile.TemporaryDirectory() as scratch:

@@ -91,7 +91,7 @@ class Predictor:
 
 def load_predictor(name: str, models_dir=None) -> Predictor:
     """Find an installed model by name, verify and load it; raises ModelUnavailableError."""
-    from melanoma.store import DEFAULT_MODELS_DIR, find_model, load_keras_model
+    from melanoma.store import find_model, load_keras_model
 
-    entry = find_model(name, models_dir or DEFAULT_MODELS_DIR)
+    entry = find_model(name, models_dir)
     return Predictor(entry, load_keras_model(entry))

@@ -17,7 +17,7 @@ import pandas as pd
 from melanoma.calibration import PlattScaling
 from melanoma.files import sha256_of
 
-DEFAULT_MODELS_DIR = Path(os.environ.get("MELANOMA_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 METRICS_FILE = "metrics.json"
@@ -127,9 +127,18 @@ def inspect_model(folder: Path) -> InstalledModel:
     return entry
 
 
-def list_models(models_dir: str | Path = DEFAULT_MODELS_DIR) -> list[InstalledModel]:
+def resolve_models_dir(chosen: str | Path | None = None) -> Path:
+    """The models folder: `chosen`, else $MELANOMA_MODELS_DIR, else the shipped models/.
+
+    The one place it is resolved, at call time, so the app, the CLI and the tests agree even when
+    the variable is set after import.
+    """
+    return Path(chosen or os.environ.get("MELANOMA_MODELS_DIR") or SHIPPED_MODELS_DIR).resolve()
+
+
+def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
     """Every model folder (a folder with a card or weights), sorted by name."""
-    models_dir = Path(models_dir)
+    models_dir = resolve_models_dir(models_dir)
     if not models_dir.is_dir():
         return []
     folders = [p for p in sorted(models_dir.iterdir()) if p.is_dir() and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())]
@@ -141,7 +150,7 @@ def best_first(models: list[InstalledModel]) -> list[InstalledModel]:
     return sorted(models, key=lambda entry: -(entry.test_auc or 0.0))
 
 
-def find_model(name: str, models_dir: str | Path = DEFAULT_MODELS_DIR) -> InstalledModel:
+def find_model(name: str, models_dir: str | Path | None = None) -> InstalledModel:
     """The installed model called `name`; an unknown name lists the installed ones.
 
     Only folders directly under the models folder can be chosen, so a name can never point a

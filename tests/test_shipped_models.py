@@ -13,7 +13,7 @@ from melanoma.config import DEFAULT_MODELS
 from melanoma.data import load_pixels
 from melanoma.files import sha256_of
 from melanoma.inference import load_predictor
-from melanoma.store import DEFAULT_MODELS_DIR, list_models
+from melanoma.store import SHIPPED_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
 SHIPPED = list(DEFAULT_MODELS)
@@ -22,8 +22,8 @@ needs_images = pytest.mark.skipif(not (SHARED_DATA / "HAM10000_metadata.csv").is
 
 
 def shipped(name: str):
-    installed = {entry.name: entry for entry in list_models(DEFAULT_MODELS_DIR)}
-    assert name in installed, f"{name} is not shipped in {DEFAULT_MODELS_DIR}"
+    installed = {entry.name: entry for entry in list_models(SHIPPED_MODELS_DIR)}
+    assert name in installed, f"{name} is not shipped in {SHIPPED_MODELS_DIR}"
     entry = installed[name]
     assert entry.available, entry.problem
     return entry
@@ -46,7 +46,7 @@ def test_shipped_model_matches_its_metrics(name):
     # 200 test images, every melanoma among them kept in proportion.
     sample = pd.concat([part.sample(n=round(200 * len(part) / len(test)), random_state=0) for _, part in test.groupby("label")])
     paths = [str(next((SHARED_DATA / "images").glob(f"{image_id}.*"))) for image_id in sample.image_id]
-    probabilities = load_predictor(name, DEFAULT_MODELS_DIR).score_pixels(load_pixels(paths, entry.input_size))
+    probabilities = load_predictor(name, SHIPPED_MODELS_DIR).score_pixels(load_pixels(paths, entry.input_size))
     auc = roc_auc_score(sample.label, probabilities)
     # 200 images give a standard error of about 0.03 on the AUC; 0.08 is well beyond noise.
     assert abs(auc - entry.metrics["roc_auc"]) < 0.08, f"AUC on 200 test images {auc:.3f} vs metrics.json {entry.metrics['roc_auc']:.3f}"
@@ -62,7 +62,7 @@ def test_shipped_gate_passes_its_test_images_and_stops_other_pictures(name):
     split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
     test = split[split.split == "test"].sample(n=200, random_state=1)
     paths = [str(next((SHARED_DATA / "images").glob(f"{image_id}.*"))) for image_id in test.image_id]
-    predictor = load_predictor(name, DEFAULT_MODELS_DIR)
+    predictor = load_predictor(name, SHIPPED_MODELS_DIR)
     own = predictor.gate(list(load_pixels(paths, 160)))
     others = non_dermoscopic_images()
     foreign = predictor.gate(list(others.values()))

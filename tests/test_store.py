@@ -41,3 +41,14 @@ def test_broken_folders_are_listed_unavailable(models_copy, damage, reason):
 def test_names_cannot_escape_the_models_folder(models_copy):
     with pytest.raises(ModelUnavailableError, match="No installed model"):
         find_model("../scratch_cnn", models_copy / "efficientnet_b3")
+
+
+def test_the_models_folder_is_resolved_at_call_time(monkeypatch, tmp_path):
+    """The app, the CLI and the tests read MELANOMA_MODELS_DIR when they need it, not at import."""
+    from melanoma.store import SHIPPED_MODELS_DIR, resolve_models_dir
+
+    monkeypatch.delenv("MELANOMA_MODELS_DIR", raising=False)
+    assert resolve_models_dir() == SHIPPED_MODELS_DIR.resolve()
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path / "elsewhere"))
+    assert resolve_models_dir() == (tmp_path / "elsewhere").resolve()
+    assert resolve_models_dir(tmp_path / "chosen") == (tmp_path / "chosen").resolve()  # an explicit folder wins
