@@ -135,3 +135,13 @@ def to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
     if pixels.shape[:2] == (size, size):
         return pixels
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def display_copy(pixels: np.ndarray, max_width: int = 600) -> np.ndarray:
+    """The image as the page and the report show it: at most `max_width` wide, aspect kept, never enlarged.
+
+    The same resizer as the model input (PIL's), so what the clinician sees is what was scored.
+    """
+    if pixels.shape[1] <= max_width:
+        return pixels
+    return np.asarray(ImageOps.contain(Image.fromarray(pixels), (max_width, pixels.shape[0]), Image.BILINEAR), dtype=np.uint8)

@@ -2,7 +2,6 @@
 
 from datetime import datetime
 
-import cv2
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -10,7 +9,7 @@ import streamlit as st
 import ui
 from melanoma.cases import decode_upload, digest
 from melanoma.combined import combine
-from melanoma.images import IMAGE_EXTENSIONS, ImageError
+from melanoma.images import IMAGE_EXTENSIONS, ImageError, display_copy
 from melanoma.render import (
     DIVERGING_COLOURMAPS,
     SEQUENTIAL_COLOURMAPS,
@@ -24,8 +23,9 @@ st.info(ui.DISCLAIMER, icon="⚕️")
 models = ui.available_models()
 ui.prepare_in_background()
 ALL = "All installed models, side by side"
-choice = st.selectbox("Model", [ui.describe(m) for m in models] + [ALL])
-chosen = models if choice == ALL else [m for m in models if ui.describe(m) == choice]
+by_name = {entry.name: entry for entry in models}
+choice = st.selectbox("Model", [*by_name, ALL], format_func=lambda name: name if name == ALL else ui.describe(by_name[name]))
+chosen = models if choice == ALL else [by_name[choice]]
 
 uploads = st.file_uploader("Dermoscopic images (JPEG, PNG, BMP, TIFF, GIF, WebP)", accept_multiple_files=True,
                            type=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
@@ -104,7 +104,7 @@ signed = method == "Occlusion sensitivity"
 final_map = ui.occlusion_stages(chosen[0], patch_size, fine)[-1] if signed else None  # the same grid for every model
 described = f"{method}, fine map (stride {final_map.stride})" if final_map and final_map.stride else method
 readings = []
-shown = cv2.resize(decoded.pixels, (min(600, decoded.pixels.shape[1]), int(min(600, decoded.pixels.shape[1]) * decoded.pixels.shape[0] / decoded.pixels.shape[1])), interpolation=cv2.INTER_AREA)
+shown = display_copy(decoded.pixels)
 for column, entry in zip(st.columns(len(chosen)), chosen):
     with column:
         result = ui.decision(key, entry.name, decoded.pixels)

@@ -20,6 +20,12 @@ class EpochRecorder(keras.callbacks.Callback):
 
     All files are replaced atomically, so a run killed at any moment resumes from its last
     complete epoch and never leaves a half-written file behind.
+
+    Why not Keras' own: CSVLogger appends in place (a kill mid-write leaves a torn row) and knows
+    nothing of the phase, learning rate and trainable layers that each row here records;
+    BackupAndRestore resumes within one `fit` call, but each unfreezing phase is its own `fit`
+    with its own trainable set and optimizer, and resuming must also restore the best weights
+    and the best validation AUC so far. ModelCheckpoint alone covers neither.
     """
 
     def __init__(self, folder: Path, history: list[dict], best_val_auc: float, phase: int,
