@@ -258,12 +258,13 @@ def test_both_methods_work_for_every_architecture(name):
 
 
 def test_trained_cards_say_which_occlusion_path_they_take(trained_models):
-    """Colour constancy reads the whole image first (whole-image maps); the fixture's scratch_cnn has none."""
+    """The fixture trains with the shipped recipes, whose colour constancy reads the whole image first."""
     import json
 
     _, output_dir = trained_models
     cards = {path.parent.name: json.loads(path.read_text()) for path in output_dir.glob("*/card.json")}
+    assert set(cards) == set(DEFAULT_MODELS)
     for name, card in cards.items():
-        expected = "whole image" if card["recipe"]["colour_constancy"] else None
-        assert expected is None or card["occlusion_maps"]["path"] == expected, name
-    assert cards["scratch_cnn"]["occlusion_maps"]["path"] == "incremental"
+        assert card["recipe"]["colour_constancy"], name
+        assert card["occlusion_maps"]["path"] == "whole image", name
+        assert "preprocess_shades_of_gray" in card["occlusion_maps"]["why"], name
