@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from melanoma.images import to_model_input
-from melanoma.ood import FeatureGate, GateResult, features_of, image_problem, load_features_model
+from melanoma.ood import (
+    FeatureGate,
+    GateResult,
+    features_of,
+    image_problem,
+    load_features_model,
+)
 
 
 def _flips(batch: np.ndarray) -> list[np.ndarray]:
@@ -66,23 +72,33 @@ class Predictor:
             return np.zeros((0,), np.float64)
         return self.score_pixels(self._views(images), batch_size)
 
-    def gate(self, images: list[np.ndarray]) -> list[GateResult]:
+    def gate(self, images: list[np.ndarray], views: np.ndarray | None = None,
+             features: np.ndarray | None = None) -> list[GateResult]:
         """For each image: does it look like the dermoscopic images this model was trained on?
 
         A model without a fitted gate (trained before it existed) passes every image that clears
-        the cheap checks, with a score of 0.
+        the cheap checks, with a score of 0. A caller scoring the same images already may pass
+        their `views` at this model's input size and their `gate_features` (one extractor serves
+        every model), so neither is computed again.
         """
         if not len(images):
             return []
-        views = self._views(images)
+        views = self._views(images) if views is None else views
         problems = [image_problem(view) for view in views]
         if self.feature_gate is None:
             return [GateResult(not problem, 0.0, problem or "") for problem in problems]
-        gate_views = np.stack([to_model_input(image, int(self.features.input_shape[1])) for image in images])
-        scores = self.feature_gate.distances(features_of(self.features, gate_views)) / self.feature_gate.threshold
+        features = self.gate_features(images) if features is None else features
+        scores = self.feature_gate.distances(features) / self.feature_gate.threshold
         return [GateResult(bool(not problem and score <= 1.0), float(score),
                            problem or ("" if score <= 1.0 else "it is unlike the dermoscopic images the model was trained on"))
                 for problem, score in zip(problems, scores)]
+
+    def gate_features(self, images: list[np.ndarray]) -> np.ndarray | None:
+        """The images' features in the gate's shared ImageNet extractor; None for a model without a gate."""
+        if self.feature_gate is None:
+            return None
+        gate_views = np.stack([to_model_input(image, int(self.features.input_shape[1])) for image in images])
+        return features_of(self.features, gate_views)
 
     def _views(self, images) -> np.ndarray:
         size = self.serving.input_size

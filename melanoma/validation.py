@@ -253,16 +253,20 @@ def _decode_chunk(chunk: list[LabelledImage], read: Callable[[LabelledImage], by
 def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each predictor's calibrated probabilities and gate verdicts for one chunk of decoded images.
 
-    Exactly what `Predictor.probabilities` does, with each input size's resize done once for the
-    models that share it.
+    Exactly what `Predictor.probabilities` and `Predictor.gate` do, with each input size's resize
+    done once for the models that share it, and the gate's features once for the extractor they share.
     """
     views: dict[int, np.ndarray] = {}
+    features: dict[int, np.ndarray | None] = {}  # id(extractor) -> this chunk's features
     scored = []
     for predictor in predictors:
         size = predictor.serving.input_size
         if size not in views:
             views[size] = np.stack(list(pool.map(to_model_input, pixels, [size] * len(pixels))))
-        gate = predictor.gate(pixels)
+        extractor = id(predictor.features)
+        if extractor not in features:
+            features[extractor] = predictor.gate_features(pixels)
+        gate = predictor.gate(pixels, views[size], features[extractor])
         scored.append((predictor.score_pixels(views[size]), np.array([g.in_distribution for g in gate], bool)))
     return scored
 
