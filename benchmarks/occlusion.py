@@ -31,7 +31,7 @@ from melanoma.explain import (FINE_PATCH, FINE_STRIDE, grad_cam, occlusion_path,
                               progressive_occlusion)
 from melanoma.images import read_image, to_model_input  # noqa: E402
 from melanoma.inference import load_predictor  # noqa: E402
-from melanoma.store import list_models, resolve_models_dir  # noqa: E402
+from melanoma.store import add_models_dir_option, list_models  # noqa: E402
 
 PATCH = 20
 
@@ -81,8 +81,7 @@ def compare(label: str, model, image: np.ndarray, gradcam_layer: str, repeats: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/ham10000"))
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    add_models_dir_option(parser)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     photo = first_melanoma(Path(args.data_dir))

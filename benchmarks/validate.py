@@ -33,7 +33,7 @@ from melanoma import plots, validation
 from melanoma.combined import CombinedSpec
 from melanoma.framework import import_tensorflow_quietly
 from melanoma.inference import Predictor, load_predictor
-from melanoma.store import list_models, resolve_models_dir
+from melanoma.store import add_models_dir_option, list_models
 
 TARGET_SECONDS = 180.0
 SPENT: collections.Counter = collections.Counter()
@@ -76,8 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "ham10000"))
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    add_models_dir_option(parser)
     args = parser.parse_args()
     import_tensorflow_quietly()
     data = build_zip(Path(args.data_dir), args.images)

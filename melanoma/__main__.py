@@ -17,7 +17,7 @@ from pathlib import Path
 
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
-from melanoma.store import ModelUnavailableError, list_models, resolve_models_dir
+from melanoma.store import ModelUnavailableError, add_models_dir_option, list_models
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -111,8 +111,7 @@ def command_explain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    add_models_dir_option(parser)
     add_framework_logs_option(parser)
     # Options shared by every subcommand are accepted after it too (`predict --models-dir DIR`),
     # where people put them; SUPPRESS keeps an absent one from overriding the value given before.

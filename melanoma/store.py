@@ -7,6 +7,7 @@ and every other model keeps working.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -134,6 +135,12 @@ def resolve_models_dir(chosen: str | Path | None = None) -> Path:
     the variable is set after import.
     """
     return Path(chosen or os.environ.get("MELANOMA_MODELS_DIR") or SHIPPED_MODELS_DIR).resolve()
+
+
+def add_models_dir_option(parser: argparse.ArgumentParser) -> None:
+    """`--models-dir`, the same for every command-line tool and benchmark, defaulting as `resolve_models_dir`."""
+    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
+                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
 
 
 def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:

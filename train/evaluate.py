@@ -18,16 +18,15 @@ from melanoma.data import DataError, load_labelled_images
 from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
-from melanoma.store import ModelUnavailableError, resolve_models_dir
 from melanoma.progress import TerminalProgress
+from melanoma.store import ModelUnavailableError, add_models_dir_option
 from melanoma.validation import validate_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    add_models_dir_option(parser)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
     parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")

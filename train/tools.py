@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 
 from melanoma.framework import add_framework_logs_option
-from melanoma.store import list_models, resolve_models_dir
+from melanoma.store import add_models_dir_option, list_models
 
 
 def installed_models_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--data-dir", required=True, help="the labelled images the models were trained on")
     parser.add_argument("--models", help="comma-separated installed model names; default: every installed model")
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    add_models_dir_option(parser)
     add_framework_logs_option(parser)
     return parser
 
