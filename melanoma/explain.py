@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from melanoma.folding import fold_batch_norms
-from melanoma.incremental import IncrementalScorer, OcclusionPlan, plan_occlusion
+from melanoma.incremental import IncrementalScorer, OcclusionPlan, incremental_steps, plan_occlusion
 
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
@@ -154,10 +154,14 @@ def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20, fine: 
 def occlusion_path(model, image_size: int, patch_size: int = 20) -> dict:
     """How this model's occlusion maps are computed, in words for its card (the map is the same either way)."""
     plan = plan_occlusion(model, image_size, image_size, patch_grid(image_size, image_size, patch_size), patch_size)
-    if plan is None:
+    if plan is None and not incremental_steps(model):
         first = model.layers[1].name if len(model.layers) > 1 else "none"
         return {"path": "whole image", "why": f"its first step ({first}) reads the whole image, so a patch changes every "
                                               "feature; each occluded image runs through the whole network"}
+    if plan is None:
+        return {"path": "whole image", "why": f"for patch {patch_size} at {image_size} px, a patch's windows cover more "
+                                              "than half of every feature map where the network could be cut, so "
+                                              "recomputing them would save nothing; each occluded image runs whole"}
     return {"path": "incremental", "recomputed_up_to": plan.steps[-1].layer.name,
             "why": f"for patch {patch_size} at {image_size} px, each patch's windows are recomputed up to "
                    f"{plan.steps[-1].layer.name} and the rest of the network runs whole"}

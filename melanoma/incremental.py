@@ -129,7 +129,7 @@ class OcclusionPlan:
         return np.stack([per_axis[0][0], per_axis[1][0]], axis=-1), np.array([per_axis[0][1], per_axis[1][1]])
 
 
-def _incremental_steps(model) -> list[Step]:
+def incremental_steps(model) -> list[Step]:
     """The supported layers from the input, in the model's (topological) order, until one is not."""
     index = {id(model.layers[0]): 0}
     steps = []
@@ -140,8 +140,7 @@ def _incremental_steps(model) -> list[Step]:
             break
         if kind != "add" and len(parents) != 1:
             break
-        geometry = None
-        steps.append(Step(layer, kind, tuple(index[id(parent)] for parent in parents), geometry))
+        steps.append(Step(layer, kind, tuple(index[id(parent)] for parent in parents), None))  # geometry: plan_occlusion
         index[id(layer)] = len(steps)
     return steps
 
@@ -159,7 +158,7 @@ def _cut_candidates(model, steps: list[Step]) -> list[int]:
 
 def plan_occlusion(model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int) -> OcclusionPlan | None:
     """The deepest cut whose window stays within MAX_WINDOW_FRACTION of its map; None without one."""
-    steps = _incremental_steps(model)
+    steps = incremental_steps(model)
     count = len(steps) + 1
     sizes, lengths = np.zeros((count, 2), np.int64), np.zeros((count, 2), np.int64)
     low, high = np.zeros((len(corners), count, 2), np.int64), np.zeros((len(corners), count, 2), np.int64)

@@ -175,6 +175,8 @@ def test_the_card_says_which_path_a_model_takes():
     assert plain["path"] == "incremental" and plain["recomputed_up_to"]
     constant = explain.occlusion_path(create_model("scratch_cnn", 64, colour_constancy=True), 64)
     assert constant["path"] == "whole image" and "preprocess_shades_of_gray" in constant["why"]
+    wide = explain.occlusion_path(tiny_model(24), 24)  # a 20-pixel patch reaches most of every map at 24 px
+    assert wide["path"] == "whole image" and "more than half" in wide["why"] and "reads the whole image" not in wide["why"]
 
 
 @keras.saving.register_keras_serializable(package="tests")
