@@ -4,9 +4,9 @@ import streamlit as st
 
 st.set_page_config(page_title="Melanoma decision support", page_icon="🩺", layout="wide")
 navigation = st.navigation([
-    st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
-    st.Page("pages/compare.py", title="Compare models", icon="📊"),
-    st.Page("pages/validate.py", title="Validate on your images", icon="✅"),
-    st.Page("pages/model_cards.py", title="Model cards", icon="📄"),
+    st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
+    st.Page("app_pages/compare.py", title="Compare models", icon="📊"),
+    st.Page("app_pages/validate.py", title="Validate on your images", icon="✅"),
+    st.Page("app_pages/model_cards.py", title="Model cards", icon="📄"),
 ])
 navigation.run()

@@ -179,7 +179,7 @@ def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_sco
 
 def test_compare_page_renders_every_model(app):
     at, _ = app
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     combined = f"combined ({' + '.join(sorted(DEFAULT_MODELS))})"  # train.combine lists the installed models by name
@@ -194,7 +194,7 @@ def test_compare_page_renders_every_model(app):
 
 def test_model_cards_page_describes_every_model(app):
     at, _ = app
-    at.switch_page("pages/model_cards.py").run()
+    at.switch_page("app_pages/model_cards.py").run()
     assert not at.exception
     text = " ".join(md.value for md in at.markdown)
     assert "random (trained from scratch)" in text and "Intended use" in text and "Limitations" in text

@@ -79,3 +79,21 @@ def test_upload_read_probability_and_open_compare(server, tmp_path):
     # Patient data: the page fetched nothing from anywhere but this server (no fonts, scripts, images, telemetry).
     outside = [url for url in requested if not url.startswith((server, "data:", "blob:"))]
     assert requested and not outside, f"requests leaving the server: {outside[:5]}"
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no Chromium found (make test installs Debian's chromium as root)")
+def test_a_bookmarked_page_opens_within_the_apps_navigation(server):
+    """A fresh server whose first request is a page's own address still runs app.py's navigation."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(f"{server}/validate", timeout=120_000)
+        page.get_by_role("heading", name="Validate on your images").wait_for(timeout=120_000)
+        navigation = page.locator('[data-testid="stSidebarNav"]')
+        navigation.get_by_text("Model cards").wait_for(timeout=60_000)
+        titles = navigation.inner_text()
+        browser.close()
+    assert "Compare models" in titles and "Diagnose" in titles
+    assert "app" not in titles.split()  # the entry file listed as a page of its own: Streamlit's folder mode

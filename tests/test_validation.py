@@ -237,7 +237,7 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
     original = validation.validate
     monkeypatch.setattr(validation, "validate", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
     at = AppTest.from_file("../app.py", default_timeout=300).run()
-    at.switch_page("pages/validate.py").run()
+    at.switch_page("app_pages/validate.py").run()
     assert not at.exception
     data, labels = fixture_zip(data_dir, count=60)
     at.file_uploader[0].set_value(("mine.zip", data, "application/zip")).run()
@@ -266,7 +266,7 @@ def test_the_page_names_the_problem_in_a_bad_zip(trained_models, monkeypatch):
     _, output_dir = trained_models
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
     at = AppTest.from_file("../app.py", default_timeout=300).run()
-    at.switch_page("pages/validate.py").run()
+    at.switch_page("app_pages/validate.py").run()
     at.file_uploader[0].set_value(("mine.zip", make_zip({"a.jpg": b"x"}), "application/zip")).run()
     assert not at.exception
     assert "mine.zip: no labels.csv at the top of the zip" in at.error[0].value
