@@ -26,7 +26,7 @@ from melanoma.architectures import architecture_names, create_model  # noqa: E40
 from melanoma.config import get_recipe  # noqa: E402
 from melanoma.data import load_labelled_images, load_pixels  # noqa: E402
 from tests.synthetic import make_dataset as make_synthetic_folder  # noqa: E402
-from train.pipeline import make_dataset  # noqa: E402
+from train.pipeline import training_batches  # noqa: E402
 
 
 def images_per_second(model: keras.Model, dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
@@ -54,7 +54,7 @@ def main() -> None:
         print(f"decode + resize: {len(pixels) / (time.perf_counter() - started):.0f} images/s ({len(pixels)} images)")
     labels = table.label.to_numpy()
     recipe = get_recipe("cpu")
-    real = make_dataset(pixels, labels, args.batch_size, recipe, training=True, repeat=True)
+    real = training_batches(pixels, labels, args.batch_size, recipe, seed=0)
     batch = tf.random.uniform((args.batch_size, args.size, args.size, 3), 0, 255)
     synthetic = tf.data.Dataset.from_tensors((batch, tf.zeros((args.batch_size,)))).repeat()
     print(f"{'model':<16}{'real img/s':>11}{'synthetic img/s':>17}{'ratio':>7}")

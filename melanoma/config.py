@@ -118,6 +118,8 @@ class TrainConfig:
     resume: bool = False
     mixed_precision: bool = False
     xla: bool = False
+    deterministic: bool = False  # TensorFlow's op determinism: the same seed gives the same weights
+    label_smoothing: float = 0.0  # targets 0 and 1 move to s/2 and 1 - s/2, so outputs cannot saturate
     max_images: int | None = None  # a stratified subset, for smoke tests and quick looks
     holdout_source: str | None = None  # test on this source alone, train and validate on the others
     command: str = ""

@@ -69,7 +69,7 @@ def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_pa
 @pytest.mark.parametrize("method", ["occlusion", "gradcam"])
 def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, method):
     data_dir, output_dir = trained_models
-    image = image_to_explain(data_dir, output_dir, method)
+    image = image_to_explain(data_dir, output_dir)
     out, raw = tmp_path / "overlay.png", tmp_path / "map.npy"
     assert main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", "--method", method,
                  "--out", str(out), "--npy", str(raw), str(image)]) == 0
@@ -78,21 +78,15 @@ def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, me
     assert scores.shape == (75, 75) and np.abs(scores).max() > 0
 
 
-def image_to_explain(data_dir, output_dir, method):
-    """An image whose map cannot rightly be all zero.
-
-    A fixture model may round a probability to exactly 1.0, which no patch can move, so occlusion
-    gets the image scored nearest 0.5. Grad-CAM shows evidence for melanoma alone, so it gets the
-    image scored highest (it explains the logit, so a saturated probability does not matter).
-    """
+def image_to_explain(data_dir, output_dir):
+    """The image the model scores highest: its melanoma evidence is what both maps should show.
+    (The fixture cannot saturate, so even there a patch can move the probability.)"""
     from melanoma.data import load_pixels
 
     images = sorted((data_dir / "images").glob("*.jpg"))
     predictor = load_predictor("scratch_cnn", output_dir)
-    # The network's own output, which the maps explain: a calibrated 0.5 can be a saturated raw 1.0.
     probabilities = predictor.raw_probabilities(load_pixels([str(p) for p in images], predictor.serving.input_size))
-    chosen = np.argmin(np.abs(probabilities - 0.5)) if method == "occlusion" else np.argmax(probabilities)
-    return images[int(chosen)]
+    return images[int(np.argmax(probabilities))]
 
 
 def test_models_dir_is_accepted_after_the_subcommand_too(trained_models, capsys):

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.config import STUDY_MODELS
+from melanoma.config import DEFAULT_MODELS, STUDY_MODELS
+from melanoma.data import load_pixels
 from melanoma.files import sha256_of
+from melanoma.inference import load_predictor
 from melanoma.pretrained import CHECKPOINTS
 from melanoma.store import find_model, load_keras_model
 from train.run import export_for_serving, main
@@ -35,7 +37,7 @@ def test_every_artefact_is_written(trained_models, name):
     split = pd.read_csv(folder / "split.csv")
 
     assert card["sha256"] == sha256_of(folder / "model.keras")
-    assert card["input_size"] == 75 and 0.0 < card["threshold"] <= 1.0  # a saturated sigmoid can give exactly 1.0
+    assert card["input_size"] == 75 and 0.0 < card["threshold"] < 1.0
     assert card["config"]["weights"] == "none" and card["seed"] == 1
     assert set(card["class_weights"]) == {"0", "1"} and card["library_versions"]["keras"] == keras.__version__
     assert card["data"]["split_counts"]["test"]["melanoma"] > 0
@@ -57,6 +59,17 @@ def test_models_learned_the_separable_task(trained_models, name, min_auc):
     _, output_dir = trained_models
     metrics = json.loads((output_dir / name / "metrics.json").read_text())
     assert metrics["roc_auc"] >= min_auc
+
+
+def test_no_fixture_model_rounds_a_probability_to_certainty(trained_models):
+    """Label smoothing keeps every output clear of 0 and 1, where float32 rounding would leave no
+    patch able to move it (an all-zero occlusion map)."""
+    data_dir, output_dir = trained_models
+    images = [str(path) for path in sorted((data_dir / "images").glob("*.jpg"))]
+    for name in DEFAULT_MODELS:
+        predictor = load_predictor(name, output_dir)
+        raw = predictor.raw_probabilities(load_pixels(images, predictor.serving.input_size))
+        assert 0.001 < raw.min() and raw.max() < 0.999, name
 
 
 def test_transfer_model_starts_from_its_imagenet_checkpoint_and_unfreezes_from_the_top(trained_models):
@@ -88,6 +101,22 @@ def test_holdout_source_tests_on_that_source_alone(tmp_path):
     assert set(split.source[split.split == "test"]) == {"clinic_b"}
     assert set(split.source[split.split.isin(["train", "val"])]) == {"clinic_a"}
     assert not (tmp_path / "models" / "scratch_cnn" / "model.keras").exists()  # the diagnostic never replaces the model
+
+
+def test_the_same_seed_trains_the_same_weights(tmp_path):
+    """Stateless augmentation and op determinism: a run repeats exactly on the same machine."""
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=40)
+    weights, histories = [], []
+    for run in ("first", "second"):
+        assert main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / run), "--models", "scratch_cnn",
+                     "--weights", "none", "--recipe", "cpu", "--epochs", "2", "--image-size", "32", "--batch-size", "16",
+                     "--epoch-images", "64", "--seed", "5", "--deterministic"]) == 0
+        weights.append(load_keras_model(find_model("scratch_cnn", tmp_path / run)).get_weights())
+        histories.append(pd.read_csv(tmp_path / run / "scratch_cnn" / "history.csv").drop(columns="seconds"))
+    assert all(np.array_equal(a, b) for a, b in zip(*weights)) and histories[0].equals(histories[1])
+    assert histories[0].loss.notna().all() and not np.array_equal(weights[0][0], np.zeros_like(weights[0][0]))
 
 
 def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
@@ -197,6 +226,7 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
     ("--learning-rates", "0.001,0.0001", "one rate per phase of the study recipe (3); got 2"),
     ("--split", "0.8,0.3,0.1", "three non-negative fractions"),
     ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
+    ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
 ])
 def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, value, expected):
     with pytest.raises(SystemExit):

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
     parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPUs)")
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow's op determinism: the same seed, data and machine give the same weights "
+                             "(slower on GPUs; some GPU ops then refuse to run)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="move the targets 0 and 1 to s/2 and 1 - s/2 (0 <= s < 0.5), so that the network "
+                             "is never pushed towards certainty; default 0")
     parser.add_argument("--max-images", type=int, help="train on a stratified subset (quick looks)")
     add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     parser.add_argument("--holdout-source", help="test on every image of this source (e.g. rosendahl) and train and "
@@ -75,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if rates is not None and len(rates) != phases:
         parser.error(f"--learning-rates needs one rate per phase of the {args.recipe} recipe ({phases}); "
                      f"got {len(rates)}: {args.learning_rates}.")
+    if not 0 <= args.label_smoothing < 0.5:
+        parser.error(f"--label-smoothing takes a number from 0 up to (not including) 0.5; got {args.label_smoothing}.")
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
         parser.error(f"--split takes three non-negative fractions train,val,test that sum to 1; got {args.split}.")
     return TrainConfig(
@@ -83,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         learning_rates=tuple(rates) if rates else None,
         weights=args.weights, seed=args.seed, split_fractions=tuple(split),
         target_sensitivity=args.target_sensitivity, resume=args.resume, mixed_precision=args.mixed_precision,
-        xla=args.xla, max_images=args.max_images, holdout_source=args.holdout_source,
+        xla=args.xla, deterministic=args.deterministic, label_smoothing=args.label_smoothing,
+        max_images=args.max_images, holdout_source=args.holdout_source,
         command="python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     ).resolved()
 
@@ -121,11 +130,13 @@ MULTI_WORKER_UNSUPPORTED = (
 
 
 def configure_tensorflow(config: TrainConfig):
-    """Seeds, mixed precision and the distribution strategy (all GPUs of this machine)."""
+    """Seeds, op determinism, mixed precision and the distribution strategy (all GPUs of this machine)."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     if len(tf.config.list_physical_devices("GPU")) > 1:
@@ -264,34 +275,37 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
 
     from melanoma.architectures import set_trainable_layers
     from train.callbacks import EpochRecorder
-    from train.pipeline import make_dataset
+    from train.pipeline import evaluation_batches, training_batches
     from train.schedule import plan_phases
 
     recipe = config.recipe_object
     weights_by_class = class_weights(split.labels["train"])
     print(f"[{name}] class weights 0 -> {weights_by_class[0]:.3f}, 1 -> {weights_by_class[1]:.3f}")
-    train_ds = make_dataset(split.pixels["train"], split.labels["train"], config.batch_size, recipe, training=True,
-                            seed=config.seed, repeat=bool(config.epoch_images))
-    val_ds = make_dataset(split.pixels["val"], split.labels["val"], config.batch_size, recipe, training=False)
-    steps_per_epoch = -(-config.epoch_images // config.batch_size) if config.epoch_images else None
+    images_per_epoch = config.epoch_images or len(split.labels["train"])
+    val_ds = evaluation_batches(split.pixels["val"], split.labels["val"], config.batch_size)
     phases = plan_phases(get_architecture(name), config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
                          pretrained=weights != "none")
     for phase in phases:
         if phase.end_epoch <= progress.epochs_done:
             continue
+        first_epoch = max(phase.start_epoch, progress.epochs_done)
         with strategy.scope():
             trainable = set_trainable_layers(model, phase.trainable_layers)
             model.compile(
                 optimizer=keras.optimizers.Adam(phase.learning_rate),
-                loss=keras.losses.BinaryCrossentropy(),
+                loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
                 metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
                 jit_compile=config.xla,
             )
         print(f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
               f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable")
+        # The stream starts at this phase's first epoch: what each epoch sees depends on the seed
+        # and the epoch alone, not on how many fit calls or resumes came before.
+        train_ds = training_batches(split.pixels["train"], split.labels["train"], config.batch_size, recipe,
+                                    config.seed, first_epoch, images_per_epoch)
         recorder = EpochRecorder(folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate)
-        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch,
-                  initial_epoch=max(phase.start_epoch, progress.epochs_done), steps_per_epoch=steps_per_epoch,
+        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch, initial_epoch=first_epoch,
+                  steps_per_epoch=-(-images_per_epoch // config.batch_size),
                   class_weight=weights_by_class, verbose=1 if sys.stdout.isatty() else 2,
                   callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))])
         progress.best_val_auc = recorder.best_val_auc
