@@ -8,6 +8,9 @@ import plotly.graph_objects as go
 from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# Curve legends go under the plot: beside it, long names (a combined reading names its members)
+# squeeze the plot area to a sliver in the half-width columns of the Validate page.
+LEGEND_BELOW = dict(height=520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
 
 # Higher is better for every column but the Brier score.
 # Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
@@ -121,7 +124,7 @@ def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
         figure.update_layout(xaxis_title="1 − specificity (false-positive rate)", yaxis_title="Sensitivity")
     else:
         figure.update_layout(xaxis_title="Recall (sensitivity)", yaxis_title="Precision (PPV)")
-    figure.update_layout(title="ROC curves" if kind == "roc" else "Precision–recall curves", height=420)
+    figure.update_layout(title="ROC curves" if kind == "roc" else "Precision–recall curves", **LEGEND_BELOW)
     return figure
 
 
@@ -140,7 +143,8 @@ def calibration_figure(models: list[InstalledModel]) -> go.Figure:
                                         line=dict(color=colour, dash="dot"), marker=dict(symbol="circle-open"),
                                         name=f"{entry.name} before calibration (Brier {effect.get('test_brier_before', 0):.3f})"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
-    figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma", height=420)
+    figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma",
+                         **LEGEND_BELOW)
     return figure
 
 
