@@ -68,11 +68,15 @@ for index, (name, key, decoded) in enumerate(cases):
 progress.empty()
 
 table = pd.DataFrame(rows)
+probability_columns = [column for column in table.columns if column.endswith(" probability")]
 st.subheader("Results")
+# Shown in percent with one decimal on every row, as the detail view's metric (70.9%); the CSV
+# below keeps probabilities from 0 to 1.
 selection = st.dataframe(
-    table, hide_index=True, on_select="rerun", selection_mode="single-row", key="results",
-    column_config={column: st.column_config.ProgressColumn(column, format="percent", min_value=0.0, max_value=1.0)
-                   for column in table.columns if column.endswith(" probability")},
+    table.assign(**{column: table[column] * 100 for column in probability_columns}),
+    hide_index=True, on_select="rerun", selection_mode="single-row", key="results",
+    column_config={column: st.column_config.ProgressColumn(column, format="%.1f%%", min_value=0.0, max_value=100.0)
+                   for column in probability_columns},
 )
 st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), "melanoma_results.csv", "text/csv")
 

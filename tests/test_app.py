@@ -45,6 +45,8 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     model = at.selectbox[0].value.split(" ")[0]
     expected = load_predictor(model, output_dir).probabilities([decode_image(data).pixels])[0]
     assert metric_values(at)[f"{model}: melanoma probability"] == f"{expected:.1%}"
+    # The results table shows the same number in percent, formatted alike on every row.
+    assert at.dataframe[0].value[f"{model} probability"].iloc[0] == pytest.approx(100 * expected, rel=1e-6)
     assert any("not a diagnosis" in info.value for info in at.info)
     captions = [caption for image in at.image for caption in image.captions]
     assert "Uploaded image" in captions and "Occlusion sensitivity overlay" in captions
