@@ -5,6 +5,7 @@ import json
 import streamlit as st
 
 import ui
+from melanoma.inference import TTA_DESCRIPTION
 
 INTENDED_USE = ("Second reader for dermoscopic images of pigmented skin lesions, used by clinicians trained in "
                 "dermoscopy. It flags lesions that resemble melanomas in its training data.")
@@ -19,7 +20,8 @@ for entry in ui.available_models():
     with st.expander(f"{entry.name}: {card.get('architecture', '')}", expanded=True):
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Input**: {card.get('input_size')}×{card.get('input_size')} RGB; {card.get('input', '')}")
+            st.markdown(f"**Input**: {entry.input_size}×{entry.input_size} RGB; {card.get('input', '')}")
+            st.markdown(f"**Test-time augmentation**: {TTA_DESCRIPTION if entry.serving.test_time_augmentation else 'none'}")
             st.markdown(f"**Preprocessing**: {card.get('preprocessing', '')}")
             st.markdown(f"**Weights initialised from**: {card.get('weights_initialisation', 'unknown')}")
             initial = card.get("initial_weights", {})

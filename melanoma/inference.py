@@ -14,6 +14,9 @@ from melanoma.ood import (
 )
 
 
+TTA_DESCRIPTION = "the mean over the image and its three flips"
+
+
 def _flips(batch: np.ndarray) -> list[np.ndarray]:
     """The image and its three flips: a lesion has no preferred orientation."""
     return [batch, batch[:, :, ::-1], batch[:, ::-1, :], batch[:, ::-1, ::-1]]

