@@ -1,8 +1,9 @@
 """The installed models: what is in the models folder, whether each is usable, and loading.
 
 A model folder holds model.keras, card.json, metrics.json and history.csv. A folder that is
-broken (missing or altered weights, a malformed card) is listed as unavailable with the reason,
-and every other model keeps working.
+broken (missing weights, a malformed card) is listed as unavailable with the reason; altered
+weights are found when the model loads (listing reads no weights, so it stays quick), which then
+marks it unavailable with the reason. Every other model keeps working.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
+from melanoma.metrics import threshold_for_sensitivity
 from melanoma.store import ServingSpec
 from train.calibrate import calibrate_and_evaluate
 
@@ -41,11 +43,20 @@ def test_calibrate_and_evaluate_reports_before_and_after_and_thresholds_on_the_c
     (y_val, p_val), (y_test, p_test) = overconfident(1500, 2), overconfident(1500, 3)
     calibration, threshold, metrics = calibrate_and_evaluate({"val": y_val, "test": y_test}, {"val": p_val, "test": p_test}, 0.9)
     effect = metrics["calibration_effect"]
+    calibrated = calibration(p_test)
+    assert effect["test_ece_before"] == pytest.approx(expected_calibration_error(y_test, p_test))
+    assert effect["test_ece_after"] == pytest.approx(expected_calibration_error(y_test, calibrated))
+    assert effect["test_brier_before"] == pytest.approx(np.mean((p_test - y_test) ** 2))
+    assert effect["test_brier_after"] == pytest.approx(np.mean((calibrated - y_test) ** 2))
     assert effect["test_ece_after"] < effect["test_ece_before"] and effect["test_brier_after"] < effect["test_brier_before"]
     assert metrics["expected_calibration_error"] == pytest.approx(effect["test_ece_after"])
-    # the threshold is a calibrated probability: the validation sensitivity at it reaches 0.9
+    # the threshold is a calibrated probability: the highest at which the validation sensitivity reaches 0.9
     assert np.mean(calibration(p_val)[y_val == 1] >= threshold) >= 0.9
-    assert "calibration_before" in metrics and metrics["calibration_before"] != metrics["calibration"]
+    assert threshold == threshold_for_sensitivity(y_val, calibration(p_val), 0.9) == metrics["at_threshold"]["threshold"]
+    # the reliability curves, before on the raw test scores and after on the calibrated ones
+    for key, scores in (("calibration_before", p_test), ("calibration", calibrated)):
+        fraction, predicted = calibration_curve(y_test, scores, n_bins=10)
+        assert metrics[key] == {"mean_predicted": pytest.approx(predicted.tolist()), "fraction_melanoma": pytest.approx(fraction.tolist())}
 
 
 def test_serving_spec_round_trips_and_reads_cards_written_before_it():
@@ -61,6 +72,6 @@ def test_a_perfectly_separated_validation_split_gives_a_finite_map():
     labels = np.r_[np.zeros(50), np.ones(10)].astype(int)
     scores = np.r_[np.linspace(0.01, 0.3, 50), np.linspace(0.7, 0.99, 10)]
     calibration = fit_platt(labels, scores)
-    assert np.isfinite(calibration.slope) and calibration.slope < 50
+    assert 0 < calibration.slope < 50  # steep, finite, and the ranking kept
     calibrated = calibration(np.array([0.5]))[0]
     assert 0.01 < calibrated < 0.99

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 
 from melanoma import explain
@@ -171,8 +172,10 @@ def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_ma
 def test_the_card_says_which_path_a_model_takes():
     from melanoma.architectures import create_model
 
-    plain = explain.occlusion_path(create_model("scratch_cnn", 64), 64)
-    assert plain["path"] == "incremental" and plain["recomputed_up_to"]
+    model = create_model("scratch_cnn", 64)
+    plain = explain.occlusion_path(model, 64)
+    assert plain["path"] == "incremental" and plain["recomputed_up_to"] in [layer.name for layer in model.layers]
+    assert f"recomputed up to {plain['recomputed_up_to']}" in plain["why"]
     constant = explain.occlusion_path(create_model("scratch_cnn", 64, colour_constancy=True), 64)
     assert constant["path"] == "whole image" and "preprocess_shades_of_gray" in constant["why"]
     wide = explain.occlusion_path(tiny_model(24), 24)  # a 20-pixel patch reaches most of every map at 24 px
@@ -247,16 +250,55 @@ def test_colour_constancy_leaves_nothing_to_reuse():
     assert plan_occlusion(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
 
 
+def eager(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """One eager call: for a few images, quicker than tracing a predict function for each deep model."""
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
+def head_towards_grey(model: keras.Model, image: np.ndarray, steepness: float = 4.0) -> None:
+    """Set the head so the logit is 0 on `image` and −steepness on it greyed out entirely.
+
+    Random weights leave every probability near 0.5 and the occlusion drops within float
+    rounding of 0; this head reads the pooled features along the way from the image to grey.
+    """
+    head = model.layers[-1]
+    pooled = eager(keras.Model(model.input, head.input), np.stack([image, np.full_like(image, GREY)])).astype(np.float64)
+    direction = pooled[1] - pooled[0]
+    kernel = -steepness * direction / (direction @ direction)
+    head.set_weights([kernel[:, None], np.array([-pooled[0] @ kernel])])
+
+
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_both_methods_work_for_every_architecture(name):
     from melanoma.architectures import create_model, get_architecture
 
     architecture = get_architecture(name)
-    model = create_model(name, 80)
+    keras.utils.set_random_seed(0)
+    # Random Lite weights give a constant output; its ImageNet weights are offline.
+    model = create_model(name, 80, weights="imagenet" if architecture.checkpoint_variant else "none")
     image = random_image(80)
-    assert occlusion_sensitivity(model, image, patch_size=20).shape == (80, 80)
-    cam = grad_cam(model, image, architecture.gradcam_layer)
-    assert cam.shape == (80, 80) and np.isfinite(cam).all()
+    head_towards_grey(model, image)
+    # Occlusion: each patch carries p(image) − p(image with that patch grey), all scored in one batch.
+    corners = explain.patch_grid(80, 80, 20)
+    occluded = np.repeat(image[None], len(corners) + 1, axis=0)
+    for index, (top, left) in enumerate(corners, start=1):
+        occluded[index, top:top + 20, left:left + 20] = GREY
+    probabilities = eager(model, occluded)[:, 0]
+    drops = (probabilities[0] - probabilities[1:]).reshape(4, 4)
+    assert np.ptp(drops) > 1e-3  # patches differ far beyond the tolerance, so a misplaced one would show
+    np.testing.assert_allclose(occlusion_sensitivity(model, image, patch_size=20), drops.repeat(20, 0).repeat(20, 1), atol=1e-5)
+    # Grad-CAM of a pooled linear head is the class activation map (Zhou et al. 2016):
+    # the feature map weighted by the head's kernel, rectified, resized and scaled to a peak of 1.
+    head = model.layers[-1]
+    features = eager(keras.Model(model.input, model.get_layer(architecture.gradcam_layer).output), image[None])[0]
+    activation = features @ head.get_weights()[0][:, 0]
+    expected = tf.image.resize(np.maximum(activation, 0)[..., None], (80, 80), method="bilinear")[..., 0].numpy()
+    assert expected.max() > 0
+    np.testing.assert_allclose(grad_cam(model, image, architecture.gradcam_layer), expected / expected.max(), atol=1e-5)
+    # Rectified: with the head negated every location counts against the logit, and the map is 0, not negative.
+    assert activation.min() > 0
+    head.set_weights([-weight for weight in head.get_weights()])
+    assert not grad_cam(model, image, architecture.gradcam_layer).any()
 
 
 def test_trained_cards_say_which_occlusion_path_they_take(trained_models):

@@ -6,10 +6,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from melanoma.cases import Decision, decide
 from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
 from melanoma.config import DEFAULT_MODELS
+from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
+from melanoma.images import to_model_input
 from melanoma.inference import load_predictor
 from melanoma.ood import FeatureGate, image_problem
 from tests.synthetic import lesion_image
@@ -90,16 +93,28 @@ def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp
 
 
 def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
-    _, output_dir = trained_models
+    data_dir, output_dir = trained_models
     spec = CombinedSpec.load(output_dir)
     assert set(spec.members) == set(DEFAULT_MODELS)
     image = lesions(1, seed=21)[0]
-    decisions = [decide(load_predictor(name, output_dir), image) for name in spec.members]
+    predictors = [load_predictor(name, output_dir) for name in spec.members]
+    decisions = [decide(predictor, image) for predictor in predictors]
+    for predictor, decision in zip(predictors, decisions):
+        calibration = predictor.serving.calibration
+        assert (calibration.slope, calibration.intercept) != (1.0, 0.0)  # fitted: calibrated and raw differ
+        raw = predictor.raw_probabilities(to_model_input(image, predictor.serving.input_size)[None])
+        assert decision.probability == pytest.approx(calibration(raw)[0])
     reading = combine(decisions, spec)
     assert reading.probability == pytest.approx(np.mean([d.probability for d in decisions]))
     assert reading.threshold == spec.threshold and reading.melanoma == (reading.probability >= spec.threshold)
-    stored = json.loads((output_dir / COMBINED_FILE).read_text())
-    assert 0.0 <= stored["metrics"]["roc_auc"] <= 1.0 and stored["metrics"]["at_threshold"]["sensitivity"] >= 0.0
+    # The stored metrics are those of the same mean on the members' shared test split, at the stored threshold.
+    test = join_split(load_labelled_images(data_dir).table, read_split(output_dir / spec.members[0])).query("split == 'test'")
+    # Scored in batches of 4, one image and its flips: the shape `decide` compiled already, so nothing is traced again.
+    mean = np.mean([p.score_pixels(load_pixels(list(test.path), p.serving.input_size), batch_size=4) for p in predictors], axis=0)
+    stored = json.loads((output_dir / COMBINED_FILE).read_text())["metrics"]
+    assert stored["n_images"] == len(test) and stored["at_threshold"]["threshold"] == spec.threshold
+    assert stored["roc_auc"] == pytest.approx(roc_auc_score(test.label, mean))
+    assert stored["brier_score"] == pytest.approx(np.mean((mean - test.label.to_numpy()) ** 2), rel=1e-5)
 
 
 def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without_a_validated_threshold():

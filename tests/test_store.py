@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from melanoma.files import sha256_of
 from melanoma.ood import FEATURES_FILE
 from melanoma.store import ModelUnavailableError, find_model, list_models, load_keras_model
 
@@ -21,9 +22,18 @@ def models_copy(trained_models, tmp_path):
 def test_altered_weights_are_refused_and_others_still_load(models_copy):
     path = models_copy / "scratch_cnn" / "model.keras"
     path.write_bytes(path.read_bytes()[:-100])  # truncated
-    with pytest.raises(ModelUnavailableError, match="does not match the sha256"):
-        load_keras_model(find_model("scratch_cnn", models_copy))
-    assert load_keras_model(find_model("efficientnet_b3", models_copy)) is not None
+    entry = find_model("scratch_cnn", models_copy)
+    with pytest.raises(ModelUnavailableError) as refusal:
+        load_keras_model(entry)
+    # The page shows this message: which model and file, both digests, and what to do.
+    message = str(refusal.value)
+    assert message.startswith("Model scratch_cnn is unavailable: model.keras does not match the sha256 in card.json")
+    assert f"expected {entry.card['sha256'][:12]}…, found {sha256_of(path)[:12]}…" in message
+    assert message.endswith("Restore it from git or retrain.")
+    assert not entry.available and entry.problem in message
+    other = find_model("efficientnet_b3", models_copy)
+    model = load_keras_model(other)
+    assert model.name == "efficientnetb3" and model.input_shape == (None, other.input_size, other.input_size, 3)
 
 
 @pytest.mark.parametrize("damage, reason", [
