@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -11,6 +13,13 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 # Curve legends go under the plot: beside it, long names (a combined reading names its members)
 # squeeze the plot area to a sliver in the half-width columns of the Validate page.
 LEGEND_BELOW = dict(height=520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+LEGEND_LINE = 48  # characters: a legend entry of a half-width chart, which Plotly never wraps itself
+TITLE_LINE = 24  # characters: a confusion matrix title, five of which share the page's width
+
+
+def wrapped(text: str, width: int) -> str:
+    """`text` broken into lines of at most `width` characters at spaces, for Plotly (<br>)."""
+    return "<br>".join(textwrap.wrap(text, width))
 
 # Higher is better for every column but the Brier score.
 # Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
@@ -102,8 +111,12 @@ def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figu
     figure = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, text=matrix, texttemplate="%{text}",
                                   colorscale="Blues", showscale=False))
     threshold = _get(entry.metrics, at, "threshold")
-    figure.update_layout(title=f"{entry.name} (threshold {threshold:.3f})", xaxis_title="Predicted", yaxis_title="True",
-                         yaxis_autorange="reversed", height=320, margin=dict(l=10, r=10, t=50, b=10))
+    title = wrapped(f"{entry.name} (threshold {threshold:.3f})", TITLE_LINE)
+    # Anchored at the top, with a margin that grows by a line per line, so a long title never covers the matrix.
+    title_height = 20 * (title.count("<br>") + 1)
+    figure.update_layout(title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=10), font=dict(size=14)),
+                         xaxis_title="Predicted", yaxis_title="True", yaxis_autorange="reversed",
+                         height=280 + title_height, margin=dict(l=10, r=10, t=20 + title_height, b=10))
     return figure
 
 
@@ -114,11 +127,11 @@ def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
         if kind == "roc":
             curve = entry.metrics["roc_curve"]
             figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
-                                        name=f"{entry.name} (AUC {entry.metrics['roc_auc']:.3f})"))
+                                        name=wrapped(f"{entry.name} (AUC {entry.metrics['roc_auc']:.3f})", LEGEND_LINE)))
         else:
             curve = entry.metrics["pr_curve"]
             figure.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
-                                        name=f"{entry.name} (AP {entry.metrics['average_precision']:.3f})"))
+                                        name=wrapped(f"{entry.name} (AP {entry.metrics['average_precision']:.3f})", LEGEND_LINE)))
     if kind == "roc":
         figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance"))
         figure.update_layout(xaxis_title="1 − specificity (false-positive rate)", yaxis_title="Sensitivity")
@@ -134,14 +147,15 @@ def calibration_figure(models: list[InstalledModel]) -> go.Figure:
     for index, entry in enumerate(models):
         colour = PALETTE[index % len(PALETTE)]
         calibration = entry.metrics["calibration"]
+        name = wrapped(f"{entry.name} (Brier {entry.metrics['brier_score']:.3f})", LEGEND_LINE)
         figure.add_trace(go.Scatter(x=calibration["mean_predicted"], y=calibration["fraction_melanoma"], line=dict(color=colour),
-                                    mode="lines+markers", name=f"{entry.name} (Brier {entry.metrics['brier_score']:.3f})"))
+                                    mode="lines+markers", name=name))
         before = entry.metrics.get("calibration_before")
         if before:
-            effect = entry.metrics.get("calibration_effect", {})
+            brier_before = entry.metrics.get("calibration_effect", {}).get("test_brier_before", 0)
             figure.add_trace(go.Scatter(x=before["mean_predicted"], y=before["fraction_melanoma"], mode="lines+markers",
                                         line=dict(color=colour, dash="dot"), marker=dict(symbol="circle-open"),
-                                        name=f"{entry.name} before calibration (Brier {effect.get('test_brier_before', 0):.3f})"))
+                                        name=wrapped(f"{entry.name} before calibration (Brier {brier_before:.3f})", LEGEND_LINE)))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
     figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma",
                          **LEGEND_BELOW)

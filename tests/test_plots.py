@@ -37,3 +37,19 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
     lite = table[table.Model == "lite"].iloc[0]
     assert lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"
     assert table[table.Model == "scratch"].iloc[0]["Held-out source"] == "not measured"
+
+
+def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
+    """A combined reading names its members; unwrapped, its legend entry and matrix title ran off the column."""
+    combined = "combined (efficientnet_b3 + efficientnet_lite0 + inception_v3 + scratch_cnn)"
+    metrics = {"roc_auc": 0.906, "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]}, "brier_score": 0.15,
+               "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
+               "at_threshold": {"threshold": 0.103, "confusion_matrix": [[56, 14], [1, 29]]}}
+    models = [entry(combined, metrics)]
+    for figure in (plots.curves_figure(models, "roc"), plots.calibration_figure(models)):
+        legend = figure.data[0].name
+        assert legend.replace("<br>", " ") == f"{combined} ({'AUC 0.906' if figure.data[-1].name == 'chance' else 'Brier 0.150'})"
+        assert max(len(line) for line in legend.split("<br>")) <= plots.LEGEND_LINE and figure.layout.legend.orientation == "h"
+    title = plots.confusion_figure(models[0]).layout.title.text
+    assert title.replace("<br>", " ") == f"{combined} (threshold 0.103)"
+    assert max(len(line) for line in title.split("<br>")) <= plots.TITLE_LINE
