@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from melanoma.config import Recipe
 
-RANDOM_CHOICES = 8  # independent seeds per image: flips, rotation, zoom, crop and four colour changes
+RANDOM_CHOICES = 9  # independent seeds per image: two flips, rotation, zoom, crop and four colour changes
 
 
 def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor) -> tf.Tensor:
@@ -38,7 +38,7 @@ def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor) -> tf.Tensor:
     image = tf.image.stateless_random_brightness(image, 0.08, seeds[5])
     image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seeds[6])
     image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seeds[7])
-    image = tf.image.stateless_random_hue(image, 0.02, tf.random.experimental.stateless_fold_in(seeds[7], 1))
+    image = tf.image.stateless_random_hue(image, 0.02, seeds[8])
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
