@@ -81,8 +81,8 @@ class Predictor:
 
         A model without a fitted gate (trained before it existed) passes every image that clears
         the cheap checks, with a score of 0. A caller scoring the same images already may pass
-        their `views` at this model's input size and their `gate_features` (one extractor serves
-        every model), so neither is computed again.
+        their `views` at this model's input size and their `features` from `gate_features` (one
+        extractor serves every model), so neither is computed again.
         """
         if not len(images):
             return []
