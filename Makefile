@@ -1,11 +1,15 @@
-# Two entry points for a fresh machine with Python 3.11:
-#   make run   installs what the app needs and starts it on the shipped models
-#   make test  installs what the tests need and runs them
+# Entry points for a fresh machine with Python 3.11:
+#   make run    installs what the app needs and starts it on the shipped models, for this machine only
+#   make serve  the same for a clinic network (ADDRESS, PORT): the app refuses to serve until sign-in
+#               is configured (README, Privacy and deployment)
+#   make test   installs what the tests need and runs them
 PYTHON ?= python3.11
+ADDRESS ?= 0.0.0.0
+PORT ?= 8501
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test browser
+.PHONY: run serve test browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,9 @@ $(VENV)/.test: requirements.txt requirements-train.txt requirements-test.txt | $
 
 run: $(VENV)/.runtime
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1
+
+serve: $(VENV)/.runtime
+	$(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 # The browser test drives Debian's Chromium; install it when missing and we may (root, apt).
 browser:

@@ -1,8 +1,72 @@
-"""Melanoma decision support: the entry point only sets up the page and navigates."""
+"""Melanoma decision support: the entry point decides who may use the app, then navigates.
+
+Pages live in app_pages/ and run only through st.navigation below, so what is decided here holds
+for every page, a bookmarked page's address included: a server that may not serve (beyond this
+machine without sign-in) says why and stops, and with sign-in configured a signed-out visitor sees
+the sign-in screen and nothing else. The policy itself is melanoma.access's.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import streamlit as st
 
+from melanoma import access
+from melanoma.audit import LOCAL, Action, AuditLog, AuditUnavailable, User
+
+
+def auth_secrets() -> Mapping | None:
+    """The [auth] section of the secrets; None when there is none. A secrets file that exists
+    but cannot be read refuses, rather than silently serving without sign-in."""
+    try:
+        return st.secrets.get("auth")
+    except FileNotFoundError as error:  # Streamlit's: no secrets file, or one that does not parse
+        if any(Path(file).exists() for file in st.get_option("secrets.files")):
+            raise access.AccessRefused(f"The secrets file cannot be read: {error}") from error
+        return None
+
+
+def sign_in_screen(providers: tuple[str | None, ...]) -> None:
+    st.title("Melanoma decision support")
+    st.info("Sign in with your clinic account to continue. Every reading is recorded under your name in the "
+            "clinic's audit trail.", icon="🔒")
+    for provider in providers:
+        if st.button("Sign in" if provider is None else f"Sign in with {provider}", type="primary",
+                     key=f"sign-in-{provider}"):
+            st.login(provider)
+    st.stop()
+
+
+def session_user() -> User:
+    """Who this session acts as; the run stops on the sign-in screen, or on an error when the app must not serve."""
+    policy = access.decide(st.get_option("server.address"), auth_secrets(), os.environ)
+    if policy.mode is access.Mode.LOCAL:
+        return LOCAL
+    if policy.mode is access.Mode.PROXY:
+        user = access.proxy_user(os.environ, st.context.headers.get_all)
+        st.sidebar.caption(f"Sign-in is delegated to the reverse proxy in front of this app. Recorded as: "
+                           f"**{user.subject}**.")
+    else:
+        if not st.user.get("is_logged_in"):
+            sign_in_screen(policy.providers)
+        user = access.signed_in_user(st.user.to_dict())
+        st.sidebar.caption(f"Signed in as **{st.user.get('name') or user.email or user.subject}**"
+                           + (f" ({user.email})" if user.email and st.user.get("name") else ""))
+        if st.sidebar.button("Sign out"):
+            st.logout()  # clears the identity and redirects, but lets the run go on: nothing more may run
+            st.stop()
+    if st.session_state.get(access.SESSION_USER) != user:
+        AuditLog().record(user, Action.SESSION)  # once per session: who opened the app, and when
+    return user
+
+
 st.set_page_config(page_title="Melanoma decision support", page_icon="🩺", layout="wide")
+try:
+    st.session_state[access.SESSION_USER] = session_user()
+except (access.AccessRefused, AuditUnavailable) as refusal:
+    st.error(str(refusal), icon="⛔")
+    st.stop()
 navigation = st.navigation([
     st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
     st.Page("app_pages/compare.py", title="Compare models", icon="📊"),

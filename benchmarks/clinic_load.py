@@ -1,0 +1,169 @@
+"""A clinic's morning on one server: N signed-in sessions each upload real images at once.
+
+    .venv/bin/python benchmarks/clinic_load.py [--sessions 20] [--images-per-session 3] [--timeout 900]
+
+Starts oidc-provider-mock and `streamlit run app.py` with sign-in, both on 127.0.0.1 only (never
+another address), on the installed models, with a throw-away audit folder. Each session signs in
+as its own user through the provider, uploads its images in one go, waits for the results table,
+lets the page finish, and downloads the results CSV. Reports: failed sessions; whether every
+probability in every CSV equals the command line's (melanoma.inference.load_predictor(name).probabilities
+on the same file, unrounded); upload -> all probabilities shown, median and p95 over sessions;
+the server's peak resident memory; the audit events written, by action. Bounded: every wait times
+out, and the whole run is cut off after --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.app_load import memory_mib  # noqa: E402
+from melanoma import audit  # noqa: E402
+from tests.test_browser_signin import CHROMIUM, app_server, free_port, identity_provider, sign_in_secrets  # noqa: E402
+
+IMAGES = ROOT.parent / "shared" / "data" / "ham10000" / "images"
+TOLERANCE = 1e-6  # the CSV holds the app's float64 values; anything beyond this is a different computation
+RESULTS = "Download results (CSV)"
+
+
+def pick_images(folder: Path, count: int) -> list[Path]:
+    """`count` images spread evenly over the sorted folder (deterministic)."""
+    files = sorted(folder.glob("*.jpg"))
+    if len(files) < count:
+        raise SystemExit(f"{folder} holds {len(files)} JPEG images; expected at least {count}. Point --images at "
+                         "the HAM10000 images folder.")
+    step = len(files) // count
+    return files[::step][:count]
+
+
+def expected_probabilities(paths: list[Path], models: list[str]) -> dict[tuple[str, str], float]:
+    """(file name, model) -> the probability the command line gives for that file, one image per call as the app."""
+    from melanoma.images import read_image
+    from melanoma.inference import load_predictor
+
+    expected = {}
+    for model in models:
+        predictor = load_predictor(model)
+        for path in paths:
+            expected[path.name, model] = float(predictor.probabilities([read_image(str(path)).pixels])[0])
+    return expected
+
+
+async def session(browser, url: str, subject: str, paths: list[Path], timeout_ms: int) -> tuple[float, list[dict]]:
+    """Sign in as `subject`, upload `paths` at once; returns seconds to the results table and the CSV's rows."""
+    context = await browser.new_context(accept_downloads=True)
+    try:
+        page = await context.new_page()
+        await page.goto(url, timeout=timeout_ms)
+        await page.get_by_role("button", name="Sign in").click(timeout=timeout_ms)
+        await page.get_by_role("button", name=subject, exact=True).click(timeout=timeout_ms)
+        await page.get_by_text("Signed in as").wait_for(timeout=timeout_ms)
+        uploader = page.locator("input[type=file]")
+        await uploader.wait_for(state="attached", timeout=timeout_ms)
+        started = time.perf_counter()
+        await uploader.set_input_files([str(path) for path in paths])
+        await page.get_by_role("button", name=RESULTS).wait_for(timeout=timeout_ms)
+        shown = time.perf_counter() - started
+        # Let the page finish (the maps) before the download: its click reruns the page.
+        await page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_ms)
+        async with page.expect_download(timeout=timeout_ms) as download:
+            await page.get_by_role("button", name=RESULTS).click(timeout=timeout_ms)
+        text = Path(await (await download.value).path()).read_text()
+        return shown, list(csv.DictReader(io.StringIO(text)))
+    finally:
+        await context.close()
+
+
+def compare(rows: list[dict], expected: dict[tuple[str, str], float]) -> tuple[int, int, list[str], float]:
+    """(values checked, not assessed, mismatches described, largest difference) over the CSVs' rows."""
+    checked, not_assessed, wrong, largest = 0, 0, [], 0.0
+    for row in rows:
+        for column, value in row.items():
+            if not column.endswith(" probability"):
+                continue
+            model = column.removesuffix(" probability")
+            if not value:  # the gate did not assess this image, so the app shows no probability
+                not_assessed += 1
+                continue
+            difference = abs(float(value) - expected[row["File"], model])
+            checked, largest = checked + 1, max(largest, difference)
+            if difference > TOLERANCE:
+                wrong.append(f"{row['File']} {model}: app {value}, command line {expected[row['File'], model]!r}")
+    return checked, not_assessed, wrong, largest
+
+
+def models_in(rows: list[dict]) -> set[str]:
+    return {column.removesuffix(" probability") for row in rows for column in row if column.endswith(" probability")}
+
+
+async def run(args: argparse.Namespace) -> None:
+    from playwright.async_api import async_playwright
+
+    subjects = [f"clinician-{index:02d}" for index in range(args.sessions)]
+    paths = pick_images(args.images, args.sessions * args.images_per_session)
+    batches = {subject: paths[i * args.images_per_session:(i + 1) * args.images_per_session]
+               for i, subject in enumerate(subjects)}
+    timeout_ms = args.timeout * 1000
+    with tempfile.TemporaryDirectory() as scratch:
+        folder, port = Path(scratch), free_port()
+        users = {subject: {"email": f"{subject}@clinic.example", "name": subject} for subject in subjects}
+        with identity_provider(users) as issuer, \
+                app_server(port, {audit.AUDIT_DIR_ENV: str(folder / "audit")},
+                           sign_in_secrets(folder, port, issuer)) as server:
+            url = f"http://127.0.0.1:{port}"
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                           args=["--no-sandbox", "--disable-gpu"])
+                started = time.perf_counter()
+                outcomes = await asyncio.gather(*(session(browser, url, subject, batches[subject], timeout_ms)
+                                                  for subject in subjects), return_exceptions=True)
+                wall = time.perf_counter() - started
+                await browser.close()
+            _, peak = memory_mib(server.pid)
+            events = Counter(event["action"] for event in audit.read_events(folder / "audit"))
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    finished = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    models = sorted(set().union(*(models_in(rows) for _, rows in finished)))
+    print(f"{args.sessions} signed-in sessions x {args.images_per_session} images uploaded at once, in {wall:.1f} s; "
+          f"failed sessions {len(failures)}")
+    for failure in failures:
+        print(f"  failure: {type(failure).__name__}: {str(failure)[:300]}")
+    if finished:
+        expected = expected_probabilities(paths, models)
+        checked, not_assessed, wrong, largest = compare([row for _, rows in finished for row in rows], expected)
+        latencies = sorted(seconds for seconds, _ in finished)
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+        print(f"probabilities checked against the command line ({', '.join(models)}): {checked}, not assessed by "
+              f"the gate {not_assessed}, different {len(wrong)} (largest difference {largest:.2e})")
+        for line in wrong[:10]:
+            print(f"  {line}")
+        print(f"upload -> all probabilities shown: median {statistics.median(latencies):.1f} s, p95 {p95:.1f} s")
+    print(f"server peak resident memory {peak:.0f} MiB")
+    print(f"audit events: {dict(events)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--images-per-session", type=int, default=3)
+    parser.add_argument("--images", type=Path, default=IMAGES, help="folder of real dermoscopic JPEGs")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds: each wait, and the whole run")
+    args = parser.parse_args()
+    asyncio.run(asyncio.wait_for(run(args), timeout=args.timeout))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Who may use the app, decided before any page runs. No Streamlit here: app.py passes in what it read.
+
+Safe by default: without sign-in the app serves this machine only (a loopback address). Anything
+wider needs one of two kinds of sign-in, chosen by configuration, never by guessing:
+
+- the clinic's identity provider through Streamlit's OpenID Connect (`[auth]` in
+  .streamlit/secrets.toml; st.login), so every page asks for sign-in;
+- MELANOMA_AUTH=proxy, declaring that an authenticating reverse proxy stands in front of the app
+  and is the only way to reach it. The app then cannot know who is signed in unless the proxy
+  names the user in a header that it sets itself: MELANOMA_PROXY_USER_HEADER names that header.
+
+A configuration that is incomplete, contradictory or weak is refused with what to change
+(AccessRefused), so a mistake closes the app rather than opening it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import urlparse
+
+from melanoma.audit import PROXY, User
+
+AUTH_ENV = "MELANOMA_AUTH"
+PROXY_USER_HEADER_ENV = "MELANOMA_PROXY_USER_HEADER"
+SESSION_USER = "melanoma_user"  # st.session_state key: app.py leaves the audit.User there for the pages
+PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+MIN_COOKIE_SECRET = 32  # characters; the cookie secret signs the identity cookie, so a short one can be guessed
+HOW_TO_SIGN_IN = (
+    "To serve a clinic network, configure sign-in with the clinic's identity provider: an `[auth]` section in "
+    "`.streamlit/secrets.toml` with `redirect_uri` (https://HOST/oauth2callback), `cookie_secret`, `client_id`, "
+    "`client_secret` and `server_metadata_url` (see the README, Privacy and deployment). Behind an authenticating "
+    f"reverse proxy that alone can reach the app, set {AUTH_ENV}=proxy instead. Otherwise serve this machine only: "
+    "`make run`, or `--server.address 127.0.0.1`.")
+
+
+class AccessRefused(Exception):
+    """The app must not serve with this configuration; the message says why and what to change."""
+
+
+class Mode(Enum):
+    LOCAL = "local"  # loopback only, no sign-in
+    SIGN_IN = "sign-in"  # Streamlit's OIDC, every page behind st.login
+    PROXY = "proxy"  # an authenticating reverse proxy in front
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: Mode
+    providers: tuple[str | None, ...] = ()  # st.login's argument per identity provider; None: [auth]'s own
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a server address (server.address) reaches this machine only. Unset means every
+    interface, so it is not loopback."""
+    if not address:
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:  # a host name, or unix://…: not provably local
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or ip).is_loopback
+
+
+def providers(auth: Mapping) -> tuple[str | None, ...]:
+    """The identity providers configured in [auth], checked as st.login will need them."""
+    missing = [key for key in ("redirect_uri", "cookie_secret") if not auth.get(key)]
+    if missing:
+        raise AccessRefused(f"Sign-in is configured (`[auth]` in secrets.toml) but lacks {', '.join(missing)}. "
+                            + HOW_TO_SIGN_IN)
+    redirect = urlparse(str(auth["redirect_uri"]).replace("{port}", "1"))
+    if redirect.scheme not in ("http", "https") or not redirect.netloc or not redirect.path.endswith("/oauth2callback"):
+        raise AccessRefused("`redirect_uri` in [auth] must be the app's absolute address ending in /oauth2callback, "
+                            "such as https://melanoma.clinic.example/oauth2callback; "
+                            f"received {auth['redirect_uri']!r}.")
+    if len(str(auth["cookie_secret"])) < MIN_COOKIE_SECRET:
+        raise AccessRefused(f"`cookie_secret` in [auth] signs the identity cookie and has fewer than "
+                            f"{MIN_COOKIE_SECRET} characters, so it could be guessed. Generate one with "
+                            "`python -c 'import secrets; print(secrets.token_hex(32))'`.")
+    sections = {None: auth} if any(key in auth for key in PROVIDER_KEYS) else {}
+    sections.update({name: value for name, value in auth.items() if isinstance(value, Mapping)
+                     and any(key in value for key in PROVIDER_KEYS)})
+    if not sections:
+        raise AccessRefused("Sign-in is configured (`[auth]` in secrets.toml) but names no identity provider: add "
+                            f"{', '.join(PROVIDER_KEYS)} to [auth], or to an [auth.NAME] section per provider.")
+    for name, section in sections.items():
+        where = "[auth]" if name is None else f"[auth.{name}]"
+        if name is not None and "_" in name:
+            raise AccessRefused(f"Provider name {name!r} contains an underscore, which Streamlit's sign-in does "
+                                "not accept: rename the section, e.g. [auth.clinicsso].")
+        lacking = [key for key in PROVIDER_KEYS if not section.get(key)]
+        if lacking:
+            raise AccessRefused(f"{where} in secrets.toml lacks {', '.join(lacking)}: the values come from "
+                                "registering this app with the clinic's identity provider.")
+    return tuple(sections)
+
+
+def decide(address: str | None, auth: Mapping | None, environ: Mapping[str, str]) -> Policy:
+    """The policy for a server bound to `address` with these [auth] secrets and environment."""
+    declared = environ.get(AUTH_ENV, "").strip().lower()
+    if declared not in ("", Mode.PROXY.value):
+        raise AccessRefused(f"{AUTH_ENV} is {environ[AUTH_ENV]!r}; expected `proxy` (an authenticating reverse "
+                            "proxy stands in front of the app) or unset.")
+    if auth is not None and declared:
+        raise AccessRefused(f"Both sign-in (`[auth]` in secrets.toml) and {AUTH_ENV}=proxy are configured: choose "
+                            f"one. Keep [auth] for the app's own sign-in, or unset {AUTH_ENV}.")
+    if auth is not None:
+        return Policy(Mode.SIGN_IN, providers(auth))
+    if declared:
+        return Policy(Mode.PROXY)
+    if not is_loopback(address):
+        where = f"address {address}" if address else "every network interface (server.address is not set)"
+        raise AccessRefused(f"This server listens on {where} without sign-in, so anyone who can reach it could "
+                            f"read patients' images. It refuses to serve. {HOW_TO_SIGN_IN}")
+    return Policy(Mode.LOCAL)
+
+
+def signed_in_user(claims: Mapping) -> User:
+    """The audit user of a session signed in with st.login: the identity token's subject and e-mail."""
+    if not claims.get("sub"):
+        raise AccessRefused("The identity provider's token names no subject (`sub` claim), so the audit trail "
+                            "could not say who acted. Check that the provider is an OpenID Connect provider.")
+    email = claims.get("email")
+    return User(str(claims["sub"]), str(email) if email else None)
+
+
+def proxy_user(environ: Mapping[str, str], header_values: Callable[[str], list[str]]) -> User:
+    """The audit user behind the proxy: the value of the header MELANOMA_PROXY_USER_HEADER names
+    (which the proxy must set itself, replacing any the browser sent), else PROXY."""
+    header = environ.get(PROXY_USER_HEADER_ENV, "").strip()
+    if not header:
+        return PROXY
+    values = header_values(header)
+    if len(values) != 1 or not values[0].strip():
+        raise AccessRefused(f"{PROXY_USER_HEADER_ENV} says the proxy names the user in `{header}`, but this request "
+                            f"carries it {len(values)} time(s){' (empty)' if values and not values[0].strip() else ''}."
+                            " Expected exactly one, set by the proxy: reach the app through the proxy, and configure "
+                            "the proxy to set (not append to) that header.")
+    name = values[0].strip()
+    return User(name, name if "@" in name and " " not in name else None)

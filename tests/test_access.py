@@ -1,0 +1,139 @@
+"""Who may use the app: the policy (melanoma.access) and app.py applying it before any page runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit import config
+from streamlit.testing.v1 import AppTest
+
+from melanoma import access, audit
+from melanoma.access import AccessRefused, Mode
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = ROOT / "models"
+AUTH = {"redirect_uri": "https://melanoma.clinic.example/oauth2callback", "cookie_secret": "s" * 64,
+        "client_id": "melanoma", "client_secret": "secret",
+        "server_metadata_url": "https://sso.clinic.example/.well-known/openid-configuration"}
+SHARED = {key: AUTH[key] for key in ("redirect_uri", "cookie_secret")}
+PROVIDER = {key: AUTH[key] for key in access.PROVIDER_KEYS}
+
+
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False), ("", False), (None, False),
+    ("192.168.1.20", False), ("melanoma.clinic.example", False), ("unix:///run/melanoma.sock", False),
+])
+def test_only_loopback_addresses_count_as_this_machine(address, loopback):
+    assert access.is_loopback(address) is loopback
+
+
+def test_without_sign_in_the_app_serves_loopback_only():
+    assert access.decide("127.0.0.1", None, {}).mode is Mode.LOCAL
+    for address in ("0.0.0.0", None, "10.0.0.5"):
+        with pytest.raises(AccessRefused, match=r"refuses to serve.*\[auth\].*MELANOMA_AUTH=proxy"):
+            access.decide(address, None, {})
+
+
+def test_sign_in_or_a_declared_proxy_lets_it_serve_any_address():
+    policy = access.decide("0.0.0.0", AUTH, {})
+    assert policy.mode is Mode.SIGN_IN and policy.providers == (None,)
+    assert access.decide("0.0.0.0", None, {access.AUTH_ENV: "proxy"}).mode is Mode.PROXY
+
+
+def test_named_providers_are_offered_each():
+    policy = access.decide("0.0.0.0", {**SHARED, "clinicsso": PROVIDER, "backup": PROVIDER}, {})
+    assert policy.providers == ("clinicsso", "backup")
+
+
+@pytest.mark.parametrize("auth, environ, expected", [
+    ({**AUTH, "cookie_secret": "short"}, {}, "could be guessed"),
+    ({key: value for key, value in AUTH.items() if key != "redirect_uri"}, {}, "lacks redirect_uri"),
+    ({**AUTH, "redirect_uri": "https://melanoma.clinic.example/"}, {}, "ending in /oauth2callback"),
+    ({**AUTH, "client_secret": ""}, {}, r"\[auth\] in secrets.toml lacks client_secret"),
+    (SHARED, {}, "names no identity provider"),
+    ({**SHARED, "clinic_sso": PROVIDER}, {}, "underscore"),
+    ({}, {}, "lacks redirect_uri, cookie_secret"),
+    (AUTH, {access.AUTH_ENV: "proxy"}, "choose one"),
+    (None, {access.AUTH_ENV: "yes"}, "expected `proxy`"),
+])
+def test_an_incomplete_or_contradictory_configuration_is_refused_with_the_fix(auth, environ, expected):
+    with pytest.raises(AccessRefused, match=expected):
+        access.decide("127.0.0.1", auth, environ)
+
+
+def test_the_signed_in_user_is_the_tokens_subject_and_email():
+    user = access.signed_in_user({"is_logged_in": True, "sub": "0a1b", "email": "dr@clinic.example", "name": "Dr A"})
+    assert user == audit.User("0a1b", "dr@clinic.example")
+    with pytest.raises(AccessRefused, match="no subject"):
+        access.signed_in_user({"is_logged_in": True, "email": "dr@clinic.example"})
+
+
+def test_behind_the_proxy_the_user_comes_only_from_the_header_it_was_told_to_trust():
+    headers = {"x-forwarded-email": ["dr@clinic.example"], "x-forwarded-user": ["forged"]}
+    lookup = lambda name: headers.get(name.lower(), [])  # noqa: E731  as st.context.headers.get_all
+    assert access.proxy_user({}, lookup) == audit.PROXY  # no header named: nothing from the request is trusted
+    trusted = {access.PROXY_USER_HEADER_ENV: "X-Forwarded-Email"}
+    assert access.proxy_user(trusted, lookup) == audit.User("dr@clinic.example", "dr@clinic.example")
+    for values in ([], ["a@clinic.example", "b@clinic.example"], [" "]):
+        with pytest.raises(AccessRefused, match="Expected exactly one"):
+            access.proxy_user(trusted, lambda name: values)
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    """app.py in AppTest on the shipped models (cards only: nothing is uploaded), at a chosen address."""
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(SHIPPED_MODELS))
+    monkeypatch.setenv(audit.AUDIT_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(access.AUTH_ENV, raising=False)
+    saved = config.get_option("server.address")
+
+    def make(address: str | None, auth: dict | None = None, user: dict | None = None) -> AppTest:
+        config.set_option("server.address", address)
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        if auth is not None:
+            at.secrets["auth"] = auth
+        at.user = user or {"is_logged_in": False}
+        return at.run()
+
+    yield make
+    config.set_option("server.address", saved)
+
+
+def test_the_app_refuses_to_serve_beyond_loopback_without_sign_in_and_says_how(app):
+    for address in ("0.0.0.0", None):
+        at = app(address)
+        [error] = at.error
+        assert "refuses to serve" in error.value and "[auth]" in error.value and "MELANOMA_AUTH=proxy" in error.value
+        assert not at.title and not at.get("file_uploader")  # no page ran
+
+
+def test_on_loopback_without_sign_in_the_pages_open_as_before(app):
+    at = app("127.0.0.1")
+    assert not at.error and [title.value for title in at.title] == ["Diagnose"]
+
+
+def test_signed_out_the_sign_in_screen_is_all_there_is(app):
+    at = app("0.0.0.0", AUTH)
+    assert [button.label for button in at.button] == ["Sign in"]
+    assert [title.value for title in at.title] == ["Melanoma decision support"] and not at.get("file_uploader")
+
+
+def test_signed_in_the_sidebar_names_the_user_and_the_session_is_audited(app, tmp_path):
+    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b", "email": "dr@clinic.example", "name": "Dr A"})
+    assert [title.value for title in at.title] == ["Diagnose"]
+    assert "Dr A" in at.sidebar.caption[0].value and "dr@clinic.example" in at.sidebar.caption[0].value
+    assert [button.label for button in at.sidebar.button] == ["Sign out"]
+    at.run()  # a rerun of the same session is not a new session
+    [event] = [json.loads(line) for line in (tmp_path / audit.LOG_NAME).read_text().splitlines()]
+    assert event["user"] == {"subject": "0a1b", "email": "dr@clinic.example"} and event["action"] == "session"
+    at.sidebar.button[0].click().run()  # sign out: no page runs after it, as anyone
+    assert not at.title and not at.get("file_uploader")
+
+
+def test_an_unwritable_audit_trail_keeps_the_app_closed(app, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(audit.AUDIT_DIR_ENV, str(blocker / "audit"))
+    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b"})
+    assert "cannot be written" in at.error[0].value and not at.title
