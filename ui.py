@@ -21,10 +21,13 @@ import streamlit as st
 from PIL import Image
 
 from melanoma.cases import Decision, decide, model_view
-from melanoma.combined import CombinedSpec
+from melanoma.access import SESSION_USER
+from melanoma.audit import Action, AuditLog, AuditUnavailable
+from melanoma.combined import COMBINED_NAME, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
 
+MELANOMA_OUTPUT, MALIGNANT_OUTPUT = "melanoma", "malignant"  # what an explanation map explains
 DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a model trained on "
               "dermoscopic images; read it alongside the clinical examination and dermoscopy.")
 
@@ -65,6 +68,23 @@ def available_models() -> list[InstalledModel]:
 def combined_spec() -> CombinedSpec | None:
     """The validated combination of models in the models folder (train.combine), if any."""
     return CombinedSpec.load(models_dir())
+
+
+def readings_best_first(models: list[InstalledModel], spec: CombinedSpec | None) -> list[str]:
+    """What the clinician can pick, best test AUC first (the default is the first): the installed
+    models and, when every member is installed, the combined reading."""
+    by_name = {entry.name: entry for entry in models}
+    aucs = {entry.name: entry.test_auc or 0.0 for entry in models}
+    if spec is not None and all(member in by_name for member in spec.members):
+        aucs[COMBINED_NAME] = spec.test_auc or 0.0
+    return sorted(aucs, key=lambda name: -aucs[name])
+
+
+def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:
+    """The picker's label for a model or the combined reading."""
+    if name == COMBINED_NAME:
+        return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f})"
+    return describe(next(entry for entry in models if entry.name == name))
 
 
 def combined_entry() -> InstalledModel | None:
@@ -116,19 +136,26 @@ def _decision(key: str, model: str, folder: str, _pixels: np.ndarray) -> Decisio
     return decide(predictor(model), _pixels)
 
 
+def explained_network(active: Predictor, output: str):
+    """The network an explanation reads: the melanoma output, or a diagnosis model's skin-cancer one."""
+    return active.malignant_model if output == MALIGNANT_OUTPUT and active.is_diagnosis else active.model
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
-def _occlusion(key: str, model: str, folder: str, patch_size: int, stride: int | None, _pixels: np.ndarray) -> np.ndarray:
+def _occlusion(key: str, model: str, folder: str, patch_size: int, stride: int | None, output: str,
+               _pixels: np.ndarray) -> np.ndarray:
     from melanoma.explain import occlusion_sensitivity
 
     active = predictor(model)
-    return occlusion_sensitivity(active.model, model_view(active, _pixels), patch_size, stride)
+    return occlusion_sensitivity(explained_network(active, output), model_view(active, _pixels), patch_size, stride)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _gradcam(key: str, model: str, folder: str, _pixels: np.ndarray) -> np.ndarray:
+def _gradcam(key: str, model: str, folder: str, output: str, _pixels: np.ndarray) -> np.ndarray:
     from melanoma.explain import grad_cam
 
-    return grad_cam(predictor(model).model, model_view(predictor(model), _pixels))
+    active = predictor(model)
+    return grad_cam(explained_network(active, output), model_view(active, _pixels), active.gradcam_layer)
 
 
 def occlusion_stages(entry: InstalledModel, patch_size: int, fine: bool) -> list:
@@ -143,12 +170,47 @@ def decision(key: str, model: str, pixels: np.ndarray) -> Decision:
     return _decision(key, model, models_dir(), pixels)
 
 
-def occlusion(key: str, model: str, patch_size: int, pixels: np.ndarray, stride: int | None = None) -> np.ndarray:
-    return _occlusion(key, model, models_dir(), patch_size, stride, pixels)
+def occlusion(key: str, model: str, patch_size: int, pixels: np.ndarray, stride: int | None = None,
+              output: str = MELANOMA_OUTPUT) -> np.ndarray:
+    return _occlusion(key, model, models_dir(), patch_size, stride, output, pixels)
 
 
-def gradcam(key: str, model: str, pixels: np.ndarray) -> np.ndarray:
-    return _gradcam(key, model, models_dir(), pixels)
+def gradcam(key: str, model: str, pixels: np.ndarray, output: str = MELANOMA_OUTPUT) -> np.ndarray:
+    return _gradcam(key, model, models_dir(), output, pixels)
+
+
+AUDIT_FAILURE = "melanoma_audit_failure"  # st.session_state key: a download's event that could not be written
+
+
+def audit(action: Action, **details) -> None:
+    """Record what this session's user is about to see, before it is shown (once per session for
+    an identical event); a trail that cannot be written stops the page, so nothing unrecorded is shown."""
+    if AUDIT_FAILURE in st.session_state:
+        st.error(st.session_state[AUDIT_FAILURE], icon="⛔")
+        st.stop()
+    key = repr((action, sorted(details.items())))
+    done = st.session_state.setdefault("audited", set())
+    if key in done:
+        return
+    try:
+        AuditLog().record(st.session_state[SESSION_USER], action, **details)
+    except AuditUnavailable as error:
+        st.error(str(error), icon="⛔")
+        st.stop()
+    done.add(key)
+
+
+def _record_download(action: Action, details: dict) -> None:
+    try:
+        AuditLog().record(st.session_state[SESSION_USER], action, **details)
+    except AuditUnavailable as error:
+        st.session_state[AUDIT_FAILURE] = f"{error} The download was not recorded; nothing more is shown."
+
+
+def audited(action: Action, **details) -> dict:
+    """A download button's on_click and args that record the download in the audit trail; should
+    that fail, the page's next run says so and stops (`audit`)."""
+    return {"on_click": _record_download, "args": (action, details)}
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -31,6 +31,7 @@ from PIL import Image
 
 from melanoma import plots, validation
 from melanoma.combined import CombinedSpec
+from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.framework import import_tensorflow_quietly
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import add_models_dir_option, list_models
@@ -94,7 +95,7 @@ def main() -> None:
     result = validation.validate(predictors, upload.images, upload.read, CombinedSpec.load(args.models_dir))
     entries = [r.entry for r in result.results]
     plots.validation_table(result)
-    validation.target_table(result, 0.9)
+    validation.target_table(result, TARGET_SENSITIVITY)
     [plots.confusion_figure(entry) for entry in entries]
     plots.curves_figure(entries, "roc")
     plots.calibration_figure(entries)

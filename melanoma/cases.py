@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked
 from melanoma.images import DecodedImage, ImageError, decode_image, to_model_input
+from melanoma.metrics import Evidence, evidence_for
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,13 @@ class Decision:
     threshold: float
     sensitivity: float | None
     specificity: float | None
-    observed_rate: float | None = None  # fraction of melanomas among test lesions scored like this
+    evidence: Evidence | None = None  # the validation and test lesions scored like this, and how many were melanomas
     in_distribution: bool = True  # the out-of-distribution gate's verdict on the image
     ood_reason: str = ""
+    # A diagnosis model's: P(skin cancer) with its threshold, and the diagnoses most probable first.
+    malignant_probability: float | None = None
+    malignant_threshold: float | None = None
+    differential: tuple[tuple[str, float], ...] = ()
 
     @property
     def assessed(self) -> bool:
@@ -33,14 +39,51 @@ class Decision:
         return self.in_distribution
 
     def calibration_meaning(self) -> str:
-        if self.observed_rate is None:
-            return "This model's card holds no test-split calibration curve to say how often such a score was right."
-        return (f"In testing, about {round(100 * self.observed_rate)} of 100 lesions with a score like this were "
-                "melanomas (the probability is calibrated on the validation split).")
+        """The calibrated probability's evidence: one statement, from enough lesions to mean something."""
+        if self.evidence is None:
+            return ("This model's metrics hold no reliability evidence to say how often such a score was a melanoma; "
+                    "recalibrate it with python -m train.calibrate.")
+        return f"{self.evidence.sentence()} The probability is calibrated on the validation split."
 
     @property
     def melanoma(self) -> bool:
         return self.probability >= self.threshold
+
+    @property
+    def verdict(self) -> str:
+        """The table's word for this decision."""
+        if not self.assessed:
+            return "not assessed: not a dermoscopic lesion image"
+        return "suspicious" if self.melanoma else "not flagged"
+
+    @property
+    def skin_cancer(self) -> bool | None:
+        """A diagnosis model's verdict on P(skin cancer); None for a melanoma model."""
+        if self.malignant_probability is None or self.malignant_threshold is None:
+            return None
+        return self.malignant_probability >= self.malignant_threshold
+
+    def skin_cancer_summary(self) -> str | None:
+        """The line beside the melanoma verdict: a basal cell carcinoma the melanoma threshold leaves
+        unflagged still reads "Other skin cancer: suspicious"."""
+        if self.skin_cancer is None or not self.assessed:
+            return None
+        cancers = ", ".join(NAMES[code] for code in MALIGNANT)
+        measured = (f"probability of a skin cancer ({cancers}) {self.malignant_probability:.1%}, "
+                    f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {self.malignant_threshold:.1%}")
+        if not self.skin_cancer:
+            return f"Skin cancer: not flagged: {measured}."
+        if self.melanoma:
+            return f"Skin cancer: suspicious: {measured} (melanoma above)."
+        others = dict(self.differential)
+        named = ", ".join(f"{NAMES[code]} {others[code]:.1%}" for code in OTHER_CANCERS)
+        return f"Other skin cancer: suspicious: {measured}; {named}."
+
+    def differential_text(self) -> str | None:
+        """The diagnoses most probable first, in a clinician's words, with calibrated probabilities."""
+        if not self.differential or not self.assessed:
+            return None
+        return "Differential: " + "; ".join(f"{NAMES[code]} {p:.1%}" for code, p in self.differential) + "."
 
     def summary(self) -> str:
         if not self.assessed:
@@ -70,22 +113,25 @@ def decode_upload(data: bytes, name: str) -> DecodedImage | ImageError:
         return error
 
 
-def observed_melanoma_rate(metrics: dict, probability: float) -> float | None:
-    """The test split's fraction of melanomas in the reliability-curve bin nearest this probability."""
-    curve = metrics.get("calibration") or {}
-    predicted, observed = curve.get("mean_predicted") or [], curve.get("fraction_melanoma") or []
-    if not predicted:
-        return None
-    return float(observed[int(np.argmin(np.abs(np.asarray(predicted) - probability)))])
-
-
 def decide(predictor, pixels: np.ndarray) -> Decision:
-    probability = float(predictor.probabilities([pixels])[0])
-    gate = predictor.gate([pixels])[0]
+    """One model's decision on one image: calibrated probability, verdict, gate, and for a
+    diagnosis model the skin-cancer reading and the differential."""
+    return decision_from(predictor, predictor.read([pixels]), 0)
+
+
+def decision_from(predictor, reading, index: int) -> Decision:
+    """The decision on image `index` of a batch that `predictor` has read (melanoma.inference.Reading)."""
+    probability, gate = float(reading.scores.melanoma[index]), reading.gates[index]
     metrics = predictor.entry.metrics
     rates = metrics.get("at_threshold", {})
+    diagnosis = {}
+    if reading.scores.diagnoses is not None:
+        diagnosis = {"malignant_probability": float(reading.scores.malignant[index]),
+                     "malignant_threshold": predictor.entry.malignant_threshold,
+                     "differential": tuple(ranked(reading.scores.diagnoses[index]))}
     return Decision(predictor.name, probability, predictor.threshold, rates.get("sensitivity"), rates.get("specificity"),
-                    observed_melanoma_rate(metrics, probability), gate.in_distribution, gate.reason)
+                    evidence_for(metrics.get("reliability_evidence", []), probability), gate.in_distribution, gate.reason,
+                    **diagnosis)
 
 
 def model_view(predictor, pixels: np.ndarray) -> np.ndarray:

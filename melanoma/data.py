@@ -3,7 +3,12 @@
 - `isic2018`: ISIC2018_Task3_Training_GroundTruth.csv (one-hot MEL, NV, ...) and, if present,
   ISIC2018_Task3_Training_LesionGroupings.csv (image, lesion_id, ...);
 - `ham10000`: HAM10000_metadata.csv (dx == "mel" is melanoma; lesion_id groups images);
-- `generic`: labels.csv with image_id,label and an optional group column.
+- `generic`: labels.csv with image_id,label and optional group, source and dx columns (dx: one
+  of the seven diagnosis codes; with dx, label may be left out and follows from it).
+
+Every table also carries each image's diagnosis code (`dx`, one of `melanoma.diagnoses.CODES`),
+empty where the labels file names none: the binary melanoma label is read everywhere, the
+diagnosis where a diagnosis model needs it.
 
 Every problem is collected and reported at once, naming the file and the CSV line, before any
 training starts: a researcher fixes a labels file once, not once per crash.
@@ -20,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
+from melanoma import diagnoses
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image, to_model_input
 
 ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
@@ -45,7 +51,8 @@ class DataError(ValueError):
 @dataclass
 class LabelledImages:
     """One row per image: image_id, path, label (1 = melanoma), group (lesion id or image id),
-    and source (where the image was taken; empty when the layout does not say)."""
+    source (where the image was taken; empty when the layout does not say) and dx (the diagnosis
+    code; empty when the labels do not say)."""
 
     layout: str
     root: Path
@@ -54,6 +61,14 @@ class LabelledImages:
     @property
     def counts(self) -> dict[str, int]:
         return {"other": int((self.table.label == 0).sum()), "melanoma": int((self.table.label == 1).sum())}
+
+    @property
+    def has_diagnoses(self) -> bool:
+        """Whether every image has its diagnosis code, as training a diagnosis model needs."""
+        return bool((self.table.dx != "").all())
+
+    def diagnosis_counts(self) -> dict[str, int]:
+        return {code: int((self.table.dx == code).sum()) for code in diagnoses.CODES}
 
 
 def detect_layout(data_dir: Path) -> str:
@@ -100,22 +115,24 @@ def _line(index: int) -> int:
 
 
 def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    classes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    classes = list(diagnoses.CODES)
     frame = _read_csv(data_dir / ISIC_GROUND_TRUTH, ["image", *classes], problems)
     if frame is None:
         return None
-    labels = []
+    codes = []
     for index, row in frame.iterrows():
         try:
             one_hot = [float(row[c]) for c in classes]
         except ValueError:
             problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: non-numeric class value in {row['image']}.")
-            labels.append(-1)
+            codes.append("")
             continue
         if sorted(one_hot) != [0.0] * 6 + [1.0]:
             problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}.")
-        labels.append(int(one_hot[0] == 1.0))
-    table = pd.DataFrame({"image_id": frame["image"], "label": labels, "group": frame["image"]})
+        codes.append(classes[int(np.argmax(one_hot))])
+    dx = pd.Series(codes, dtype=str)
+    table = pd.DataFrame({"image_id": frame["image"], "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame["image"],
+                          "dx": dx})
     groupings = data_dir / ISIC_GROUPINGS
     if groupings.is_file():
         lesions = _read_csv(groupings, ["image", "lesion_id"], problems)
@@ -128,19 +145,37 @@ def _labels_ham(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
     frame = _read_csv(data_dir / HAM_METADATA, ["lesion_id", "image_id", "dx"], problems)
     if frame is None:
         return None
-    known = {"mel", "nv", "bkl", "bcc", "akiec", "vasc", "df"}
-    for index, dx in frame.dx.items():
-        if dx not in known:
-            problems.append(f"{HAM_METADATA} line {_line(index)}: unknown dx {dx!r}; expected one of {', '.join(sorted(known))}.")
+    dx = _diagnosis_codes(frame.dx, HAM_METADATA, problems)
     source = frame["dataset"] if "dataset" in frame else ""
-    return pd.DataFrame({"image_id": frame.image_id, "label": (frame.dx == "mel").astype(int), "group": frame.lesion_id,
-                         "source": source})
+    return pd.DataFrame({"image_id": frame.image_id, "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame.lesion_id,
+                         "source": source, "dx": dx})
+
+
+def _diagnosis_codes(values: pd.Series, filename: str, problems: list[str], allow_empty: bool = False) -> pd.Series:
+    """The seven codes from a dx column in any case; a value that is none of them is a problem
+    naming its line (an empty value is allowed where the layout makes dx optional)."""
+    codes = []
+    for index, value in values.items():
+        code = diagnoses.parse_code(value)
+        if code is None and not (allow_empty and not str(value).strip()):
+            problems.append(f"{filename} line {_line(index)}: unknown dx {value!r}; expected one of {diagnoses.ALLOWED_TEXT} "
+                            "(any case), or an empty value where the diagnosis is not known.")
+        codes.append(code or "")
+    return pd.Series(codes, index=values.index, dtype=str)
 
 
 def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id", "label"], problems)
+    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id"], problems)
     if frame is None:
         return None
+    if "label" not in frame and "dx" not in frame:  # with dx, label may be left out: it follows from the diagnosis
+        problems.append(f"{GENERIC_LABELS}: missing column label; expected image_id,label (1 = melanoma, 0 = other) "
+                        f"or image_id,dx (the diagnosis codes {diagnoses.ALLOWED_TEXT}), found {', '.join(frame.columns)}.")
+        return None
+    dx = _diagnosis_codes(frame["dx"], GENERIC_LABELS, problems, allow_empty=True) if "dx" in frame else \
+        pd.Series("", index=frame.index, dtype=str)
+    if "label" not in frame:
+        frame["label"] = (dx == diagnoses.MELANOMA).astype(int).astype(str).where(dx != "", "")
     labels = []
     for index, value in frame.label.items():
         label = GENERIC_LABEL_VALUES.get(str(value).strip().lower())
@@ -150,10 +185,13 @@ def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
                 "expected 1/0 or melanoma/other."
             )
             label = -1
+        elif dx[index] and label != int(dx[index] == diagnoses.MELANOMA):
+            problems.append(f"{GENERIC_LABELS} line {_line(index)}: label {value!r} contradicts dx {dx[index]!r} for "
+                            f"{frame.image_id[index]}; label is 1 exactly when dx is {diagnoses.MELANOMA}.")
         labels.append(label)
     groups = frame["group"].where(frame["group"] != "", frame.image_id) if "group" in frame else frame.image_id
     source = frame["source"] if "source" in frame else ""
-    return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups, "source": source})
+    return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups, "source": source, "dx": dx})
 
 
 LABEL_READERS = {"isic2018": _labels_isic, "ham10000": _labels_ham, "generic": _labels_generic}
@@ -281,10 +319,17 @@ def join_split(table: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=["split"], errors="ignore").merge(split[["image_id", "split"]], on="image_id")
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights n / (2 · n_class) that make both classes count equally in the loss (scikit-learn's "balanced")."""
-    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.asarray(labels))
-    return {0: float(weights[0]), 1: float(weights[1])}
+def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
+    """Weights n / (k · n_class) that make the k classes count equally in the loss (scikit-learn's
+    "balanced"; the study's n / (2 · n_class) for the binary target)."""
+    classes = np.arange(n_classes)
+    labels = np.asarray(labels)
+    absent = sorted(set(classes) - set(labels))
+    if absent:
+        raise DataError([f"the training split has no image of class {', '.join(map(str, absent))}; every class needs "
+                         "examples to be weighted and learned. Use more data or another --split."])
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
 def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.DataFrame:
@@ -297,8 +342,11 @@ def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.Data
     return table[table.group.isin(chosen)].reset_index(drop=True)
 
 
-def split_counts(table: pd.DataFrame) -> dict:
-    """Images per split and class, as the card records them."""
+def split_counts(table: pd.DataFrame, by_diagnosis: bool = False) -> dict:
+    """Images per split and class (per diagnosis code when asked), as the card records them."""
+    if by_diagnosis:
+        return {split: {code: int(((table.split == split) & (table.dx == code)).sum()) for code in diagnoses.CODES}
+                for split in ("train", "val", "test")}
     return {split: {"other": int(((table.split == split) & (table.label == 0)).sum()),
                     "melanoma": int(((table.split == split) & (table.label == 1)).sum())}
             for split in ("train", "val", "test")}

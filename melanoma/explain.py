@@ -1,7 +1,8 @@
 """Explanations of a melanoma probability: occlusion sensitivity and Grad-CAM.
 
 The one implementation shared by the app and the CLI. Both take a model as the project saves
-them (0–255 RGB in, melanoma probability out) and an RGB image at the model's input size.
+them (0–255 RGB in, melanoma probability out), or a diagnosis model's softmax read as one
+probability (`melanoma.inference.class_output`), and an RGB image at the model's input size.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from melanoma.folding import fold_batch_norms
 from melanoma.incremental import IncrementalScorer, OcclusionPlan, incremental_steps, plan_occlusion
+from melanoma.layers import ClassSum
 
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
@@ -172,17 +174,17 @@ def _grad_cam_function(model, layer_name: str, height: int, width: int):
 
     Eager execution of a deep model's forward and backward pass costs more than the maths.
     """
-    head = _sigmoid_head(model)
+    head, log_odds = _explained_head(model)
     feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
 
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
     def cam(image: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             features, pooled = feature_model(image, training=False)
-            # The logit, not the probability: the sigmoid's slope p(1 - p) scales every
+            # The log-odds, not the probability: the sigmoid's slope p(1 - p) scales every
             # gradient alike (the normalised map is the same) but is 0 when p rounds to 1.
-            logit = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
-            target = tf.reshape(logit, [-1])[0]
+            logits = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
+            target = log_odds(logits)[0]
         gradients = tape.gradient(target, features)
         weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
         return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
@@ -190,13 +192,23 @@ def _grad_cam_function(model, layer_name: str, height: int, width: int):
     return cam
 
 
-def _sigmoid_head(model) -> keras.layers.Dense:
-    """The model's last layer, checked to be the one-unit sigmoid Dense whose logit Grad-CAM explains."""
-    head = model.layers[-1]
-    if not (isinstance(head, keras.layers.Dense) and head.units == 1 and head.activation is keras.activations.sigmoid):
-        raise ValueError(f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'); {model.name} ends in "
-                         f"{type(head).__name__} {head.name!r}. Build it through melanoma.architectures.")
-    return head
+def _explained_head(model) -> tuple[keras.layers.Dense, Callable[[tf.Tensor], tf.Tensor]]:
+    """The Dense head whose input Grad-CAM differentiates, and the log-odds of the explained
+    probability as a function of the head's logits: the sigmoid's logit for a melanoma model; for
+    a diagnosis softmax read through ClassSum, log(P(classes) / (1 − P(classes)))."""
+    last = model.layers[-1]
+    if isinstance(last, ClassSum):
+        head = model.layers[-2]
+        if isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax:
+            inside = list(last.indices)
+            outside = [i for i in range(head.units) if i not in inside]
+            return head, lambda logits: (tf.reduce_logsumexp(tf.gather(logits, inside, axis=1), axis=1)
+                                         - tf.reduce_logsumexp(tf.gather(logits, outside, axis=1), axis=1))
+    elif isinstance(last, keras.layers.Dense) and last.units == 1 and last.activation is keras.activations.sigmoid:
+        return last, lambda logits: logits[:, 0]
+    raise ValueError(f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'), or a softmax read through "
+                     f"ClassSum; {model.name} ends in {type(last).__name__} {last.name!r}. Build it through "
+                     "melanoma.architectures and load it through melanoma.inference.")
 
 
 def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:

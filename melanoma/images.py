@@ -9,9 +9,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from melanoma.dicom import DicomInfo
 
 # A dermoscope image is at most a few tens of megapixels; anything that declares more is refused
 # before its pixels are decoded (a "decompression bomb" is a tiny file declaring a huge canvas).
@@ -20,7 +24,9 @@ MIN_SIDE = 32
 MAX_ASPECT_RATIO = 10.0
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "MPO", "WEBP")
 # The file names the uploader, the CLI's folder scan and the data layouts accept: one list for all.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
+# A DICOM Part 10 file carries "DICM" after a 128-byte preamble, whatever its name (PACS exports often have none).
+DICOM_MAGIC, DICOM_MAGIC_OFFSET = b"DICM", 128
 
 
 class ImageError(ValueError):
@@ -33,6 +39,7 @@ class DecodedImage:
 
     pixels: np.ndarray  # (height, width, 3) uint8
     notes: tuple[str, ...] = ()
+    dicom: DicomInfo | None = None  # what a DICOM file said about itself (melanoma.dicom); None for other formats
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
@@ -57,25 +64,47 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return image.convert("RGB"), notes
 
 
+def check_size(width: int, height: int, name: str) -> None:
+    """Refuse, before decoding, a canvas too large to decode safely, too small to show a lesion, or too elongated."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: the image declares {width}×{height} pixels, more than the "
+            f"{MAX_PIXELS:,} accepted. Export it at a lower resolution and upload again."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            f"{name}: the image is {width}×{height} pixels; at least {MIN_SIDE} pixels per side "
+            f"are needed to see a lesion. Upload the full-resolution image."
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+        raise ImageError(
+            f"{name}: the image is {width}×{height} pixels, an aspect ratio above "
+            f"{MAX_ASPECT_RATIO:.0f}:1, which is not a dermoscopic photograph. Crop it to the lesion."
+        )
+
+
 def decode_image(data: bytes, name: str = "image") -> DecodedImage:
-    """Decode image bytes to RGB uint8, honouring EXIF orientation; raise ImageError if unusable."""
+    """Decode image bytes to RGB uint8, honouring EXIF orientation; raise ImageError if unusable.
+
+    DICOM files (the "DICM" preamble, or a .dcm name) go to melanoma.dicom, imported only then so
+    that pydicom loads only when a DICOM file arrives.
+    """
     if not data:
         raise ImageError(f"{name}: the file is empty (0 bytes). Upload the original image file.")
+    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC or name.lower().endswith(".dcm"):
+        from melanoma.dicom import read_dicom
+
+        return read_dicom(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"{name}: the image declares {width}×{height} pixels, more than the "
-                    f"{MAX_PIXELS:,} accepted. Export it at a lower resolution and upload again."
-                )
             if image.format not in SUPPORTED_FORMATS:
                 raise ImageError(
                     f"{name}: {image.format} images are not supported. "
                     f"Use one of: {', '.join(SUPPORTED_FORMATS)}."
                 )
+            check_size(*image.size, name)  # before the pixels are decoded; EXIF rotation changes none of it
             notes: list[str] = []
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"animated or multi-page file: only the first of {image.n_frames} frames used")
@@ -102,17 +131,6 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
             f"{name}: the image data is corrupt or truncated ({error}). "
             f"Export or copy the original file again."
         ) from error
-    width, height = image.size
-    if min(width, height) < MIN_SIDE:
-        raise ImageError(
-            f"{name}: the image is {width}×{height} pixels; at least {MIN_SIDE} pixels per side "
-            f"are needed to see a lesion. Upload the full-resolution image."
-        )
-    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ImageError(
-            f"{name}: the image is {width}×{height} pixels, an aspect ratio above "
-            f"{MAX_ASPECT_RATIO:.0f}:1, which is not a dermoscopic photograph. Crop it to the lesion."
-        )
     rgb, conversion_notes = _to_rgb(image)
     return DecodedImage(
         pixels=np.asarray(rgb, dtype=np.uint8),

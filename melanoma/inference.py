@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 
+from melanoma import diagnoses
 from melanoma.images import to_model_input
 from melanoma.ood import (
     FeatureGate,
@@ -23,31 +27,71 @@ def _flips(batch: np.ndarray) -> list[np.ndarray]:
 
 
 def predict_pixels(model, pixels: np.ndarray, batch_size: int = 32, tta: bool = False) -> np.ndarray:
-    """Melanoma probabilities for uint8 images already at the model's input size.
+    """The network's outputs for uint8 images already at the model's input size: shape (n,) for a
+    melanoma model, (n, classes) for a diagnosis model.
 
     The flips go through the model in the same batches as the images, and Keras' compiled
     predict function is reused across calls (eager calls of a deep model cost seconds on a CPU).
     """
+    outputs_per_image = int(model.output_shape[-1])
     if len(pixels) == 0:
-        return np.zeros((0,), np.float32)
+        return np.zeros((0,) if outputs_per_image == 1 else (0, outputs_per_image), np.float32)
     views = _flips(pixels) if tta else [pixels]
     stacked = np.concatenate(views).astype(np.float32)
-    outputs = [np.asarray(model.predict_on_batch(stacked[i:i + batch_size])).reshape(-1)
+    outputs = [np.asarray(model.predict_on_batch(stacked[i:i + batch_size]))
                for i in range(0, len(stacked), batch_size)]
-    return np.concatenate(outputs).reshape(len(views), len(pixels)).mean(axis=0)
+    mean = np.concatenate(outputs).reshape(len(views), len(pixels), outputs_per_image).mean(axis=0)
+    return mean[:, 0] if outputs_per_image == 1 else mean
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Calibrated readings of a batch of images: the melanoma probability (n,), and for a diagnosis
+    model the seven diagnoses' probabilities (n, 7) whose MEL column equals it."""
+
+    melanoma: np.ndarray
+    diagnoses: np.ndarray | None = None
+
+    @property
+    def malignant(self) -> np.ndarray | None:
+        """P(skin cancer) per image, for a diagnosis model."""
+        return None if self.diagnoses is None else diagnoses.malignant_probability(self.diagnoses)
+
+
+def class_output(network, codes: tuple[str, ...], name: str):
+    """`network`'s softmax read as one probability, the sum over `codes` (a Keras model with
+    one output, which the explanations take like a melanoma model's sigmoid)."""
+    import keras
+
+    from melanoma.layers import ClassSum
+
+    summed = ClassSum(tuple(diagnoses.index_of(code) for code in codes), name=name)(network.output)
+    return keras.Model(network.inputs, summed, name=f"{network.name}_{name}")
 
 
 class Predictor:
     """An installed model ready to score images the way its card says: input size, TTA, calibration.
 
     `probabilities` are calibrated (the number a clinician reads and the threshold applies to);
-    explanations work on `model`, the network's own output, which calibration maps monotonically.
+    explanations work on `model`, the network's own melanoma output (for a diagnosis model its
+    softmax's P(MEL)), which calibration maps monotonically, and on `malignant_model`, a diagnosis
+    model's P(skin cancer).
     """
 
     def __init__(self, entry, model):
+        from melanoma.store import ModelUnavailableError
+
         self.entry = entry
-        self.model = model
+        self.network = model
         self.serving = entry.serving
+        outputs, expected = int(model.output_shape[-1]), len(self.serving.classes) or 1
+        if outputs != expected:
+            entry.problem = (f"the network has {outputs} outputs but card.json's serving section names "
+                             f"{len(self.serving.classes)} classes (a diagnosis model's card lists its classes, "
+                             f"{diagnoses.ALLOWED_TEXT}; a melanoma model's none). Retrain it, or restore its card from git.")
+            raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
+        self.model = class_output(model, (diagnoses.MELANOMA,), "melanoma") if self.serving.is_diagnosis else model
+        self.malignant_model = class_output(model, diagnoses.MALIGNANT, "malignant") if self.serving.is_diagnosis else None
         ood = self.serving.ood
         # load_keras_model verified both files' sha256 against the card before we got here.
         self.feature_gate = FeatureGate.load(entry.folder / ood["file"]) if ood else None
@@ -61,19 +105,70 @@ class Predictor:
     def threshold(self) -> float:
         return self.entry.threshold
 
+    @property
+    def is_diagnosis(self) -> bool:
+        return self.serving.is_diagnosis
+
+    @property
+    def gradcam_layer(self) -> str | None:
+        """The registry's Grad-CAM layer for this model's architecture, the one the tests check;
+        None for an architecture the registry does not know (Grad-CAM then takes the last feature map)."""
+        from melanoma.architectures import UnknownModelError, get_architecture
+
+        try:
+            return get_architecture(self.entry.architecture).gradcam_layer
+        except UnknownModelError:
+            return None
+
+    @functools.cached_property
+    def calibrated_model(self):
+        """`model` with the card's Platt scaling after it: the calibrated melanoma probability as a
+        Keras model (one image at a time, without test-time augmentation), for explanations."""
+        import keras
+
+        from melanoma.layers import PlattOutput
+
+        calibration = self.serving.calibration
+        output = PlattOutput(calibration.slope, calibration.intercept, name="calibrated")(self.model.output)
+        return keras.Model(self.model.inputs, output, name=f"{self.model.name}_calibrated")
+
+    def raw_outputs(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """The network's outputs (with TTA) for images already at its input size: (n,) melanoma
+        probabilities, or (n, 7) diagnosis probabilities; before calibration."""
+        return predict_pixels(self.network, pixels, batch_size, self.serving.test_time_augmentation)
+
     def raw_probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """The network's output (with TTA) for images already at its input size, before calibration."""
-        return predict_pixels(self.model, pixels, batch_size, self.serving.test_time_augmentation)
+        """The network's melanoma output (with TTA) for images already at its input size, before calibration."""
+        return self.melanoma_output(self.raw_outputs(pixels, batch_size))
+
+    def melanoma_output(self, raw: np.ndarray) -> np.ndarray:
+        """The raw melanoma probability within the network's outputs."""
+        return raw[:, diagnoses.index_of(diagnoses.MELANOMA)] if self.is_diagnosis else raw
+
+    def calibrate(self, raw: np.ndarray) -> Scores:
+        """Calibrated readings from the network's raw outputs."""
+        melanoma = self.serving.calibration(self.melanoma_output(raw))
+        if not self.is_diagnosis:
+            return Scores(melanoma)
+        return Scores(melanoma, diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma))
 
     def score_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Calibrated probabilities for uint8 images already at the model's input size."""
-        return self.serving.calibration(self.raw_probabilities(pixels, batch_size))
+        """Calibrated melanoma probabilities for uint8 images already at the model's input size."""
+        return self.calibrate(self.raw_outputs(pixels, batch_size)).melanoma
+
+    def scores(self, images: list[np.ndarray], batch_size: int = 32) -> Scores:
+        """Calibrated readings for RGB images of any size."""
+        if not len(images):
+            return self.calibrate(np.zeros((0, len(self.serving.classes)) if self.is_diagnosis else (0,)))
+        return self.calibrate(self.raw_outputs(self._views(images), batch_size))
 
     def probabilities(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Calibrated probabilities for RGB images of any size."""
-        if not len(images):
-            return np.zeros((0,), np.float64)
-        return self.score_pixels(self._views(images), batch_size)
+        """Calibrated melanoma probabilities for RGB images of any size."""
+        return self.scores(images, batch_size).melanoma
+
+    def read(self, images: list[np.ndarray]) -> "Reading":
+        """Calibrated scores and gate verdicts for RGB images of any size, resized once."""
+        return read_together([self], images)[0]
 
     def gate(self, images: list[np.ndarray], views: np.ndarray | None = None,
              features: np.ndarray | None = None) -> list[GateResult]:
@@ -108,9 +203,42 @@ class Predictor:
         return np.stack([to_model_input(image, size) for image in images])
 
 
-def load_predictor(name: str, models_dir=None) -> Predictor:
-    """Find an installed model by name, verify and load it; raises ModelUnavailableError."""
-    from melanoma.store import find_model, load_keras_model
+@dataclass(frozen=True)
+class Reading:
+    """A batch of images read by one model: calibrated scores and the gate's verdict per image."""
 
+    scores: Scores
+    gates: list[GateResult]
+
+
+def read_together(predictors: list[Predictor], images: list[np.ndarray]) -> list[Reading]:
+    """Each predictor's reading of the same images, with each input size's resize done once for the
+    models that share it and the gate's features once for the extractor they share: what
+    `Predictor.read` does for each, without repeating the shared work."""
+    views: dict[int, np.ndarray] = {}
+    features: dict[int, np.ndarray | None] = {}  # id(extractor) -> the images' features
+    readings = []
+    for predictor in predictors:
+        size = predictor.serving.input_size
+        if size not in views:
+            views[size] = np.stack([to_model_input(image, size) for image in images])
+        if id(predictor.features) not in features:
+            features[id(predictor.features)] = predictor.gate_features(images)
+        readings.append(Reading(predictor.calibrate(predictor.raw_outputs(views[size])),
+                                predictor.gate(images, views[size], features[id(predictor.features)])))
+    return readings
+
+
+def load_predictor(name: str, models_dir=None):
+    """Find an installed model by name (or the combined reading, `combined`), verify and load it.
+
+    Raises ModelUnavailableError (or, for the combined reading, CombinedUnavailableError naming the
+    member at fault).
+    """
+    from melanoma.combined import COMBINED_NAME, CombinedPredictor
+    from melanoma.store import find_model, load_keras_model, resolve_models_dir
+
+    if name == COMBINED_NAME:
+        return CombinedPredictor.load(resolve_models_dir(models_dir))
     entry = find_model(name, models_dir)
     return Predictor(entry, load_keras_model(entry))

@@ -27,3 +27,41 @@ class ShadesOfGray(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "power": self.power}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class ClassSum(keras.layers.Layer):
+    """The summed probability of some classes of a softmax over the diagnoses: P(MEL), or the
+    malignant P(MEL) + P(BCC) + P(AKIEC), as one (batch, 1) output that the explanations read
+    like a melanoma model's sigmoid."""
+
+    def __init__(self, indices: tuple[int, ...] = (0,), **kwargs):
+        super().__init__(**kwargs)
+        self.indices = tuple(int(i) for i in indices)
+
+    def call(self, probabilities):
+        return ops.sum(ops.take(probabilities, list(self.indices), axis=-1), axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": list(self.indices)}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class PlattOutput(keras.layers.Layer):
+    """Platt scaling inside the graph: sigmoid(slope · logit(p) + intercept), as
+    `melanoma.calibration.PlattScaling` does in numpy, so an explanation can measure drops of the
+    calibrated probability that a combined reading averages."""
+
+    def __init__(self, slope: float = 1.0, intercept: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.slope, self.intercept = float(slope), float(intercept)
+
+    def call(self, probabilities):
+        p = ops.clip(ops.cast(probabilities, "float32"), 1e-7, 1.0 - 1e-7)
+        return ops.sigmoid(self.slope * ops.log(p / (1.0 - p)) + self.intercept)
+
+    def get_config(self):
+        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}

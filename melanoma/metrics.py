@@ -1,4 +1,4 @@
-"""Test-split metrics for a binary melanoma classifier, as stored in metrics.json.
+"""Test-split metrics for a melanoma classifier, and a diagnosis model's multi-class ones, as stored in metrics.json.
 
 Everything here is plain numpy/scikit-learn so the numbers can be recomputed anywhere; the tests
 check them against scikit-learn's own functions.
@@ -6,14 +6,28 @@ check them against scikit-learn's own functions.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
+from melanoma import diagnoses
 from melanoma.calibration import expected_calibration_error
 
 
-def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.90) -> float:
+# The operating-threshold rule everywhere (training, recalibration, the combined reading, the
+# Validate page's default): the highest threshold whose validation sensitivity reaches this.
+TARGET_SENSITIVITY = 0.90
+
+
+def threshold_rule(target: float = TARGET_SENSITIVITY) -> str:
+    """The rule in words, as cards and combined.json record it."""
+    return f"highest threshold with calibrated validation sensitivity >= {target}"
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = TARGET_SENSITIVITY) -> float:
     """The highest threshold whose sensitivity on these (validation) labels is at least `target`."""
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     positives = np.sort(y_prob[y_true == 1])[::-1]
@@ -96,3 +110,97 @@ def evaluate_predictions(y_true: np.ndarray, y_prob: np.ndarray, threshold: floa
         "pr_curve": {"precision": _thin(precision[::-1]), "recall": _thin(recall[::-1])},
         "calibration": {"mean_predicted": prob_pred.tolist(), "fraction_melanoma": prob_true.tolist()},
     }
+
+
+def flagged_by_diagnosis(codes: list[str], probabilities: np.ndarray, threshold: float) -> dict:
+    """Per true diagnosis: how many images, and the fraction flagged at the melanoma threshold.
+
+    Where the specificity goes: a melanoma model that flags two thirds of benign keratoses shows
+    it here, whatever its target.
+    """
+    codes = np.asarray(codes)
+    flagged = np.asarray(probabilities) >= threshold
+    return {code: {"n": int((codes == code).sum()),
+                   "flagged": float(flagged[codes == code].mean()) if (codes == code).any() else None}
+            for code in diagnoses.CODES}
+
+
+def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_threshold: float, seed: int = 0) -> dict:
+    """A diagnosis model's multi-class metrics: the 7 × 7 confusion matrix (rows true, columns
+    predicted, in `CODES` order), recall per class, balanced multi-class accuracy (ISIC 2018
+    Task 3's metric: the mean recall over the classes present), one-vs-rest ROC AUC per class, and
+    malignant-vs-benign ROC AUC with sensitivity and specificity at the malignant threshold."""
+    true = np.array([diagnoses.index_of(code) for code in codes])
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(true, predicted, labels=list(range(len(diagnoses.CODES))))
+    recall = {code: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+              for i, code in enumerate(diagnoses.CODES)}
+    present = [value for value in recall.values() if value is not None]
+    auc = {code: (float(roc_auc_score(true == i, probabilities[:, i])) if 0 < (true == i).sum() < len(true) else None)
+           for i, code in enumerate(diagnoses.CODES)}
+    malignant_true = np.isin(np.asarray(codes), diagnoses.MALIGNANT).astype(int)
+    malignant = diagnoses.malignant_probability(probabilities)
+    two_classes = 0 < malignant_true.sum() < len(malignant_true)
+    return {
+        "classes": list(diagnoses.CODES),
+        "confusion_matrix": matrix.tolist(),
+        "recall": recall,
+        "balanced_multiclass_accuracy": float(np.mean(present)),
+        "accuracy": float((predicted == true).mean()),
+        "roc_auc_one_vs_rest": auc,
+        "malignant": {
+            "roc_auc": float(roc_auc_score(malignant_true, malignant)) if two_classes else None,
+            "at_threshold": at_threshold(malignant_true, malignant, malignant_threshold),
+            "ci95": bootstrap_intervals(malignant_true, malignant, malignant_threshold, seed=seed) if two_classes else None,
+            "n_malignant": int(malignant_true.sum()),
+        },
+    }
+
+
+EVIDENCE_BINS = 20  # equal-count bins: about 100 lesions each over HAM10000's validation and test splits
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What happened to lesions scored like this one: of `n` validation and test lesions whose
+    calibrated probability lay in [low, high], `melanomas` were melanomas (95 % Wilson interval)."""
+
+    low: float
+    high: float
+    n: int
+    melanomas: int
+    ci95: tuple[float, float]
+
+    def sentence(self) -> str:
+        return (f"Of {self.n} validation and test lesions this model scored between {self.low:.1%} and {self.high:.1%}, "
+                f"{self.melanomas} were melanomas ({self.melanomas / self.n:.0%}; 95% interval "
+                f"{self.ci95[0]:.0%}–{self.ci95[1]:.0%}).")
+
+
+def reliability_evidence(labels: np.ndarray, probabilities: np.ndarray, bins: int = EVIDENCE_BINS) -> list[dict]:
+    """Equal-count bins of calibrated probability with the melanomas observed in each.
+
+    Equal-width bins leave the upper ones with a handful of lesions, whose observed rate can
+    contradict the calibrated number beside it; equal-count bins give every statement about 1/bins
+    of the lesions (validation and test together: calibration was fitted on validation alone).
+    """
+    labels, probabilities = np.asarray(labels).astype(int), np.asarray(probabilities, dtype=np.float64)
+    order = np.argsort(probabilities, kind="stable")
+    rows = []
+    for chunk in np.array_split(order, min(bins, len(order))):
+        k, n = int(labels[chunk].sum()), len(chunk)
+        interval = binomtest(k, n).proportion_ci(method="wilson")
+        rows.append(asdict(Evidence(float(probabilities[chunk].min()), float(probabilities[chunk].max()), n, k,
+                                    (float(interval.low), float(interval.high)))))
+    return rows
+
+
+def evidence_for(rows: list[dict], probability: float) -> Evidence | None:
+    """The bin that holds `probability` (the nearest one when it falls between or beyond them)."""
+    if not rows:
+        return None
+    distance = [0.0 if row["low"] <= probability <= row["high"] else min(abs(probability - row["low"]),
+                                                                          abs(probability - row["high"])) for row in rows]
+    row = rows[int(np.argmin(distance))]
+    return Evidence(row["low"], row["high"], row["n"], row["melanomas"], tuple(row["ci95"]))

@@ -30,6 +30,7 @@ import numpy as np
 from melanoma.files import atomic_write, sha256_of
 
 FEATURES_FILE = "imagenet_features.keras"
+FEATURES_VARIANT = "lite0"  # the EfficientNet-Lite whose ImageNet checkpoint the extractor is built from
 FEATURES_SIZE = 160
 COMPONENTS = 64
 VALIDATION_PERCENTILE = 99.5
@@ -124,8 +125,8 @@ def build_imagenet_features():
 
     from melanoma import efficientnet_lite, pretrained
 
-    classifier = efficientnet_lite.imagenet_classifier("lite0", FEATURES_SIZE)
-    state, provenance = pretrained.read_checkpoint("lite0", "imagenet")
+    classifier = efficientnet_lite.imagenet_classifier(FEATURES_VARIANT, FEATURES_SIZE)
+    state, provenance = pretrained.read_checkpoint(FEATURES_VARIANT, "imagenet")
     efficientnet_lite.load_checkpoint_weights(classifier, state, provenance["file"])
     return keras.Model(classifier.input, classifier.get_layer("imagenet_pool").output, name="imagenet_lite0_features")
 

@@ -45,7 +45,9 @@ class ModelReading:
     sha256: str  # of the weights file, from the model's card (checked when the weights load)
     probability: str  # the page's metric: "73.2%", or "not assessed"
     summary: str  # Decision.summary(): the verdict at the threshold, or why the image was not assessed
-    meanings: tuple[str, ...]  # what the probability and the threshold mean; empty when not assessed
+    # A diagnosis model's skin-cancer line and differential, then what the probability and the
+    # threshold mean; empty when not assessed.
+    meanings: tuple[str, ...]
     overlay: np.ndarray  # the explanation overlay as shown, RGB uint8
 
     @classmethod
@@ -53,8 +55,9 @@ class ModelReading:
         """The reading the page shows for `decision`, identified by the model's card."""
         if not decision.assessed:
             return cls(decision.model, model_version(card), card["sha256"], "not assessed", decision.summary(), (), overlay)
+        diagnosis_lines = tuple(line for line in (decision.skin_cancer_summary(), decision.differential_text()) if line)
         return cls(decision.model, model_version(card), card["sha256"], f"{decision.probability:.1%}", decision.summary(),
-                   (decision.calibration_meaning(), decision.threshold_meaning()), overlay)
+                   (*diagnosis_lines, decision.calibration_meaning(), decision.threshold_meaning()), overlay)
 
 
 @dataclass(frozen=True)

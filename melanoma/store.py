@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma.calibration import PlattScaling
+from melanoma.diagnoses import ClassCalibration
 from melanoma.files import sha256_of
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -40,20 +41,31 @@ class ServingSpec:
 
     input_size: int
     test_time_augmentation: bool
-    calibration: PlattScaling
+    calibration: PlattScaling  # of the melanoma probability (a diagnosis model's raw P(MEL))
     ood: dict | None = None  # {"file": "ood.npz", "sha256": ...}: the fitted out-of-distribution gate
+    classes: tuple[str, ...] = ()  # a diagnosis model's softmax outputs, in order; empty for a melanoma model
+    class_calibration: ClassCalibration | None = None  # of a diagnosis model's softmax
+
+    @property
+    def is_diagnosis(self) -> bool:
+        return bool(self.classes)
 
     @classmethod
     def from_card(cls, card: dict) -> "ServingSpec":
         serving = card.get("serving")
         if serving is None:
             return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
+        classes = tuple(serving.get("classes") or ())
         return cls(int(serving["input_size"]), bool(serving["test_time_augmentation"]),
-                   PlattScaling.from_dict(serving.get("calibration")), serving.get("ood"))
+                   PlattScaling.from_dict(serving.get("calibration")), serving.get("ood"), classes,
+                   ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None)
 
     def to_dict(self) -> dict:
-        return {"input_size": self.input_size, "test_time_augmentation": self.test_time_augmentation,
+        spec = {"input_size": self.input_size, "test_time_augmentation": self.test_time_augmentation,
                 "calibration": self.calibration.to_dict(), "ood": self.ood}
+        if self.is_diagnosis:
+            spec.update(classes=list(self.classes), class_calibration=self.class_calibration.to_dict())
+        return spec
 
 
 @dataclass
@@ -82,6 +94,17 @@ class InstalledModel:
     @property
     def threshold(self) -> float:
         return float(self.card["threshold"])
+
+    @property
+    def architecture(self) -> str:
+        """The registry name of the model's architecture (cards before `architecture_name` were named after it)."""
+        return self.card.get("architecture_name", self.name)
+
+    @property
+    def malignant_threshold(self) -> float | None:
+        """A diagnosis model's operating threshold on P(skin cancer); None for a melanoma model."""
+        value = self.card.get("malignant_threshold")
+        return None if value is None else float(value)
 
     @property
     def test_auc(self) -> float | None:

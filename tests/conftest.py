@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = Path(os.environ.get("MELANOMA_SHARED_DATA", ROOT.parent / "shared" / "data" / "ham10000"))
 
-from tests.synthetic import make_dataset  # noqa: E402
+from tests.synthetic import make_dataset, make_diagnosis_dataset  # noqa: E402
+
+DIAGNOSIS_MODEL = "efficientnet_lite0_diagnosis"  # the fixture's diagnosis model, trained on make_diagnosis_dataset
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +35,8 @@ def trained_models(tmp_path_factory):
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
-    if all((output_dir / name / "metrics.json").is_file() for name in DEFAULT_MODELS) and (output_dir / COMBINED_FILE).is_file():
+    if all((output_dir / name / "metrics.json").is_file() for name in (*DEFAULT_MODELS, DIAGNOSIS_MODEL)) \
+            and (output_dir / COMBINED_FILE).is_file():
         return data_dir, output_dir
     make_dataset(data_dir, "generic", n=120)
     common = ["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--epochs", "3", "--image-size", "75",
@@ -44,5 +47,41 @@ def trained_models(tmp_path_factory):
     assert main([*common, "--models", ",".join(STUDY_MODELS), "--weights", "none", "--recipe", "cpu",
                  "--learning-rates", "0.003,0.001,0.0003"]) == 0
     assert main([*common, "--models", "efficientnet_lite0", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
+    # A diagnosis model on its own seven-class set (so its split differs, and train.combine must
+    # leave it out of the combined reading with that reason).
+    make_diagnosis_dataset(root / "diagnosis_data")
+    assert main([*common[2:], "--data-dir", str(root / "diagnosis_data"), "--models", "efficientnet_lite0",
+                 "--name", DIAGNOSIS_MODEL, "--target", "diagnosis", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
     assert combine(["--data-dir", str(data_dir), "--models-dir", str(output_dir)]) == 0
     return data_dir, output_dir
+
+
+@pytest.fixture(autouse=True)
+def audit_trail_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """The pages record every reading; tests keep those events out of the user's own trail."""
+    from melanoma.audit import AUDIT_DIR_ENV
+
+    monkeypatch.setenv(AUDIT_DIR_ENV, str(tmp_path_factory.mktemp("audit")))
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What the page's download buttons hold, caught where Streamlit stores it in memory:
+    downloads[button] is (data, mimetype, file name) for an AppTest download button."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    stored = {}
+    keep = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        file_id = keep(self, path_or_data, mimetype, kind, filename)
+        stored[file_id] = (path_or_data, mimetype, filename)
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+
+    class Downloads:
+        def __getitem__(self, button):
+            return stored[button.proto.url.rsplit("/", 1)[-1].split(".")[0]]
+
+    return Downloads()

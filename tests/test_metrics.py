@@ -45,3 +45,23 @@ def test_threshold_reaches_the_target_sensitivity_and_is_the_highest(predictions
     assert (p[y == 1] >= threshold).mean() >= 0.9
     higher = np.nextafter(threshold, 1.0)
     assert (p[y == 1] >= higher).mean() < 0.9
+
+
+def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_interval():
+    from scipy.stats import binomtest
+
+    from melanoma.metrics import evidence_for, reliability_evidence
+
+    rng = np.random.default_rng(4)
+    probabilities = rng.uniform(0, 1, 2000)
+    labels = (rng.uniform(0, 1, 2000) < probabilities).astype(int)
+    rows = reliability_evidence(labels, probabilities, bins=20)
+    assert [row["n"] for row in rows] == [100] * 20
+    top = rows[-1]
+    inside = probabilities >= top["low"]
+    assert top["melanomas"] == labels[inside].sum() and top["high"] == probabilities.max()
+    interval = binomtest(int(top["melanomas"]), 100).proportion_ci(method="wilson")
+    assert tuple(top["ci95"]) == pytest.approx((interval.low, interval.high))
+    evidence = evidence_for(rows, 0.99)
+    assert evidence.n == 100 and evidence.melanomas == top["melanomas"]
+    assert evidence.sentence().startswith(f"Of 100 validation and test lesions this model scored between {top['low']:.1%}")

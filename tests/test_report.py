@@ -12,6 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from melanoma.cases import Decision
+from melanoma.metrics import Evidence
 from melanoma.combined import CombinedSpec, combine
 from melanoma.report import (
     CaseReport,
@@ -34,7 +35,7 @@ def pixels(seed: int, shape=(150, 200, 3)) -> np.ndarray:
 
 
 def decision(model="scratch_cnn", probability=0.7319, in_distribution=True) -> Decision:
-    return Decision(model, probability, 0.41, 0.88, 0.71, 0.7, in_distribution,
+    return Decision(model, probability, 0.41, 0.88, 0.71, Evidence(0.62, 0.81, 104, 73, (0.61, 0.78)), in_distribution,
                     "" if in_distribution else "its features are far from every training image")
 
 
@@ -107,7 +108,7 @@ def test_a_model_that_did_not_assess_the_image_says_so_instead_of_a_probability(
     assert "scratch_cnn: melanoma probability not assessed" in text
     assert "Not assessed: its features are far from every training image." in text
     assert "overlay (not assessed)" in text
-    assert "operating threshold" not in text and "In testing, about" not in text and "sensitivity)" not in text
+    assert "operating threshold" not in text and "validation and test lesions" not in text and "sensitivity)" not in text
 
 
 def test_several_models_give_every_overlay_and_the_combined_reading():
@@ -117,7 +118,8 @@ def test_several_models_give_every_overlay_and_the_combined_reading():
     reader, text = read(case_report_pdf(report(decisions, combined=reading.summary(), notes="")))
     assert len(reader.pages) == 1 and len(reader.pages[0].images) == 5  # the upload and four overlays
     assert flat(reading.summary()) in text
-    assert "Combined reading: Suspicious for melanoma: mean calibrated probability of 4 models 56.2%" in text
+    assert ("Combined reading: Suspicious for melanoma: mean calibrated probability of 4 models (scratch_cnn, "
+            "inception_v3, efficientnet_b3, efficientnet_lite0) 56.2%") in flat(text)
     for d in decisions:
         assert f"{d.model}: melanoma probability {d.probability:.1%}" in text and flat(d.summary()) in text
     assert "Clinician's notes (none)" in text

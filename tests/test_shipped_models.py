@@ -68,3 +68,14 @@ def test_shipped_gate_passes_its_test_images_and_stops_other_pictures(name):
     foreign = predictor.gate(list(others.values()))
     assert np.mean([not r.in_distribution for r in own]) <= 0.02
     assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [n for n, r in zip(others, foreign) if r.in_distribution]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_app_explains_the_registry_gradcam_layer_the_tests_check(name):
+    """ui.gradcam and the CLI pass Predictor.gradcam_layer; the explanation tests use the registry's."""
+    from melanoma.architectures import get_architecture
+
+    predictor = load_predictor(name, SHIPPED_MODELS_DIR)
+    layer = get_architecture(predictor.entry.architecture).gradcam_layer
+    assert predictor.gradcam_layer == layer
+    assert len(predictor.model.get_layer(layer).output.shape) == 4

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from melanoma.calibration import expected_calibration_error, fit_platt
+from melanoma import diagnoses
+from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import sha256_of, write_json
-from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+from melanoma.diagnoses import ClassCalibration, fit_class_calibration
+from melanoma.metrics import (evaluate_diagnoses, evaluate_predictions, flagged_by_diagnosis, reliability_evidence,
+                              threshold_for_sensitivity, threshold_rule)
 from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
 from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE, ModelUnavailableError, ServingSpec
-from train.tools import chosen_models, installed_models_parser
+from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 
 def calibrate_and_evaluate(labels: dict[str, np.ndarray], raw: dict[str, np.ndarray], target_sensitivity: float,
@@ -48,6 +52,51 @@ def calibrate_and_evaluate(labels: dict[str, np.ndarray], raw: dict[str, np.ndar
     }
     metrics["calibration_before"] = before["calibration"]
     return calibration, threshold, metrics
+
+
+@dataclass
+class Calibrated:
+    """What calibration fits for serving, and the test metrics it yields."""
+
+    calibration: PlattScaling
+    threshold: float
+    metrics: dict
+    class_calibration: ClassCalibration | None = None  # a diagnosis model's
+    malignant_threshold: float | None = None  # a diagnosis model's
+
+    def serving(self, input_size: int, tta: bool, ood: dict | None) -> ServingSpec:
+        classes = diagnoses.CODES if self.class_calibration else ()
+        return ServingSpec(input_size, tta, self.calibration, ood, classes, self.class_calibration)
+
+
+def calibrate_outputs(labels: dict[str, np.ndarray], codes: dict[str, list[str]], raw: dict[str, np.ndarray],
+                      target_sensitivity: float, seed: int = 0) -> Calibrated:
+    """Calibrate a network's raw validation and test outputs and measure the test split.
+
+    A melanoma model's outputs are (n,) probabilities. A diagnosis model's are (n, 7): its P(MEL)
+    gets the melanoma model's Platt step and threshold; its softmax a temperature and per-class
+    biases, and P(skin cancer) a second threshold by the same sensitivity rule; the test metrics
+    gain the multi-class ones. Where the test images' diagnoses are known (`codes`), the metrics
+    say what fraction of each diagnosis the melanoma threshold flags.
+    """
+    is_diagnosis = next(iter(raw.values())).ndim == 2
+    column = diagnoses.index_of(diagnoses.MELANOMA)
+    melanoma_raw = {split: outputs[:, column] if is_diagnosis else outputs for split, outputs in raw.items()}
+    calibration, threshold, metrics = calibrate_and_evaluate(labels, melanoma_raw, target_sensitivity, seed=seed)
+    metrics["reliability_evidence"] = reliability_evidence(np.concatenate([labels["val"], labels["test"]]),
+                                                           calibration(np.concatenate([melanoma_raw["val"], melanoma_raw["test"]])))
+    if all(codes["test"]):
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes["test"], calibration(melanoma_raw["test"]), threshold)
+    if not is_diagnosis:
+        return Calibrated(calibration, threshold, metrics)
+    class_calibration = fit_class_calibration(codes["val"], raw["val"])
+    probabilities = {split: diagnoses.with_melanoma_probability(class_calibration.logits(raw[split]),
+                                                                calibration(melanoma_raw[split])) for split in raw}
+    malignant_val = np.isin(codes["val"], diagnoses.MALIGNANT).astype(int)
+    malignant_threshold = threshold_for_sensitivity(malignant_val, diagnoses.malignant_probability(probabilities["val"]),
+                                                    target_sensitivity)
+    metrics["diagnoses"] = evaluate_diagnoses(codes["test"], probabilities["test"], malignant_threshold, seed=seed)
+    return Calibrated(calibration, threshold, metrics, class_calibration, malignant_threshold)
 
 
 GATE_FILE = "ood.npz"
@@ -90,16 +139,20 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
     pixels = {s: load_pixels(list(parts[s].path), entry.input_size) for s in ("val", "test")}
     labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}
-    raw = {s: predictor.raw_probabilities(pixels[s]) for s in ("val", "test")}
+    codes = {s: list(parts[s].dx) for s in ("val", "test")}
+    raw = {s: predictor.raw_outputs(pixels[s]) for s in ("val", "test")}
     seed = entry.card.get("seed", 0)
-    calibration, threshold, metrics = calibrate_and_evaluate(labels, raw, target_sensitivity, seed=seed)
+    fitted = calibrate_outputs(labels, codes, raw, target_sensitivity, seed=seed)
+    metrics = fitted.metrics
     for key in ("split", "validation_roc_auc"):
         if key in entry.metrics:
             metrics[key] = entry.metrics[key]
     ood = fit_gate(list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed)
-    serving = ServingSpec(entry.input_size, predictor.serving.test_time_augmentation, calibration, ood)
-    card = {**entry.card, "serving": serving.to_dict(), "threshold": threshold,
-            "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {target_sensitivity}"}
+    serving = fitted.serving(entry.input_size, predictor.serving.test_time_augmentation, ood)
+    card = {**entry.card, "serving": serving.to_dict(), "threshold": fitted.threshold,
+            "threshold_rule": threshold_rule(target_sensitivity)}
+    if fitted.malignant_threshold is not None:
+        card["malignant_threshold"] = fitted.malignant_threshold
     if sha256_of(entry.folder / MODEL_FILE) != card["sha256"]:
         raise ModelUnavailableError(f"{name}: {MODEL_FILE} changed while calibrating; nothing was written.")
     write_json(entry.folder / METRICS_FILE, metrics)
@@ -109,7 +162,7 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
 
 def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.calibrate", __doc__.splitlines()[0])
-    parser.add_argument("--target-sensitivity", type=float, default=0.90)
+    add_target_sensitivity_option(parser)
     args = parser.parse_args(argv)
     try:
         for name in chosen_models(args):

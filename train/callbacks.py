@@ -10,7 +10,12 @@ import keras
 import pandas as pd
 
 from melanoma.files import atomic_write, write_json
+from melanoma.store import HISTORY_FILE
 
+CHECKPOINT_DIR = "checkpoint"  # beside the model, out of git: what --resume continues from
+BEST_WEIGHTS = "best.weights.h5"  # the best validation AUC so far, which the run ships
+LAST_MODEL = "last.keras"  # the last completed epoch, with the optimizer
+STATE_FILE = "state.json"  # epochs done and the best validation AUC
 HISTORY_COLUMNS = ["epoch", "phase", "learning_rate", "trainable_layers", "loss", "accuracy", "auc",
                    "val_loss", "val_accuracy", "val_auc", "seconds"]
 
@@ -46,19 +51,19 @@ class EpochRecorder(keras.callbacks.Callback):
                "trainable_layers": self.trainable_layers, "seconds": round(time.monotonic() - self.started, 1)}
         row.update({key: float(logs[key]) for key in HISTORY_COLUMNS if key in logs})
         self.history.append(row)
-        atomic_write(self.folder / "history.csv",
+        atomic_write(self.folder / HISTORY_FILE,
                      lambda p: pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(p, index=False))
         val_auc = float(logs.get("val_auc", float("-inf")))
-        checkpoint = self.folder / "checkpoint"
+        checkpoint = self.folder / CHECKPOINT_DIR
         if val_auc > self.best_val_auc:
             self.best_val_auc = val_auc
-            atomic_write(checkpoint / "best.weights.h5", self.model.save_weights)
-        atomic_write(checkpoint / "last.keras", self.model.save)
-        write_json(checkpoint / "state.json", {"epochs_done": epoch + 1, "best_val_auc": self.best_val_auc})
+            atomic_write(checkpoint / BEST_WEIGHTS, self.model.save_weights)
+        atomic_write(checkpoint / LAST_MODEL, self.model.save)
+        write_json(checkpoint / STATE_FILE, {"epochs_done": epoch + 1, "best_val_auc": self.best_val_auc})
 
 
 def read_state(folder: Path) -> dict | None:
-    path = folder / "checkpoint" / "state.json"
+    path = folder / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
         return None
     with open(path, encoding="utf-8") as handle:

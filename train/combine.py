@@ -1,9 +1,11 @@
-"""Validate the combined reading of several installed models: `python -m train.combine --data-dir DIR`.
+"""Choose and validate the combined reading of installed models: `python -m train.combine --data-dir DIR`.
 
-The members must share one split (the same validation and test images, as runs with the same
-data and seed have). Their calibrated probabilities are averaged; the threshold is the highest
-whose validation sensitivity reaches the target; the metrics are measured on the test split and
-written with the members to `<models-dir>/combined.json`, which the app and the comparison page read.
+The candidates (every installed model, or `--models`) that share one split (the same validation
+and test images, as runs with the same data and seed have) are scored on it. Members are chosen
+by forward selection on the validation split's ROC AUC (melanoma.combined.select_members); the
+mean of their calibrated probabilities gets the highest threshold whose validation sensitivity
+reaches the target; the test split only measures the result. `<models-dir>/combined.json` records
+the members, why every other candidate was left out, the threshold, and validation and test metrics.
 """
 
 from __future__ import annotations
@@ -11,55 +13,90 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
-from melanoma.combined import COMBINED_FILE, mean_probability
+from melanoma.combined import COMBINED_FILE, mean_probability, select_members
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import write_json
 from melanoma.inference import load_predictor
-from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+from melanoma.metrics import evaluate_predictions, flagged_by_diagnosis, threshold_for_sensitivity, threshold_rule
 from melanoma.store import ModelUnavailableError
-from train.tools import chosen_models, installed_models_parser
+from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
+
+SCORED_SPLITS = ("val", "test")
 
 
-def shared_split(predictors) -> pd.DataFrame:
-    """The members' common split.csv; members with different validation or test images cannot be combined."""
+def split_key(split: pd.DataFrame) -> frozenset:
+    """What must be equal for models to be combined: which images they validated and tested on."""
+    return frozenset((image, part) for image, part in zip(split.image_id, split.split) if part in SCORED_SPLITS)
+
+
+def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
+    """The split most candidates share, those candidates, and why each other one was left out."""
     splits = {p.name: read_split(p.entry.folder) for p in predictors}
-    keyed = {name: set(zip(s.image_id, s.split)) - {(i, "train") for i in s.image_id} for name, s in splits.items()}
-    first = next(iter(keyed))
-    differing = [name for name, pairs in keyed.items() if pairs != keyed[first]]
-    if differing:
-        raise DataError([f"{', '.join(differing)} validated and tested on other images than {first}; retrain them with "
-                         "the same data and --seed, or combine only models that share a split."])
-    return splits[first]
+    groups: dict[frozenset, list] = {}
+    for predictor in predictors:
+        groups.setdefault(split_key(splits[predictor.name]), []).append(predictor)
+    chosen = max(groups.values(), key=len)
+    reference = chosen[0].name
+    left_out = {p.name: (f"validated and tested on other images than {reference}; retrain it with the same data and "
+                         "--seed to make it a candidate") for p in predictors if p not in chosen}
+    return splits[reference], chosen, left_out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.combine", __doc__.splitlines()[0])
-    parser.add_argument("--target-sensitivity", type=float, default=0.90)
+    add_target_sensitivity_option(parser)
     args = parser.parse_args(argv)
-    names = chosen_models(args)
+    predictors, left_out = [], {}
+    for name in chosen_models(args):
+        try:
+            predictors.append(load_predictor(name, args.models_dir))
+        except ModelUnavailableError as error:
+            left_out[name] = f"unavailable: {error}"
+    if not predictors:
+        print(f"error: no candidate model could be loaded from {args.models_dir}.", file=sys.stderr)
+        return 2
     try:
-        predictors = [load_predictor(name, args.models_dir) for name in names]
-        split = shared_split(predictors)
+        split, candidates, other_split = shared_split(predictors)
         table = join_split(load_labelled_images(args.data_dir).table, split)
-    except (DataError, ModelUnavailableError) as error:
+    except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    parts = {s: table[table.split == s] for s in ("val", "test")}
-    combined = {}
-    for split_name, part in parts.items():
-        combined[split_name] = mean_probability(
-            [p.score_pixels(load_pixels(list(part.path), p.serving.input_size)) for p in predictors])
-    threshold = threshold_for_sensitivity(parts["val"].label.to_numpy(), combined["val"], args.target_sensitivity)
-    metrics = evaluate_predictions(parts["test"].label.to_numpy(), combined["test"], threshold)
+    left_out.update(other_split)
+    parts = {s: table[table.split == s] for s in SCORED_SPLITS}
+    labels = {s: part.label.to_numpy() for s, part in parts.items()}
+    scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
+    for size in sorted({p.serving.input_size for p in candidates}):
+        pixels = {s: load_pixels(list(part.path), size) for s, part in parts.items()}
+        for predictor in (p for p in candidates if p.serving.input_size == size):
+            for s in SCORED_SPLITS:
+                scores[s][predictor.name] = predictor.score_pixels(pixels[s])
+    selection = select_members(labels["val"], scores["val"])
+    selection["left_out"].update(left_out)
+    members = selection["members"]
+    combined = {s: mean_probability([scores[s][m] for m in members]) for s in SCORED_SPLITS}
+    threshold = threshold_for_sensitivity(labels["val"], combined["val"], args.target_sensitivity)
+    metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
     metrics["split"] = "test"
+    metrics["validation_roc_auc"] = selection["validation_roc_auc"]
+    if all(parts["test"].dx):
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(list(parts["test"].dx), combined["test"], threshold)
+    selection["candidates_test_roc_auc"] = {name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()}
     write_json(f"{args.models_dir}/{COMBINED_FILE}", {
-        "members": names, "combination": "mean of the members' calibrated probabilities", "threshold": threshold,
-        "threshold_rule": f"highest threshold with validation sensitivity >= {args.target_sensitivity}",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metrics": metrics})
-    print(f"combined reading of {', '.join(names)}: test ROC AUC {metrics['roc_auc']:.3f}, threshold {threshold:.3f}, "
-          f"sensitivity {metrics['at_threshold']['sensitivity']:.3f}, specificity {metrics['at_threshold']['specificity']:.3f}")
+        "members": members, "combination": "mean of the members' calibrated probabilities",
+        "selection_rule": "forward selection by validation ROC AUC (each member must add at least 0.001); "
+                          "the test split chooses nothing",
+        "threshold": threshold,
+        "threshold_rule": threshold_rule(args.target_sensitivity),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "selection": selection, "metrics": metrics})
+    print(f"combined reading of {', '.join(members)}: validation ROC AUC {selection['validation_roc_auc']:.3f}, "
+          f"test ROC AUC {metrics['roc_auc']:.3f}, threshold {threshold:.3f}, sensitivity "
+          f"{metrics['at_threshold']['sensitivity']:.3f}, specificity {metrics['at_threshold']['specificity']:.3f}")
+    for name, reason in selection["left_out"].items():
+        print(f"  left out {name}: {reason}")
     return 0
 
 

@@ -14,58 +14,47 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from melanoma.architectures import UnknownModelError, WeightsUnavailableError, architecture_names, create_model, get_architecture
-from melanoma.config import DEFAULT_MODELS, RECIPES, TrainConfig
+from melanoma import diagnoses
+from melanoma.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
+from melanoma.config import RECIPES, TrainConfig
 from melanoma.data import (SPLIT_FILE, DataError, LabelledImages, class_weights, join_split, load_labelled_images,
                            load_pixels, read_split, split_counts, split_grouped_stratified, split_holding_out_source,
                            subsample)
 from melanoma.files import atomic_write, sha256_of, write_json
 from melanoma.framework import add_framework_logs_option
-from melanoma.store import CARD_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE, ServingSpec
+from melanoma.metrics import threshold_rule
+from melanoma.store import CARD_FILE, HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
+from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
+from train.targets import learning_targets, loss_and_metrics, output_count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from TrainConfig's fields: one default and one help text each."""
+    parser = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.splitlines()[0])
+    for config_field in fields(TrainConfig):
+        settings = dict(config_field.metadata.get("option", {}))
+        if not settings:
+            continue
+        flag = settings.pop("flag", "--" + config_field.name.replace("_", "-"))
+        if config_field.default is False:
+            settings["action"] = "store_true"
+        elif config_field.default is not MISSING:
+            settings["default"] = config_field.default
+        parser.add_argument(flag, dest=config_field.name, **settings)
+    add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m train.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True, help="labelled images (ISIC 2018, HAM10000 or generic layout)")
-    parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated model names, from: {', '.join(architecture_names())}")
-    parser.add_argument("--output-dir", default="models")
-    parser.add_argument("--recipe", default="study", choices=list(RECIPES))
-    parser.add_argument("--epochs", type=int, help="default: the recipe's")
-    parser.add_argument("--image-size", type=int, help="default: the recipe's")
-    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
-    parser.add_argument("--epoch-images", type=int,
-                        help="images sampled per epoch (shorter epochs on slow machines); default: one full pass")
-    parser.add_argument("--learning-rates", help="comma-separated, one per phase; default: the recipe's")
-    parser.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a Keras notop weights file")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions")
-    parser.add_argument("--target-sensitivity", type=float, default=0.90,
-                        help="the threshold is the highest whose validation sensitivity reaches this")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoints")
-    parser.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPUs)")
-    parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="TensorFlow's op determinism: the same seed, data and machine give the same weights "
-                             "(slower on GPUs; some GPU ops then refuse to run)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="move the targets 0 and 1 to s/2 and 1 - s/2 (0 <= s < 0.5), so that the network "
-                             "is never pushed towards certainty; default 0")
-    parser.add_argument("--max-images", type=int, help="train on a stratified subset (quick looks)")
-    add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
-    parser.add_argument("--holdout-source", help="test on every image of this source (e.g. rosendahl) and train and "
-                        "validate on the others: how a model does at a clinic it never saw. Writes to "
-                        "<output-dir>/<model>/holdout-<source>/")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    models = tuple(name.strip() for name in args.models.split(",") if name.strip())
-    for name in models:
+    for name in args.models:
         try:
             architecture = get_architecture(name)
         except UnknownModelError as error:
@@ -73,28 +62,22 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if args.image_size and args.image_size < architecture.min_size:
             parser.error(f"{name} needs --image-size of at least {architecture.min_size}; got {args.image_size}.")
     phases = len(RECIPES[args.recipe].phase_fractions)
-    try:
-        rates = [float(x) for x in args.learning_rates.split(",")] if args.learning_rates else None
-        split = [float(x) for x in args.split.split(",")]
-    except ValueError as error:
-        parser.error(f"--learning-rates and --split take comma-separated numbers ({error}).")
-    if rates is not None and len(rates) != phases:
+    if args.learning_rates is not None and len(args.learning_rates) != phases:
         parser.error(f"--learning-rates needs one rate per phase of the {args.recipe} recipe ({phases}); "
-                     f"got {len(rates)}: {args.learning_rates}.")
+                     f"got {len(args.learning_rates)}: {','.join(map(str, args.learning_rates))}.")
+    if args.name and len(args.models) != 1:
+        parser.error(f"--name names one model, but --models lists {len(args.models)}: {','.join(args.models)}. "
+                     "Train them one at a time.")
+    if args.name and (args.name != Path(args.name).name or args.name.startswith(".")):
+        parser.error(f"--name is a folder name under --output-dir, without a path; got {args.name!r}.")
     if not 0 <= args.label_smoothing < 0.5:
         parser.error(f"--label-smoothing takes a number from 0 up to (not including) 0.5; got {args.label_smoothing}.")
+    split = args.split_fractions
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-        parser.error(f"--split takes three non-negative fractions train,val,test that sum to 1; got {args.split}.")
-    return TrainConfig(
-        data_dir=args.data_dir, layout=args.layout, models=models, output_dir=args.output_dir,
-        recipe=args.recipe, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, epoch_images=args.epoch_images,
-        learning_rates=tuple(rates) if rates else None,
-        weights=args.weights, seed=args.seed, split_fractions=tuple(split),
-        target_sensitivity=args.target_sensitivity, resume=args.resume, mixed_precision=args.mixed_precision,
-        xla=args.xla, deterministic=args.deterministic, label_smoothing=args.label_smoothing,
-        max_images=args.max_images, holdout_source=args.holdout_source,
-        command="python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-    ).resolved()
+        parser.error(f"--split takes three non-negative fractions train,val,test that sum to 1; got {split}.")
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.metadata.get("option")}
+    command = "python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    return TrainConfig(**values, command=command).resolved()
 
 
 def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd.DataFrame:
@@ -117,7 +100,7 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
     else:
         split = split_grouped_stratified(table, config.split_fractions, config.seed)
     table = table.assign(split=split)
-    atomic_write(path, lambda p: table[["image_id", "group", "label", "source", "split"]].to_csv(p, index=False))
+    atomic_write(path, lambda p: table[["image_id", "group", "label", "dx", "source", "split"]].to_csv(p, index=False))
     return table[table.split != "excluded"]
 
 
@@ -175,11 +158,20 @@ def export_for_serving(model, path: Path):
 
 @dataclass
 class SplitData:
-    """One model's split: the table, and decoded pixels and labels per split name."""
+    """One model's split: the table, and per split name the decoded pixels, the melanoma labels
+    and the targets the network learns (the labels, or one-hot diagnoses for a diagnosis model)."""
 
     table: pd.DataFrame
     pixels: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+    def class_weights(self) -> dict[int, float]:
+        """n / (k · n_class) per class index over the training split (k = 2 for the melanoma target)."""
+        targets = self.targets["train"]
+        if targets.ndim == 2:
+            return class_weights(targets.argmax(axis=1), targets.shape[1])
+        return class_weights(targets)
 
 
 @dataclass
@@ -194,7 +186,7 @@ class Progress:
 def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, strategy) -> dict:
     """Train, calibrate, choose the threshold, evaluate and write every artefact for one model."""
     from melanoma.inference import predict_pixels
-    from train.calibrate import calibrate_and_evaluate, fit_gate
+    from train.calibrate import calibrate_outputs, fit_gate
 
     architecture = get_architecture(name)
     weights = "none" if not architecture.is_transfer else config.weights
@@ -209,27 +201,35 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     training_seconds = previous_seconds + time.monotonic() - started
 
     # The shipped model: best validation AUC weights, without optimizer state.
-    model.load_weights(folder / "checkpoint" / "best.weights.h5")
+    model.load_weights(folder / CHECKPOINT_DIR / BEST_WEIGHTS)
     serving = export_for_serving(model, folder / MODEL_FILE)
 
     # Calibration, threshold and the out-of-distribution gate from training and validation
     # images; metrics on test: the test split chooses nothing.
     tta = config.recipe_object.test_time_augmentation
     raw = {s: predict_pixels(serving, split.pixels[s], config.batch_size, tta) for s in ("val", "test")}
-    calibration, threshold, metrics = calibrate_and_evaluate(
-        {s: split.labels[s] for s in raw}, raw, config.target_sensitivity, seed=config.seed)
+    codes = {s: list(split.table.dx[split.table.split == s]) for s in raw}
+    fitted = calibrate_outputs({s: split.labels[s] for s in raw}, codes, raw, config.target_sensitivity, seed=config.seed)
     ood = fit_gate(list(split.table.path[split.table.split == "train"]), list(split.table.path[split.table.split == "val"]),
                    folder, Path(config.output_dir), seed=config.seed)
+    metrics = fitted.metrics
     metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
     metrics["validation_roc_auc"] = float(progress.best_val_auc)
     write_json(folder / METRICS_FILE, metrics)
     card = model_card(name, config, data, split, weights, serving, progress, training_seconds)
-    card.update(serving=ServingSpec(config.image_size, tta, calibration, ood).to_dict(), threshold=threshold,
+    card.update(serving=fitted.serving(config.image_size, tta, ood).to_dict(), threshold=fitted.threshold,
                 sha256=sha256_of(folder / MODEL_FILE))
+    if fitted.malignant_threshold is not None:
+        card.update(malignant_threshold=fitted.malignant_threshold, malignant_threshold_rule=(
+            f"on P({' + '.join(diagnoses.MALIGNANT)}): {threshold_rule(config.target_sensitivity)} for skin cancer"))
     write_json(folder / CARD_FILE, card)
-    return {"model": name, "epochs": progress.epochs_done, "minutes": training_seconds / 60, "val_auc": progress.best_val_auc,
-            "test_auc": metrics["roc_auc"], "threshold": threshold,
-            "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
+    summary = {"model": config.folder_name(name), "epochs": progress.epochs_done, "minutes": training_seconds / 60,
+               "val_auc": progress.best_val_auc, "test_auc": metrics["roc_auc"], "threshold": fitted.threshold,
+               "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
+    if "diagnoses" in metrics:
+        summary.update(balanced_multiclass_accuracy=metrics["diagnoses"]["balanced_multiclass_accuracy"],
+                       malignant_auc=metrics["diagnoses"]["malignant"]["roc_auc"])
+    return summary
 
 
 def load_split(name: str, config: TrainConfig, data: LabelledImages, pixel_cache: dict, folder: Path) -> SplitData:
@@ -243,8 +243,9 @@ def load_split(name: str, config: TrainConfig, data: LabelledImages, pixel_cache
         print(f"Decoded {len(missing)} images at {config.image_size}x{config.image_size} in {time.monotonic() - started:.0f} s")
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
     split = SplitData(table, {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()},
-                      {s: part.label.to_numpy() for s, part in parts.items()})
-    print(f"[{name}] split {split_counts(table)}")
+                      {s: part.label.to_numpy() for s, part in parts.items()},
+                      {s: learning_targets(part, config.target) for s, part in parts.items()})
+    print(f"[{name}] split {split_counts(table, by_diagnosis=config.target == 'diagnosis')}")
     return split
 
 
@@ -259,10 +260,10 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     with strategy.scope():
         if not state:
             model = create_model(name, config.image_size, weights=weights, colour_constancy=recipe.colour_constancy,
-                                 dropout=recipe.dropout)
+                                 dropout=recipe.dropout, classes=output_count(config))
             return model, Progress()
-        model = keras.models.load_model(folder / "checkpoint" / "last.keras", safe_mode=True, compile=False)
-    history = pd.read_csv(folder / "history.csv").to_dict("records")[: state["epochs_done"]]
+        model = keras.models.load_model(folder / CHECKPOINT_DIR / LAST_MODEL, safe_mode=True, compile=False)
+    history = pd.read_csv(folder / HISTORY_FILE).to_dict("records")[: state["epochs_done"]]
     print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
 
@@ -279,10 +280,10 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
     from train.schedule import plan_phases
 
     recipe = config.recipe_object
-    weights_by_class = class_weights(split.labels["train"])
-    print(f"[{name}] class weights 0 -> {weights_by_class[0]:.3f}, 1 -> {weights_by_class[1]:.3f}")
+    weights_by_class = split.class_weights()
+    print(f"[{name}] class weights " + ", ".join(f"{c} -> {w:.3f}" for c, w in weights_by_class.items()))
     images_per_epoch = config.epoch_images or len(split.labels["train"])
-    val_ds = evaluation_batches(split.pixels["val"], split.labels["val"], config.batch_size)
+    val_ds = evaluation_batches(split.pixels["val"], split.targets["val"], config.batch_size)
     phases = plan_phases(get_architecture(name), config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
                          pretrained=weights != "none")
     for phase in phases:
@@ -291,17 +292,14 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
         first_epoch = max(phase.start_epoch, progress.epochs_done)
         with strategy.scope():
             trainable = set_trainable_layers(model, phase.trainable_layers)
-            model.compile(
-                optimizer=keras.optimizers.Adam(phase.learning_rate),
-                loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-                metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-                jit_compile=config.xla,
-            )
+            loss, metrics = loss_and_metrics(config)
+            model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss, metrics=metrics,
+                          jit_compile=config.xla)
         print(f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
               f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable")
         # The stream starts at this phase's first epoch: what each epoch sees depends on the seed
         # and the epoch alone, not on how many fit calls or resumes came before.
-        train_ds = training_batches(split.pixels["train"], split.labels["train"], config.batch_size, recipe,
+        train_ds = training_batches(split.pixels["train"], split.targets["train"], config.batch_size, recipe,
                                     config.seed, first_epoch, images_per_epoch)
         recorder = EpochRecorder(folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate)
         model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch, initial_epoch=first_epoch,
@@ -322,21 +320,24 @@ def model_card(name: str, config: TrainConfig, data: LabelledImages, split: Spli
     recipe = config.recipe_object
     initialisation = {"imagenet": "ImageNet", "none": "random (trained from scratch)"}.get(weights, f"file {weights}")
     return {
-        "name": name,
+        "name": config.folder_name(name),
+        "architecture_name": name,
+        "target": config.target,
         "architecture": architecture.description,
         "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
         "preprocessing": architecture.preprocessing + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
         "weights_initialisation": initialisation,
         "initial_weights": architecture.weights_provenance(weights),
         "parameters": int(serving_model.count_params()),
-        "threshold_rule": f"highest threshold with calibrated validation sensitivity >= {config.target_sensitivity}",
-        "occlusion_maps": occlusion_path(serving_model, config.image_size),
+        "threshold_rule": threshold_rule(config.target_sensitivity),
+        "occlusion_maps": occlusion_path(melanoma_output(serving_model, config), config.image_size),
         "recipe": config.recipe_values,
         "config": {key: value for key, value in config.to_dict().items() if key != "recipe_values"},
         "phases": phases_run(progress.history),
         "data": {"source": config.data_dir, "layout": data.layout, "split_counts": split_counts(split.table),
-                 "split_file": "split.csv", "grouped_by": "lesion/group id (no group in two splits)"},
-        "class_weights": {str(k): v for k, v in class_weights(split.labels["train"]).items()},
+                 **({"split_counts_by_diagnosis": split_counts(split.table, by_diagnosis=True)} if config.target == "diagnosis" else {}),
+                 "split_file": SPLIT_FILE, "grouped_by": "lesion/group id (no group in two splits)"},
+        "class_weights": {str(k): v for k, v in split.class_weights().items()},
         "seed": config.seed,
         "epochs_trained": progress.epochs_done,
         "best_validation_auc": float(progress.best_val_auc),
@@ -348,10 +349,41 @@ def model_card(name: str, config: TrainConfig, data: LabelledImages, split: Spli
     }
 
 
+def melanoma_output(network, config: TrainConfig):
+    """The network read as its melanoma probability, which the explanations take."""
+    from melanoma.inference import class_output
+
+    return class_output(network, (diagnoses.MELANOMA,), "melanoma") if config.target == "diagnosis" else network
+
+
 def model_folder(config: TrainConfig, name: str) -> Path:
     """Where a run writes one model: a source-held-out run is a diagnostic beside the model, not the model."""
-    folder = Path(config.output_dir) / name
+    folder = Path(config.output_dir) / config.folder_name(name)
     return folder / f"{HOLDOUT_PREFIX}{config.holdout_source}" if config.holdout_source else folder
+
+
+def missing_prerequisites(config: TrainConfig) -> list[str]:
+    """What the run would fail on after its epochs, found before the first: the ImageNet
+    checkpoints it starts from, and the one the out-of-distribution gate's extractor is built
+    from when the output folder has no extractor yet (a whole run must not be lost to a missing package)."""
+    from melanoma import pretrained
+    from melanoma.ood import FEATURES_FILE, FEATURES_VARIANT
+
+    needed = []  # (variant, weights, what needs them)
+    for name in config.models:
+        architecture = get_architecture(name)
+        if architecture.checkpoint_variant and config.weights != "none":
+            needed.append((architecture.checkpoint_variant, config.weights, f"{name}'s initial weights"))
+    if not (Path(config.output_dir) / FEATURES_FILE).is_file():
+        needed.append((FEATURES_VARIANT, "imagenet", f"the out-of-distribution gate's feature extractor ({FEATURES_FILE}, "
+                                                     f"built in {config.output_dir} after the first model trains)"))
+    problems = []
+    for variant, weights, purpose in needed:
+        try:
+            pretrained.resolve(variant, weights)
+        except WeightsUnavailableError as error:
+            problems.append(f"{purpose}: {error}")
+    return problems
 
 
 def models_without_checkpoint(config: TrainConfig) -> list[str]:
@@ -379,11 +411,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Data: {data.layout} layout in {data.root}, {data.counts}")
+    if config.target == "diagnosis" and not data.has_diagnoses:
+        unknown = data.table.image_id[data.table.dx == ""]
+        print(f"error: --target diagnosis needs the diagnosis of every image, but {len(unknown)} of {len(data.table)} in "
+              f"{data.root} have none (e.g. {unknown.iloc[0]}). Give one of {diagnoses.ALLOWED_TEXT} per image: the ISIC "
+              "2018 one-hot ground truth, HAM10000's dx column, or a dx column in labels.csv; or train with --target "
+              "melanoma, which needs only the melanoma label.", file=sys.stderr)
+        return 2
     unresumable = models_without_checkpoint(config)
     if unresumable:
         print(f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
               "model is there (model.keras), which training from scratch would replace. Restore its checkpoint/ "
               "folder, choose another --output-dir, or leave out --resume to retrain from scratch.", file=sys.stderr)
+        return 2
+    missing = missing_prerequisites(config)
+    if missing:
+        print("error: this run would fail after training; nothing was trained:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     strategy = configure_tensorflow(config)
     pixel_cache: dict = {}

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.framework import add_framework_logs_option
 from melanoma.store import add_models_dir_option, list_models
+
+
+THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity reaches this"
 
 
 def installed_models_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -19,6 +23,11 @@ def installed_models_parser(prog: str, description: str) -> argparse.ArgumentPar
     add_models_dir_option(parser)
     add_framework_logs_option(parser)
     return parser
+
+
+def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
+    """--target-sensitivity, for the tools that choose an operating threshold."""
+    parser.add_argument("--target-sensitivity", type=float, default=TARGET_SENSITIVITY, help=THRESHOLD_RULE_HELP)
 
 
 def chosen_models(args: argparse.Namespace) -> list[str]:

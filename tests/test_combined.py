@@ -1,0 +1,94 @@
+"""The combined reading: members chosen on validation, served under one name by every door."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoma.__main__ import main as cli
+from melanoma.combined import COMBINED_FILE, CombinedPredictor, CombinedSpec, CombinedUnavailableError, select_members
+from melanoma.images import read_image, to_model_input
+from melanoma.inference import load_predictor
+from tests.conftest import DIAGNOSIS_MODEL
+
+
+def test_forward_selection_adds_what_helps_on_validation_and_says_why_the_rest_is_left_out():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    truth = labels + rng.normal(0, 1.0, 400)
+    good, helper = truth + rng.normal(0, 0.4, 400), truth + rng.normal(0, 0.4, 400)
+    noise = rng.normal(0, 1, 400)
+    selection = select_members(labels, {"good": good, "helper": helper, "noise": noise})
+    assert selection["members"] == ["good", "helper"] or selection["members"] == ["helper", "good"]
+    assert selection["steps"][-1]["validation_roc_auc"] == selection["validation_roc_auc"]
+    assert selection["validation_roc_auc"] > max(selection["candidates"]["good"], selection["candidates"]["helper"])
+    assert set(selection["left_out"]) == {"noise"}
+    assert selection["left_out"]["noise"].startswith(
+        f"adding it would change the combination's validation ROC AUC from {selection['validation_roc_auc']:.4f} to")
+
+
+def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another_split(trained_models):
+    _, output_dir = trained_models
+    stored = json.loads((output_dir / COMBINED_FILE).read_text())
+    selection = stored["selection"]
+    assert set(stored["members"]) | set(selection["left_out"]) == {*selection["candidates"], DIAGNOSIS_MODEL}
+    assert selection["left_out"][DIAGNOSIS_MODEL].startswith("validated and tested on other images than")
+    assert stored["metrics"]["validation_roc_auc"] == selection["validation_roc_auc"]
+    assert stored["members"][0] == max(selection["candidates"], key=selection["candidates"].get)
+
+
+def test_predict_combined_is_the_mean_of_its_members(trained_models, capsys):
+    data_dir, output_dir = trained_models
+    images = sorted((data_dir / "images").glob("*.jpg"))[:4]
+    assert cli(["--models-dir", str(output_dir), "predict", "--model", "combined", "--json", *map(str, images)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    spec = CombinedSpec.read(output_dir)
+    pixels = [read_image(str(p)).pixels for p in images]
+    expected = np.mean([load_predictor(m, output_dir).probabilities(pixels) for m in spec.members], axis=0)
+    assert [r["probability"] for r in rows] == pytest.approx(expected, abs=1e-6)
+    assert all(r["model"] == "combined" and r["threshold"] == spec.threshold for r in rows)
+
+
+def test_models_lists_the_combined_reading_with_its_test_auc(trained_models, capsys):
+    _, output_dir = trained_models
+    assert cli(["--models-dir", str(output_dir), "models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("combined ")).split()
+    spec = CombinedSpec.read(output_dir)
+    assert row[1:4] == ["-", f"{spec.threshold:.3f}", f"{spec.test_auc:.3f}"]
+
+
+def test_the_combined_map_is_the_drop_of_the_mean_calibrated_probability(trained_models, tmp_path):
+    data_dir, output_dir = trained_models
+    combined = CombinedPredictor.load(output_dir)
+    image = read_image(str(sorted((data_dir / "images").glob("*.jpg"))[0])).pixels
+    scores = combined.occlusion(image, 25)
+    size = combined.members[0].serving.input_size
+    assert all(member.serving.input_size == size for member in combined.members)  # the exact case
+    view = to_model_input(image, size).astype(np.float32)
+    grey = view.copy()
+    grey[:25, :25] = 127.5
+    drops = [member.calibrated_model.predict_on_batch(np.stack([view, grey]))[:, 0] for member in combined.members]
+    assert scores[5, 5] == pytest.approx(np.mean([d[0] - d[1] for d in drops]), abs=1e-4)
+    out = tmp_path / "overlay.png"
+    assert cli(["--models-dir", str(output_dir), "explain", "--model", "combined", "--out", str(out),
+                str(sorted((data_dir / "images").glob("*.jpg"))[0])]) == 0
+    assert Image.open(out).size == (image.shape[1], image.shape[0])
+
+
+def test_a_missing_member_or_file_is_named_and_the_other_models_still_serve(trained_models, tmp_path, capsys):
+    _, output_dir = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(output_dir, models)
+    spec = CombinedSpec.read(models)
+    shutil.rmtree(models / spec.members[0])
+    with pytest.raises(CombinedUnavailableError, match=f"its member {spec.members[0]} is unavailable"):
+        CombinedPredictor.load(models)
+    assert cli(["--models-dir", str(models), "predict", "--model", "combined", "x.jpg"]) == 2
+    assert f"its member {spec.members[0]} is unavailable" in capsys.readouterr().err
+    other = next(name for name in ("scratch_cnn", "efficientnet_lite0", "inception_v3") if name != spec.members[0])
+    assert load_predictor(other, models).name == other
+    (models / COMBINED_FILE).unlink()
+    assert cli(["--models-dir", str(models), "predict", "--model", "combined", "x.jpg"]) == 2
+    assert "No combined reading is installed" in capsys.readouterr().err

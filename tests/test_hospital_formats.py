@@ -1,0 +1,84 @@
+"""DICOM in and FHIR / DICOM out through the command line and the Diagnose page, on the fixture models."""
+
+import io
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from pypdf import PdfReader
+from streamlit.testing.v1 import AppTest
+
+from melanoma.__main__ import main as cli
+from melanoma.images import decode_image, read_image
+from melanoma.inference import load_predictor
+from tests.test_dicom import IDENTIFYING, dicom_bytes
+from tests.test_fhir import observation_of, percent, resources
+
+
+def fixture_photograph(data_dir) -> np.ndarray:
+    return read_image(str(sorted((data_dir / "images").glob("*.jpg"))[0])).pixels
+
+
+def test_a_dicom_photograph_scores_as_its_pixels_and_predict_writes_a_bundle(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    pixels = fixture_photograph(data_dir)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "lesion.dcm").write_bytes(dicom_bytes(pixels))
+    assert cli(["--models-dir", str(output_dir), "predict", "--model", "scratch_cnn", "--json",
+                "--fhir", str(tmp_path / "fhir"), str(tmp_path / "in")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    expected = load_predictor("scratch_cnn", output_dir).probabilities([pixels])[0]
+    assert row["probability"] == pytest.approx(expected, abs=1e-6)  # the same as the PNG of its pixels
+    bundles = list((tmp_path / "fhir").glob("*.fhir.json"))
+    assert len(bundles) == 1 and "lesion" not in bundles[0].name  # named by its SOP Instance UID
+    found = resources(bundles[0].read_text())
+    observation = observation_of(found, "melanoma-probability")
+    assert percent(observation["valueQuantity"]) == pytest.approx(row["probability"], abs=1e-6)
+    assert not any(value in bundles[0].read_text() for value in IDENTIFYING)
+
+
+def test_predict_combined_writes_one_observation_per_member_and_the_combined_one(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    assert cli(["--models-dir", str(output_dir), "predict", "--model", "combined", "--json",
+                "--fhir", str(tmp_path), str(image)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    found = resources((tmp_path / f"{image.stem}.fhir.json").read_text())
+    combined = observation_of(found, "combined-melanoma-probability")
+    assert percent(combined["valueQuantity"]) == pytest.approx(row["probability"], abs=1e-6)
+    spec = json.loads((output_dir / "combined.json").read_text())
+    assert {device["deviceName"][0]["name"] for device in found["Device"]} == set(spec["members"])
+
+
+def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trained_models, monkeypatch, downloads):
+    data_dir, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+    data = dicom_bytes(fixture_photograph(data_dir), StudyDescription="Dermoscopy")
+    at = AppTest.from_file("../app.py", default_timeout=300)
+    at.run()
+    at.selectbox[0].set_value("scratch_cnn")
+    at.file_uploader[0].set_value(("export.dcm", data, "application/dicom"))
+    at.run()
+    assert not at.exception
+    shown = " ".join(str(element.value) for kind in ("caption", "markdown", "info", "success", "error", "warning")
+                     for element in at.get(kind))
+    assert "study date 2024-05-13" in shown and not any(value in shown for value in IDENTIFYING)
+    buttons = {button.proto.label: button for button in at.get("download_button")}
+    assert {"Download for the health record (FHIR R4 Bundle)",
+            "Download report for PACS (DICOM Encapsulated PDF, same study)"} <= set(buttons)
+    probability = load_predictor("scratch_cnn", output_dir).probabilities([decode_image(data).pixels])[0]
+    assert [m.value for m in at.metric] == [f"{probability:.1%}"]
+    source = pydicom.dcmread(io.BytesIO(data))
+    for label, check in [("Download for the health record (FHIR R4 Bundle)", "fhir"),
+                         ("Download report for PACS (DICOM Encapsulated PDF, same study)", "dicom")]:
+        content, _, _ = downloads[buttons[label]]
+        if check == "fhir":
+            found = resources(content if isinstance(content, str) else content.decode())
+            assert percent(observation_of(found, "melanoma-probability")["valueQuantity"]) == pytest.approx(probability)
+        else:
+            report = pydicom.dcmread(io.BytesIO(content))
+            assert report.StudyInstanceUID == source.StudyInstanceUID and report.SeriesInstanceUID != source.SeriesInstanceUID
+            text = PdfReader(io.BytesIO(bytes(report.EncapsulatedDocument).rstrip(b"\0"))).pages[0].extract_text()
+            assert f"{probability:.1%}" in text
+

