@@ -3,13 +3,14 @@
 #   make serve  the same for a clinic network (ADDRESS, PORT): the app refuses to serve until sign-in
 #               is configured (README, Privacy and deployment)
 #   make test   installs what the tests need and runs them
+#   make lint   ruff lint rules and format check (CI runs it before the tests)
 PYTHON ?= python3.11
 ADDRESS ?= 0.0.0.0
 PORT ?= 8501
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run serve test browser
+.PHONY: run serve test browser lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +36,8 @@ browser:
 
 test: $(VENV)/.test browser
 	$(BIN)/python -m pytest
+
+# ruff's lint rules and format check, as configured in pyproject.toml.
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -29,11 +29,15 @@ def auth_secrets() -> Mapping | None:
 
 def sign_in_screen(providers: tuple[str | None, ...]) -> None:
     st.title("Melanoma decision support")
-    st.info("Sign in with your clinic account to continue. Every reading is recorded under your name in the "
-            "clinic's audit trail.", icon="🔒")
+    st.info(
+        "Sign in with your clinic account to continue. Every reading is recorded under your name in the "
+        "clinic's audit trail.",
+        icon="🔒",
+    )
     for provider in providers:
-        if st.button("Sign in" if provider is None else f"Sign in with {provider}", type="primary",
-                     key=f"sign-in-{provider}"):
+        if st.button(
+            "Sign in" if provider is None else f"Sign in with {provider}", type="primary", key=f"sign-in-{provider}"
+        ):
             st.login(provider)
     st.stop()
 
@@ -45,14 +49,17 @@ def session_user() -> User:
         return LOCAL
     if policy.mode is access.Mode.PROXY:
         user = access.proxy_user(os.environ, st.context.headers.get_all)
-        st.sidebar.caption(f"Sign-in is delegated to the reverse proxy in front of this app. Recorded as: "
-                           f"**{user.subject}**.")
+        st.sidebar.caption(
+            f"Sign-in is delegated to the reverse proxy in front of this app. Recorded as: **{user.subject}**."
+        )
     else:
         if not st.user.get("is_logged_in"):
             sign_in_screen(policy.providers)
         user = access.signed_in_user(st.user.to_dict())
-        st.sidebar.caption(f"Signed in as **{st.user.get('name') or user.email or user.subject}**"
-                           + (f" ({user.email})" if user.email and st.user.get("name") else ""))
+        st.sidebar.caption(
+            f"Signed in as **{st.user.get('name') or user.email or user.subject}**"
+            + (f" ({user.email})" if user.email and st.user.get("name") else "")
+        )
         if st.sidebar.button("Sign out"):
             st.logout()  # clears the identity and redirects, but lets the run go on: nothing more may run
             st.stop()
@@ -67,10 +74,12 @@ try:
 except (access.AccessRefused, AuditUnavailable) as refusal:
     st.error(str(refusal), icon="⛔")
     st.stop()
-navigation = st.navigation([
-    st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
-    st.Page("app_pages/compare.py", title="Compare models", icon="📊"),
-    st.Page("app_pages/validate.py", title="Validate on your images", icon="✅"),
-    st.Page("app_pages/model_cards.py", title="Model cards", icon="📄"),
-])
+navigation = st.navigation(
+    [
+        st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
+        st.Page("app_pages/compare.py", title="Compare models", icon="📊"),
+        st.Page("app_pages/validate.py", title="Validate on your images", icon="✅"),
+        st.Page("app_pages/model_cards.py", title="Model cards", icon="📄"),
+    ]
+)
 navigation.run()

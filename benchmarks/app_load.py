@@ -65,8 +65,11 @@ async def score_in_page(page, path: Path, expected: str) -> tuple[float, str, fl
     metric = page.locator('[data-testid="stMetricValue"]').first
     try:
         await page.wait_for_function(
-            "expected => [...document.querySelectorAll('[data-testid=stMetricValue]')].some(e => e.innerText.trim() === expected)",
-            arg=expected, timeout=TIMEOUT_MS)
+            "expected => [...document.querySelectorAll('[data-testid=stMetricValue]')]"
+            ".some(e => e.innerText.trim() === expected)",
+            arg=expected,
+            timeout=TIMEOUT_MS,
+        )
     except Exception:  # noqa: BLE001  reported below as a wrong value, not raised
         pass
     shown_after = time.perf_counter() - started
@@ -103,9 +106,24 @@ async def run(args) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-                                   "--server.port", str(port), "--server.headless", "true"],
-                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(120):
@@ -115,7 +133,9 @@ async def run(args) -> None:
                 except OSError:
                     await asyncio.sleep(0.5)
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+                )
                 page = await browser.new_page()
                 opened = time.perf_counter()
                 await page.goto(url, timeout=TIMEOUT_MS)
@@ -124,27 +144,44 @@ async def run(args) -> None:
                 first, first_shown, first_done = await score_in_page(page, paths[0], expected[paths[0].name])
                 cold = uploader + first
                 further, further_shown, further_done = await score_in_page(page, paths[1], expected[paths[1].name])
-                print(f"model {model}: cold server, page opened to uploader {uploader:.1f} s, to first probability {cold:.1f} s "
-                      f"(shown {first_shown}, library {expected[paths[0].name]}), to its maps {uploader + first_done:.1f} s")
-                print(f"a further image in the same session: probability {further:.2f} s (shown {further_shown}, "
-                      f"library {expected[paths[1].name]}), maps {further_done:.2f} s")
+                print(
+                    f"model {model}: cold server, page opened to uploader {uploader:.1f} s, "
+                    f"to first probability {cold:.1f} s (shown {first_shown}, library {expected[paths[0].name]}), "
+                    f"to its maps {uploader + first_done:.1f} s"
+                )
+                print(
+                    f"a further image in the same session: probability {further:.2f} s (shown {further_shown}, "
+                    f"library {expected[paths[1].name]}), maps {further_done:.2f} s"
+                )
                 await page.close()
                 cursor = 2
                 for n in rounds:
-                    batches = [paths[cursor + i * args.images_per_session: cursor + (i + 1) * args.images_per_session] for i in range(n)]
+                    batches = [
+                        paths[cursor + i * args.images_per_session : cursor + (i + 1) * args.images_per_session]
+                        for i in range(n)
+                    ]
                     cursor += n * args.images_per_session
                     started = time.perf_counter()
-                    outcomes = await asyncio.gather(*(session(browser, url, batch, expected) for batch in batches), return_exceptions=True)
+                    outcomes = await asyncio.gather(
+                        *(session(browser, url, batch, expected) for batch in batches), return_exceptions=True
+                    )
                     wall = time.perf_counter() - started
                     failures = [o for o in outcomes if isinstance(o, BaseException)]
                     results = [r for o in outcomes if not isinstance(o, BaseException) for r in o]
                     wrong = [(p.name, shown, expected[p.name]) for p, _, shown in results if shown != expected[p.name]]
                     latencies = sorted(seconds for _, seconds, _ in results)
-                    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else float("nan")
+                    p95 = (
+                        latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
+                        if latencies
+                        else float("nan")
+                    )
                     current, peak = memory_mib(server.pid)
-                    print(f"{n} sessions: {len(results)} images in {wall:.1f} s; latency median {statistics.median(latencies):.2f} s, "
-                          f"p95 {p95:.2f} s; failed sessions {len(failures)}, wrong values {len(wrong)}; "
-                          f"server memory now {current:.0f} MiB, peak {peak:.0f} MiB")
+                    print(
+                        f"{n} sessions: {len(results)} images in {wall:.1f} s; "
+                        f"latency median {statistics.median(latencies):.2f} s, "
+                        f"p95 {p95:.2f} s; failed sessions {len(failures)}, wrong values {len(wrong)}; "
+                        f"server memory now {current:.0f} MiB, peak {peak:.0f} MiB"
+                    )
                     for failure in failures:
                         print(f"  failure: {type(failure).__name__}: {str(failure)[:200]}")
                 await browser.close()

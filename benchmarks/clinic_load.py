@@ -43,8 +43,10 @@ def pick_images(folder: Path, count: int) -> list[Path]:
     """`count` images spread evenly over the sorted folder (deterministic)."""
     files = sorted(folder.glob("*.jpg"))
     if len(files) < count:
-        raise SystemExit(f"{folder} holds {len(files)} JPEG images; expected at least {count}. Point --images at "
-                         "the HAM10000 images folder.")
+        raise SystemExit(
+            f"{folder} holds {len(files)} JPEG images; expected at least {count}. Point --images at "
+            "the HAM10000 images folder."
+        )
     step = len(files) // count
     return files[::step][:count]
 
@@ -114,22 +116,30 @@ async def run(args: argparse.Namespace) -> None:
 
     subjects = [f"clinician-{index:02d}" for index in range(args.sessions)]
     paths = pick_images(args.images, args.sessions * args.images_per_session)
-    batches = {subject: paths[i * args.images_per_session:(i + 1) * args.images_per_session]
-               for i, subject in enumerate(subjects)}
+    batches = {
+        subject: paths[i * args.images_per_session : (i + 1) * args.images_per_session]
+        for i, subject in enumerate(subjects)
+    }
     timeout_ms = args.timeout * 1000
     with tempfile.TemporaryDirectory() as scratch:
         folder, port = Path(scratch), free_port()
         users = {subject: {"email": f"{subject}@clinic.example", "name": subject} for subject in subjects}
-        with identity_provider(users) as issuer, \
-                app_server(port, {audit.AUDIT_DIR_ENV: str(folder / "audit")},
-                           sign_in_secrets(folder, port, issuer)) as server:
+        with (
+            identity_provider(users) as issuer,
+            app_server(
+                port, {audit.AUDIT_DIR_ENV: str(folder / "audit")}, sign_in_secrets(folder, port, issuer)
+            ) as server,
+        ):
             url = f"http://127.0.0.1:{port}"
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM,
-                                                           args=["--no-sandbox", "--disable-gpu"])
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+                )
                 started = time.perf_counter()
-                outcomes = await asyncio.gather(*(session(browser, url, subject, batches[subject], timeout_ms)
-                                                  for subject in subjects), return_exceptions=True)
+                outcomes = await asyncio.gather(
+                    *(session(browser, url, subject, batches[subject], timeout_ms) for subject in subjects),
+                    return_exceptions=True,
+                )
                 wall = time.perf_counter() - started
                 await browser.close()
             _, peak = memory_mib(server.pid)
@@ -137,8 +147,10 @@ async def run(args: argparse.Namespace) -> None:
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     finished = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
     models = sorted(set().union(*(models_in(rows) for _, rows in finished)))
-    print(f"{args.sessions} signed-in sessions x {args.images_per_session} images uploaded at once, in {wall:.1f} s; "
-          f"failed sessions {len(failures)}")
+    print(
+        f"{args.sessions} signed-in sessions x {args.images_per_session} images uploaded at once, in {wall:.1f} s; "
+        f"failed sessions {len(failures)}"
+    )
     for failure in failures:
         print(f"  failure: {type(failure).__name__}: {str(failure)[:300]}")
     if finished:
@@ -146,8 +158,10 @@ async def run(args: argparse.Namespace) -> None:
         checked, not_assessed, wrong, largest = compare([row for _, rows in finished for row in rows], expected)
         latencies = sorted(seconds for seconds, _ in finished)
         p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
-        print(f"probabilities checked against the command line ({', '.join(models)}): {checked}, not assessed by "
-              f"the gate {not_assessed}, different {len(wrong)} (largest difference {largest:.2e})")
+        print(
+            f"probabilities checked against the command line ({', '.join(models)}): {checked}, not assessed by "
+            f"the gate {not_assessed}, different {len(wrong)} (largest difference {largest:.2e})"
+        )
         for line in wrong[:10]:
             print(f"  {line}")
         print(f"upload -> all probabilities shown: median {statistics.median(latencies):.1f} s, p95 {p95:.1f} s")

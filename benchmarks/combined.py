@@ -55,13 +55,23 @@ def main() -> int:
     images = [read_image(str(path)).pixels for path in paths]
     combined = load_predictor(COMBINED_NAME, args.models_dir)
     baseline = load_predictor(args.baseline, args.models_dir)
-    print(f"combined reading of {', '.join(m.name for m in combined.members)}; baseline {baseline.name}; "
-          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"combined reading of {', '.join(m.name for m in combined.members)}; baseline {baseline.name}; "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
+    )
     for count in (1, len(images)):
-        ours, base = median_seconds(combined, images[:count], args.repeats), median_seconds(baseline, images[:count], args.repeats)
-        target = f"; target {TARGET_ONE_IMAGE_SECONDS:.1f} s: {'met' if ours <= TARGET_ONE_IMAGE_SECONDS else 'MISSED'}" \
-            if count == 1 else ""
-        print(f"{count:>4} image(s): combined {ours:.3f} s, {baseline.name} {base:.3f} s, ratio {ours / base:.2f}{target}")
+        ours, base = (
+            median_seconds(combined, images[:count], args.repeats),
+            median_seconds(baseline, images[:count], args.repeats),
+        )
+        target = (
+            f"; target {TARGET_ONE_IMAGE_SECONDS:.1f} s: {'met' if ours <= TARGET_ONE_IMAGE_SECONDS else 'MISSED'}"
+            if count == 1
+            else ""
+        )
+        print(
+            f"{count:>4} image(s): combined {ours:.3f} s, {baseline.name} {base:.3f} s, ratio {ours / base:.2f}{target}"
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process: {peak:.0f} MiB")
     return 0

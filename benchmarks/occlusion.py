@@ -27,8 +27,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from melanoma.architectures import create_model, get_architecture  # noqa: E402
-from melanoma.explain import (FINE_PATCH, FINE_STRIDE, grad_cam, occlusion_path, occlusion_sensitivity,  # noqa: E402
-                              progressive_occlusion)
+from melanoma.explain import (
+    FINE_PATCH,
+    FINE_STRIDE,
+    grad_cam,
+    occlusion_path,
+    occlusion_sensitivity,  # noqa: E402
+    progressive_occlusion,
+)
 from melanoma.images import read_image, to_model_input  # noqa: E402
 from melanoma.inference import load_predictor  # noqa: E402
 from melanoma.store import add_models_dir_option, list_models  # noqa: E402
@@ -62,14 +68,22 @@ def compare(label: str, model, image: np.ndarray, gradcam_layer: str, repeats: i
     ours_map = lambda: occlusion_sensitivity(model, image, PATCH)  # noqa: E731
     fine_map = lambda: occlusion_sensitivity(model, image, FINE_PATCH, FINE_STRIDE)  # noqa: E731
     coarse_map = lambda: next(progressive_occlusion(model, image, PATCH))  # noqa: E731
-    for warm_up in (theirs_map, ours_map, fine_map, coarse_map):  # both sides trace their graphs once, outside the timing
+    for warm_up in (
+        theirs_map,
+        ours_map,
+        fine_map,
+        coarse_map,
+    ):  # both sides trace their graphs once, outside the timing
         median_seconds(warm_up, 1)
     theirs, ours = median_seconds(theirs_map, repeats), median_seconds(ours_map, repeats)
     fine = median_seconds(fine_map, repeats)
     coarse = median_seconds(coarse_map, repeats)
     path = occlusion_path(model, size, PATCH)["path"]
-    print(f"{label:<24}{size:>5}{theirs:>13.2f}{ours:>8.2f}{theirs / ours:>7.2f}  {path:<12}{coarse:>9.2f}"
-          f"{fine:>8.2f}{fine / theirs:>10.2f}", flush=True)
+    print(
+        f"{label:<24}{size:>5}{theirs:>13.2f}{ours:>8.2f}{theirs / ours:>7.2f}  {path:<12}{coarse:>9.2f}"
+        f"{fine:>8.2f}{fine / theirs:>10.2f}",
+        flush=True,
+    )
     explainer = GradCAM()
     explain_theirs = lambda: explainer.explain((image[None], None), model, class_index=0, layer_name=gradcam_layer)  # noqa: E731
     explain_ours = lambda: grad_cam(model, image, gradcam_layer)  # noqa: E731
@@ -80,21 +94,29 @@ def compare(label: str, model, image: np.ndarray, gradcam_layer: str, repeats: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/ham10000"))
+    parser.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/ham10000")
+    )
     add_models_dir_option(parser)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     photo = first_melanoma(Path(args.data_dir))
-    print(f"occlusion patch {PATCH}; fine map patch {FINE_PATCH}, stride {FINE_STRIDE}; seconds, median of {args.repeats}")
-    print(f"{'model':<24}{'px':>5}{'tf-explain':>13}{'ours':>8}{'ratio':>7}  {'path':<12}{'coarse':>9}{'fine':>8}"
-          f"{'fine/tfx':>10}")
+    print(
+        f"occlusion patch {PATCH}; fine map patch {FINE_PATCH}, stride {FINE_STRIDE}; seconds, median of {args.repeats}"
+    )
+    print(
+        f"{'model':<24}{'px':>5}{'tf-explain':>13}{'ours':>8}{'ratio':>7}  {'path':<12}{'coarse':>9}{'fine':>8}"
+        f"{'fine/tfx':>10}"
+    )
     for entry in list_models(args.models_dir):
         if entry.available:
             predictor = load_predictor(entry.name, args.models_dir)
             image = to_model_input(photo, entry.input_size).astype(np.float32)
             compare(entry.name, predictor.model, image, get_architecture(entry.name).gradcam_layer, args.repeats)
     lite0 = create_model("efficientnet_lite0", 224, weights="imagenet")
-    compare("efficientnet_lite0 (ImageNet)", lite0, to_model_input(photo, 224).astype(np.float32), "top_relu6", args.repeats)
+    compare(
+        "efficientnet_lite0 (ImageNet)", lite0, to_model_input(photo, 224).astype(np.float32), "top_relu6", args.repeats
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The "Validate on your images" page at its target: 500 images of 600×450, every installed model and the combined reading.
+"""The "Validate on your images" page at its target: 500 images of 600×450, every model and the combined reading.
 
     .venv/bin/python benchmarks/validate.py [--images 500] [--data-dir ../shared/data/ham10000]
 
@@ -31,9 +31,9 @@ from PIL import Image
 
 from melanoma import plots, validation
 from melanoma.combined import CombinedSpec
-from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.framework import import_tensorflow_quietly
 from melanoma.inference import Predictor, load_predictor
+from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.store import add_models_dir_option, list_models
 
 TARGET_SECONDS = 180.0
@@ -48,8 +48,11 @@ def build_zip(data_dir: Path, n: int, seed: int = 0) -> bytes:
     chosen = pd.concat([melanoma, other]).sample(frac=1.0, random_state=seed)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("validation/labels.csv", "image_id,label\n" + "".join(
-            f"{image_id},{int(dx == 'mel')}\n" for image_id, dx in zip(chosen.image_id, chosen.dx)))
+        archive.writestr(
+            "validation/labels.csv",
+            "image_id,label\n"
+            + "".join(f"{image_id},{int(dx == 'mel')}\n" for image_id, dx in zip(chosen.image_id, chosen.dx)),
+        )
         for image_id in chosen.image_id:
             image = Image.open(data_dir / "images" / f"{image_id}.jpg").convert("RGB").resize((600, 450), Image.BICUBIC)
             jpeg = io.BytesIO()
@@ -82,14 +85,19 @@ def main() -> None:
     import_tensorflow_quietly()
     data = build_zip(Path(args.data_dir), args.images)
     print(f"zip: {args.images} images of 600×450, {len(data) / 2**20:.1f} MiB")
-    for owner, name, label in ((validation, "decode_upload", "decode"), (validation, "to_model_input", "resize"),
-                               (Predictor, "score_pixels", "model forward passes (with TTA)"),
-                               (Predictor, "gate", "out-of-distribution gate"),
-                               (validation, "evaluate_predictions", "metrics (bootstrap intervals)")):
+    for owner, name, label in (
+        (validation, "decode_upload", "decode"),
+        (validation, "to_model_input", "resize"),
+        (Predictor, "score_pixels", "model forward passes (with TTA)"),
+        (Predictor, "gate", "out-of-distribution gate"),
+        (validation, "evaluate_predictions", "metrics (bootstrap intervals)"),
+    ):
         timed(owner, name, label)
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    predictors = [load_predictor(entry.name, args.models_dir) for entry in list_models(args.models_dir) if entry.available]
+    predictors = [
+        load_predictor(entry.name, args.models_dir) for entry in list_models(args.models_dir) if entry.available
+    ]
     loaded = time.perf_counter()
     upload = validation.read_zip(data, "benchmark.zip")
     result = validation.validate(predictors, upload.images, upload.read, CombinedSpec.load(args.models_dir))
@@ -105,9 +113,14 @@ def main() -> None:
     print(f"models: {', '.join(p.name for p in predictors)} + {len(result.results) - len(predictors)} combined reading")
     print(f"loading the models        {loaded - started:6.1f} s (once per server process; the page caches them)")
     print(f"validating and showing    {scoring:6.1f} s")
-    print(f"total                     {total:6.1f} s   ratio to the {TARGET_SECONDS:.0f}-s target: {total / TARGET_SECONDS:.2f}")
-    print(f"CPU seconds of this process {cpu:6.1f} (all threads); load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores: above the core count, other processes shared them and the wall time is inflated")
+    print(
+        f"total                     {total:6.1f} s   "
+        f"ratio to the {TARGET_SECONDS:.0f}-s target: {total / TARGET_SECONDS:.2f}"
+    )
+    print(
+        f"CPU seconds of this process {cpu:6.1f} (all threads); load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores: above the core count, other processes shared them and the wall time is inflated"
+    )
     for label, seconds in SPENT.most_common():
         print(f"  {label:<34}{seconds:6.1f} s")
     for r in result.results:

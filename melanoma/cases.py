@@ -41,8 +41,10 @@ class Decision:
     def calibration_meaning(self) -> str:
         """The calibrated probability's evidence: one statement, from enough lesions to mean something."""
         if self.evidence is None:
-            return ("This model's metrics hold no reliability evidence to say how often such a score was a melanoma; "
-                    "recalibrate it with python -m train.calibrate.")
+            return (
+                "This model's metrics hold no reliability evidence to say how often such a score was a melanoma; "
+                "recalibrate it with python -m train.calibrate."
+            )
         return f"{self.evidence.sentence()} The probability is calibrated on the validation split."
 
     @property
@@ -69,8 +71,10 @@ class Decision:
         if self.skin_cancer is None or not self.assessed:
             return None
         cancers = ", ".join(NAMES[code] for code in MALIGNANT)
-        measured = (f"probability of a skin cancer ({cancers}) {self.malignant_probability:.1%}, "
-                    f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {self.malignant_threshold:.1%}")
+        measured = (
+            f"probability of a skin cancer ({cancers}) {self.malignant_probability:.1%}, "
+            f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {self.malignant_threshold:.1%}"
+        )
         if not self.skin_cancer:
             return f"Skin cancer: not flagged: {measured}."
         if self.melanoma:
@@ -87,17 +91,23 @@ class Decision:
 
     def summary(self) -> str:
         if not self.assessed:
-            return (f"Not assessed: {self.ood_reason}. This model was made for dermoscopic images of skin lesions; its "
-                    f"output for this image ({self.probability:.1%}) is not a melanoma probability.")
+            return (
+                f"Not assessed: {self.ood_reason}. This model was made for dermoscopic images of skin lesions; its "
+                f"output for this image ({self.probability:.1%}) is not a melanoma probability."
+            )
         verdict = "Suspicious for melanoma" if self.melanoma else "Not flagged as melanoma"
         relation = "at or above" if self.melanoma else "below"
-        return f"{verdict}: probability {self.probability:.1%}, {relation} the operating threshold {self.threshold:.1%}."
+        return (
+            f"{verdict}: probability {self.probability:.1%}, {relation} the operating threshold {self.threshold:.1%}."
+        )
 
     def threshold_meaning(self) -> str:
         if self.sensitivity is None or self.specificity is None:
             return "This model's card holds no test-split sensitivity and specificity."
-        return (f"At this threshold the model flagged {self.sensitivity:.0%} of the melanomas in its test split "
-                f"(sensitivity) and cleared {self.specificity:.0%} of the other lesions (specificity).")
+        return (
+            f"At this threshold the model flagged {self.sensitivity:.0%} of the melanomas in its test split "
+            f"(sensitivity) and cleared {self.specificity:.0%} of the other lesions (specificity)."
+        )
 
 
 def digest(data: bytes) -> str:
@@ -126,12 +136,22 @@ def decision_from(predictor, reading, index: int) -> Decision:
     rates = metrics.get("at_threshold", {})
     diagnosis = {}
     if reading.scores.diagnoses is not None:
-        diagnosis = {"malignant_probability": float(reading.scores.malignant[index]),
-                     "malignant_threshold": predictor.entry.malignant_threshold,
-                     "differential": tuple(ranked(reading.scores.diagnoses[index]))}
-    return Decision(predictor.name, probability, predictor.threshold, rates.get("sensitivity"), rates.get("specificity"),
-                    evidence_for(metrics.get("reliability_evidence", []), probability), gate.in_distribution, gate.reason,
-                    **diagnosis)
+        diagnosis = {
+            "malignant_probability": float(reading.scores.malignant[index]),
+            "malignant_threshold": predictor.entry.malignant_threshold,
+            "differential": tuple(ranked(reading.scores.diagnoses[index])),
+        }
+    return Decision(
+        predictor.name,
+        probability,
+        predictor.threshold,
+        rates.get("sensitivity"),
+        rates.get("specificity"),
+        evidence_for(metrics.get("reliability_evidence", []), probability),
+        gate.in_distribution,
+        gate.reason,
+        **diagnosis,
+    )
 
 
 def model_view(predictor, pixels: np.ndarray) -> np.ndarray:

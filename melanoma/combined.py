@@ -59,13 +59,18 @@ class CombinedSpec:
         if not path.is_file():
             raise CombinedUnavailableError(
                 f"No combined reading is installed: {path} does not exist. Create it with python -m train.combine "
-                "--data-dir DIR (it chooses the members on the validation split), or choose a single model.")
+                "--data-dir DIR (it chooses the members on the validation split), or choose a single model."
+            )
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
-            return cls(tuple(stored["members"]), float(stored["threshold"]), stored["metrics"], stored.get("selection", {}))
+            return cls(
+                tuple(stored["members"]), float(stored["threshold"]), stored["metrics"], stored.get("selection", {})
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CombinedUnavailableError(f"{path} is unreadable ({type(error).__name__}: {error}); recreate it with "
-                                           "python -m train.combine --data-dir DIR, or restore it from git.") from None
+            raise CombinedUnavailableError(
+                f"{path} is unreadable ({type(error).__name__}: {error}); recreate it with "
+                "python -m train.combine --data-dir DIR, or restore it from git."
+            ) from None
 
     @classmethod
     def load(cls, models_dir: str | Path) -> "CombinedSpec | None":
@@ -97,15 +102,20 @@ class CombinedReading:
 
     def summary(self) -> str:
         if not self.assessed:
-            return ("Combined reading: not assessed, because at least one model finds this image unlike the "
-                    "dermoscopic images it was trained on.")
-        mean = f"mean calibrated probability of {len(self.members)} models ({', '.join(self.members)}) {self.probability:.1%}"
+            return (
+                "Combined reading: not assessed, because at least one model finds this image unlike the "
+                "dermoscopic images it was trained on."
+            )
+        members = ", ".join(self.members)
+        mean = f"mean calibrated probability of {len(self.members)} models ({members}) {self.probability:.1%}"
         if self.threshold is None:
             verdict = f"{mean}; no combined threshold was validated for this set of models, so no combined verdict"
         else:
             relation = "at or above" if self.melanoma else "below"
-            verdict = (f"{'Suspicious for melanoma' if self.melanoma else 'Not flagged as melanoma'}: {mean}, "
-                       f"{relation} the combined threshold {self.threshold:.1%}")
+            verdict = (
+                f"{'Suspicious for melanoma' if self.melanoma else 'Not flagged as melanoma'}: {mean}, "
+                f"{relation} the combined threshold {self.threshold:.1%}"
+            )
         disagreement = " The models disagree about the verdict: read each one below." if self.disagreement else ""
         return f"Combined reading: {verdict}.{disagreement}"
 
@@ -127,8 +137,13 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
     chosen = [by_model[member] for member in spec.members] if validated else decisions
     probability = float(mean_probability([np.array([d.probability]) for d in chosen])[0])
     verdicts = {decision.melanoma for decision in chosen}
-    return CombinedReading(probability, spec.threshold if validated else None, tuple(d.model for d in chosen),
-                           len(verdicts) > 1, all(d.assessed for d in chosen))
+    return CombinedReading(
+        probability,
+        spec.threshold if validated else None,
+        tuple(d.model for d in chosen),
+        len(verdicts) > 1,
+        all(d.assessed for d in chosen),
+    )
 
 
 def select_members(labels: np.ndarray, probabilities: dict[str, np.ndarray], min_gain: float = MIN_GAIN) -> dict:
@@ -144,17 +159,24 @@ def select_members(labels: np.ndarray, probabilities: dict[str, np.ndarray], min
     steps = [{"added": members[0], "validation_roc_auc": own[members[0]]}]
     current = own[members[0]]
     while True:
-        trials = {name: float(roc_auc_score(labels, mean_probability([probabilities[m] for m in (*members, name)])))
-                  for name in probabilities if name not in members}
+        trials = {
+            name: float(roc_auc_score(labels, mean_probability([probabilities[m] for m in (*members, name)])))
+            for name in probabilities
+            if name not in members
+        }
         if not trials or max(trials.values()) < current + min_gain:
             break
         best = max(trials, key=trials.get)
         members.append(best)
         current = trials[best]
         steps.append({"added": best, "validation_roc_auc": current})
-    left_out = {name: (f"adding it would change the combination's validation ROC AUC from {current:.4f} to "
-                       f"{auc:.4f} (a member must add at least {min_gain}); its own validation AUC is {own[name]:.4f}")
-                for name, auc in trials.items()}
+    left_out = {
+        name: (
+            f"adding it would change the combination's validation ROC AUC from {current:.4f} to "
+            f"{auc:.4f} (a member must add at least {min_gain}); its own validation AUC is {own[name]:.4f}"
+        )
+        for name, auc in trials.items()
+    }
     return {"members": members, "steps": steps, "validation_roc_auc": current, "candidates": own, "left_out": left_out}
 
 
@@ -183,7 +205,8 @@ class CombinedPredictor:
                 raise CombinedUnavailableError(
                     f"The combined reading cannot be served: its member {member} is unavailable ({error}). Restore "
                     f"{member} (from git, or retrain it), or recreate the combination without it with python -m "
-                    "train.combine --data-dir DIR. Every other model still serves on its own.") from None
+                    "train.combine --data-dir DIR. Every other model still serves on its own."
+                ) from None
         return cls(spec, members)
 
     @property
@@ -205,8 +228,11 @@ class CombinedPredictor:
         gates = []
         for verdicts in zip(*(reading.gates for reading in readings)):
             refused = [verdict for verdict in verdicts if not verdict.in_distribution]
-            gates.append(GateResult(not refused, max(verdict.score for verdict in verdicts),
-                                    refused[0].reason if refused else ""))
+            gates.append(
+                GateResult(
+                    not refused, max(verdict.score for verdict in verdicts), refused[0].reason if refused else ""
+                )
+            )
         return Reading(Scores(mean_probability([reading.scores.melanoma for reading in readings])), gates)
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
@@ -237,6 +263,8 @@ class CombinedPredictor:
 
         size = max(member.serving.input_size for member in self.members)
         views = [to_model_input(pixels, member.serving.input_size).astype(np.float32) for member in self.members]
-        maps = [cv2.resize(grad_cam(member.model, view, member.gradcam_layer), (size, size), interpolation=cv2.INTER_LINEAR)
-                for member, view in zip(self.members, views)]
+        maps = [
+            cv2.resize(grad_cam(member.model, view, member.gradcam_layer), (size, size), interpolation=cv2.INTER_LINEAR)
+            for member, view in zip(self.members, views)
+        ]
         return np.mean(maps, axis=0)

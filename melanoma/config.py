@@ -92,9 +92,12 @@ RECIPES = {
 # its convolutions, so occlusion maps are computed incrementally (melanoma.incremental). Whether
 # that costs accuracy is a validation question, which this recipe exists to answer.
 RECIPES["cpu_transfer_plain"] = replace(
-    RECIPES["cpu_transfer"], name="cpu_transfer_plain", colour_constancy=False,
-    notes=RECIPES["cpu_transfer"].notes.replace("Shades-of-Gray colour constancy, ", "no colour constancy (exact incremental "
-                                                 "occlusion maps), "),
+    RECIPES["cpu_transfer"],
+    name="cpu_transfer_plain",
+    colour_constancy=False,
+    notes=RECIPES["cpu_transfer"].notes.replace(
+        "Shades-of-Gray colour constancy, ", "no colour constancy (exact incremental occlusion maps), "
+    ),
 )
 
 
@@ -113,7 +116,9 @@ def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(value) for value in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.8,0.1,0.1; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.8,0.1,0.1; got {text!r}"
+        ) from None
 
 
 def option(help: str, **argparse_keywords) -> dict:
@@ -129,42 +134,77 @@ class TrainConfig:
 
     data_dir: str = field(metadata=option("labelled images (ISIC 2018, HAM10000 or generic layout)", required=True))
     layout: str = field(default="auto", metadata=option("the labels file's layout", choices=["auto", *LAYOUT_FILES]))
-    models: tuple[str, ...] = field(default=DEFAULT_MODELS, metadata=option(
-        "comma-separated model names, from: " + ", ".join(architecture_names()), type=_names))
+    models: tuple[str, ...] = field(
+        default=DEFAULT_MODELS,
+        metadata=option("comma-separated model names, from: " + ", ".join(architecture_names()), type=_names),
+    )
     output_dir: str = field(default="models", metadata=option("where each model's folder is written"))
     recipe: str = field(default="study", metadata=option("the training recipe", choices=list(RECIPES)))
     epochs: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
     image_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
     batch_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
-    epoch_images: int | None = field(default=None, metadata=option(
-        "images sampled per epoch (shorter epochs on slow machines); default: one full pass", type=int))
-    learning_rates: tuple[float, ...] | None = field(default=None, metadata=option(
-        "comma-separated, one per phase; default: the recipe's", type=_numbers))
+    epoch_images: int | None = field(
+        default=None,
+        metadata=option("images sampled per epoch (shorter epochs on slow machines); default: one full pass", type=int),
+    )
+    learning_rates: tuple[float, ...] | None = field(
+        default=None, metadata=option("comma-separated, one per phase; default: the recipe's", type=_numbers)
+    )
     weights: str = field(default="imagenet", metadata=option("imagenet | none | PATH to a Keras notop weights file"))
     seed: int = field(default=42, metadata=option("the split's, the stream's and the network's seed", type=int))
-    split_fractions: tuple[float, ...] = field(default=(0.8, 0.1, 0.1), metadata=option(
-        "train,val,test fractions", type=_numbers, flag="--split"))
-    target_sensitivity: float = field(default=TARGET_SENSITIVITY, metadata=option(
-        "the threshold is the highest whose validation sensitivity reaches this", type=float))
+    split_fractions: tuple[float, ...] = field(
+        default=(0.8, 0.1, 0.1), metadata=option("train,val,test fractions", type=_numbers, flag="--split")
+    )
+    target_sensitivity: float = field(
+        default=TARGET_SENSITIVITY,
+        metadata=option("the threshold is the highest whose validation sensitivity reaches this", type=float),
+    )
     resume: bool = field(default=False, metadata=option("continue an interrupted run from its checkpoints"))
     mixed_precision: bool = field(default=False, metadata=option("float16 compute (GPUs)"))
     xla: bool = field(default=False, metadata=option("compile the training step with XLA"))
-    deterministic: bool = field(default=False, metadata=option(
-        "TensorFlow's op determinism: the same seed, data and machine give the same weights (slower on GPUs; some GPU "
-        "ops then refuse to run)"))
-    label_smoothing: float = field(default=0.0, metadata=option(
-        "move the targets 0 and 1 to s/2 and 1 - s/2 (0 <= s < 0.5), so that the network is never pushed towards "
-        "certainty; default 0", type=float))
-    max_images: int | None = field(default=None, metadata=option("train on a stratified subset (quick looks)", type=int))
-    holdout_source: str | None = field(default=None, metadata=option(
-        "test on every image of this source (e.g. rosendahl) and train and validate on the others: how a model does at "
-        "a clinic it never saw. Writes to <output-dir>/<model>/holdout-<source>/"))
-    target: str = field(default="melanoma", metadata=option(
-        "melanoma: one sigmoid, melanoma vs everything else (the study's); diagnosis: a softmax over the seven "
-        "diagnoses, whose P(MEL) is the melanoma probability (needs a diagnosis for every image)", choices=TARGETS))
-    name: str | None = field(default=None, metadata=option(
-        "the installed model's name (its folder under --output-dir); default the architecture's. Only with one model, "
-        "e.g. efficientnet_lite0_diagnosis"))
+    deterministic: bool = field(
+        default=False,
+        metadata=option(
+            "TensorFlow's op determinism: the same seed, data and machine give the same weights "
+            "(slower on GPUs; some GPU "
+            "ops then refuse to run)"
+        ),
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata=option(
+            "move the targets 0 and 1 to s/2 and 1 - s/2 (0 <= s < 0.5), so that the network is never pushed towards "
+            "certainty; default 0",
+            type=float,
+        ),
+    )
+    max_images: int | None = field(
+        default=None, metadata=option("train on a stratified subset (quick looks)", type=int)
+    )
+    holdout_source: str | None = field(
+        default=None,
+        metadata=option(
+            "test on every image of this source (e.g. rosendahl) and train and validate on the others: "
+            "how a model does at "
+            "a clinic it never saw. Writes to <output-dir>/<model>/holdout-<source>/"
+        ),
+    )
+    target: str = field(
+        default="melanoma",
+        metadata=option(
+            "melanoma: one sigmoid, melanoma vs everything else (the study's); diagnosis: a softmax over the seven "
+            "diagnoses, whose P(MEL) is the melanoma probability (needs a diagnosis for every image)",
+            choices=TARGETS,
+        ),
+    )
+    name: str | None = field(
+        default=None,
+        metadata=option(
+            "the installed model's name (its folder under --output-dir); default the architecture's. "
+            "Only with one model, "
+            "e.g. efficientnet_lite0_diagnosis"
+        ),
+    )
     command: str = ""  # the command line that made this configuration, for the card
     recipe_values: dict = field(default_factory=dict)
 

@@ -76,10 +76,12 @@ def detect_layout(data_dir: Path) -> str:
     for layout, filename in LAYOUT_FILES.items():
         if (data_dir / filename).is_file():
             return layout
-    raise DataError([
-        f"{data_dir}: no labels file found. Expected one of {', '.join(LAYOUT_FILES.values())} "
-        "(ISIC 2018 Task 3, HAM10000, or a generic labels.csv with columns image_id,label[,group])."
-    ])
+    raise DataError(
+        [
+            f"{data_dir}: no labels file found. Expected one of {', '.join(LAYOUT_FILES.values())} "
+            "(ISIC 2018 Task 3, HAM10000, or a generic labels.csv with columns image_id,label[,group])."
+        ]
+    )
 
 
 def _index_images(data_dir: Path) -> dict[str, Path]:
@@ -128,11 +130,14 @@ def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
             codes.append("")
             continue
         if sorted(one_hot) != [0.0] * 6 + [1.0]:
-            problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}.")
+            problems.append(
+                f"{ISIC_GROUND_TRUTH} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}."
+            )
         codes.append(classes[int(np.argmax(one_hot))])
     dx = pd.Series(codes, dtype=str)
-    table = pd.DataFrame({"image_id": frame["image"], "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame["image"],
-                          "dx": dx})
+    table = pd.DataFrame(
+        {"image_id": frame["image"], "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame["image"], "dx": dx}
+    )
     groupings = data_dir / ISIC_GROUPINGS
     if groupings.is_file():
         lesions = _read_csv(groupings, ["image", "lesion_id"], problems)
@@ -147,8 +152,15 @@ def _labels_ham(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
         return None
     dx = _diagnosis_codes(frame.dx, HAM_METADATA, problems)
     source = frame["dataset"] if "dataset" in frame else ""
-    return pd.DataFrame({"image_id": frame.image_id, "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame.lesion_id,
-                         "source": source, "dx": dx})
+    return pd.DataFrame(
+        {
+            "image_id": frame.image_id,
+            "label": (dx == diagnoses.MELANOMA).astype(int),
+            "group": frame.lesion_id,
+            "source": source,
+            "dx": dx,
+        }
+    )
 
 
 def _diagnosis_codes(values: pd.Series, filename: str, problems: list[str], allow_empty: bool = False) -> pd.Series:
@@ -158,8 +170,10 @@ def _diagnosis_codes(values: pd.Series, filename: str, problems: list[str], allo
     for index, value in values.items():
         code = diagnoses.parse_code(value)
         if code is None and not (allow_empty and not str(value).strip()):
-            problems.append(f"{filename} line {_line(index)}: unknown dx {value!r}; expected one of {diagnoses.ALLOWED_TEXT} "
-                            "(any case), or an empty value where the diagnosis is not known.")
+            problems.append(
+                f"{filename} line {_line(index)}: unknown dx {value!r}; expected one of {diagnoses.ALLOWED_TEXT} "
+                "(any case), or an empty value where the diagnosis is not known."
+            )
         codes.append(code or "")
     return pd.Series(codes, index=values.index, dtype=str)
 
@@ -169,11 +183,16 @@ def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
     if frame is None:
         return None
     if "label" not in frame and "dx" not in frame:  # with dx, label may be left out: it follows from the diagnosis
-        problems.append(f"{GENERIC_LABELS}: missing column label; expected image_id,label (1 = melanoma, 0 = other) "
-                        f"or image_id,dx (the diagnosis codes {diagnoses.ALLOWED_TEXT}), found {', '.join(frame.columns)}.")
+        problems.append(
+            f"{GENERIC_LABELS}: missing column label; expected image_id,label (1 = melanoma, 0 = other) "
+            f"or image_id,dx (the diagnosis codes {diagnoses.ALLOWED_TEXT}), found {', '.join(frame.columns)}."
+        )
         return None
-    dx = _diagnosis_codes(frame["dx"], GENERIC_LABELS, problems, allow_empty=True) if "dx" in frame else \
-        pd.Series("", index=frame.index, dtype=str)
+    dx = (
+        _diagnosis_codes(frame["dx"], GENERIC_LABELS, problems, allow_empty=True)
+        if "dx" in frame
+        else pd.Series("", index=frame.index, dtype=str)
+    )
     if "label" not in frame:
         frame["label"] = (dx == diagnoses.MELANOMA).astype(int).astype(str).where(dx != "", "")
     labels = []
@@ -186,8 +205,10 @@ def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
             )
             label = -1
         elif dx[index] and label != int(dx[index] == diagnoses.MELANOMA):
-            problems.append(f"{GENERIC_LABELS} line {_line(index)}: label {value!r} contradicts dx {dx[index]!r} for "
-                            f"{frame.image_id[index]}; label is 1 exactly when dx is {diagnoses.MELANOMA}.")
+            problems.append(
+                f"{GENERIC_LABELS} line {_line(index)}: label {value!r} contradicts dx {dx[index]!r} for "
+                f"{frame.image_id[index]}; label is 1 exactly when dx is {diagnoses.MELANOMA}."
+            )
         labels.append(label)
     groups = frame["group"].where(frame["group"] != "", frame.image_id) if "group" in frame else frame.image_id
     source = frame["source"] if "source" in frame else ""
@@ -242,6 +263,7 @@ def load_pixels(paths: list[str], size: int, workers: int | None = None) -> np.n
     Returns uint8 pixels of shape (n, size, size, 3); a file that does not decode is reported
     with the others by DataError (PIL releases the GIL while decoding, so threads scale).
     """
+
     def load(path: str) -> np.ndarray | str:
         try:
             return to_model_input(read_image(path).pixels, size)
@@ -326,8 +348,12 @@ def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
     labels = np.asarray(labels)
     absent = sorted(set(classes) - set(labels))
     if absent:
-        raise DataError([f"the training split has no image of class {', '.join(map(str, absent))}; every class needs "
-                         "examples to be weighted and learned. Use more data or another --split."])
+        raise DataError(
+            [
+                f"the training split has no image of class {', '.join(map(str, absent))}; every class needs "
+                "examples to be weighted and learned. Use more data or another --split."
+            ]
+        )
     weights = compute_class_weight("balanced", classes=classes, y=labels)
     return {int(c): float(w) for c, w in zip(classes, weights)}
 
@@ -345,8 +371,14 @@ def subsample(table: pd.DataFrame, max_images: int | None, seed: int) -> pd.Data
 def split_counts(table: pd.DataFrame, by_diagnosis: bool = False) -> dict:
     """Images per split and class (per diagnosis code when asked), as the card records them."""
     if by_diagnosis:
-        return {split: {code: int(((table.split == split) & (table.dx == code)).sum()) for code in diagnoses.CODES}
-                for split in ("train", "val", "test")}
-    return {split: {"other": int(((table.split == split) & (table.label == 0)).sum()),
-                    "melanoma": int(((table.split == split) & (table.label == 1)).sum())}
-            for split in ("train", "val", "test")}
+        return {
+            split: {code: int(((table.split == split) & (table.dx == code)).sum()) for code in diagnoses.CODES}
+            for split in ("train", "val", "test")
+        }
+    return {
+        split: {
+            "other": int(((table.split == split) & (table.label == 0)).sum()),
+            "melanoma": int(((table.split == split) & (table.label == 1)).sum()),
+        }
+        for split in ("train", "val", "test")
+    }

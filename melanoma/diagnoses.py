@@ -108,7 +108,9 @@ def with_melanoma_probability(logits: np.ndarray, melanoma: np.ndarray) -> np.nd
     column = index_of(MELANOMA)
     others = [i for i in range(np.shape(logits)[1]) if i != column]
     probabilities = np.empty(np.shape(logits), dtype=np.float64)
-    probabilities[:, others] = softmax(np.asarray(logits, dtype=np.float64)[:, others]) * (1.0 - np.asarray(melanoma))[:, None]
+    probabilities[:, others] = (
+        softmax(np.asarray(logits, dtype=np.float64)[:, others]) * (1.0 - np.asarray(melanoma))[:, None]
+    )
     probabilities[:, column] = melanoma
     return probabilities
 

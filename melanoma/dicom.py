@@ -40,15 +40,18 @@ ACCEPTED_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422")  # pydicom converts t
 # Compressed syntaxes a dermoscope or PACS writes for 8-bit colour photographs; each is accepted
 # only while an installed plugin decodes it (`decodable_syntaxes`). JPEG 2000 is left out: its
 # colour photographs are stored as YBR_ICT / YBR_RCT, which no test here covers.
-COMPRESSED_SYNTAXES = tuple(UID(uid) for uid in (
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1): Pillow or pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4): Pillow or pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14): pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction: pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless: pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless: pylibjpeg-libjpeg
-    "1.2.840.10008.1.2.5",  # RLE Lossless: pydicom itself
-))
+COMPRESSED_SYNTAXES = tuple(
+    UID(uid)
+    for uid in (
+        "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1): Pillow or pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4): Pillow or pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14): pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction: pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless: pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless: pylibjpeg-libjpeg
+        "1.2.840.10008.1.2.5",  # RLE Lossless: pydicom itself
+    )
+)
 # JPEG through Pillow when it can: uploaded JPEGs are decoded by Pillow (melanoma.images), so a
 # DICOM-wrapped JPEG gives the pixels the same JPEG gives as a file.
 PREFERRED_PLUGIN = "pillow"
@@ -57,15 +60,38 @@ LATERALITY = {"L": "left", "R": "right", "B": "both sides", "U": "unpaired"}
 # The values the Encapsulated PDF copies so that a PACS files it under the same patient and study
 # (PS3.3 A.45.1: Patient, General Study and Patient Study modules). Only text-valued attributes;
 # sequences (other patient IDs, issuer of accession number) are not carried over.
-PATIENT_MODULE = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientBirthTime",
-                  "PatientSex", "PatientComments")
-GENERAL_STUDY_MODULE = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-                        "AccessionNumber", "StudyDescription")
+PATIENT_MODULE = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "PatientComments",
+)
+GENERAL_STUDY_MODULE = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
 PATIENT_STUDY_MODULE = ("PatientAge", "PatientSize", "PatientWeight")
 STUDY_KEYWORDS = PATIENT_MODULE + GENERAL_STUDY_MODULE + PATIENT_STUDY_MODULE
 # Type 2 attributes: present in every instance, empty when unknown.
-REQUIRED_EMPTY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                  "ReferringPhysicianName", "StudyID", "AccessionNumber")
+REQUIRED_EMPTY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 REPORT_TITLE = "Melanoma decision support: case report"
 REPORT_SERIES_NUMBER = 999  # sorts the report's series after the photographs' in a viewer
 MANUFACTURER = "melanoma-decision-support"
@@ -137,8 +163,12 @@ class DicomInfo:
     @property
     def identity(self) -> DicomIdentity:
         values = dict(self.study_values)
-        return DicomIdentity(_display_name(values.get("PatientName", "")), values.get("PatientID", ""),
-                             values.get("IssuerOfPatientID", ""), _date(values.get("PatientBirthDate")))
+        return DicomIdentity(
+            _display_name(values.get("PatientName", "")),
+            values.get("PatientID", ""),
+            values.get("IssuerOfPatientID", ""),
+            _date(values.get("PatientBirthDate")),
+        )
 
     def summary(self) -> str:
         """One line for the page: the kind of object, study date and body site; nothing identifying."""
@@ -189,7 +219,8 @@ def decodable_syntaxes() -> tuple[UID, ...]:
     """The transfer syntaxes accepted here: uncompressed ones, and each of `COMPRESSED_SYNTAXES`
     an installed plugin decodes."""
     return tuple(UncompressedTransferSyntaxes) + tuple(
-        uid for uid in COMPRESSED_SYNTAXES if get_decoder(uid).is_available)
+        uid for uid in COMPRESSED_SYNTAXES if get_decoder(uid).is_available
+    )
 
 
 def _accepted_classes() -> str:
@@ -202,44 +233,57 @@ def _parse(data: bytes, name: str) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as error:  # pydicom raises many types on malformed input; all mean the same here
-        raise ImageError(f"{name}: this looks like a DICOM file but cannot be read ({type(error).__name__}); it is "
-                         "corrupt or truncated. Export it from the PACS again.") from error
+        raise ImageError(
+            f"{name}: this looks like a DICOM file but cannot be read ({type(error).__name__}); it is "
+            "corrupt or truncated. Export it from the PACS again."
+        ) from error
 
 
 def _check_complete(dataset: Dataset, name: str) -> None:
     """pydicom reads a cut-off file without complaint, leaving its last element short: find that."""
     if not dataset:
-        raise ImageError(f"{name}: the DICOM file holds no data elements; it is empty or truncated. "
-                         "Export it from the PACS again.")
+        raise ImageError(
+            f"{name}: the DICOM file holds no data elements; it is empty or truncated. Export it from the PACS again."
+        )
     last = dataset.get_item(list(dataset.keys())[-1])
     declared = getattr(last, "length", 0xFFFFFFFF)
     value = getattr(last, "value", None)
     if declared != 0xFFFFFFFF and isinstance(value, bytes) and len(value) < declared:
         keyword = keyword_for_tag(last.tag) or str(last.tag)
-        raise ImageError(f"{name}: the DICOM file is truncated: its last element ({keyword}) holds {len(value):,} of "
-                         f"its {declared:,} bytes. Copy or export the file again.")
+        raise ImageError(
+            f"{name}: the DICOM file is truncated: its last element ({keyword}) holds {len(value):,} of "
+            f"its {declared:,} bytes. Copy or export the file again."
+        )
 
 
 def _check_object(dataset: Dataset, name: str) -> str:
     """The SOP class's name when it is a single-frame photograph with pixel data; else an ImageError."""
     sop_class = dataset.get("SOPClassUID")
     if not sop_class:
-        raise ImageError(f"{name}: this DICOM file names no SOP Class, so what it holds is unknown. "
-                         f"Export the dermoscopic image from the PACS as {_accepted_classes()}.")
+        raise ImageError(
+            f"{name}: this DICOM file names no SOP Class, so what it holds is unknown. "
+            f"Export the dermoscopic image from the PACS as {_accepted_classes()}."
+        )
     sop_class = UID(str(sop_class))
     has_pixels = "PixelData" in dataset
     if sop_class not in ACCEPTED_SOP_CLASSES:
         modality = dataset.get("Modality") or "not stated"
         pixels = "" if has_pixels else ", without pixel data"
-        raise ImageError(f"{name}: this DICOM file is a {sop_class.name} object (modality {modality}{pixels}), not a "
-                         f"photograph of a skin lesion. Accepted: {_accepted_classes()}.")
+        raise ImageError(
+            f"{name}: this DICOM file is a {sop_class.name} object (modality {modality}{pixels}), not a "
+            f"photograph of a skin lesion. Accepted: {_accepted_classes()}."
+        )
     if not has_pixels:
-        raise ImageError(f"{name}: this {sop_class.name} object holds no pixel data (Pixel Data is missing; the file "
-                         "may be truncated). Export the image again with its pixels.")
+        raise ImageError(
+            f"{name}: this {sop_class.name} object holds no pixel data (Pixel Data is missing; the file "
+            "may be truncated). Export the image again with its pixels."
+        )
     frames = int(dataset.get("NumberOfFrames") or 1)
     if frames > 1:
-        raise ImageError(f"{name}: this {sop_class.name} object holds {frames} frames; one photograph per file is "
-                         "accepted. Export the frame to assess as an image of its own.")
+        raise ImageError(
+            f"{name}: this {sop_class.name} object holds {frames} frames; one photograph per file is "
+            "accepted. Export the frame to assess as an image of its own."
+        )
     return sop_class.name
 
 
@@ -247,8 +291,10 @@ def _check_pixels(dataset: Dataset, name: str) -> UID:
     """The transfer syntax when the pixels are an 8-bit colour image this installation decodes."""
     syntax = dataset.file_meta.get("TransferSyntaxUID")  # dcmread always gives file meta, empty without one
     if not syntax:
-        raise ImageError(f"{name}: the DICOM file states no transfer syntax (no file meta information), so its "
-                         "pixels cannot be read. Export it as a DICOM Part 10 file.")
+        raise ImageError(
+            f"{name}: the DICOM file states no transfer syntax (no file meta information), so its "
+            "pixels cannot be read. Export it as a DICOM Part 10 file."
+        )
     syntax = UID(str(syntax))
     accepted = decodable_syntaxes()
     if syntax not in accepted:
@@ -257,17 +303,23 @@ def _check_pixels(dataset: Dataset, name: str) -> UID:
         except NotImplementedError:
             missing = []
         needs = f" (a decoder would need: {'; '.join(missing)})" if missing else ""
-        raise ImageError(f"{name}: the pixels are stored as {syntax.name} ({syntax}), which is not decoded "
-                         f"here{needs}. Accepted: {', '.join(uid.name for uid in accepted)}. Ask the PACS to export "
-                         "the image uncompressed (Explicit VR Little Endian) or as JPEG Baseline.")
+        raise ImageError(
+            f"{name}: the pixels are stored as {syntax.name} ({syntax}), which is not decoded "
+            f"here{needs}. Accepted: {', '.join(uid.name for uid in accepted)}. Ask the PACS to export "
+            "the image uncompressed (Explicit VR Little Endian) or as JPEG Baseline."
+        )
     photometric = str(dataset.get("PhotometricInterpretation", "not stated"))
     if photometric not in ACCEPTED_PHOTOMETRIC:
-        raise ImageError(f"{name}: the pixels are stored as {photometric}; accepted: {', '.join(ACCEPTED_PHOTOMETRIC)}."
-                         " Export the image as a colour photograph.")
+        raise ImageError(
+            f"{name}: the pixels are stored as {photometric}; accepted: {', '.join(ACCEPTED_PHOTOMETRIC)}."
+            " Export the image as a colour photograph."
+        )
     samples, bits = dataset.get("SamplesPerPixel"), dataset.get("BitsAllocated")
     if samples != 3 or bits != 8:
-        raise ImageError(f"{name}: the pixels have {samples} samples of {bits} bits; accepted: 3 samples of 8 bits "
-                         "(a colour photograph). Export the image as 8-bit colour.")
+        raise ImageError(
+            f"{name}: the pixels have {samples} samples of {bits} bits; accepted: 3 samples of 8 bits "
+            "(a colour photograph). Export the image as 8-bit colour."
+        )
     check_size(int(dataset.get("Columns") or 0), int(dataset.get("Rows") or 0), name)
     return syntax
 
@@ -278,14 +330,17 @@ def _decode(dataset: Dataset, syntax: UID, name: str) -> np.ndarray:
     try:
         pixels = pixel_array(dataset, decoding_plugin=plugin)
     except Exception as error:  # each decoder plugin raises its own types on corrupt data
-        raise ImageError(f"{name}: the {syntax.name} pixel data cannot be decoded ({error}); it is corrupt or "
-                         "truncated. Export the image again.") from error
+        raise ImageError(
+            f"{name}: the {syntax.name} pixel data cannot be decoded ({error}); it is corrupt or "
+            "truncated. Export the image again."
+        ) from error
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
 def _coded(item: Dataset) -> CodedConcept:
-    return CodedConcept(str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", "")),
-                        str(item.get("CodeMeaning", "")))
+    return CodedConcept(
+        str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", "")), str(item.get("CodeMeaning", ""))
+    )
 
 
 def _info(dataset: Dataset, syntax: UID) -> DicomInfo:
@@ -293,12 +348,17 @@ def _info(dataset: Dataset, syntax: UID) -> DicomInfo:
     laterality = str(dataset.get("ImageLaterality", "")).upper()
     values = tuple((keyword, _text(dataset.get(keyword))) for keyword in STUDY_KEYWORDS if keyword in dataset)
     return DicomInfo(
-        sop_class_uid=str(dataset.SOPClassUID), sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
+        sop_class_uid=str(dataset.SOPClassUID),
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
         series_instance_uid=str(dataset.get("SeriesInstanceUID", "")),
-        study_instance_uid=str(dataset.get("StudyInstanceUID", "")), transfer_syntax_uid=str(syntax),
-        study_date=_date(str(dataset.get("StudyDate", "")) or None), body_part=dataset.get("BodyPartExamined") or None,
-        anatomic_region=_coded(regions[0]) if regions else None, laterality=LATERALITY.get(laterality),
-        study_values=values)
+        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+        transfer_syntax_uid=str(syntax),
+        study_date=_date(str(dataset.get("StudyDate", "")) or None),
+        body_part=dataset.get("BodyPartExamined") or None,
+        anatomic_region=_coded(regions[0]) if regions else None,
+        laterality=LATERALITY.get(laterality),
+        study_values=values,
+    )
 
 
 def read_dicom(data: bytes, name: str = "image") -> DecodedImage:
@@ -331,14 +391,19 @@ def encapsulated_pdf(pdf: bytes, source: DicomInfo, created: datetime, title: st
     and the photograph is named as the source instance. Written to bytes in memory.
     """
     if not pdf.startswith(b"%PDF-"):
-        raise ValueError(f"Expected PDF bytes (starting with %PDF-); received {pdf[:8]!r}. Pass case_report_pdf's "
-                         "output.")
+        raise ValueError(
+            f"Expected PDF bytes (starting with %PDF-); received {pdf[:8]!r}. Pass case_report_pdf's output."
+        )
     if not source.study_instance_uid:
-        raise ValueError("The photograph names no Study Instance UID, so a report cannot be filed into its study. "
-                         "Download the PDF instead.")
+        raise ValueError(
+            "The photograph names no Study Instance UID, so a report cannot be filed into its study. "
+            "Download the PDF instead."
+        )
     if created.utcoffset() is None:
-        raise ValueError(f"The report time must carry its time zone; received the naive time {created}. "
-                         "Pass datetime.now().astimezone().")
+        raise ValueError(
+            f"The report time must carry its time zone; received the naive time {created}. "
+            "Pass datetime.now().astimezone()."
+        )
     day, time, offset = _dicom_time(created)
     series_uid, instance_uid = generate_uid(), generate_uid()
     dataset = Dataset()

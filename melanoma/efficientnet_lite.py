@@ -76,8 +76,10 @@ def round_filters(filters: int, width: float, divisor: int = 8) -> int:
 def stage_repeats(variant: LiteVariant) -> list[int]:
     """Blocks per stage; the first and last stages keep their depth (fix_head_stem)."""
     last = len(STAGES) - 1
-    return [stage.repeats if index in (0, last) else int(math.ceil(variant.depth * stage.repeats))
-            for index, stage in enumerate(STAGES)]
+    return [
+        stage.repeats if index in (0, last) else int(math.ceil(variant.depth * stage.repeats))
+        for index, stage in enumerate(STAGES)
+    ]
 
 
 def _bn(x, name: str, momentum: float):
@@ -110,7 +112,9 @@ def _inverted_residual(x, block: int, stage: BlockStage, filters_out: int, strid
     filters_in = x.shape[-1]
     inputs = x
     if stage.expand_ratio != 1:
-        x = layers.Conv2D(filters_in * stage.expand_ratio, 1, padding="same", use_bias=False, name=f"{name}_expand_conv")(x)
+        x = layers.Conv2D(
+            filters_in * stage.expand_ratio, 1, padding="same", use_bias=False, name=f"{name}_expand_conv"
+        )(x)
         x = _relu6(_bn(x, f"{name}_expand_bn", bn_momentum), f"{name}_expand_relu6")
     x = layers.DepthwiseConv2D(stage.kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw_conv")(x)
     x = _relu6(_bn(x, f"{name}_dw_bn", bn_momentum), f"{name}_dw_relu6")
@@ -138,13 +142,24 @@ def imagenet_classifier(variant_name: str, size: int | None = None) -> keras.Mod
 
 def _checkpoint_names(model: keras.Model) -> dict[str, tuple[str, str]]:
     """Keras layer name -> (checkpoint prefix, kind) for every layer that holds weights."""
-    names = {"stem_conv": ("_conv_stem", "conv"), "stem_bn": ("_bn0", "bn"),
-             "top_conv": ("_conv_head", "conv"), "top_bn": ("_bn1", "bn"), "imagenet_fc": ("_fc", "dense")}
-    parts = {"expand_conv": ("_expand_conv", "conv"), "expand_bn": ("_bn0", "bn"), "dw_conv": ("_depthwise_conv", "depthwise"),
-             "dw_bn": ("_bn1", "bn"), "project_conv": ("_project_conv", "conv"), "project_bn": ("_bn2", "bn")}
+    names = {
+        "stem_conv": ("_conv_stem", "conv"),
+        "stem_bn": ("_bn0", "bn"),
+        "top_conv": ("_conv_head", "conv"),
+        "top_bn": ("_bn1", "bn"),
+        "imagenet_fc": ("_fc", "dense"),
+    }
+    parts = {
+        "expand_conv": ("_expand_conv", "conv"),
+        "expand_bn": ("_bn0", "bn"),
+        "dw_conv": ("_depthwise_conv", "depthwise"),
+        "dw_bn": ("_bn1", "bn"),
+        "project_conv": ("_project_conv", "conv"),
+        "project_bn": ("_bn2", "bn"),
+    }
     for layer in model.layers:
         if layer.name.startswith("block"):
-            block, _, part = layer.name[len("block"):].partition("_")
+            block, _, part = layer.name[len("block") :].partition("_")
             if part in parts:
                 prefix, kind = parts[part]
                 names[layer.name] = (f"_blocks.{block}.{prefix}", kind)
@@ -189,13 +204,17 @@ def load_checkpoint_weights(model: keras.Model, state: dict[str, np.ndarray], so
         layer.set_weights(values)
         used.update(k for k in state if k.startswith(prefix + "."))
     has_head = "imagenet_fc" in {layer.name for layer in model.layers}
-    unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
-                    and (has_head or not k.startswith("_fc.")))
+    unused = sorted(
+        k
+        for k in state
+        if k not in used and not k.endswith("num_batches_tracked") and (has_head or not k.startswith("_fc."))
+    )
     if unused:
         problems.append(f"{len(unused)} checkpoint tensor(s) have no layer in the model, e.g. {unused[0]}")
     if problems:
         raise ValueError(
-            f"{source}: does not match {model.name}: " + "; ".join(problems[:5])
+            f"{source}: does not match {model.name}: "
+            + "; ".join(problems[:5])
             + ". Check that the checkpoint is the one for this EfficientNet-Lite variant."
         )
     return len(used)

@@ -59,9 +59,14 @@ def _scorer(model, height: int, width: int):
     The batch dimension is left open, so the last chunk holds exactly the patches that remain:
     no padding images, each of which would cost a full forward pass.
     """
-    @tf.function(input_signature=[tf.TensorSpec([height, width, 3], tf.float32),
-                                  tf.TensorSpec([None, height, width, 1], tf.float32),
-                                  tf.TensorSpec([], tf.float32)])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([height, width, 3], tf.float32),
+            tf.TensorSpec([None, height, width, 1], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ]
+    )
     def score(image: tf.Tensor, masks: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
         # masks: (n, H, W, 1), 1 inside the patch; the occluded images never exist in numpy.
         occluded = image[None] * (1.0 - masks) + fill * masks
@@ -70,8 +75,14 @@ def _scorer(model, height: int, width: int):
     return score
 
 
-def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride: int | None = None,
-                          fill: float = GREY, incremental: bool = True) -> np.ndarray:
+def occlusion_sensitivity(
+    model,
+    image: np.ndarray,
+    patch_size: int = 20,
+    stride: int | None = None,
+    fill: float = GREY,
+    incremental: bool = True,
+) -> np.ndarray:
     """Per pixel: p(intact) − p(image with its patch filled grey); positive = supports melanoma.
 
     Pixels covered by several patches (stride < patch size) get the mean of their patches. With
@@ -84,7 +95,7 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     # Row 0 stays empty: the intact image is scored in the same batches as its occlusions.
     masks = np.zeros((len(corners) + 1, height, width, 1), np.float32)
     for index, (top, left) in enumerate(corners, start=1):
-        masks[index, top:top + patch_size, left:left + patch_size] = 1.0
+        masks[index, top : top + patch_size, left : left + patch_size] = 1.0
     image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
     if len(corners) >= FOLD_FROM_PATCHES:
         model = _cached(model, ("folded",), lambda: fold_batch_norms(model))
@@ -92,8 +103,12 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     plan = plan_occlusion(model, height, width, corners, patch_size) if use_plan else None
     if plan is None:
         score = _cached(model, ("scorer", height, width), lambda: _scorer(model, height, width))
-        scores = np.concatenate([score(image_tensor, tf.constant(masks[i:i + CHUNK]), fill_tensor).numpy()
-                                 for i in range(0, len(masks), CHUNK)])
+        scores = np.concatenate(
+            [
+                score(image_tensor, tf.constant(masks[i : i + CHUNK]), fill_tensor).numpy()
+                for i in range(0, len(masks), CHUNK)
+            ]
+        )
     else:
         scores = _incremental_scores(model, plan, image_tensor, fill_tensor, corners, patch_size)
     drops = scores[0] - scores[1:]
@@ -102,20 +117,32 @@ def occlusion_sensitivity(model, image: np.ndarray, patch_size: int = 20, stride
     return np.divide(total, coverage, out=np.zeros_like(total), where=coverage > 0).astype(np.float32)
 
 
-def _incremental_scores(model, plan: OcclusionPlan, image: tf.Tensor, fill: tf.Tensor, corners: list[tuple[int, int]],
-                        patch_size: int) -> np.ndarray:
+def _incremental_scores(
+    model, plan: OcclusionPlan, image: tf.Tensor, fill: tf.Tensor, corners: list[tuple[int, int]], patch_size: int
+) -> np.ndarray:
     """Scores of the intact image (first) and each occlusion, recomputing only each patch's windows."""
     height, width = image.shape[:2]
     # The window sizes are compiled into the graph: one trace per model, input size and window sizes.
-    scorer = _cached(model, ("incremental", height, width, len(plan.steps), plan.lengths.tobytes()),
-                     lambda: IncrementalScorer(model, plan))
+    scorer = _cached(
+        model,
+        ("incremental", height, width, len(plan.steps), plan.lengths.tobytes()),
+        lambda: IncrementalScorer(model, plan),
+    )
     intact = scorer.intact(image)
     intact = list(intact) if isinstance(intact, (list, tuple)) else [intact]
     # Row 0 is an empty patch: its windows are recomputed unchanged, which scores the intact image.
-    boxes = np.array([(0, 0, 0, 0)] + [(top, left, top + patch_size, left + patch_size) for top, left in corners], np.int32)
+    boxes = np.array(
+        [(0, 0, 0, 0)] + [(top, left, top + patch_size, left + patch_size) for top, left in corners], np.int32
+    )
     starts = np.concatenate([plan.starts[:1], plan.starts]).astype(np.int32)
-    return np.concatenate([scorer.score(image, intact, fill, tf.constant(boxes[i:i + CHUNK]), tf.constant(starts[i:i + CHUNK])).numpy()
-                           for i in range(0, len(boxes), CHUNK)])
+    return np.concatenate(
+        [
+            scorer.score(
+                image, intact, fill, tf.constant(boxes[i : i + CHUNK]), tf.constant(starts[i : i + CHUNK])
+            ).numpy()
+            for i in range(0, len(boxes), CHUNK)
+        ]
+    )
 
 
 COARSE_GRID = 3  # the progressive preview: 3 × 3 patches, ten forward passes whatever the input size
@@ -147,7 +174,9 @@ def occlusion_stages(image_size: int, patch_size: int = 20, fine: bool = False) 
     return stages
 
 
-def progressive_occlusion(model, image: np.ndarray, patch_size: int = 20, fine: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+def progressive_occlusion(
+    model, image: np.ndarray, patch_size: int = 20, fine: bool = False
+) -> Iterator[tuple[str, np.ndarray]]:
     """Each of `occlusion_stages` in turn, as (label, map): a quick look first, then the exact map(s)."""
     for stage in occlusion_stages(max(image.shape[:2]), patch_size, fine):
         yield stage.label, occlusion_sensitivity(model, image, stage.patch_size, stage.stride)
@@ -158,15 +187,24 @@ def occlusion_path(model, image_size: int, patch_size: int = 20) -> dict:
     plan = plan_occlusion(model, image_size, image_size, patch_grid(image_size, image_size, patch_size), patch_size)
     if plan is None and not incremental_steps(model):
         first = model.layers[1].name if len(model.layers) > 1 else "none"
-        return {"path": "whole image", "why": f"its first step ({first}) reads the whole image, so a patch changes every "
-                                              "feature; each occluded image runs through the whole network"}
+        return {
+            "path": "whole image",
+            "why": f"its first step ({first}) reads the whole image, so a patch changes every "
+            "feature; each occluded image runs through the whole network",
+        }
     if plan is None:
-        return {"path": "whole image", "why": f"for patch {patch_size} at {image_size} px, a patch's windows cover more "
-                                              "than half of every feature map where the network could be cut, so "
-                                              "recomputing them would save nothing; each occluded image runs whole"}
-    return {"path": "incremental", "recomputed_up_to": plan.steps[-1].layer.name,
-            "why": f"for patch {patch_size} at {image_size} px, each patch's windows are recomputed up to "
-                   f"{plan.steps[-1].layer.name} and the rest of the network runs whole"}
+        return {
+            "path": "whole image",
+            "why": f"for patch {patch_size} at {image_size} px, a patch's windows cover more "
+            "than half of every feature map where the network could be cut, so "
+            "recomputing them would save nothing; each occluded image runs whole",
+        }
+    return {
+        "path": "incremental",
+        "recomputed_up_to": plan.steps[-1].layer.name,
+        "why": f"for patch {patch_size} at {image_size} px, each patch's windows are recomputed up to "
+        f"{plan.steps[-1].layer.name} and the rest of the network runs whole",
+    }
 
 
 def _grad_cam_function(model, layer_name: str, height: int, width: int):
@@ -202,13 +240,20 @@ def _explained_head(model) -> tuple[keras.layers.Dense, Callable[[tf.Tensor], tf
         if isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax:
             inside = list(last.indices)
             outside = [i for i in range(head.units) if i not in inside]
-            return head, lambda logits: (tf.reduce_logsumexp(tf.gather(logits, inside, axis=1), axis=1)
-                                         - tf.reduce_logsumexp(tf.gather(logits, outside, axis=1), axis=1))
+            return (
+                head,
+                lambda logits: (
+                    tf.reduce_logsumexp(tf.gather(logits, inside, axis=1), axis=1)
+                    - tf.reduce_logsumexp(tf.gather(logits, outside, axis=1), axis=1)
+                ),
+            )
     elif isinstance(last, keras.layers.Dense) and last.units == 1 and last.activation is keras.activations.sigmoid:
         return last, lambda logits: logits[:, 0]
-    raise ValueError(f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'), or a softmax read through "
-                     f"ClassSum; {model.name} ends in {type(last).__name__} {last.name!r}. Build it through "
-                     "melanoma.architectures and load it through melanoma.inference.")
+    raise ValueError(
+        f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'), or a softmax read through "
+        f"ClassSum; {model.name} ends in {type(last).__name__} {last.name!r}. Build it through "
+        "melanoma.architectures and load it through melanoma.inference."
+    )
 
 
 def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:
@@ -218,7 +263,9 @@ def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndar
     """
     height, width = image.shape[:2]
     layer_name = layer_name or last_feature_map(model)
-    compute = _cached(model, ("grad-cam", layer_name, height, width), lambda: _grad_cam_function(model, layer_name, height, width))
+    compute = _cached(
+        model, ("grad-cam", layer_name, height, width), lambda: _grad_cam_function(model, layer_name, height, width)
+    )
     weighted = compute(tf.constant(np.asarray(image, np.float32)[None]))
     cam = tf.image.resize(weighted[..., None], (height, width), method="bilinear")[..., 0].numpy()
     peak = cam.max()

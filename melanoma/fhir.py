@@ -88,28 +88,47 @@ class ModelFacts:
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
-            raise ValueError(f"sha256 must be the weights file's 64-digit hexadecimal SHA-256 (card.json's 'sha256'); "
-                             f"received {self.sha256!r}.")
+            raise ValueError(
+                f"sha256 must be the weights file's 64-digit hexadecimal SHA-256 (card.json's 'sha256'); "
+                f"received {self.sha256!r}."
+            )
 
     @classmethod
-    def from_card(cls, card: dict, metrics: dict, intended_use: str = INTENDED_USE,
-                  limitations: str = LIMITATIONS) -> ModelFacts:
+    def from_card(
+        cls, card: dict, metrics: dict, intended_use: str = INTENDED_USE, limitations: str = LIMITATIONS
+    ) -> ModelFacts:
         """The facts of an installed model's card.json and metrics.json (InstalledModel.card, .metrics)."""
         data = card.get("data", {})
-        splits = "; ".join(f"{split}: " + ", ".join(f"{count:,} {label}" for label, count in counts.items())
-                           for split, counts in data.get("split_counts", {}).items())
+        splits = "; ".join(
+            f"{split}: " + ", ".join(f"{count:,} {label}" for label, count in counts.items())
+            for split, counts in data.get("split_counts", {}).items()
+        )
         training = f"{data.get('layout', 'unknown')} layout, split by {data.get('grouped_by', 'image')}; {splits}"
-        return cls(card["name"], model_version(card), card["sha256"], card.get("architecture", ""), training,
-                   metrics.get("roc_auc"), intended_use, limitations)
+        return cls(
+            card["name"],
+            model_version(card),
+            card["sha256"],
+            card.get("architecture", ""),
+            training,
+            metrics.get("roc_auc"),
+            intended_use,
+            limitations,
+        )
 
     def card_text(self) -> str:
         """The model card's key facts as Device.note text."""
         auc = None if self.test_roc_auc is None else f"{self.test_roc_auc:.3f}"
-        facts = [("Architecture", self.architecture), ("Training data", self.training_data), ("Test ROC AUC", auc),
-                 ("Intended use", self.intended_use), ("Limitations", self.limitations),
-                 ("Weights sha256", self.sha256)]
-        return "\n".join([f"Model card: {self.name} ({self.version})"] + [f"{key}: {value}" for key, value in facts
-                                                                            if value])
+        facts = [
+            ("Architecture", self.architecture),
+            ("Training data", self.training_data),
+            ("Test ROC AUC", auc),
+            ("Intended use", self.intended_use),
+            ("Limitations", self.limitations),
+            ("Weights sha256", self.sha256),
+        ]
+        return "\n".join(
+            [f"Model card: {self.name} ({self.version})"] + [f"{key}: {value}" for key, value in facts if value]
+        )
 
 
 @dataclass(frozen=True)
@@ -146,14 +165,17 @@ class FhirCase:
             raise ValueError("A FHIR case needs at least one model reading; received none. Score the image first.")
         for decision, facts in self.readings:
             if decision.model != facts.name:
-                raise ValueError(f"Each decision must come with its own model's facts; received the decision of "
-                                 f"{decision.model!r} with the facts of {facts.name!r}.")
+                raise ValueError(
+                    f"Each decision must come with its own model's facts; received the decision of "
+                    f"{decision.model!r} with the facts of {facts.name!r}."
+                )
         if self.created.utcoffset() is None:
-            raise ValueError(f"The case time must carry its time zone; received the naive time {self.created}. "
-                             "Pass datetime.now().astimezone().")
+            raise ValueError(
+                f"The case time must carry its time zone; received the naive time {self.created}. "
+                "Pass datetime.now().astimezone()."
+            )
         if self.report_pdf is not None and not self.report_pdf.startswith(b"%PDF-"):
             raise ValueError(f"report_pdf must be PDF bytes (starting with %PDF-); received {self.report_pdf[:8]!r}.")
-
 
 
 def _concept(system: str, code: str, display: str, text: str | None = None) -> dict:
@@ -170,8 +192,11 @@ def _reading(probability: float, threshold: float | None) -> dict:
     values: dict = {"valueQuantity": _percent(probability)}
     if threshold is not None:
         flagged = probability >= threshold
-        verdict = ("H", "High", "Suspicious: at or above the operating threshold") if flagged else \
-            ("N", "Normal", "Not flagged: below the operating threshold")
+        verdict = (
+            ("H", "High", "Suspicious: at or above the operating threshold")
+            if flagged
+            else ("N", "Normal", "Not flagged: below the operating threshold")
+        )
         values["interpretation"] = [_concept(INTERPRETATION, *verdict)]
         values["referenceRange"] = [{"high": _percent(threshold), "text": THRESHOLD_TEXT}]
     return values
@@ -180,14 +205,18 @@ def _reading(probability: float, threshold: float | None) -> dict:
 def _gate(in_distribution: bool, reason: str) -> dict:
     """The out-of-distribution gate's result as a component."""
     code = "in-distribution" if in_distribution else "out-of-distribution"
-    return {"code": _concept(LOCAL_CODES, "ood-gate", "Out-of-distribution gate"),
-            "valueCodeableConcept": _concept(LOCAL_CODES, code, code.replace("-", " ").capitalize(),
-                                             ASSESSED_TEXT if in_distribution else reason)}
+    return {
+        "code": _concept(LOCAL_CODES, "ood-gate", "Out-of-distribution gate"),
+        "valueCodeableConcept": _concept(
+            LOCAL_CODES, code, code.replace("-", " ").capitalize(), ASSESSED_TEXT if in_distribution else reason
+        ),
+    }
 
 
 def _not_assessed(reason: str) -> dict:
-    return {"dataAbsentReason": _concept(DATA_ABSENT_REASON, "not-performed", "Not Performed",
-                                         f"Not assessed: {reason}")}
+    return {
+        "dataAbsentReason": _concept(DATA_ABSENT_REASON, "not-performed", "Not Performed", f"Not assessed: {reason}")
+    }
 
 
 def _diagnosis_code(code: str) -> dict:
@@ -203,15 +232,20 @@ def _reference(url: str, display: str) -> dict:
 
 def _study_reference(info: DicomInfo) -> dict:
     """A logical reference to the DICOM study: the EHR resolves it by Study Instance UID."""
-    return {"type": "ImagingStudy", "identifier": {"system": DICOM_UID, "value": f"urn:oid:{info.study_instance_uid}"},
-            "display": f"DICOM study {info.study_instance_uid}"}
+    return {
+        "type": "ImagingStudy",
+        "identifier": {"system": DICOM_UID, "value": f"urn:oid:{info.study_instance_uid}"},
+        "display": f"DICOM study {info.study_instance_uid}",
+    }
 
 
 def _subject(case: FhirCase) -> dict:
     """The patient as the DICOM file identifies them, for an EHR to match."""
     if case.dicom is None or not case.dicom.identity.patient_id:
-        raise ValueError("identify_patient=True needs a DICOM image that carries a Patient ID; this case has none. "
-                         "Leave identify_patient off and attach the Bundle to the patient in the EHR.")
+        raise ValueError(
+            "identify_patient=True needs a DICOM image that carries a Patient ID; this case has none. "
+            "Leave identify_patient off and attach the Bundle to the patient in the EHR."
+        )
     identity = case.dicom.identity
     identifier: dict = {"value": identity.patient_id}
     if identity.issuer:
@@ -235,74 +269,124 @@ class _Builder:
         return url
 
     def observation(self, code: dict, fields: dict) -> str:
-        resource = {"resourceType": "Observation", "meta": {"security": [AI_ASSERTED]}, "status": "preliminary",
-                    "category": [_concept(OBSERVATION_CATEGORY, "imaging", "Imaging")], "code": code,
-                    "effectiveDateTime": self.time, "issued": self.time, **fields}
+        resource = {
+            "resourceType": "Observation",
+            "meta": {"security": [AI_ASSERTED]},
+            "status": "preliminary",
+            "category": [_concept(OBSERVATION_CATEGORY, "imaging", "Imaging")],
+            "code": code,
+            "effectiveDateTime": self.time,
+            "issued": self.time,
+            **fields,
+        }
         if self.subject:
             resource["subject"] = self.subject
         site = self.case.body_site or (BodySite.from_dicom(self.case.dicom) if self.case.dicom else None)
         if site:
-            resource["bodySite"] = _concept(SNOMED, *site.snomed, text=site.text) if site.snomed \
-                else {"text": site.text}
+            resource["bodySite"] = (
+                _concept(SNOMED, *site.snomed, text=site.text) if site.snomed else {"text": site.text}
+            )
         return self.add(resource)
 
     def device(self, facts: ModelFacts) -> str:
         digest = base64.urlsafe_b64encode(bytes.fromhex(facts.sha256)).rstrip(b"=").decode()
         name = f"ni:///sha-256;{digest}"  # RFC 6920: the weights' hash names the model
         identifier = {"system": URI, "value": name}
-        resource = {"resourceType": "Device", "identifier": [identifier], "status": "active",
-                    "type": _concept(AI_DEVICE_TYPE, "Artificial-Intelligence", "All kinds of Artificial Intelligence",
-                                     "AI model: melanoma classifier for dermoscopic images"),
-                    "deviceName": [{"name": facts.name, "type": "model-name"}],
-                    "version": [{"type": {"text": "model version"}, "value": facts.version},
-                                {"type": {"text": "weights sha256"}, "value": facts.sha256},
-                                {"type": {"text": "software"}, "value": f"melanoma-decision-support {__version__}"}],
-                    "note": [{"text": facts.card_text()}]}
+        resource = {
+            "resourceType": "Device",
+            "identifier": [identifier],
+            "status": "active",
+            "type": _concept(
+                AI_DEVICE_TYPE,
+                "Artificial-Intelligence",
+                "All kinds of Artificial Intelligence",
+                "AI model: melanoma classifier for dermoscopic images",
+            ),
+            "deviceName": [{"name": facts.name, "type": "model-name"}],
+            "version": [
+                {"type": {"text": "model version"}, "value": facts.version},
+                {"type": {"text": "weights sha256"}, "value": facts.sha256},
+                {"type": {"text": "software"}, "value": f"melanoma-decision-support {__version__}"},
+            ],
+            "note": [{"text": facts.card_text()}],
+        }
         if facts.test_roc_auc is not None:
-            resource["property"] = [{"type": {"text": "test ROC AUC"},
-                                     "valueQuantity": [{"value": facts.test_roc_auc}]}]
+            resource["property"] = [
+                {"type": {"text": "test ROC AUC"}, "valueQuantity": [{"value": facts.test_roc_auc}]}
+            ]
         return self.add(resource, if_none_exist=f"identifier={quote(f'{URI}|{name}', safe='')}")  # one per model
 
     def model_observation(self, decision: Decision, facts: ModelFacts, device: str) -> str:
-        fields: dict = {"device": _reference(device, facts.name),
-                        "component": [_gate(decision.in_distribution, decision.ood_reason)]}
+        fields: dict = {
+            "device": _reference(device, facts.name),
+            "component": [_gate(decision.in_distribution, decision.ood_reason)],
+        }
         if not decision.assessed:
             return self.observation(self._melanoma_code(facts.name), {**fields, **_not_assessed(decision.ood_reason)})
         fields.update(_reading(decision.probability, decision.threshold))
         if decision.malignant_probability is not None:
             cancers = ", ".join(NAMES[code] for code in MALIGNANT)
-            fields["component"].append({"code": _concept(LOCAL_CODES, "skin-cancer-probability",
-                                                         f"Calibrated probability of a skin cancer ({cancers})"),
-                                        **_reading(decision.malignant_probability, decision.malignant_threshold)})
-        fields["component"] += [{"code": _diagnosis_code(code), "valueQuantity": _percent(probability)}
-                                for code, probability in decision.differential]
+            fields["component"].append(
+                {
+                    "code": _concept(
+                        LOCAL_CODES, "skin-cancer-probability", f"Calibrated probability of a skin cancer ({cancers})"
+                    ),
+                    **_reading(decision.malignant_probability, decision.malignant_threshold),
+                }
+            )
+        fields["component"] += [
+            {"code": _diagnosis_code(code), "valueQuantity": _percent(probability)}
+            for code, probability in decision.differential
+        ]
         return self.observation(self._melanoma_code(facts.name), fields)
 
     @staticmethod
     def _melanoma_code(model: str) -> dict:
-        return _concept(LOCAL_CODES, "melanoma-probability", "Calibrated melanoma probability (computer-aided)",
-                        f"Calibrated melanoma probability from {model} (computer-aided, not a diagnosis)")
+        return _concept(
+            LOCAL_CODES,
+            "melanoma-probability",
+            "Calibrated melanoma probability (computer-aided)",
+            f"Calibrated melanoma probability from {model} (computer-aided, not a diagnosis)",
+        )
 
     def combined_observation(self, combined: CombinedReading, members: dict[str, str]) -> str:
         fields: dict = {
             "method": {"text": f"Mean of the calibrated melanoma probabilities of {', '.join(combined.members)}"},
             "derivedFrom": [_reference(members[name], name) for name in combined.members if name in members],
-            "component": [_gate(combined.assessed, COMBINED_NOT_ASSESSED),
-                          {"code": _concept(LOCAL_CODES, "models-disagree", "The models' verdicts disagree"),
-                           "valueBoolean": combined.disagreement}]}
-        fields.update(_reading(combined.probability, combined.threshold) if combined.assessed
-                      else _not_assessed(COMBINED_NOT_ASSESSED))
-        code = _concept(LOCAL_CODES, "combined-melanoma-probability", "Combined calibrated melanoma probability",
-                        "Combined reading: mean calibrated melanoma probability (computer-aided, not a diagnosis)")
+            "component": [
+                _gate(combined.assessed, COMBINED_NOT_ASSESSED),
+                {
+                    "code": _concept(LOCAL_CODES, "models-disagree", "The models' verdicts disagree"),
+                    "valueBoolean": combined.disagreement,
+                },
+            ],
+        }
+        fields.update(
+            _reading(combined.probability, combined.threshold)
+            if combined.assessed
+            else _not_assessed(COMBINED_NOT_ASSESSED)
+        )
+        code = _concept(
+            LOCAL_CODES,
+            "combined-melanoma-probability",
+            "Combined calibrated melanoma probability",
+            "Combined reading: mean calibrated melanoma probability (computer-aided, not a diagnosis)",
+        )
         return self.observation(code, fields)
 
     def diagnostic_report(self, results: list[str]) -> str:
         case = self.case
         summaries = ([case.combined.summary()] if case.combined else []) + [d.summary() for d, _ in case.readings]
-        resource = {"resourceType": "DiagnosticReport", "meta": {"security": [AI_ASSERTED]}, "status": "preliminary",
-                    "code": _concept(SNOMED, *DERMOSCOPY, text=REPORT_TEXT), "effectiveDateTime": self.time,
-                    "issued": self.time, "result": [{"reference": url} for url in results],
-                    "conclusion": " ".join([CONCLUSION, *summaries])}
+        resource = {
+            "resourceType": "DiagnosticReport",
+            "meta": {"security": [AI_ASSERTED]},
+            "status": "preliminary",
+            "code": _concept(SNOMED, *DERMOSCOPY, text=REPORT_TEXT),
+            "effectiveDateTime": self.time,
+            "issued": self.time,
+            "result": [{"reference": url} for url in results],
+            "conclusion": " ".join([CONCLUSION, *summaries]),
+        }
         if self.subject:
             resource["subject"] = self.subject
         if case.dicom:
@@ -311,20 +395,37 @@ class _Builder:
             note = {"text": case.notes, "time": self.time}
             resource["extension"] = [{"url": NOTE_EXTENSION, "valueAnnotation": note}]
         if case.report_pdf is not None:
-            resource["presentedForm"] = [{
-                "contentType": "application/pdf", "title": REPORT_FORM_TITLE, "creation": self.time,
-                "data": base64.b64encode(case.report_pdf).decode(), "size": len(case.report_pdf),
-                "hash": base64.b64encode(hashlib.sha1(case.report_pdf).digest()).decode()}]  # FHIR's Attachment.hash
+            resource["presentedForm"] = [
+                {
+                    "contentType": "application/pdf",
+                    "title": REPORT_FORM_TITLE,
+                    "creation": self.time,
+                    "data": base64.b64encode(case.report_pdf).decode(),
+                    "size": len(case.report_pdf),
+                    "hash": base64.b64encode(hashlib.sha1(case.report_pdf).digest()).decode(),
+                }
+            ]  # FHIR's Attachment.hash
         return self.add(resource)
 
     def provenance(self, targets: list[str], devices: dict[str, str]) -> None:
-        resource = {"resourceType": "Provenance", "target": [{"reference": url} for url in targets],
-                    "occurredDateTime": self.time, "recorded": self.time, "reason": [{"coding": [AI_ASSERTED]}],
-                    "activity": _concept(DATA_OPERATION, "CREATE", "create"),
-                    "agent": [{"type": _concept(PARTICIPANT_TYPE, "author", "Author"),
-                               "role": [_concept(AI_DEVICE_TYPE, "Artificial-Intelligence",
-                                                 "All kinds of Artificial Intelligence")],
-                               "who": _reference(url, name)} for name, url in devices.items()]}
+        resource = {
+            "resourceType": "Provenance",
+            "target": [{"reference": url} for url in targets],
+            "occurredDateTime": self.time,
+            "recorded": self.time,
+            "reason": [{"coding": [AI_ASSERTED]}],
+            "activity": _concept(DATA_OPERATION, "CREATE", "create"),
+            "agent": [
+                {
+                    "type": _concept(PARTICIPANT_TYPE, "author", "Author"),
+                    "role": [
+                        _concept(AI_DEVICE_TYPE, "Artificial-Intelligence", "All kinds of Artificial Intelligence")
+                    ],
+                    "who": _reference(url, name),
+                }
+                for name, url in devices.items()
+            ],
+        }
         if self.case.dicom:
             resource["entity"] = [{"role": "source", "what": _study_reference(self.case.dicom)}]
         self.add(resource)
@@ -338,13 +439,20 @@ def build_bundle(case: FhirCase, identify_patient: bool = False) -> Bundle:
     """
     builder = _Builder(case, _subject(case) if identify_patient else None)
     devices = {facts.name: builder.device(facts) for _, facts in case.readings}
-    members = {decision.model: builder.model_observation(decision, facts, devices[facts.name])
-               for decision, facts in case.readings}
+    members = {
+        decision.model: builder.model_observation(decision, facts, devices[facts.name])
+        for decision, facts in case.readings
+    }
     results = ([builder.combined_observation(case.combined, members)] if case.combined else []) + list(members.values())
     report = builder.diagnostic_report(results)
     builder.provenance([report, *results], devices)
-    bundle = {"resourceType": "Bundle", "type": "transaction", "timestamp": builder.time,
-              "identifier": {"system": URI, "value": f"urn:uuid:{uuid.uuid4()}"}, "entry": builder.entries}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "timestamp": builder.time,
+        "identifier": {"system": URI, "value": f"urn:uuid:{uuid.uuid4()}"},
+        "entry": builder.entries,
+    }
     return Bundle.model_validate(bundle)
 
 

@@ -33,9 +33,13 @@ def foldable_pairs(model) -> dict[str, layers.BatchNormalization]:
         if isinstance(layer, layers.BatchNormalization) and called_once(layer):
             parents = producers(layer)
             convolution = parents[0] if len(parents) == 1 else None
-            if (isinstance(convolution, CONVOLUTIONS) and called_once(convolution)
-                    and len(consumers(convolution)) == 1 and convolution.activation is keras.activations.linear
-                    and layer.axis in (-1, 3)):
+            if (
+                isinstance(convolution, CONVOLUTIONS)
+                and called_once(convolution)
+                and len(consumers(convolution)) == 1
+                and convolution.activation is keras.activations.linear
+                and layer.axis in (-1, 3)
+            ):
                 pairs[convolution.name] = layer
     return pairs
 

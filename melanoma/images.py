@@ -91,7 +91,7 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
     """
     if not data:
         raise ImageError(f"{name}: the file is empty (0 bytes). Upload the original image file.")
-    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC or name.lower().endswith(".dcm"):
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC or name.lower().endswith(".dcm"):
         from melanoma.dicom import read_dicom
 
         return read_dicom(data, name)
@@ -101,8 +101,7 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
             image = Image.open(io.BytesIO(data))
             if image.format not in SUPPORTED_FORMATS:
                 raise ImageError(
-                    f"{name}: {image.format} images are not supported. "
-                    f"Use one of: {', '.join(SUPPORTED_FORMATS)}."
+                    f"{name}: {image.format} images are not supported. Use one of: {', '.join(SUPPORTED_FORMATS)}."
                 )
             check_size(*image.size, name)  # before the pixels are decoded; EXIF rotation changes none of it
             notes: list[str] = []
@@ -128,8 +127,7 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(
-            f"{name}: the image data is corrupt or truncated ({error}). "
-            f"Export or copy the original file again."
+            f"{name}: the image data is corrupt or truncated ({error}). Export or copy the original file again."
         ) from error
     rgb, conversion_notes = _to_rgb(image)
     return DecodedImage(
@@ -162,4 +160,6 @@ def display_copy(pixels: np.ndarray, max_width: int = 600) -> np.ndarray:
     """
     if pixels.shape[1] <= max_width:
         return pixels
-    return np.asarray(ImageOps.contain(Image.fromarray(pixels), (max_width, pixels.shape[0]), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(
+        ImageOps.contain(Image.fromarray(pixels), (max_width, pixels.shape[0]), Image.BILINEAR), dtype=np.uint8
+    )

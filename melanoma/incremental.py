@@ -32,7 +32,14 @@ from melanoma.folding import FoldedBatchNorm
 from melanoma.graph import called_once, consumers, producers
 
 # Layers that act on each pixel alone (at inference), and layers whose receptive field we track.
-PER_PIXEL = (layers.Rescaling, layers.Normalization, layers.BatchNormalization, layers.Activation, layers.ReLU, FoldedBatchNorm)
+PER_PIXEL = (
+    layers.Rescaling,
+    layers.Normalization,
+    layers.BatchNormalization,
+    layers.Activation,
+    layers.ReLU,
+    FoldedBatchNorm,
+)
 SPATIAL = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.ZeroPadding2D)
 # A cut whose window covers more than this share of its feature map saves too little to be worth
 # the windows' bookkeeping (measured with benchmarks/occlusion.py on EfficientNet-Lite0 and InceptionV3).
@@ -86,11 +93,16 @@ def _kind(layer) -> str | None:
         return "spatial"
     if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
         # An average pool with 'same' padding divides by the number of real pixels: not a padded window.
-        supported = layer.data_format == "channels_last" and (isinstance(layer, layers.MaxPooling2D) or layer.padding == "valid")
+        supported = layer.data_format == "channels_last" and (
+            isinstance(layer, layers.MaxPooling2D) or layer.padding == "valid"
+        )
         return "spatial" if supported else None
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-        supported = (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
-                     and getattr(layer, "groups", 1) == 1)
+        supported = (
+            layer.data_format == "channels_last"
+            and tuple(layer.dilation_rate) == (1, 1)
+            and getattr(layer, "groups", 1) == 1
+        )
         return "spatial" if supported else None
     return None
 
@@ -117,15 +129,20 @@ class OcclusionPlan:
     def direct(self, step: int, tensor: int) -> bool:
         """Whether `step` reads exactly `tensor`'s windows (no region to assemble) for every patch."""
         region_starts, region_length = self.region(step)
-        return (tensor > 0 and np.array_equal(region_length, self.lengths[tensor])
-                and np.array_equal(region_starts, self.starts[:, tensor]))
+        return (
+            tensor > 0
+            and np.array_equal(region_length, self.lengths[tensor])
+            and np.array_equal(region_starts, self.starts[:, tensor])
+        )
 
     def region(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The input region that step `step` reads for each patch: (patches, 2) corners and a size."""
         spec = self.steps[step - 1]
         if spec.geometry is None:  # per-pixel layers and additions read their own output window
             return self.starts[:, step], self.lengths[step]
-        per_axis = [spec.geometry[axis].window_in(self.starts[:, step, axis], int(self.lengths[step, axis])) for axis in (0, 1)]
+        per_axis = [
+            spec.geometry[axis].window_in(self.starts[:, step, axis], int(self.lengths[step, axis])) for axis in (0, 1)
+        ]
         return np.stack([per_axis[0][0], per_axis[1][0]], axis=-1), np.array([per_axis[0][1], per_axis[1][1]])
 
 
@@ -140,7 +157,9 @@ def incremental_steps(model) -> list[Step]:
             break
         if kind != "add" and len(parents) != 1:
             break
-        steps.append(Step(layer, kind, tuple(index[id(parent)] for parent in parents), None))  # geometry: plan_occlusion
+        steps.append(
+            Step(layer, kind, tuple(index[id(parent)] for parent in parents), None)
+        )  # geometry: plan_occlusion
         index[id(layer)] = len(steps)
     return steps
 
@@ -151,12 +170,19 @@ def _cut_candidates(model, steps: list[Step]) -> list[int]:
     last_reader = {}
     for tensor_layer in [model.layers[0], *(step.layer for step in steps)]:
         readers = consumers(tensor_layer)
-        last_reader[position[id(tensor_layer)]] = max(position.get(id(reader), len(steps) + 1) for reader in readers) if readers else 0
-    return [number for number in range(1, len(steps) + 1)
-            if all(last_reader[earlier] <= number for earlier in range(number))]
+        last_reader[position[id(tensor_layer)]] = (
+            max(position.get(id(reader), len(steps) + 1) for reader in readers) if readers else 0
+        )
+    return [
+        number
+        for number in range(1, len(steps) + 1)
+        if all(last_reader[earlier] <= number for earlier in range(number))
+    ]
 
 
-def plan_occlusion(model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int) -> OcclusionPlan | None:
+def plan_occlusion(
+    model, height: int, width: int, corners: list[tuple[int, int]], patch_size: int
+) -> OcclusionPlan | None:
     """The deepest cut whose window stays within MAX_WINDOW_FRACTION of its map; None without one."""
     steps = incremental_steps(model)
     count = len(steps) + 1
@@ -177,13 +203,19 @@ def plan_occlusion(model, height: int, width: int, corners: list[tuple[int, int]
             for axis in (0, 1):
                 # Forward from the whole (uniform) window: what it reaches is what must be recomputed.
                 window_low = starts[:, first, axis]
-                low[:, number, axis], high[:, number, axis] = geometry[axis].affected(window_low, window_low + lengths[first, axis])
+                low[:, number, axis], high[:, number, axis] = geometry[axis].affected(
+                    window_low, window_low + lengths[first, axis]
+                )
         elif step.kind == "add":
             sizes[number] = sizes[first]
             low[:, number] = np.min([starts[:, tensor] for tensor in step.inputs], axis=0)
             high[:, number] = np.max([starts[:, tensor] + lengths[tensor] for tensor in step.inputs], axis=0)
         else:
-            sizes[number], low[:, number], high[:, number] = sizes[first], starts[:, first], starts[:, first] + lengths[first]
+            sizes[number], low[:, number], high[:, number] = (
+                sizes[first],
+                starts[:, first],
+                starts[:, first] + lengths[first],
+            )
         lengths[number], starts[:, number] = _uniform(low[:, number], high[:, number], sizes[number])
         planned.append(step)
     best = None
@@ -193,7 +225,7 @@ def plan_occlusion(model, height: int, width: int, corners: list[tuple[int, int]
             best = cut
     if best is None:
         return None
-    return OcclusionPlan(planned[:best], sizes[:best + 1], lengths[:best + 1], starts[:, :best + 1])
+    return OcclusionPlan(planned[:best], sizes[: best + 1], lengths[: best + 1], starts[:, : best + 1])
 
 
 def _uniform(low: np.ndarray, high: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,41 +278,81 @@ class IncrementalScorer:
         self.plan = plan
         height, width = (int(size) for size in plan.sizes[0])
         # The intact tensors that some step reads beyond its own windows, and the cut tensor.
-        self.assembled = sorted({tensor for number, step in enumerate(plan.steps, start=1) for tensor in step.inputs
-                                 if tensor > 0 and not plan.direct(number, tensor)} | {len(plan.steps)})
+        self.assembled = sorted(
+            {
+                tensor
+                for number, step in enumerate(plan.steps, start=1)
+                for tensor in step.inputs
+                if tensor > 0 and not plan.direct(number, tensor)
+            }
+            | {len(plan.steps)}
+        )
         cut = plan.steps[-1].layer.output
         intact_model = keras.Model(model.inputs, [plan.steps[tensor - 1].layer.output for tensor in self.assembled])
         self.tail_model = keras.Model(cut, model.output)
-        self.intact = tf.function(lambda image: intact_model(image[None], training=False),
-                                  input_signature=[tf.TensorSpec([height, width, 3], tf.float32)])
-        self.score = tf.function(self._score, input_signature=[
-            tf.TensorSpec([height, width, 3], tf.float32),  # the intact image
-            [tf.TensorSpec([1, *plan.steps[tensor - 1].layer.output.shape[1:]], plan.steps[tensor - 1].layer.output.dtype)
-             for tensor in self.assembled],  # its tensors that regions are read from
-            tf.TensorSpec([], tf.float32),  # the fill value
-            tf.TensorSpec([None, 4], tf.int32),  # each patch: top, left, bottom, right
-            tf.TensorSpec([None, len(plan.steps) + 1, 2], tf.int32),  # OcclusionPlan.starts
-        ])
+        self.intact = tf.function(
+            lambda image: intact_model(image[None], training=False),
+            input_signature=[tf.TensorSpec([height, width, 3], tf.float32)],
+        )
+        self.score = tf.function(
+            self._score,
+            input_signature=[
+                tf.TensorSpec([height, width, 3], tf.float32),  # the intact image
+                [
+                    tf.TensorSpec(
+                        [1, *plan.steps[tensor - 1].layer.output.shape[1:]], plan.steps[tensor - 1].layer.output.dtype
+                    )
+                    for tensor in self.assembled
+                ],  # its tensors that regions are read from
+                tf.TensorSpec([], tf.float32),  # the fill value
+                tf.TensorSpec([None, 4], tf.int32),  # each patch: top, left, bottom, right
+                tf.TensorSpec([None, len(plan.steps) + 1, 2], tf.int32),  # OcclusionPlan.starts
+            ],
+        )
 
-    def _read(self, tensor: int, windows: dict, intact: dict, image, fill, boxes, starts, region_starts, region_length,
-              padding: float):
+    def _read(
+        self,
+        tensor: int,
+        windows: dict,
+        intact: dict,
+        image,
+        fill,
+        boxes,
+        starts,
+        region_starts,
+        region_length,
+        padding: float,
+    ):
         """Each patch's occluded values of `tensor` over a region: its window where it has one, the intact
         tensor elsewhere, and the layer's padding outside the map."""
-        rows, columns = _positions(region_starts[:, 0], region_length[0]), _positions(region_starts[:, 1], region_length[1])
+        rows, columns = (
+            _positions(region_starts[:, 0], region_length[0]),
+            _positions(region_starts[:, 1], region_length[1]),
+        )
         height, width = (int(size) for size in self.plan.sizes[tensor])
         if tensor == 0:  # the image: grey inside the patch
-            x = _gather_2d(image[None], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True)
-            in_patch = ((rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3]))[:, :, None] \
-                & ((columns >= boxes[:, 1:2]) & (columns < boxes[:, 3:4]))[:, None, :]
+            x = _gather_2d(
+                image[None], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True
+            )
+            in_patch = ((rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3]))[:, :, None] & (
+                (columns >= boxes[:, 1:2]) & (columns < boxes[:, 3:4])
+            )[:, None, :]
             x = tf.where(in_patch[..., None], fill, x)
         else:
             length = [int(size) for size in self.plan.lengths[tensor]]
             window_rows, window_columns = rows - starts[:, tensor, 0:1], columns - starts[:, tensor, 1:2]
-            x = _gather_2d(windows[tensor], tf.clip_by_value(window_rows, 0, length[0] - 1),
-                           tf.clip_by_value(window_columns, 0, length[1] - 1), False)
-            in_window = ((window_rows >= 0) & (window_rows < length[0]))[:, :, None] \
-                & ((window_columns >= 0) & (window_columns < length[1]))[:, None, :]
-            outside = _gather_2d(intact[tensor], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True)
+            x = _gather_2d(
+                windows[tensor],
+                tf.clip_by_value(window_rows, 0, length[0] - 1),
+                tf.clip_by_value(window_columns, 0, length[1] - 1),
+                False,
+            )
+            in_window = ((window_rows >= 0) & (window_rows < length[0]))[:, :, None] & (
+                (window_columns >= 0) & (window_columns < length[1])
+            )[:, None, :]
+            outside = _gather_2d(
+                intact[tensor], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True
+            )
             x = tf.where(in_window[..., None], x, outside)
         inside = ((rows >= 0) & (rows < height))[:, :, None] & ((columns >= 0) & (columns < width))[:, None, :]
         return tf.where(inside[..., None], x, tf.cast(padding, x.dtype))
@@ -293,12 +365,20 @@ class IncrementalScorer:
             if step.geometry is None:
                 region_starts = starts[:, number]
             else:
-                per_axis = [step.geometry[axis].window_in(starts[:, number, axis], int(plan.lengths[number, axis])) for axis in (0, 1)]
+                per_axis = [
+                    step.geometry[axis].window_in(starts[:, number, axis], int(plan.lengths[number, axis]))
+                    for axis in (0, 1)
+                ]
                 region_starts = tf.stack([per_axis[0][0], per_axis[1][0]], axis=-1)
             padding = _padding_value(step.layer, tf.float32) if step.kind == "spatial" else 0.0
-            inputs = [windows[tensor] if plan.direct(number, tensor) else
-                      self._read(tensor, windows, intact, image, fill, boxes, starts, region_starts, region_length, padding)
-                      for tensor in step.inputs]
+            inputs = [
+                windows[tensor]
+                if plan.direct(number, tensor)
+                else self._read(
+                    tensor, windows, intact, image, fill, boxes, starts, region_starts, region_length, padding
+                )
+                for tensor in step.inputs
+            ]
             if step.kind == "spatial":
                 windows[number] = _spatial_op(step.layer, inputs[0])
             elif step.kind == "add":
@@ -310,9 +390,15 @@ class IncrementalScorer:
         count, window = tf.shape(boxes)[0], plan.lengths[cut]
         rows, columns = _positions(starts[:, cut, 0], int(window[0])), _positions(starts[:, cut, 1], int(window[1]))
         shape = [count, int(window[0]), int(window[1])]
-        indices = tf.stack([tf.broadcast_to(tf.range(count)[:, None, None], shape),
-                            tf.broadcast_to(rows[:, :, None], shape),
-                            tf.broadcast_to(columns[:, None, :], shape)], axis=-1)
-        features = tf.tensor_scatter_nd_update(tf.repeat(intact[cut], count, axis=0), indices,
-                                               tf.cast(windows[cut], intact[cut].dtype))
+        indices = tf.stack(
+            [
+                tf.broadcast_to(tf.range(count)[:, None, None], shape),
+                tf.broadcast_to(rows[:, :, None], shape),
+                tf.broadcast_to(columns[:, None, :], shape),
+            ],
+            axis=-1,
+        )
+        features = tf.tensor_scatter_nd_update(
+            tf.repeat(intact[cut], count, axis=0), indices, tf.cast(windows[cut], intact[cut].dtype)
+        )
         return tf.reshape(tf.cast(self.tail_model(features, training=False), tf.float32), [-1])

@@ -17,7 +17,6 @@ from melanoma.ood import (
     load_features_model,
 )
 
-
 TTA_DESCRIPTION = "the mean over the image and its three flips"
 
 
@@ -38,8 +37,9 @@ def predict_pixels(model, pixels: np.ndarray, batch_size: int = 32, tta: bool = 
         return np.zeros((0,) if outputs_per_image == 1 else (0, outputs_per_image), np.float32)
     views = _flips(pixels) if tta else [pixels]
     stacked = np.concatenate(views).astype(np.float32)
-    outputs = [np.asarray(model.predict_on_batch(stacked[i:i + batch_size]))
-               for i in range(0, len(stacked), batch_size)]
+    outputs = [
+        np.asarray(model.predict_on_batch(stacked[i : i + batch_size])) for i in range(0, len(stacked), batch_size)
+    ]
     mean = np.concatenate(outputs).reshape(len(views), len(pixels), outputs_per_image).mean(axis=0)
     return mean[:, 0] if outputs_per_image == 1 else mean
 
@@ -86,12 +86,16 @@ class Predictor:
         self.serving = entry.serving
         outputs, expected = int(model.output_shape[-1]), len(self.serving.classes) or 1
         if outputs != expected:
-            entry.problem = (f"the network has {outputs} outputs but card.json's serving section names "
-                             f"{len(self.serving.classes)} classes (a diagnosis model's card lists its classes, "
-                             f"{diagnoses.ALLOWED_TEXT}; a melanoma model's none). Retrain it, or restore its card from git.")
+            entry.problem = (
+                f"the network has {outputs} outputs but card.json's serving section names "
+                f"{len(self.serving.classes)} classes (a diagnosis model's card lists its classes, "
+                f"{diagnoses.ALLOWED_TEXT}; a melanoma model's none). Retrain it, or restore its card from git."
+            )
             raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}")
         self.model = class_output(model, (diagnoses.MELANOMA,), "melanoma") if self.serving.is_diagnosis else model
-        self.malignant_model = class_output(model, diagnoses.MALIGNANT, "malignant") if self.serving.is_diagnosis else None
+        self.malignant_model = (
+            class_output(model, diagnoses.MALIGNANT, "malignant") if self.serving.is_diagnosis else None
+        )
         ood = self.serving.ood
         # load_keras_model verified both files' sha256 against the card before we got here.
         self.feature_gate = FeatureGate.load(entry.folder / ood["file"]) if ood else None
@@ -150,7 +154,9 @@ class Predictor:
         melanoma = self.serving.calibration(self.melanoma_output(raw))
         if not self.is_diagnosis:
             return Scores(melanoma)
-        return Scores(melanoma, diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma))
+        return Scores(
+            melanoma, diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
+        )
 
     def score_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated melanoma probabilities for uint8 images already at the model's input size."""
@@ -170,8 +176,9 @@ class Predictor:
         """Calibrated scores and gate verdicts for RGB images of any size, resized once."""
         return read_together([self], images)[0]
 
-    def gate(self, images: list[np.ndarray], views: np.ndarray | None = None,
-             features: np.ndarray | None = None) -> list[GateResult]:
+    def gate(
+        self, images: list[np.ndarray], views: np.ndarray | None = None, features: np.ndarray | None = None
+    ) -> list[GateResult]:
         """For each image: does it look like the dermoscopic images this model was trained on?
 
         A model without a fitted gate (trained before it existed) passes every image that clears
@@ -187,9 +194,14 @@ class Predictor:
             return [GateResult(not problem, 0.0, problem or "") for problem in problems]
         features = self.gate_features(images) if features is None else features
         scores = self.feature_gate.distances(features) / self.feature_gate.threshold
-        return [GateResult(bool(not problem and score <= 1.0), float(score),
-                           problem or ("" if score <= 1.0 else "it is unlike the dermoscopic images the model was trained on"))
-                for problem, score in zip(problems, scores)]
+        return [
+            GateResult(
+                bool(not problem and score <= 1.0),
+                float(score),
+                problem or ("" if score <= 1.0 else "it is unlike the dermoscopic images the model was trained on"),
+            )
+            for problem, score in zip(problems, scores)
+        ]
 
     def gate_features(self, images: list[np.ndarray]) -> np.ndarray | None:
         """The images' features in the gate's shared ImageNet extractor; None for a model without a gate."""
@@ -224,8 +236,12 @@ def read_together(predictors: list[Predictor], images: list[np.ndarray]) -> list
             views[size] = np.stack([to_model_input(image, size) for image in images])
         if id(predictor.features) not in features:
             features[id(predictor.features)] = predictor.gate_features(images)
-        readings.append(Reading(predictor.calibrate(predictor.raw_outputs(views[size])),
-                                predictor.gate(images, views[size], features[id(predictor.features)])))
+        readings.append(
+            Reading(
+                predictor.calibrate(predictor.raw_outputs(views[size])),
+                predictor.gate(images, views[size], features[id(predictor.features)]),
+            )
+        )
     return readings
 
 

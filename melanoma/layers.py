@@ -21,7 +21,9 @@ class ShadesOfGray(keras.layers.Layer):
 
     def call(self, images):
         images = ops.cast(images, "float32")
-        illuminant = ops.power(ops.mean(ops.power(images + 1e-6, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power)
+        illuminant = ops.power(
+            ops.mean(ops.power(images + 1e-6, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
+        )
         gain = ops.mean(illuminant, axis=-1, keepdims=True) / (illuminant + 1e-6)
         return ops.clip(images * gain, 0.0, 255.0)
 

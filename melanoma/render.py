@@ -10,14 +10,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-SEQUENTIAL_COLOURMAPS = {"inferno": cv2.COLORMAP_INFERNO, "jet": cv2.COLORMAP_JET, "viridis": cv2.COLORMAP_VIRIDIS,
-                         "magma": cv2.COLORMAP_MAGMA}
+SEQUENTIAL_COLOURMAPS = {
+    "inferno": cv2.COLORMAP_INFERNO,
+    "jet": cv2.COLORMAP_JET,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+}
 DIVERGING_COLOURMAPS = ("blue-white-red", "green-white-purple")
 
 
 def _diverging_lut(name: str) -> np.ndarray:
     """A 256-entry BGR lookup table for cv2.applyColorMap, white at the centre."""
-    low, high = {"blue-white-red": ((180, 60, 20), (30, 30, 200)), "green-white-purple": ((40, 140, 30), (140, 40, 120))}[name]
+    low, high = {
+        "blue-white-red": ((180, 60, 20), (30, 30, 200)),
+        "green-white-purple": ((40, 140, 30), (140, 40, 120)),
+    }[name]
     t = np.linspace(-1.0, 1.0, 256)[:, None]
     white = np.array([255.0, 255.0, 255.0])
     colours = np.where(t < 0, white + (np.array(low) - white) * -t, white + (np.array(high) - white) * t)
@@ -47,12 +54,17 @@ def colourise(scores: np.ndarray, colourmap: str, signed: bool, scale: float | N
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: np.ndarray, scores: np.ndarray, alpha: float = 0.5, colourmap: str = "blue-white-red",
-            signed: bool = True) -> np.ndarray:
+def overlay(
+    image: np.ndarray, scores: np.ndarray, alpha: float = 0.5, colourmap: str = "blue-white-red", signed: bool = True
+) -> np.ndarray:
     """Blend a colourised map over the image; the map is resized to the image if needed."""
     image = np.asarray(image, dtype=np.uint8)
     if scores.shape != image.shape[:2]:
-        scores = cv2.resize(scores.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST if signed else cv2.INTER_LINEAR)
+        scores = cv2.resize(
+            scores.astype(np.float32),
+            (image.shape[1], image.shape[0]),
+            interpolation=cv2.INTER_NEAREST if signed else cv2.INTER_LINEAR,
+        )
     colours = colourise(scores, colourmap, signed)
     return cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
 

@@ -32,8 +32,20 @@ IMAGE_HEIGHTS = (85.0, 65.0, 50.0, 38.0, 28.0)  # mm: the tallest image row that
 FOOTER = 10.0  # mm kept free at the bottom of the page
 MIN_NOTE_LINES = 4
 # Symbols clinicians type that have a plain-text spelling; NFKD and [U+XXXX] handle the rest.
-TRANSLITERATIONS = {"≥": ">=", "≤": "<=", "≠": "!=", "≈": "~", "\u2212": "-", "→": "->", "←": "<-", "⇒": "=>",
-                    "⌀": "diameter ", "\u2009": " ", "\u202f": " ", "\u2011": "-"}
+TRANSLITERATIONS = {
+    "≥": ">=",
+    "≤": "<=",
+    "≠": "!=",
+    "≈": "~",
+    "\u2212": "-",
+    "→": "->",
+    "←": "<-",
+    "⇒": "=>",
+    "⌀": "diameter ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u2011": "-",
+}
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,19 @@ class ModelReading:
     def from_decision(cls, decision: Decision, card: dict, overlay: np.ndarray) -> ModelReading:
         """The reading the page shows for `decision`, identified by the model's card."""
         if not decision.assessed:
-            return cls(decision.model, model_version(card), card["sha256"], "not assessed", decision.summary(), (), overlay)
+            return cls(
+                decision.model, model_version(card), card["sha256"], "not assessed", decision.summary(), (), overlay
+            )
         diagnosis_lines = tuple(line for line in (decision.skin_cancer_summary(), decision.differential_text()) if line)
-        return cls(decision.model, model_version(card), card["sha256"], f"{decision.probability:.1%}", decision.summary(),
-                   (*diagnosis_lines, decision.calibration_meaning(), decision.threshold_meaning()), overlay)
+        return cls(
+            decision.model,
+            model_version(card),
+            card["sha256"],
+            f"{decision.probability:.1%}",
+            decision.summary(),
+            (*diagnosis_lines, decision.calibration_meaning(), decision.threshold_meaning()),
+            overlay,
+        )
 
 
 @dataclass(frozen=True)
@@ -81,12 +102,16 @@ class CaseReport:
         if not self.readings:
             raise ValueError("A case report needs at least one model reading; received none. Score the image first.")
         if self.created.tzinfo is None or self.created.utcoffset() is None:
-            raise ValueError(f"The report time must carry its time zone; received the naive time {self.created}. "
-                             "Pass datetime.now().astimezone().")
+            raise ValueError(
+                f"The report time must carry its time zone; received the naive time {self.created}. "
+                "Pass datetime.now().astimezone()."
+            )
         for label, pixels in [("image", self.image), *((f"{r.name} overlay", r.overlay) for r in self.readings)]:
             if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-                raise ValueError(f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
-                                 f"{pixels.dtype} of shape {pixels.shape}. Pass the pixels the page shows.")
+                raise ValueError(
+                    f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
+                    f"{pixels.dtype} of shape {pixels.shape}. Pass the pixels the page shows."
+                )
 
 
 def model_version(card: dict) -> str:
@@ -132,19 +157,25 @@ def _plain(text: str) -> str:
 def pdf_text(text: str) -> str:
     """`text` in what the PDF's built-in font can show: other characters transliterated or written [U+XXXX]."""
     text = _plain(text)
-    return "".join(c if c == "\n" or (_encodable(c) and not unicodedata.category(c).startswith("C")) else _fallback(c)
-                   for c in text)
+    return "".join(
+        c if c == "\n" or (_encodable(c) and not unicodedata.category(c).startswith("C")) else _fallback(c)
+        for c in text
+    )
 
 
 def _explanation(report: CaseReport) -> str:
     settings = f"colour map {report.colourmap}, overlay opacity {report.opacity:.0%}"
     if report.patch_size is None:
-        return (f"Explanation: {report.method} (no occlusion patch: Grad-CAM reads the network's last convolutional "
-                f"layer); {settings}. Dark to bright: how strongly each region drove the melanoma output (relative).")
+        return (
+            f"Explanation: {report.method} (no occlusion patch: Grad-CAM reads the network's last convolutional "
+            f"layer); {settings}. Dark to bright: how strongly each region drove the melanoma output (relative)."
+        )
     low, *_, high = report.colourmap.split("-")
-    return (f"Explanation: {report.method}, patch size {report.patch_size} pixels of the model input; {settings}. "
-            f"{high.capitalize()}: greying this region out lowers the probability (it supports melanoma). "
-            f"{low.capitalize()}: greying it out raises the probability (it argues against melanoma).")
+    return (
+        f"Explanation: {report.method}, patch size {report.patch_size} pixels of the model input; {settings}. "
+        f"{high.capitalize()}: greying this region out lowers the probability (it supports melanoma). "
+        f"{low.capitalize()}: greying it out raises the probability (it argues against melanoma)."
+    )
 
 
 class _Page:
@@ -204,9 +235,14 @@ def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
         page.text(f"Note on the image: {note}.", size=8, gap=0.3)
     page.pdf.set_y(page.pdf.get_y() + 1)
     page.text(report.disclaimer, size=9.5, style="B", gap=2)
-    page.images([(report.image, "Uploaded image")]
-                + [(r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
-                   for r in report.readings], max_image_height)
+    page.images(
+        [(report.image, "Uploaded image")]
+        + [
+            (r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
+            for r in report.readings
+        ],
+        max_image_height,
+    )
     page.text(_explanation(report), size=8, gap=2)
     if report.combined:
         page.text(report.combined, size=9.5, style="B", gap=2)
@@ -231,16 +267,23 @@ def _notes(page: _Page, notes: str) -> None:
     room = max(1, math.floor((page.bottom - page.pdf.get_y()) / (size * 0.45)))
     if len(lines) > room:
         cut = len(lines) - room + 1
-        lines = lines[:room - 1] + [f"[{cut} more lines of notes did not fit on this one-page report.]"]
+        lines = lines[: room - 1] + [f"[{cut} more lines of notes did not fit on this one-page report.]"]
     page.text("\n".join(lines), size=size)
 
 
 def _footer(page: _Page, report: CaseReport) -> None:
     page.pdf.set_y(page.pdf.h - MARGIN - FOOTER + 3)
-    replaced = ("Characters the PDF's built-in font cannot show are transliterated or written [U+XXXX]. "
-                if page.replaced else "")
-    page.text(f"{replaced}Generated by melanoma-decision-support {__version__} on "
-              f"{format_time(report.created)}. {report.disclaimer.split('.')[0]}.", size=7, gap=0)
+    replaced = (
+        "Characters the PDF's built-in font cannot show are transliterated or written [U+XXXX]. "
+        if page.replaced
+        else ""
+    )
+    page.text(
+        f"{replaced}Generated by melanoma-decision-support {__version__} on "
+        f"{format_time(report.created)}. {report.disclaimer.split('.')[0]}.",
+        size=7,
+        gap=0,
+    )
 
 
 def case_report_pdf(report: CaseReport) -> bytes:

@@ -56,13 +56,22 @@ class ServingSpec:
         if serving is None:
             return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
         classes = tuple(serving.get("classes") or ())
-        return cls(int(serving["input_size"]), bool(serving["test_time_augmentation"]),
-                   PlattScaling.from_dict(serving.get("calibration")), serving.get("ood"), classes,
-                   ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None)
+        return cls(
+            int(serving["input_size"]),
+            bool(serving["test_time_augmentation"]),
+            PlattScaling.from_dict(serving.get("calibration")),
+            serving.get("ood"),
+            classes,
+            ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None,
+        )
 
     def to_dict(self) -> dict:
-        spec = {"input_size": self.input_size, "test_time_augmentation": self.test_time_augmentation,
-                "calibration": self.calibration.to_dict(), "ood": self.ood}
+        spec = {
+            "input_size": self.input_size,
+            "test_time_augmentation": self.test_time_augmentation,
+            "calibration": self.calibration.to_dict(),
+            "ood": self.ood,
+        }
         if self.is_diagnosis:
             spec.update(classes=list(self.classes), class_calibration=self.class_calibration.to_dict())
         return spec
@@ -148,7 +157,7 @@ def inspect_model(folder: Path) -> InstalledModel:
         entry.metrics = {}
     for holdout in sorted(folder.glob(f"{HOLDOUT_PREFIX}*/{METRICS_FILE}")):
         try:
-            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX):]] = _read_json(holdout)
+            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = _read_json(holdout)
         except (OSError, ValueError):
             continue  # a broken diagnostic leaves the model itself usable
     return entry
@@ -165,8 +174,11 @@ def resolve_models_dir(chosen: str | Path | None = None) -> Path:
 
 def add_models_dir_option(parser: argparse.ArgumentParser) -> None:
     """`--models-dir`, the same for every command-line tool and benchmark, defaulting as `resolve_models_dir`."""
-    parser.add_argument("--models-dir", default=str(resolve_models_dir()),
-                        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)")
+    parser.add_argument(
+        "--models-dir",
+        default=str(resolve_models_dir()),
+        help="folder of installed models (default: $MELANOMA_MODELS_DIR, else the project's models/)",
+    )
 
 
 def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
@@ -174,7 +186,11 @@ def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
     models_dir = resolve_models_dir(models_dir)
     if not models_dir.is_dir():
         return []
-    folders = [p for p in sorted(models_dir.iterdir()) if p.is_dir() and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())]
+    folders = [
+        p
+        for p in sorted(models_dir.iterdir())
+        if p.is_dir() and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())
+    ]
     return [inspect_model(folder) for folder in folders]
 
 
@@ -192,7 +208,9 @@ def find_model(name: str, models_dir: str | Path | None = None) -> InstalledMode
     models = {entry.name: entry for entry in list_models(models_dir)}
     if name not in models:
         installed = ", ".join(models) or "none (train one with python -m train.run)"
-        raise ModelUnavailableError(f"No installed model named {name!r} in {models_dir}. Installed models: {installed}.")
+        raise ModelUnavailableError(
+            f"No installed model named {name!r} in {models_dir}. Installed models: {installed}."
+        )
     return models[name]
 
 
@@ -225,5 +243,7 @@ def load_keras_model(entry: InstalledModel):
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # a corrupt archive surfaces as many different exception types
-        entry.problem = f"{MODEL_FILE} could not be loaded ({type(error).__name__}: {error}). Restore it from git or retrain."
+        entry.problem = (
+            f"{MODEL_FILE} could not be loaded ({type(error).__name__}: {error}). Restore it from git or retrain."
+        )
         raise ModelUnavailableError(f"Model {entry.name} is unavailable: {entry.problem}") from error

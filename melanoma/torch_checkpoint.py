@@ -93,7 +93,9 @@ class _StateDictUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise CheckpointError(f"{self.path}: unexpected persistent id {pid!r}; expected ('storage', type, key, location, size).")
+            raise CheckpointError(
+                f"{self.path}: unexpected persistent id {pid!r}; expected ('storage', type, key, location, size)."
+            )
         return _StorageRef(str(pid[2]), pid[1].dtype, int(pid[4]))
 
 
@@ -101,6 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Every tensor of a legacy `torch.save` state dict, as a numpy array of its shape."""
     path = Path(path)
     with open(path, "rb") as handle:
+
         def load():
             try:
                 return _StateDictUnpickler(handle, path).load()
@@ -153,10 +156,14 @@ def _materialise(name: str, tensor, storages: dict[str, np.ndarray], path: Path)
         raise CheckpointError(f"{path}: entry {name!r} is not a tensor.")
     flat = storages.get(tensor.storage.key)
     if flat is None:
-        raise CheckpointError(f"{path}: tensor {name!r} refers to storage {tensor.storage.key}, which the file does not hold.")
-    extent = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride)) + 1 if all(tensor.shape) else 0
+        raise CheckpointError(
+            f"{path}: tensor {name!r} refers to storage {tensor.storage.key}, which the file does not hold."
+        )
+    extent = (
+        tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride)) + 1 if all(tensor.shape) else 0
+    )
     if extent > flat.size:
         raise CheckpointError(f"{path}: tensor {name!r} reaches past the end of its storage.")
     strides = tuple(s * flat.itemsize for s in tensor.stride)
-    view = np.lib.stride_tricks.as_strided(flat[tensor.offset:], shape=tensor.shape, strides=strides, writeable=False)
+    view = np.lib.stride_tricks.as_strided(flat[tensor.offset :], shape=tensor.shape, strides=strides, writeable=False)
     return np.array(view)  # a contiguous copy that owns its memory

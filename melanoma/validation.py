@@ -16,6 +16,11 @@ A zip is read entirely in memory and checked before anything is decompressed: me
 member's declared size and compression ratio, and the total (zipfile itself never inflates a member
 beyond its declared size). Images are decoded a chunk at a time, so only one chunk of full-size
 pixels is ever held.
+
+Where the labels give each image's diagnosis (a `dx` column in labels.csv, or ISIC 2018 Task 3's
+one-hot ground truth), every model's metrics also hold the share of each diagnosis flagged at its
+melanoma threshold, and a diagnosis model's its seven-class metrics too, under the keys that
+metrics.json holds them after training.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dataclasses
 import io
 import os
 import posixpath
+import re
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +39,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma import diagnoses
 from melanoma.cases import decode_upload
 from melanoma.combined import CombinedSpec, mean_probability
 from melanoma.data import GENERIC_LABEL_VALUES, GENERIC_LABELS, DataError
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, to_model_input
+from melanoma.inference import Scores
 from melanoma.metrics import (
     at_threshold,
+    evaluate_diagnoses,
     evaluate_predictions,
+    flagged_by_diagnosis,
     threshold_for_sensitivity,
 )
 from melanoma.store import InstalledModel
@@ -55,6 +65,12 @@ RATIO_CHECKED_ABOVE = 2**20
 SAFE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 CHUNK = 32  # images decoded and scored together; bounds the full-size pixels held at once
 NAMES_SHOWN = 5
+# ISIC 2018 Task 3's one-hot ground truth, as its training, validation and test sets name it.
+ISIC_GROUND_TRUTH = re.compile(r"isic2018_task3_(training|validation|test)_groundtruth\.csv")
+DX_HOW = (
+    f"a dx column in {GENERIC_LABELS} with one of {diagnoses.ALLOWED_TEXT} per image, or ISIC 2018 Task 3's "
+    "one-hot ground truth"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,7 @@ class LabelledImage:
     image_id: str
     name: str  # the file's name in messages: its path in the folder or the zip
     label: int  # 1 = melanoma, 0 = other
+    dx: str = ""  # the diagnosis code (one of diagnoses.CODES); empty when the labels do not say
 
 
 @dataclass
@@ -84,8 +101,9 @@ class ModelResult:
     threshold: float
     probabilities: np.ndarray
     in_distribution: np.ndarray  # the gate's verdict per image; the combined reading needs every member's
-    metrics: dict  # evaluate_predictions over every scored image, the rejected ones included
+    metrics: dict  # evaluate_predictions over every scored image, the rejected ones included, and by diagnosis
     entry: InstalledModel  # the model's card with these metrics, for melanoma.plots
+    diagnoses: np.ndarray | None = None  # a diagnosis model's calibrated (n, 7) probabilities
 
     @property
     def not_assessed(self) -> int:
@@ -96,9 +114,15 @@ class ModelResult:
 class Validation:
     images: list[LabelledImage]  # the scored ones
     labels: np.ndarray
+    codes: np.ndarray  # each scored image's diagnosis code, "" where the labels do not say
     skipped: list[str]  # why each image that could not be decoded was left out
     results: list[ModelResult]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_diagnoses(self) -> bool:
+        """Whether every scored image has its diagnosis, as the results by diagnosis need."""
+        return bool((self.codes != "").all())
 
     def not_assessed_melanomas(self, result: ModelResult) -> int:
         return int(((~result.in_distribution) & (self.labels == 1)).sum())
@@ -119,106 +143,234 @@ def _ignored(name: str) -> bool:
 def _check_sizes(infos: list[zipfile.ZipInfo], upload: str) -> list[str]:
     """Refuse a zip bomb from the central directory alone, before any member is decompressed."""
     if len(infos) > MAX_MEMBERS:
-        return [f"{upload}: holds {len(infos):,} files, more than the {MAX_MEMBERS:,} accepted. Split it into several zips."]
+        return [
+            f"{upload}: holds {len(infos):,} files, more than the {MAX_MEMBERS:,} accepted. Split it into several zips."
+        ]
     problems = []
     for info in infos:
         if info.flag_bits & 0x1:
             problems.append(f"{info.filename}: encrypted. Zip the images without a password.")
         elif info.compress_type not in SAFE_COMPRESSION:
-            problems.append(f"{info.filename}: compressed with method {info.compress_type}, which is refused unread; "
-                            "create the zip with standard (deflate) compression.")
+            problems.append(
+                f"{info.filename}: compressed with method {info.compress_type}, which is refused unread; "
+                "create the zip with standard (deflate) compression."
+            )
         elif info.file_size > MAX_MEMBER_BYTES:
-            problems.append(f"{info.filename}: declares {info.file_size:,} bytes uncompressed, more than the "
-                            f"{MAX_MEMBER_BYTES:,} accepted for one file.")
-        elif info.file_size > RATIO_CHECKED_ABOVE and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            problems.append(f"{info.filename}: declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
-                            f"(more than {MAX_COMPRESSION_RATIO}:1), which images never reach: refused as a possible "
-                            "zip bomb.")
+            problems.append(
+                f"{info.filename}: declares {info.file_size:,} bytes uncompressed, more than the "
+                f"{MAX_MEMBER_BYTES:,} accepted for one file."
+            )
+        elif info.file_size > RATIO_CHECKED_ABOVE and info.file_size > MAX_COMPRESSION_RATIO * max(
+            info.compress_size, 1
+        ):
+            problems.append(
+                f"{info.filename}: declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                f"(more than {MAX_COMPRESSION_RATIO}:1), which images never reach: refused as a possible "
+                "zip bomb."
+            )
     total = sum(info.file_size for info in infos)
     if total > MAX_TOTAL_BYTES:
-        problems.append(f"{upload}: declares {total:,} bytes uncompressed in all, more than the {MAX_TOTAL_BYTES:,} "
-                        "accepted. Split it into several zips.")
+        problems.append(
+            f"{upload}: declares {total:,} bytes uncompressed in all, more than the {MAX_TOTAL_BYTES:,} "
+            "accepted. Split it into several zips."
+        )
     return problems
 
 
+def _is_labels_file(name: str) -> bool:
+    """labels.csv or ISIC 2018 Task 3's ground truth, in any case."""
+    filename = posixpath.basename(name).lower()
+    return filename == GENERIC_LABELS or bool(ISIC_GROUND_TRUTH.fullmatch(filename))
+
+
 def _labels_member(names: list[str], upload: str) -> str:
-    """labels.csv at the root, or inside the one top-level folder (as a zipped folder has it)."""
-    candidates = [n for n in names if posixpath.basename(n).lower() == GENERIC_LABELS and n.count("/") <= 1]
-    at_root = [n for n in candidates if "/" not in n]
-    if at_root:
-        return at_root[0]
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
-        raise DataError([(f"{upload}: several folders hold a {GENERIC_LABELS} ({name_list(candidates)}); put one "
-                         f"{GENERIC_LABELS} at the top of the zip.")])
-    deeper = [n for n in names if posixpath.basename(n).lower() == GENERIC_LABELS]
+    """The labels file at the root, or inside the one top-level folder (as a zipped folder has it)."""
+    candidates = [n for n in names if _is_labels_file(n) and n.count("/") <= 1]
+    chosen = [n for n in candidates if "/" not in n] or candidates
+    if len(chosen) == 1:
+        return chosen[0]
+    if chosen:
+        raise DataError(
+            [
+                (
+                    f"{upload}: holds several labels files ({name_list(chosen)}); keep one {GENERIC_LABELS} "
+                    "(or ISIC 2018 Task 3 ground truth) at the top of the zip."
+                )
+            ]
+        )
+    deeper = [n for n in names if _is_labels_file(n)]
     where = f" (found only deeper: {name_list(deeper)})" if deeper else ""
-    raise DataError([(f"{upload}: no {GENERIC_LABELS} at the top of the zip or inside its top-level folder{where}. "
-                     f"Add {GENERIC_LABELS} with columns image_id,label (1 = melanoma, 0 = other).")])
+    raise DataError(
+        [
+            (
+                f"{upload}: no {GENERIC_LABELS} at the top of the zip or inside its top-level folder{where}. "
+                f"Add {GENERIC_LABELS} with columns image_id,label (1 = melanoma, 0 = other) and, where known, "
+                f"dx ({diagnoses.ALLOWED_TEXT}); or ISIC 2018 Task 3's one-hot ground truth CSV."
+            )
+        ]
+    )
 
 
-def parse_labels(data: bytes, name: str = GENERIC_LABELS) -> dict[str, int]:
-    """image_id -> label from a labels.csv, with every problem named by its line (DataError)."""
+def _missing_columns(frame: pd.DataFrame, name: str, missing: list[str], expected: str) -> DataError:
+    return DataError(
+        [
+            (
+                f"{name}: missing column(s) {', '.join(missing)}; expected {expected}, found "
+                f"{', '.join(frame.columns) or 'none'}."
+            )
+        ]
+    )
+
+
+def _one_hot_as_dx(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """ISIC 2018 Task 3's ground truth (image, then a column per diagnosis holding 1.0 for its own) as
+    image_id,dx, so that it is checked and matched like a labels.csv with a dx column."""
+    expected = ["image", *diagnoses.CODES]
+    missing = [column for column in expected if column not in frame]
+    if missing:
+        raise _missing_columns(frame, name, missing, ",".join(expected) + " (ISIC 2018 Task 3's ground truth)")
+    values = frame[list(diagnoses.CODES)].apply(pd.to_numeric, errors="coerce")
+    one_hot = values.isin([0.0, 1.0]).all(axis=1) & (values.sum(axis=1) == 1)
+    problems = [
+        f"{name} line {index + 2}: {frame.image[index]} is not one-hot over {diagnoses.ALLOWED_TEXT} "
+        "(one 1.0 and six 0.0)."
+        for index in frame.index[~one_hot]
+    ]
+    if problems:
+        raise DataError(problems)
+    return pd.DataFrame({"image_id": frame.image, "dx": values.idxmax(axis=1)})
+
+
+def _label_row(image_id: str, value: str | None, written_dx: str, place: str) -> tuple[int, str] | str:
+    """(label, dx) for one row, or what is wrong with it. Read as melanoma.data reads a folder's
+    labels.csv: label is 1 exactly when dx is MEL, and follows from dx where there is no label column
+    (`value` None)."""
+    dx = diagnoses.parse_code(written_dx) if written_dx.strip() else ""
+    if dx is None:
+        return (
+            f"{place}: unknown dx {written_dx!r} for {image_id}; expected one of {diagnoses.ALLOWED_TEXT} "
+            "(any case), or an empty value where the diagnosis is not known."
+        )
+    if value is None:
+        return (
+            (int(dx == diagnoses.MELANOMA), dx)
+            if dx
+            else (
+                f"{place}: no dx for {image_id}, and no label column to tell whether it is a melanoma; give its dx "
+                f"({diagnoses.ALLOWED_TEXT}) or add a label column (1 = melanoma, 0 = other)."
+            )
+        )
+    label = GENERIC_LABEL_VALUES.get(value.strip().lower())
+    if label is None:
+        return f"{place}: label {value!r} for {image_id} is not 0 or 1 (1 = melanoma, 0 = other)."
+    if dx and label != int(dx == diagnoses.MELANOMA):
+        return (
+            f"{place}: label {value!r} contradicts dx {dx!r} for {image_id}; label is 1 exactly when dx is "
+            f"{diagnoses.MELANOMA}."
+        )
+    return label, dx
+
+
+def parse_labels(data: bytes, name: str = GENERIC_LABELS) -> dict[str, tuple[int, str]]:
+    """image_id -> (label, dx) from a labels.csv or ISIC 2018 Task 3's ground truth, with every problem
+    named by its line (DataError); dx is "" where the file does not give it."""
     try:
         frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError([f"{name}: cannot be read as CSV ({error}). Save it as UTF-8 CSV with columns image_id,label."])
+        raise DataError(
+            [f"{name}: cannot be read as CSV ({error}). Save it as UTF-8 CSV with columns image_id,label."]
+        ) from None
     frame.columns = [str(column).strip() for column in frame.columns]
-    missing = [column for column in ("image_id", "label") if column not in frame.columns]
+    if ISIC_GROUND_TRUTH.fullmatch(posixpath.basename(name).lower()):
+        frame = _one_hot_as_dx(frame, name)
+    missing = ([] if "image_id" in frame else ["image_id"]) + ([] if {"label", "dx"} & set(frame) else ["label"])
     if missing:
-        raise DataError([(f"{name}: missing column(s) {', '.join(missing)}; expected image_id,label, found "
-                         f"{', '.join(frame.columns) or 'none'}.")])
-    labels: dict[str, int] = {}
+        raise _missing_columns(
+            frame,
+            name,
+            missing,
+            f"image_id,label (1 = melanoma, 0 = other), image_id,dx ({diagnoses.ALLOWED_TEXT}) or both",
+        )
+    values = frame["label"] if "label" in frame else [None] * len(frame)
+    written_dx = frame["dx"] if "dx" in frame else [""] * len(frame)
+    labels: dict[str, tuple[int, str]] = {}
     first_line: dict[str, int] = {}
     problems = []
-    for index, (image_id, value) in enumerate(zip(frame.image_id.str.strip(), frame.label)):
+    for index, (image_id, value, dx) in enumerate(zip(frame.image_id.str.strip(), values, written_dx)):
         line = index + 2  # line 1 is the header
-        label = GENERIC_LABEL_VALUES.get(str(value).strip().lower())
+        row = _label_row(image_id, value, dx, f"{name} line {line}")
         if not image_id:
             problems.append(f"{name} line {line}: empty image_id.")
         elif image_id in first_line:
-            problems.append(f"{name} line {line}: {image_id} is listed more than once (first on line {first_line[image_id]}).")
-        elif label is None:
-            problems.append(f"{name} line {line}: label {value!r} for {image_id} is not 0 or 1 (1 = melanoma, 0 = other).")
+            problems.append(
+                f"{name} line {line}: {image_id} is listed more than once (first on line {first_line[image_id]})."
+            )
+        elif isinstance(row, str):
+            problems.append(row)
         else:
-            labels[image_id] = label
+            labels[image_id] = row
         first_line.setdefault(image_id, line)
     if problems:
         raise DataError(problems)
     return labels
 
 
-def match_labels(labels: dict[str, int], files: dict[str, str], where: str) -> tuple[list[LabelledImage], list[str]]:
+def match_labels(
+    labels: dict[str, tuple[int, str]], files: dict[str, str], where: str, labels_file: str = GENERIC_LABELS
+) -> tuple[list[LabelledImage], list[str]]:
     """Pair labels with image files by name without extension; the unpaired ones are named in warnings."""
-    images = [LabelledImage(image_id, files[image_id], label) for image_id, label in labels.items() if image_id in files]
+    images = [
+        LabelledImage(image_id, files[image_id], label, dx)
+        for image_id, (label, dx) in labels.items()
+        if image_id in files
+    ]
     warnings = []
     without_image = [image_id for image_id in labels if image_id not in files]
     if without_image:
-        warnings.append(f"{len(without_image)} label(s) in {GENERIC_LABELS} have no image in {where}: "
-                        f"{name_list(without_image)}. They are left out.")
+        warnings.append(
+            f"{len(without_image)} label(s) in {labels_file} have no image in {where}: "
+            f"{name_list(without_image)}. They are left out."
+        )
     without_label = [files[stem] for stem in files if stem not in labels]
     if without_label:
-        warnings.append(f"{len(without_label)} image(s) in {where} have no label in {GENERIC_LABELS}: "
-                        f"{name_list(without_label)}. They are left out.")
+        warnings.append(
+            f"{len(without_label)} image(s) in {where} have no label in {labels_file}: "
+            f"{name_list(without_label)}. They are left out."
+        )
     if not images:
-        raise DataError([(f"no image in {where} matches a label in {GENERIC_LABELS}: image_id is the file name without "
-                         f"its extension ({', '.join(IMAGE_EXTENSIONS)})."), *warnings])
+        raise DataError(
+            [
+                (
+                    f"no image in {where} matches a label in {labels_file}: image_id is the file name without "
+                    f"its extension ({', '.join(IMAGE_EXTENSIONS)})."
+                ),
+                *warnings,
+            ]
+        )
     present = {image.label for image in images}
     if present != {0, 1}:
         absent = "melanoma (label 1)" if 1 not in present else "other lesion (label 0)"
-        raise DataError([(f"no {absent} among the {len(images)} labelled images; ROC AUC, sensitivity and "
-                         "specificity need both classes."), *warnings])
+        raise DataError(
+            [
+                (
+                    f"no {absent} among the {len(images)} labelled images; ROC AUC, sensitivity and "
+                    "specificity need both classes."
+                ),
+                *warnings,
+            ]
+        )
     return images, warnings
 
 
 def read_zip(data: bytes, upload: str = "the upload") -> LabelledZip:
-    """Check an uploaded zip and pair its labels.csv with its images, all in memory; raises DataError."""
+    """Check an uploaded zip and pair its labels file with its images, all in memory; raises DataError."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
-        raise DataError([f"{upload}: not a zip archive ({error}). Upload a .zip of the images and labels.csv."])
+        raise DataError(
+            [f"{upload}: not a zip archive ({error}). Upload a .zip of the images and labels.csv."]
+        ) from None
     problems = _check_sizes(infos, upload)
     if problems:
         raise DataError(problems)
@@ -233,10 +385,14 @@ def read_zip(data: bytes, upload: str = "the upload") -> LabelledZip:
                 repeated.setdefault(stem, [files[stem]]).append(name)
             files.setdefault(stem, name)
     if repeated:
-        raise DataError([f"{upload}: image_id {stem} names several files ({', '.join(paths)}); keep one."
-                         for stem, paths in repeated.items()])
+        raise DataError(
+            [
+                f"{upload}: image_id {stem} names several files ({', '.join(paths)}); keep one."
+                for stem, paths in repeated.items()
+            ]
+        )
     labels = parse_labels(archive.read(labels_name), labels_name)
-    images, warnings = match_labels(labels, files, upload)
+    images, warnings = match_labels(labels, files, upload, posixpath.basename(labels_name))
     return LabelledZip(images, warnings, archive)
 
 
@@ -250,10 +406,10 @@ def _decode_chunk(chunk: list[LabelledImage], read: Callable[[LabelledImage], by
     return list(pool.map(decode, chunk))  # PIL releases the GIL while decoding
 
 
-def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each predictor's calibrated probabilities and gate verdicts for one chunk of decoded images.
+def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor) -> list[tuple[Scores, np.ndarray]]:
+    """Each predictor's calibrated readings and gate verdicts for one chunk of decoded images.
 
-    Exactly what `Predictor.probabilities` and `Predictor.gate` do, with each input size's resize
+    Exactly what `Predictor.scores` and `Predictor.gate` do, with each input size's resize
     done once for the models that share it, and the gate's features once for the extractor they share.
     """
     views: dict[int, np.ndarray] = {}
@@ -267,33 +423,83 @@ def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor)
         if extractor not in features:
             features[extractor] = predictor.gate_features(pixels)
         gate = predictor.gate(pixels, views[size], features[extractor])
-        scored.append((predictor.score_pixels(views[size]), np.array([g.in_distribution for g in gate], bool)))
+        scored.append(
+            (predictor.calibrate(predictor.raw_outputs(views[size])), np.array([g.in_distribution for g in gate], bool))
+        )
     return scored
 
 
-def _result(name: str, entry: InstalledModel, threshold: float, labels: np.ndarray, probabilities: np.ndarray,
-            in_distribution: np.ndarray) -> ModelResult:
-    metrics = evaluate_predictions(labels, probabilities, threshold)
-    return ModelResult(name, threshold, probabilities, in_distribution, metrics,
-                       dataclasses.replace(entry, name=name, metrics=metrics, holdout_metrics={}))
+def _joined(chunks: list[Scores]) -> Scores:
+    """One predictor's readings of every chunk, in order."""
+    melanoma = np.concatenate([chunk.melanoma for chunk in chunks])
+    return Scores(melanoma, None if chunks[0].diagnoses is None else np.concatenate([c.diagnoses for c in chunks]))
 
 
-def validate(predictors: list, images: list[LabelledImage], read: Callable[[LabelledImage], bytes],
-             combined: CombinedSpec | None = None, progress: Callable[[int, int], None] | None = None,
-             workers: int | None = None) -> Validation:
+def _result(
+    name: str,
+    entry: InstalledModel,
+    threshold: float,
+    labels: np.ndarray,
+    scores: Scores,
+    in_distribution: np.ndarray,
+    codes: np.ndarray | None,
+) -> ModelResult:
+    """The metrics of one model (or the combined reading); where `codes` gives every image's diagnosis,
+    also those by diagnosis, under the keys metrics.json holds them, so the pages read both alike."""
+    metrics = evaluate_predictions(labels, scores.melanoma, threshold)
+    if codes is not None:
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes, scores.melanoma, threshold)
+        if scores.diagnoses is not None:
+            metrics["diagnoses"] = evaluate_diagnoses(codes, scores.diagnoses, entry.malignant_threshold)
+    return ModelResult(
+        name,
+        threshold,
+        scores.melanoma,
+        in_distribution,
+        metrics,
+        dataclasses.replace(entry, name=name, metrics=metrics, holdout_metrics={}),
+        scores.diagnoses,
+    )
+
+
+def _diagnosis_note(codes: np.ndarray, predictors: list) -> str | None:
+    """Why the results by diagnosis are missing, when some labels or a diagnosis model ask for them;
+    None when every image has its diagnosis, or when binary labels meet melanoma models only (as before)."""
+    known = int((codes != "").sum())
+    models = [predictor.name for predictor in predictors if predictor.is_diagnosis]
+    if known == len(codes) or not (known or models):
+        return None
+    missing = "the share of each diagnosis flagged" + (
+        f" and the multi-class metrics of {', '.join(models)}" if models else ""
+    )
+    return (
+        f"Left out: {missing}. They need every image's diagnosis, and {known} of {len(codes)} scored images "
+        f"have one. Give each image its dx: {DX_HOW}."
+    )
+
+
+def validate(
+    predictors: list,
+    images: list[LabelledImage],
+    read: Callable[[LabelledImage], bytes],
+    combined: CombinedSpec | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> Validation:
     """Score labelled images with every predictor (and their validated combination) and measure them.
 
     An image that does not decode is named in `skipped` and the others are scored. The combined
-    reading is added when every member of `combined` is among the predictors. Raises DataError when
-    the scored images lack a class (no AUC without both).
+    reading is added when every member of `combined` is among the predictors. The results by
+    diagnosis are added when every scored image has its dx, and a note says why when they are not.
+    Raises DataError when the scored images lack a class (no AUC without both).
     """
     scored_images: list[LabelledImage] = []
     skipped: list[str] = []
-    parts: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    parts: list[list[tuple[Scores, np.ndarray]]] = []
     total = len(images)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         for start in range(0, total, CHUNK):
-            chunk = images[start:start + CHUNK]
+            chunk = images[start : start + CHUNK]
             decoded = _decode_chunk(chunk, read, pool)
             skipped += [str(result) for result in decoded if isinstance(result, ImageError)]
             good = [(image, result) for image, result in zip(chunk, decoded) if not isinstance(result, ImageError)]
@@ -304,14 +510,26 @@ def validate(predictors: list, images: list[LabelledImage], read: Callable[[Labe
                 progress(min(start + CHUNK, total), total)
     labels = np.array([image.label for image in scored_images], int)
     if set(labels.tolist()) != {0, 1}:
-        raise DataError([(f"{len(scored_images)} of {total} images could be scored and they do not hold both classes; "
-                         "ROC AUC, sensitivity and specificity need melanomas and other lesions."), *skipped])
+        raise DataError(
+            [
+                (
+                    f"{len(scored_images)} of {total} images could be scored and they do not hold both classes; "
+                    "ROC AUC, sensitivity and specificity need melanomas and other lesions."
+                ),
+                *skipped,
+            ]
+        )
+    codes = np.array([image.dx for image in scored_images], str)
+    note = _diagnosis_note(codes, predictors)
+    known = codes if (codes != "").all() else None
     results = []
     for index, predictor in enumerate(predictors):
-        probabilities = np.concatenate([part[index][0] for part in parts])
+        scores = _joined([part[index][0] for part in parts])
         in_distribution = np.concatenate([part[index][1] for part in parts])
-        results.append(_result(predictor.name, predictor.entry, predictor.threshold, labels, probabilities, in_distribution))
-    notes = []
+        results.append(
+            _result(predictor.name, predictor.entry, predictor.threshold, labels, scores, in_distribution, known)
+        )
+    notes = [note] if note else []
     if combined is not None:
         by_name = {result.name: result for result in results}
         missing = [member for member in combined.members if member not in by_name]
@@ -319,18 +537,30 @@ def validate(predictors: list, images: list[LabelledImage], read: Callable[[Labe
             notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
         else:
             members = [by_name[member] for member in combined.members]
-            entry = InstalledModel(name="combined", folder=predictors[0].entry.folder.parent,
-                                   card={"input_size": 0, "threshold": combined.threshold})
-            results.append(_result(f"combined ({' + '.join(combined.members)})", entry, combined.threshold, labels,
-                                   mean_probability([m.probabilities for m in members]),
-                                   np.logical_and.reduce([m.in_distribution for m in members])))
-    return Validation(scored_images, labels, skipped, results, notes)
+            entry = InstalledModel(
+                name="combined",
+                folder=predictors[0].entry.folder.parent,
+                card={"input_size": 0, "threshold": combined.threshold},
+            )
+            results.append(
+                _result(
+                    f"combined ({' + '.join(combined.members)})",
+                    entry,
+                    combined.threshold,
+                    labels,
+                    Scores(mean_probability([m.probabilities for m in members])),
+                    np.logical_and.reduce([m.in_distribution for m in members]),
+                    known,
+                )
+            )
+    return Validation(scored_images, labels, codes, skipped, results, notes)
 
 
-def validate_folder(predictors: list, data, combined: CombinedSpec | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Validation:
-    """`validate` on melanoma.data's LabelledImages (any of the three folder layouts)."""
-    images = [LabelledImage(row.image_id, row.path, int(row.label)) for row in data.table.itertuples()]
+def validate_folder(
+    predictors: list, data, combined: CombinedSpec | None = None, progress: Callable[[int, int], None] | None = None
+) -> Validation:
+    """`validate` on melanoma.data's LabelledImages (any of the three folder layouts, with their diagnoses)."""
+    images = [LabelledImage(row.image_id, row.path, int(row.label), row.dx) for row in data.table.itertuples()]
     return validate(predictors, images, lambda image: Path(image.name).read_bytes(), combined, progress)
 
 
@@ -353,18 +583,36 @@ def target_table(validation: Validation, target_sensitivity: float) -> pd.DataFr
     for result in validation.results:
         shipped = result.metrics["at_threshold"]
         point = operating_point(validation.labels, result.probabilities, target_sensitivity)
-        rows.append({"Model": result.name, "Shipped threshold": result.threshold,
-                     "Sensitivity @ shipped": shipped["sensitivity"], "Specificity @ shipped": shipped["specificity"],
-                     f"Threshold for sensitivity ≥ {target_sensitivity:.0%}": point["threshold"],
-                     "Sensitivity there": point["sensitivity"], "Specificity there": point["specificity"]})
+        rows.append(
+            {
+                "Model": result.name,
+                "Shipped threshold": result.threshold,
+                "Sensitivity @ shipped": shipped["sensitivity"],
+                "Specificity @ shipped": shipped["specificity"],
+                f"Threshold for sensitivity ≥ {target_sensitivity:.0%}": point["threshold"],
+                "Sensitivity there": point["sensitivity"],
+                "Specificity there": point["specificity"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def per_image_table(validation: Validation) -> pd.DataFrame:
-    """One row per scored image: its label, and each model's calibrated probability and gate verdict."""
-    table = pd.DataFrame({"image_id": [image.image_id for image in validation.images],
-                          "file": [image.name for image in validation.images], "label": validation.labels})
+    """One row per scored image: its label (and diagnosis, where known), and each model's calibrated
+    probability and gate verdict (and a diagnosis model's most probable diagnosis and P(skin cancer))."""
+    table = pd.DataFrame(
+        {
+            "image_id": [image.image_id for image in validation.images],
+            "file": [image.name for image in validation.images],
+            "label": validation.labels,
+        }
+    )
+    if validation.has_diagnoses:
+        table["dx"] = validation.codes
     for result in validation.results:
         table[f"{result.name} probability"] = result.probabilities
         table[f"{result.name} assessed"] = result.in_distribution
+        if result.diagnoses is not None:
+            table[f"{result.name} most probable diagnosis"] = np.array(diagnoses.CODES)[result.diagnoses.argmax(axis=1)]
+            table[f"{result.name} malignant probability"] = diagnoses.malignant_probability(result.diagnoses)
     return table

@@ -35,23 +35,73 @@ def trained_models(tmp_path_factory):
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
-    if all((output_dir / name / "metrics.json").is_file() for name in (*DEFAULT_MODELS, DIAGNOSIS_MODEL)) \
-            and (output_dir / COMBINED_FILE).is_file():
+    if (
+        all((output_dir / name / "metrics.json").is_file() for name in (*DEFAULT_MODELS, DIAGNOSIS_MODEL))
+        and (output_dir / COMBINED_FILE).is_file()
+    ):
         return data_dir, output_dir
     make_dataset(data_dir, "generic", n=120)
-    common = ["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--epochs", "3", "--image-size", "75",
-              "--batch-size", "16", "--epoch-images", "480", "--seed", "1",
-              "--deterministic", "--label-smoothing", "0.1"]
+    common = [
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(output_dir),
+        "--epochs",
+        "3",
+        "--image-size",
+        "75",
+        "--batch-size",
+        "16",
+        "--epoch-images",
+        "480",
+        "--seed",
+        "1",
+        "--deterministic",
+        "--label-smoothing",
+        "0.1",
+    ]
     # The recipes the shipped models were trained with: colour constancy, scale augmentation and
     # flip test-time augmentation run here as they do in what ships.
-    assert main([*common, "--models", ",".join(STUDY_MODELS), "--weights", "none", "--recipe", "cpu",
-                 "--learning-rates", "0.003,0.001,0.0003"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--models",
+                ",".join(STUDY_MODELS),
+                "--weights",
+                "none",
+                "--recipe",
+                "cpu",
+                "--learning-rates",
+                "0.003,0.001,0.0003",
+            ]
+        )
+        == 0
+    )
     assert main([*common, "--models", "efficientnet_lite0", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
     # A diagnosis model on its own seven-class set (so its split differs, and train.combine must
     # leave it out of the combined reading with that reason).
     make_diagnosis_dataset(root / "diagnosis_data")
-    assert main([*common[2:], "--data-dir", str(root / "diagnosis_data"), "--models", "efficientnet_lite0",
-                 "--name", DIAGNOSIS_MODEL, "--target", "diagnosis", "--weights", "imagenet", "--recipe", "cpu_transfer"]) == 0
+    assert (
+        main(
+            [
+                *common[2:],
+                "--data-dir",
+                str(root / "diagnosis_data"),
+                "--models",
+                "efficientnet_lite0",
+                "--name",
+                DIAGNOSIS_MODEL,
+                "--target",
+                "diagnosis",
+                "--weights",
+                "imagenet",
+                "--recipe",
+                "cpu_transfer",
+            ]
+        )
+        == 0
+    )
     assert combine(["--data-dir", str(data_dir), "--models-dir", str(output_dir)]) == 0
     return data_dir, output_dir
 

@@ -8,15 +8,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 # A lesion colour per diagnosis: melanoma dark blue-grey, naevus light brown (the binary set's
 # two), and five more far enough apart for a network to tell them in a few epochs.
-DIAGNOSIS_COLOURS = {"MEL": (60, 50, 80), "NV": (170, 120, 90), "BCC": (120, 190, 220), "AKIEC": (200, 60, 40),
-                     "BKL": (120, 110, 30), "DF": (120, 40, 150), "VASC": (190, 10, 70)}
+DIAGNOSIS_COLOURS = {
+    "MEL": (60, 50, 80),
+    "NV": (170, 120, 90),
+    "BCC": (120, 190, 220),
+    "AKIEC": (200, 60, 40),
+    "BKL": (120, 110, 30),
+    "DF": (120, 40, 150),
+    "VASC": (190, 10, 70),
+}
 
 
-def lesion_image(melanoma: bool, rng: np.random.Generator, size: tuple[int, int] = (80, 60),
-                 dx: str | None = None) -> Image.Image:
+def lesion_image(
+    melanoma: bool, rng: np.random.Generator, size: tuple[int, int] = (80, 60), dx: str | None = None
+) -> Image.Image:
     """A skin-coloured image with a lesion: dark blue-grey for melanoma, light brown otherwise, or
     the colour of diagnosis `dx`."""
     width, height = size
@@ -25,7 +32,7 @@ def lesion_image(melanoma: bool, rng: np.random.Generator, size: tuple[int, int]
     lesion = np.array(DIAGNOSIS_COLOURS[dx or ("MEL" if melanoma else "NV")])
     cx, cy = width / 2 + rng.normal(0, 4), height / 2 + rng.normal(0, 4)
     radius = min(width, height) * rng.uniform(0.25, 0.38)
-    inside = ((x - cx) ** 2 + (y - cy) ** 2) < radius ** 2
+    inside = ((x - cx) ** 2 + (y - cy) ** 2) < radius**2
     pixels = np.where(inside[..., None], lesion + rng.normal(0, 10, 3), skin)
     pixels = pixels + rng.normal(0, 8, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -45,16 +52,28 @@ def make_dataset(root: Path, layout: str, n: int = 60, melanoma_fraction: float 
         rows.append((image_id, lesion_id, int(melanoma)))
     if layout == "generic":
         # Two sources (clinics), each with both classes, for the source-held-out evaluation.
-        _write(root / "labels.csv", ["image_id", "label", "group", "source"],
-               [(i, m, l, "clinic_b" if int(l[4:]) % 3 == 0 else "clinic_a") for i, l, m in rows])
+        _write(
+            root / "labels.csv",
+            ["image_id", "label", "group", "source"],
+            [(i, m, lesion, "clinic_b" if int(lesion[4:]) % 3 == 0 else "clinic_a") for i, lesion, m in rows],
+        )
     elif layout == "ham10000":
-        _write(root / "HAM10000_metadata.csv", ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"],
-               [(l, i, "mel" if m else "nv", "histo", "50.0", "male", "back") for i, l, m in rows])
+        _write(
+            root / "HAM10000_metadata.csv",
+            ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"],
+            [(lesion, i, "mel" if m else "nv", "histo", "50.0", "male", "back") for i, lesion, m in rows],
+        )
     elif layout == "isic2018":
-        _write(root / "ISIC2018_Task3_Training_GroundTruth.csv", ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"],
-               [(i, float(m), float(not m), 0.0, 0.0, 0.0, 0.0, 0.0) for i, l, m in rows])
-        _write(root / "ISIC2018_Task3_Training_LesionGroupings.csv", ["image", "lesion_id", "diagnosis_confirm_type"],
-               [(i, l, "histopathology") for i, l, m in rows])
+        _write(
+            root / "ISIC2018_Task3_Training_GroundTruth.csv",
+            ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"],
+            [(i, float(m), float(not m), 0.0, 0.0, 0.0, 0.0, 0.0) for i, _, m in rows],
+        )
+        _write(
+            root / "ISIC2018_Task3_Training_LesionGroupings.csv",
+            ["image", "lesion_id", "diagnosis_confirm_type"],
+            [(i, lesion, "histopathology") for i, lesion, _ in rows],
+        )
     else:
         raise ValueError(layout)
     return root

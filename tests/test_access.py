@@ -12,18 +12,35 @@ from melanoma.access import AccessRefused, Mode
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = ROOT / "models"
-AUTH = {"redirect_uri": "https://melanoma.clinic.example/oauth2callback", "cookie_secret": "s" * 64,
-        "client_id": "melanoma", "client_secret": "secret",
-        "server_metadata_url": "https://sso.clinic.example/.well-known/openid-configuration"}
+AUTH = {
+    "redirect_uri": "https://melanoma.clinic.example/oauth2callback",
+    "cookie_secret": "s" * 64,
+    "client_id": "melanoma",
+    "client_secret": "secret",
+    "server_metadata_url": "https://sso.clinic.example/.well-known/openid-configuration",
+}
 SHARED = {key: AUTH[key] for key in ("redirect_uri", "cookie_secret")}
 PROVIDER = {key: AUTH[key] for key in access.PROVIDER_KEYS}
 
 
-@pytest.mark.parametrize("address, loopback", [
-    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
-    ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("::", False), ("", False), (None, False),
-    ("192.168.1.20", False), ("melanoma.clinic.example", False), ("unix:///run/melanoma.sock", False),
-])
+@pytest.mark.parametrize(
+    "address, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        (None, False),
+        ("192.168.1.20", False),
+        ("melanoma.clinic.example", False),
+        ("unix:///run/melanoma.sock", False),
+    ],
+)
 def test_only_loopback_addresses_count_as_this_machine(address, loopback):
     assert access.is_loopback(address) is loopback
 
@@ -46,17 +63,20 @@ def test_named_providers_are_offered_each():
     assert policy.providers == ("clinicsso", "backup")
 
 
-@pytest.mark.parametrize("auth, environ, expected", [
-    ({**AUTH, "cookie_secret": "short"}, {}, "could be guessed"),
-    ({key: value for key, value in AUTH.items() if key != "redirect_uri"}, {}, "lacks redirect_uri"),
-    ({**AUTH, "redirect_uri": "https://melanoma.clinic.example/"}, {}, "ending in /oauth2callback"),
-    ({**AUTH, "client_secret": ""}, {}, r"\[auth\] in secrets.toml lacks client_secret"),
-    (SHARED, {}, "names no identity provider"),
-    ({**SHARED, "clinic_sso": PROVIDER}, {}, "underscore"),
-    ({}, {}, "lacks redirect_uri, cookie_secret"),
-    (AUTH, {access.AUTH_ENV: "proxy"}, "choose one"),
-    (None, {access.AUTH_ENV: "yes"}, "expected `proxy`"),
-])
+@pytest.mark.parametrize(
+    "auth, environ, expected",
+    [
+        ({**AUTH, "cookie_secret": "short"}, {}, "could be guessed"),
+        ({key: value for key, value in AUTH.items() if key != "redirect_uri"}, {}, "lacks redirect_uri"),
+        ({**AUTH, "redirect_uri": "https://melanoma.clinic.example/"}, {}, "ending in /oauth2callback"),
+        ({**AUTH, "client_secret": ""}, {}, r"\[auth\] in secrets.toml lacks client_secret"),
+        (SHARED, {}, "names no identity provider"),
+        ({**SHARED, "clinic_sso": PROVIDER}, {}, "underscore"),
+        ({}, {}, "lacks redirect_uri, cookie_secret"),
+        (AUTH, {access.AUTH_ENV: "proxy"}, "choose one"),
+        (None, {access.AUTH_ENV: "yes"}, "expected `proxy`"),
+    ],
+)
 def test_an_incomplete_or_contradictory_configuration_is_refused_with_the_fix(auth, environ, expected):
     with pytest.raises(AccessRefused, match=expected):
         access.decide("127.0.0.1", auth, environ)
@@ -77,7 +97,7 @@ def test_behind_the_proxy_the_user_comes_only_from_the_header_it_was_told_to_tru
     assert access.proxy_user(trusted, lookup) == audit.User("dr@clinic.example", "dr@clinic.example")
     for values in ([], ["a@clinic.example", "b@clinic.example"], [" "]):
         with pytest.raises(AccessRefused, match="Expected exactly one"):
-            access.proxy_user(trusted, lambda name: values)
+            access.proxy_user(trusted, lambda name, found=values: found)
 
 
 @pytest.fixture

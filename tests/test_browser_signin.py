@@ -28,13 +28,17 @@ from melanoma import access, audit
 from tests.test_browser import CHROMIUM, ROOT, free_port
 
 SHIPPED_MODELS = ROOT / "models"
-USERS = {"alice-sub": {"email": "alice@clinic.example", "name": "Dr Alice"},
-         "bob-sub": {"email": "bob@clinic.example", "name": "Dr Bob"}}
+USERS = {
+    "alice-sub": {"email": "alice@clinic.example", "name": "Dr Alice"},
+    "bob-sub": {"email": "bob@clinic.example", "name": "Dr Bob"},
+}
 PAGES = ("", "compare", "validate", "model_cards")  # the app's page addresses; "" is Diagnose, the default
 TIMEOUT_MS = 45_000
 
-pytestmark = [pytest.mark.skipif(not CHROMIUM, reason="no Chromium found (make test installs Debian's chromium)"),
-              pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM, reason="no Chromium found (make test installs Debian's chromium)"),
+    pytest.mark.timeout(120),
+]
 
 
 @contextlib.contextmanager
@@ -59,9 +63,11 @@ def identity_provider(users: dict[str, dict]) -> Iterator[str]:
 def sign_in_secrets(folder: Path, port: int, issuer: str) -> Path:
     """A secrets.toml for the app on `port` signing in with the provider at `issuer`."""
     path = folder / "secrets.toml"
-    path.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
-                    f'cookie_secret = "{secrets.token_hex(32)}"\nclient_id = "melanoma"\nclient_secret = "test"\n'
-                    f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n')
+    path.write_text(
+        f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+        f'cookie_secret = "{secrets.token_hex(32)}"\nclient_id = "melanoma"\nclient_secret = "test"\n'
+        f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n'
+    )
     return path
 
 
@@ -71,9 +77,13 @@ def app_server(port: int, env: dict[str, str], secrets_file: Path | None = None)
     arguments = ["--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true"]
     if secrets_file is not None:
         arguments += ["--secrets.files", str(secrets_file)]
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", *arguments], cwd=ROOT,
-                               env={**os.environ, "AUTHLIB_INSECURE_TRANSPORT": "1", **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "AUTHLIB_INSECURE_TRANSPORT": "1", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -82,7 +92,9 @@ def app_server(port: int, env: dict[str, str], secrets_file: Path | None = None)
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"the app did not start on 127.0.0.1:{port} (exit status {process.poll()})")
+                    raise RuntimeError(
+                        f"the app did not start on 127.0.0.1:{port} (exit status {process.poll()})"
+                    ) from None
                 time.sleep(0.5)
         yield process
     finally:
@@ -103,9 +115,14 @@ def clinic(tmp_path_factory):
     """The app with sign-in against the mock provider: (app URL, audit folder)."""
     folder = tmp_path_factory.mktemp("clinic")
     port = free_port()
-    with identity_provider(USERS) as issuer, \
-            app_server(port, {"MELANOMA_MODELS_DIR": str(SHIPPED_MODELS), audit.AUDIT_DIR_ENV: str(folder / "audit")},
-                       sign_in_secrets(folder, port, issuer)):
+    with (
+        identity_provider(USERS) as issuer,
+        app_server(
+            port,
+            {"MELANOMA_MODELS_DIR": str(SHIPPED_MODELS), audit.AUDIT_DIR_ENV: str(folder / "audit")},
+            sign_in_secrets(folder, port, issuer),
+        ),
+    ):
         yield f"http://127.0.0.1:{port}", folder / "audit"
 
 
@@ -167,8 +184,12 @@ def test_two_users_sign_in_side_by_side_and_signing_out_ends_the_session(clinic,
 
 def test_behind_a_declared_proxy_the_user_comes_from_its_header_only(browser, tmp_path):
     port = free_port()
-    env = {"MELANOMA_MODELS_DIR": str(SHIPPED_MODELS), audit.AUDIT_DIR_ENV: str(tmp_path),
-           access.AUTH_ENV: "proxy", access.PROXY_USER_HEADER_ENV: "X-Forwarded-Email"}
+    env = {
+        "MELANOMA_MODELS_DIR": str(SHIPPED_MODELS),
+        audit.AUDIT_DIR_ENV: str(tmp_path),
+        access.AUTH_ENV: "proxy",
+        access.PROXY_USER_HEADER_ENV: "X-Forwarded-Email",
+    }
     with app_server(port, env):
         url = f"http://127.0.0.1:{port}"
         direct = browser.new_context().new_page()  # a request that did not come through the proxy

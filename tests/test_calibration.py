@@ -41,28 +41,40 @@ def test_platt_scaling_lowers_the_test_ece_of_an_overconfident_model_and_keeps_t
 
 def test_calibrate_and_evaluate_reports_before_and_after_and_thresholds_on_the_calibrated_scale():
     (y_val, p_val), (y_test, p_test) = overconfident(1500, 2), overconfident(1500, 3)
-    calibration, threshold, metrics = calibrate_and_evaluate({"val": y_val, "test": y_test}, {"val": p_val, "test": p_test}, 0.9)
+    calibration, threshold, metrics = calibrate_and_evaluate(
+        {"val": y_val, "test": y_test}, {"val": p_val, "test": p_test}, 0.9
+    )
     effect = metrics["calibration_effect"]
     calibrated = calibration(p_test)
     assert effect["test_ece_before"] == pytest.approx(expected_calibration_error(y_test, p_test))
     assert effect["test_ece_after"] == pytest.approx(expected_calibration_error(y_test, calibrated))
     assert effect["test_brier_before"] == pytest.approx(np.mean((p_test - y_test) ** 2))
     assert effect["test_brier_after"] == pytest.approx(np.mean((calibrated - y_test) ** 2))
-    assert effect["test_ece_after"] < effect["test_ece_before"] and effect["test_brier_after"] < effect["test_brier_before"]
+    assert (
+        effect["test_ece_after"] < effect["test_ece_before"]
+        and effect["test_brier_after"] < effect["test_brier_before"]
+    )
     assert metrics["expected_calibration_error"] == pytest.approx(effect["test_ece_after"])
     # the threshold is a calibrated probability: the highest at which the validation sensitivity reaches 0.9
     assert np.mean(calibration(p_val)[y_val == 1] >= threshold) >= 0.9
-    assert threshold == threshold_for_sensitivity(y_val, calibration(p_val), 0.9) == metrics["at_threshold"]["threshold"]
+    assert (
+        threshold == threshold_for_sensitivity(y_val, calibration(p_val), 0.9) == metrics["at_threshold"]["threshold"]
+    )
     # the reliability curves, before on the raw test scores and after on the calibrated ones
     for key, scores in (("calibration_before", p_test), ("calibration", calibrated)):
         fraction, predicted = calibration_curve(y_test, scores, n_bins=10)
-        assert metrics[key] == {"mean_predicted": pytest.approx(predicted.tolist()), "fraction_melanoma": pytest.approx(fraction.tolist())}
+        assert metrics[key] == {
+            "mean_predicted": pytest.approx(predicted.tolist()),
+            "fraction_melanoma": pytest.approx(fraction.tolist()),
+        }
 
 
 def test_serving_spec_round_trips_and_reads_cards_written_before_it():
     spec = ServingSpec(160, True, PlattScaling(0.5, -1.0, fitted_on="validation split"))
     assert ServingSpec.from_card({"serving": spec.to_dict()}) == spec
-    legacy = ServingSpec.from_card({"input_size": 96, "test_time_augmentation": "mean over the image and its three flips"})
+    legacy = ServingSpec.from_card(
+        {"input_size": 96, "test_time_augmentation": "mean over the image and its three flips"}
+    )
     assert legacy == ServingSpec(96, True, PlattScaling())
     assert np.allclose(PlattScaling()(np.array([0.1, 0.5, 0.9])), [0.1, 0.5, 0.9])
 

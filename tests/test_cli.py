@@ -48,21 +48,32 @@ def test_predict_json_matches_the_library_and_skips_bad_files(trained_models, tm
 def test_predict_unknown_model_lists_installed(trained_models, capsys):
     _, output_dir = trained_models
     assert main(["--models-dir", str(output_dir), "predict", "--model", "nope", "x.jpg"]) == 2
-    assert ("Installed models: efficientnet_b3, efficientnet_lite0, efficientnet_lite0_diagnosis, inception_v3, "
-            "scratch_cnn.") in capsys.readouterr().err
+    assert (
+        "Installed models: efficientnet_b3, efficientnet_lite0, efficientnet_lite0_diagnosis, inception_v3, "
+        "scratch_cnn."
+    ) in capsys.readouterr().err
 
 
 def test_cli_runs_as_a_module(trained_models):
     _, output_dir = trained_models
-    result = subprocess.run([sys.executable, "-m", "melanoma", "--models-dir", str(output_dir), "models"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "melanoma", "--models-dir", str(output_dir), "models"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "inception_v3" in result.stdout
 
 
 def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_path):
     data_dir, output_dir = trained_models
     out = tmp_path / "metrics.json"
-    assert evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert (
+        evaluate.main(
+            ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 120 and metrics["roc_auc"] > 0.9
 
@@ -72,8 +83,25 @@ def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, me
     data_dir, output_dir = trained_models
     image = image_to_explain(data_dir, output_dir)
     out, raw = tmp_path / "overlay.png", tmp_path / "map.npy"
-    assert main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", "--method", method,
-                 "--out", str(out), "--npy", str(raw), str(image)]) == 0
+    assert (
+        main(
+            [
+                "--models-dir",
+                str(output_dir),
+                "explain",
+                "--model",
+                "scratch_cnn",
+                "--method",
+                method,
+                "--out",
+                str(out),
+                "--npy",
+                str(raw),
+                str(image),
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == Image.open(image).size
     scores = np.load(raw)
     assert scores.shape == (75, 75) and np.abs(scores).max() > 0
@@ -116,20 +144,50 @@ def test_predict_json_says_whether_each_image_is_in_scope(trained_models, tmp_pa
     data_dir, output_dir = trained_models
     lesion = sorted((data_dir / "images").glob("*.jpg"))[0]
     Image.fromarray(non_dermoscopic_images()["document_0"]).save(tmp_path / "letter.png")
-    assert main(["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", "--json",
-                 str(lesion), str(tmp_path / "letter.png")]) == 0
+    assert (
+        main(
+            [
+                "--models-dir",
+                str(output_dir),
+                "predict",
+                "--model",
+                "efficientnet_lite0",
+                "--json",
+                str(lesion),
+                str(tmp_path / "letter.png"),
+            ]
+        )
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows[lesion.name]["in_distribution"] is True and rows["letter.png"]["in_distribution"] is False
     assert "colour" in rows["letter.png"]["ood_reason"]
-    assert main(["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", str(tmp_path / "letter.png")]) == 0
+    assert (
+        main(
+            ["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", str(tmp_path / "letter.png")]
+        )
+        == 0
+    )
     assert "NOT ASSESSED" in capsys.readouterr().out
 
 
 def test_explain_with_an_unknown_colourmap_lists_the_valid_ones(trained_models, tmp_path, capsys):
     data_dir, output_dir = trained_models
     image = sorted((data_dir / "images").glob("*.jpg"))[0]
-    code = main(["explain", "--models-dir", str(output_dir), "--model", "scratch_cnn", "--colourmap", "rainbow",
-                 "--out", str(tmp_path / "map.png"), str(image)])
+    code = main(
+        [
+            "explain",
+            "--models-dir",
+            str(output_dir),
+            "--model",
+            "scratch_cnn",
+            "--colourmap",
+            "rainbow",
+            "--out",
+            str(tmp_path / "map.png"),
+            str(image),
+        ]
+    )
     assert code == 2 and not (tmp_path / "map.png").exists()
     error = capsys.readouterr().err
     assert "Unknown colour map 'rainbow'" in error and "blue-white-red, green-white-purple" in error
@@ -139,7 +197,17 @@ def test_predict_prints_no_framework_noise_on_stderr(trained_models):
     """TensorFlow's start-up lines (oneDNN, CUDA drivers, cuInit) read as failures to a newcomer."""
     data_dir, output_dir = trained_models
     image = sorted((data_dir / "images").glob("*.jpg"))[0]
-    command = [sys.executable, "-m", "melanoma", "predict", "--models-dir", str(output_dir), "--model", "scratch_cnn", str(image)]
+    command = [
+        sys.executable,
+        "-m",
+        "melanoma",
+        "predict",
+        "--models-dir",
+        str(output_dir),
+        "--model",
+        "scratch_cnn",
+        str(image),
+    ]
     quiet = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0 and image.name in quiet.stdout
     assert quiet.stderr.strip() == "", quiet.stderr
@@ -150,6 +218,8 @@ def test_predict_prints_no_framework_noise_on_stderr(trained_models):
 @pytest.mark.parametrize("tool", ["run", "evaluate", "calibrate", "combine", "gate_check"])
 def test_training_tools_print_no_framework_noise_and_offer_its_logs(tool):
     """The train package imports TensorFlow quietly before any tool parses its arguments."""
-    result = subprocess.run([sys.executable, "-m", f"train.{tool}", "--help"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", f"train.{tool}", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "--framework-logs" in result.stdout
     assert result.stderr.strip() == "", result.stderr

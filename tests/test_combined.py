@@ -26,7 +26,8 @@ def test_forward_selection_adds_what_helps_on_validation_and_says_why_the_rest_i
     assert selection["validation_roc_auc"] > max(selection["candidates"]["good"], selection["candidates"]["helper"])
     assert set(selection["left_out"]) == {"noise"}
     assert selection["left_out"]["noise"].startswith(
-        f"adding it would change the combination's validation ROC AUC from {selection['validation_roc_auc']:.4f} to")
+        f"adding it would change the combination's validation ROC AUC from {selection['validation_roc_auc']:.4f} to"
+    )
 
 
 def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another_split(trained_models):
@@ -72,8 +73,21 @@ def test_the_combined_map_is_the_drop_of_the_mean_calibrated_probability(trained
     drops = [member.calibrated_model.predict_on_batch(np.stack([view, grey]))[:, 0] for member in combined.members]
     assert scores[5, 5] == pytest.approx(np.mean([d[0] - d[1] for d in drops]), abs=1e-4)
     out = tmp_path / "overlay.png"
-    assert cli(["--models-dir", str(output_dir), "explain", "--model", "combined", "--out", str(out),
-                str(sorted((data_dir / "images").glob("*.jpg"))[0])]) == 0
+    assert (
+        cli(
+            [
+                "--models-dir",
+                str(output_dir),
+                "explain",
+                "--model",
+                "combined",
+                "--out",
+                str(out),
+                str(sorted((data_dir / "images").glob("*.jpg"))[0]),
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == (image.shape[1], image.shape[0])
 
 
@@ -92,3 +106,22 @@ def test_a_missing_member_or_file_is_named_and_the_other_models_still_serve(trai
     (models / COMBINED_FILE).unlink()
     assert cli(["--models-dir", str(models), "predict", "--model", "combined", "x.jpg"]) == 2
     assert "No combined reading is installed" in capsys.readouterr().err
+
+
+def test_train_evaluate_measures_the_combined_reading_on_a_folder(trained_models, capsys):
+    from train import evaluate
+
+    data_dir, output_dir = trained_models
+    assert evaluate.main(["--model", "combined", "--models-dir", str(output_dir), "--data-dir", str(data_dir)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    spec = CombinedSpec.read(output_dir)
+    images = sorted((data_dir / "images").glob("*.jpg"))
+    labels = {
+        row.split(",")[0]: int(row.split(",")[1]) for row in (data_dir / "labels.csv").read_text().splitlines()[1:]
+    }
+    pixels = [read_image(str(p)).pixels for p in images]
+    mean = np.mean([load_predictor(m, output_dir).probabilities(pixels) for m in spec.members], axis=0)
+    from sklearn.metrics import roc_auc_score
+
+    assert printed["roc_auc"] == pytest.approx(roc_auc_score([labels[p.stem] for p in images], mean))
+    assert printed["n_images"] == len(images)

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.data import (DataError, class_weights, load_labelled_images, load_pixels, split_grouped_stratified,
-                           split_holding_out_source)
+from melanoma.data import (
+    DataError,
+    class_weights,
+    load_labelled_images,
+    load_pixels,
+    split_grouped_stratified,
+    split_holding_out_source,
+)
 from tests.synthetic import make_dataset
 
 
@@ -27,7 +33,9 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path):
     root = make_dataset(tmp_path, "generic", n=20)
     labels = pd.read_csv(root / "labels.csv", dtype=str)
     labels.loc[3, "label"] = "maybe"
-    labels = pd.concat([labels, labels.iloc[[5]], pd.DataFrame([{"image_id": "ISIC_missing", "label": "0", "group": "g"}])])
+    labels = pd.concat(
+        [labels, labels.iloc[[5]], pd.DataFrame([{"image_id": "ISIC_missing", "label": "0", "group": "g"}])]
+    )
     labels.to_csv(root / "labels.csv", index=False)
     with pytest.raises(DataError) as error:
         load_labelled_images(root)
@@ -97,12 +105,14 @@ def test_class_weights_match_the_study():
 
 
 def test_holding_out_a_source_tests_on_it_alone_and_keeps_its_lesions_out_of_training():
-    table = pd.DataFrame({
-        "image_id": [f"i{n}" for n in range(12)],
-        "label": [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0],
-        "group": ["a", "a", "b", "c", "d", "e", "f", "g", "h", "shared", "shared", "k"],
-        "source": ["vienna"] * 9 + ["vienna", "rosendahl", "rosendahl"],
-    })
+    table = pd.DataFrame(
+        {
+            "image_id": [f"i{n}" for n in range(12)],
+            "label": [1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0],
+            "group": ["a", "a", "b", "c", "d", "e", "f", "g", "h", "shared", "shared", "k"],
+            "source": ["vienna"] * 9 + ["vienna", "rosendahl", "rosendahl"],
+        }
+    )
     split = split_holding_out_source(table, "rosendahl", seed=0)
     assert list(split[table.source == "rosendahl"]) == ["test", "test"]
     # "shared" was photographed at both sources: its Vienna image would leak the held-out lesion.

@@ -17,7 +17,7 @@ from melanoma.inference import load_predictor
 from melanoma.metrics import evaluate_diagnoses, flagged_by_diagnosis
 from melanoma.store import ModelUnavailableError
 from tests.conftest import DIAGNOSIS_MODEL
-from tests.synthetic import make_dataset, make_diagnosis_dataset
+from tests.synthetic import make_dataset
 from train.run import main as train
 
 
@@ -39,13 +39,14 @@ def test_a_dx_column_gives_the_diagnosis_and_the_melanoma_label(tmp_path):
 def test_an_unknown_code_and_a_contradicting_label_name_their_line(tmp_path):
     ids = [f"ISIC_{i:07d}" for i in range(8)]
     rows = [(ids[0], 1, "MEL"), (ids[1], 0, "naevus"), (ids[2], 1, "NV")] + [(i, 0, "NV") for i in ids[3:]]
-    folder = write_labels(tmp_path, "image_id,label,dx\n" + "".join(f"{i},{l},{d}\n" for i, l, d in rows))
+    folder = write_labels(tmp_path, "image_id,label,dx\n" + "".join(f"{i},{label},{d}\n" for i, label, d in rows))
     with pytest.raises(DataError) as raised:
         load_labelled_images(folder)
     assert raised.value.problems == [
         f"labels.csv line 3: unknown dx 'naevus'; expected one of {diagnoses.ALLOWED_TEXT} (any case), or an empty "
         "value where the diagnosis is not known.",
-        f"labels.csv line 4: label '1' contradicts dx 'NV' for {ids[2]}; label is 1 exactly when dx is MEL."]
+        f"labels.csv line 4: label '1' contradicts dx 'NV' for {ids[2]}; label is 1 exactly when dx is MEL.",
+    ]
 
 
 def test_isic_and_ham_layouts_carry_the_diagnosis(tmp_path):
@@ -74,7 +75,9 @@ def test_the_differential_keeps_the_melanoma_probability_that_the_verdict_reads(
     assert adjusted[0, 1] / adjusted[0, 2] == pytest.approx(5.0)  # the others keep their proportions
     assert diagnoses.malignant_probability(adjusted)[0] == pytest.approx(0.36 + 0.8 * 0.15)
     # A softmax certain of melanoma (the rest rounds to 0) still shares 1 − P(MEL) by its logits.
-    certain = diagnoses.with_melanoma_probability(np.array([[0.0, -800.0, -801.0, -900, -900, -900, -900]]), np.array([0.7]))
+    certain = diagnoses.with_melanoma_probability(
+        np.array([[0.0, -800.0, -801.0, -900, -900, -900, -900]]), np.array([0.7])
+    )
     assert certain.sum() == pytest.approx(1.0) and certain[0, 1] == pytest.approx(0.3 / (1 + np.exp(-1)))
 
 
@@ -85,9 +88,13 @@ def test_multiclass_metrics_equal_scikit_learn():
     metrics = evaluate_diagnoses(codes, probabilities, 0.4)
     true = [diagnoses.index_of(c) for c in codes]
     assert metrics["confusion_matrix"] == confusion_matrix(true, probabilities.argmax(1), labels=range(7)).tolist()
-    assert metrics["balanced_multiclass_accuracy"] == pytest.approx(balanced_accuracy_score(true, probabilities.argmax(1)))
+    assert metrics["balanced_multiclass_accuracy"] == pytest.approx(
+        balanced_accuracy_score(true, probabilities.argmax(1))
+    )
     malignant = np.isin(codes, diagnoses.MALIGNANT)
-    assert metrics["malignant"]["roc_auc"] == pytest.approx(roc_auc_score(malignant, probabilities[:, [0, 2, 3]].sum(1)))
+    assert metrics["malignant"]["roc_auc"] == pytest.approx(
+        roc_auc_score(malignant, probabilities[:, [0, 2, 3]].sum(1))
+    )
     flagged = flagged_by_diagnosis(codes, probabilities[:, 0], 0.2)
     assert flagged["BKL"]["flagged"] == pytest.approx(np.mean(probabilities[np.array(codes) == "BKL", 0] >= 0.2))
 
@@ -140,9 +147,23 @@ def test_the_malignant_map_is_the_drop_of_the_summed_probability(trained_models)
 
 def test_diagnosis_target_on_binary_labels_is_refused_before_training(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", "generic", n=20)
-    code = train(["--data-dir", str(data), "--output-dir", str(tmp_path / "out"), "--models", "scratch_cnn",
-                  "--target", "diagnosis", "--weights", "none"])
-    assert code == 2 and "--target diagnosis needs the diagnosis of every image, but 20 of 20" in capsys.readouterr().err
+    code = train(
+        [
+            "--data-dir",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--models",
+            "scratch_cnn",
+            "--target",
+            "diagnosis",
+            "--weights",
+            "none",
+        ]
+    )
+    assert (
+        code == 2 and "--target diagnosis needs the diagnosis of every image, but 20 of 20" in capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -154,7 +175,9 @@ def test_a_card_without_class_names_is_refused_with_the_reason(trained_models, t
     card = json.loads((models / DIAGNOSIS_MODEL / "card.json").read_text())
     del card["serving"]["classes"]
     (models / DIAGNOSIS_MODEL / "card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelUnavailableError, match="the network has 7 outputs but card.json's serving section names 0 classes"):
+    with pytest.raises(
+        ModelUnavailableError, match="the network has 7 outputs but card.json's serving section names 0 classes"
+    ):
         load_predictor(DIAGNOSIS_MODEL, models)
 
 
@@ -189,7 +212,9 @@ def test_grad_cam_of_softmax_classes_is_the_cam_of_their_log_odds():
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
-    features = layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(layers.Rescaling(1 / 255)(inputs))
+    features = layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(
+        layers.Rescaling(1 / 255)(inputs)
+    )
     head = layers.Dense(7, activation="softmax", name="head_diagnosis_probabilities")
     network = keras.Model(inputs, head(layers.GlobalAveragePooling2D()(features)))
     image = np.random.default_rng(3).integers(0, 256, (32, 32, 3)).astype(np.float32)

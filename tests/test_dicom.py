@@ -15,12 +15,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
-from pydicom.uid import (HTJ2KLossless, ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, UID,
-                         generate_uid)
+from pydicom.uid import UID, ExplicitVRLittleEndian, HTJ2KLossless, JPEGBaseline8Bit, RLELossless, generate_uid
 from pypdf import PdfReader
 
-from melanoma.dicom import (DERMOSCOPIC_PHOTOGRAPHY, ENCAPSULATED_PDF, VL_PHOTOGRAPHIC, encapsulated_pdf,
-                            read_dicom)
+from melanoma.dicom import DERMOSCOPIC_PHOTOGRAPHY, ENCAPSULATED_PDF, VL_PHOTOGRAPHIC, encapsulated_pdf, read_dicom
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, decode_image
 
 CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -44,14 +42,23 @@ def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def dicom_bytes(pixels: np.ndarray | None, sop_class: str = DERMOSCOPIC_PHOTOGRAPHY,
-                syntax: str = ExplicitVRLittleEndian, photometric: str = "RGB", fragments: list[bytes] | None = None,
-                **attributes) -> bytes:
+def dicom_bytes(
+    pixels: np.ndarray | None,
+    sop_class: str = DERMOSCOPIC_PHOTOGRAPHY,
+    syntax: str = ExplicitVRLittleEndian,
+    photometric: str = "RGB",
+    fragments: list[bytes] | None = None,
+    **attributes,
+) -> bytes:
     """A DICOM Part 10 file as a PACS would export it; `fragments` encapsulate compressed frames."""
     dataset = Dataset()
     dataset.SOPClassUID, dataset.SOPInstanceUID = sop_class, generate_uid()
-    dataset.PatientName, dataset.PatientID, dataset.PatientBirthDate, dataset.PatientSex = \
-        PATIENT_NAME, PATIENT_ID, BIRTH_DATE, "F"
+    dataset.PatientName, dataset.PatientID, dataset.PatientBirthDate, dataset.PatientSex = (
+        PATIENT_NAME,
+        PATIENT_ID,
+        BIRTH_DATE,
+        "F",
+    )
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
     dataset.StudyDate, dataset.StudyTime, dataset.AccessionNumber, dataset.StudyID = "20240513", "101500", "ACC77", "S1"
     dataset.ReferringPhysicianName, dataset.Modality = "", "XC"
@@ -66,8 +73,10 @@ def dicom_bytes(pixels: np.ndarray | None, sop_class: str = DERMOSCOPIC_PHOTOGRA
         dataset["PixelData"].VR = "OB"
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.TransferSyntaxUID = syntax
-    dataset.file_meta.MediaStorageSOPClassUID, dataset.file_meta.MediaStorageSOPInstanceUID = \
-        sop_class, dataset.SOPInstanceUID
+    dataset.file_meta.MediaStorageSOPClassUID, dataset.file_meta.MediaStorageSOPInstanceUID = (
+        sop_class,
+        dataset.SOPInstanceUID,
+    )
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()
@@ -122,19 +131,35 @@ def test_metadata_for_the_page_is_apart_from_the_identity():
     assert info.study_date.isoformat() == "2024-05-13" and info.body_part == "ARM"
     assert (info.anatomic_region.scheme, info.anatomic_region.value) == ("SCT", "40983000")
     assert info.body_site == "Upper arm (left)"
-    assert info.summary() == ("DICOM Dermoscopic Photography Image Storage; Explicit VR Little Endian; "
-                              "study date 2024-05-13; body site Upper arm (left)")
+    assert info.summary() == (
+        "DICOM Dermoscopic Photography Image Storage; Explicit VR Little Endian; "
+        "study date 2024-05-13; body site Upper arm (left)"
+    )
     identity = info.identity
-    assert (identity.patient_name, identity.patient_id, identity.birth_date.isoformat()) == \
-        ("Ilona Kovacs", PATIENT_ID, "1961-04-12")
+    assert (identity.patient_name, identity.patient_id, identity.birth_date.isoformat()) == (
+        "Ilona Kovacs",
+        PATIENT_ID,
+        "1961-04-12",
+    )
     for shown in (repr(info), repr(identity), info.summary()):
         assert not any(value in shown for value in IDENTIFYING)
 
 
 def ct_image() -> bytes:
-    return dicom_bytes(None, CT_IMAGE, Modality="CT", Rows=64, Columns=64, SamplesPerPixel=1,
-                       PhotometricInterpretation="MONOCHROME2", BitsAllocated=16, BitsStored=12, HighBit=11,
-                       PixelRepresentation=0, PixelData=np.zeros((64, 64), np.uint16).tobytes())
+    return dicom_bytes(
+        None,
+        CT_IMAGE,
+        Modality="CT",
+        Rows=64,
+        Columns=64,
+        SamplesPerPixel=1,
+        PhotometricInterpretation="MONOCHROME2",
+        BitsAllocated=16,
+        BitsStored=12,
+        HighBit=11,
+        PixelRepresentation=0,
+        PixelData=np.zeros((64, 64), np.uint16).tobytes(),
+    )
 
 
 def multi_frame() -> bytes:
@@ -144,7 +169,7 @@ def multi_frame() -> bytes:
 
 def truncated() -> bytes:
     data = dicom_bytes(lesion_pixels())
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 def compressed_without_plugin() -> bytes:
@@ -152,18 +177,33 @@ def compressed_without_plugin() -> bytes:
     return dicom_bytes(lesion_pixels(), syntax=HTJ2KLossless, fragments=[b"\xff\x4f\xff\x51" + bytes(64)])
 
 
-@pytest.mark.parametrize("make, fragments", [
-    (ct_image, ["CT Image Storage", "modality CT", "not a photograph", "Dermoscopic Photography Image Storage"]),
-    (lambda: dicom_bytes(None, BASIC_TEXT_SR, Modality="SR"),
-     ["Basic Text SR Storage", "modality SR, without pixel data", "VL Photographic Image Storage"]),
-    (lambda: dicom_bytes(None), ["Dermoscopic Photography Image Storage object holds no pixel data"]),
-    (multi_frame, ["holds 2 frames", "one photograph per file"]),
-    (truncated, ["truncated", "PixelData", "of its 36,864 bytes"]),
-    (compressed_without_plugin, ["High-Throughput JPEG 2000 Image Compression (Lossless Only)",
-                                 "pylibjpeg-openjpeg", "Accepted: ", "JPEG Baseline (Process 1)"]),
-    (lambda: dicom_bytes(lesion_pixels(), photometric="PALETTE COLOR"), ["stored as PALETTE COLOR", "YBR_FULL_422"]),
-    (lambda: dicom_bytes(lesion_pixels(), SOPClassUID=None), ["names no SOP Class"]),
-])
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (ct_image, ["CT Image Storage", "modality CT", "not a photograph", "Dermoscopic Photography Image Storage"]),
+        (
+            lambda: dicom_bytes(None, BASIC_TEXT_SR, Modality="SR"),
+            ["Basic Text SR Storage", "modality SR, without pixel data", "VL Photographic Image Storage"],
+        ),
+        (lambda: dicom_bytes(None), ["Dermoscopic Photography Image Storage object holds no pixel data"]),
+        (multi_frame, ["holds 2 frames", "one photograph per file"]),
+        (truncated, ["truncated", "PixelData", "of its 36,864 bytes"]),
+        (
+            compressed_without_plugin,
+            [
+                "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+                "pylibjpeg-openjpeg",
+                "Accepted: ",
+                "JPEG Baseline (Process 1)",
+            ],
+        ),
+        (
+            lambda: dicom_bytes(lesion_pixels(), photometric="PALETTE COLOR"),
+            ["stored as PALETTE COLOR", "YBR_FULL_422"],
+        ),
+        (lambda: dicom_bytes(lesion_pixels(), SOPClassUID=None), ["names no SOP Class"]),
+    ],
+)
 def test_what_is_not_a_photograph_is_refused_with_its_own_message(make, fragments):
     with pytest.raises(ImageError) as refused:
         decode_image(make(), name="export.dcm")
@@ -196,8 +236,18 @@ def test_the_report_goes_into_the_same_study_as_an_encapsulated_pdf():
     original = pydicom.dcmread(io.BytesIO(data))
     assert written.SOPClassUID == ENCAPSULATED_PDF and written.Modality == "DOC"
     assert written.MIMETypeOfEncapsulatedDocument == "application/pdf"
-    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                    "StudyTime", "AccessionNumber", "StudyID", "PatientAge"):
+    for keyword in (
+        "StudyInstanceUID",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "PatientAge",
+    ):
         assert written[keyword].value == original[keyword].value, keyword
     assert written.SeriesInstanceUID == report.series_instance_uid != original.SeriesInstanceUID
     assert written.SOPInstanceUID == report.sop_instance_uid != original.SOPInstanceUID
@@ -205,7 +255,7 @@ def test_the_report_goes_into_the_same_study_as_an_encapsulated_pdf():
     assert (written.ContentDate, written.ContentTime, written.TimezoneOffsetFromUTC) == ("20240513", "104207", "+0200")
     reference = written.SourceInstanceSequence[0]
     assert reference.ReferencedSOPInstanceUID == original.SOPInstanceUID
-    document = bytes(written.EncapsulatedDocument)[:written.EncapsulatedDocumentLength]
+    document = bytes(written.EncapsulatedDocument)[: written.EncapsulatedDocumentLength]
     assert document == pdf
     text = PdfReader(io.BytesIO(document)).pages[0].extract_text()
     assert "Suspicious for melanoma: probability 73.2%." in text
@@ -227,8 +277,11 @@ def test_no_identity_reaches_a_log_a_warning_or_a_file_name(caplog):
         warnings.simplefilter("ignore")  # writing a deliberately invalid value below
         # Values pydicom would flag when validating on read, quoting them: the patient's name in a UID,
         # and in a 16-character field.
-        data = dicom_bytes(lesion_pixels(), StudyID=f"{PATIENT_NAME}-{PATIENT_ID}-{BIRTH_DATE}",
-                           FrameOfReferenceUID=f"1.2.{PATIENT_NAME}")
+        data = dicom_bytes(
+            lesion_pixels(),
+            StudyID=f"{PATIENT_NAME}-{PATIENT_ID}-{BIRTH_DATE}",
+            FrameOfReferenceUID=f"1.2.{PATIENT_NAME}",
+        )
     caplog.set_level(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -27,7 +27,9 @@ def tiny_model(size: int = 60, seed: int = 0) -> keras.Model:
     x = layers.Conv2D(8, 5, strides=2, activation="relu")(x)
     x = layers.Conv2D(8, 3, activation="relu", name="features")(x)
     x = layers.GlobalMaxPooling2D()(x)
-    return keras.Model(inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x))
+    return keras.Model(
+        inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
+    )
 
 
 def random_image(size: int, seed: int = 1) -> np.ndarray:
@@ -42,8 +44,10 @@ def reference_occlusion(model, image, patch):
     for top in range(0, image.shape[0], patch):
         for left in range(0, image.shape[1], patch):
             occluded = image.copy()
-            occluded[top:top + patch, left:left + patch] = GREY
-            result[top:top + patch, left:left + patch] = intact - float(model.predict(occluded[None], verbose=0)[0, 0])
+            occluded[top : top + patch, left : left + patch] = GREY
+            result[top : top + patch, left : left + patch] = intact - float(
+                model.predict(occluded[None], verbose=0)[0, 0]
+            )
     return result
 
 
@@ -61,15 +65,26 @@ def stem_model(size: int) -> keras.Model:
     x = layers.DepthwiseConv2D(3, padding="valid", activation="relu")(x)
     x = layers.AveragePooling2D(2, strides=1)(x)
     x = layers.Conv2D(8, 1, activation="relu")(x)
-    branch_a = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same", use_bias=False)(x))  # folded for many patches
+    branch_a = layers.BatchNormalization()(
+        layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    )  # folded for many patches
     branch_b = layers.Conv2D(8, 1)(x)
     x = layers.GlobalAveragePooling2D()(layers.Concatenate()([branch_a, branch_b]))  # every position counts
-    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x))
+    model = keras.Model(
+        inputs, layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 2))(x)
+    )
     rng = np.random.default_rng(3)  # statistics as after training, so the normalisation shifts and scales
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             gamma, beta, mean, variance = (weight.shape for weight in layer.get_weights())
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.5, beta), rng.normal(0, 0.5, mean), rng.uniform(0.5, 2, variance)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma),
+                    rng.normal(0, 0.5, beta),
+                    rng.normal(0, 0.5, mean),
+                    rng.uniform(0.5, 2, variance),
+                ]
+            )
     return model
 
 
@@ -79,7 +94,9 @@ def test_matches_a_per_patch_reference_loop(size, patch, incremental):
     model, image = stem_model(size), random_image(size)
     corners = explain.patch_grid(size, size, patch)
     plan = plan_occlusion(model, size, size, corners, patch)
-    assert plan is not None and sum(step.geometry is not None for step in plan.steps) >= 2  # the windows pass through several spatial layers
+    assert (
+        plan is not None and sum(step.geometry is not None for step in plan.steps) >= 2
+    )  # the windows pass through several spatial layers
     ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
     folded = ("folded",) in explain._per_model[model]  # many patches run on a copy with batch norms folded
     assert folded == (len(corners) >= explain.FOLD_FROM_PATCHES)
@@ -99,7 +116,11 @@ def residual_model(size: int) -> keras.Model:
     for stride, kernel in [(1, 3), (1, 5), (2, 3), (1, 3), (2, 5), (1, 5)]:
         skip = x
         x = layers.ReLU(6.0)(layers.Conv2D(24, 1, use_bias=False)(x))
-        x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False)(x)))
+        x = layers.ReLU(6.0)(
+            layers.BatchNormalization()(
+                layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False)(x)
+            )
+        )
         x = layers.BatchNormalization()(layers.Conv2D(8, 1, use_bias=False)(x))
         if stride == 1:
             x = layers.Add()([x, skip])
@@ -153,12 +174,12 @@ def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_ma
     corners = explain.patch_grid(40, 40, 10, 5)
     occluded = np.repeat(image[None], len(corners), axis=0)
     for index, (top, left) in enumerate(corners):
-        occluded[index, top:top + 10, left:left + 10] = GREY
+        occluded[index, top : top + 10, left : left + 10] = GREY
     drops = float(model.predict(image[None], verbose=0)[0, 0]) - model.predict(occluded, verbose=0)[:, 0]
     total, coverage = np.zeros((40, 40)), np.zeros((40, 40))
     for drop, (top, left) in zip(drops, corners):
-        total[top:top + 10, left:left + 10] += drop
-        coverage[top:top + 10, left:left + 10] += 1
+        total[top : top + 10, left : left + 10] += drop
+        coverage[top : top + 10, left : left + 10] += 1
     assert np.ptp(overlapping) > 1e-3
     np.testing.assert_allclose(overlapping, total / coverage, atol=1e-6)
     stages = list(progressive_occlusion(model, image, patch_size=10))
@@ -166,7 +187,9 @@ def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_ma
     np.testing.assert_allclose(stages[-1][1], occlusion_sensitivity(model, image, patch_size=10), atol=1e-7)
     fine = list(progressive_occlusion(model, image, patch_size=10, fine=True))
     assert [name for name, _ in fine] == ["coarse", "full", "fine"]
-    np.testing.assert_allclose(fine[-1][1], occlusion_sensitivity(model, image, explain.FINE_PATCH, explain.FINE_STRIDE), atol=1e-7)
+    np.testing.assert_allclose(
+        fine[-1][1], occlusion_sensitivity(model, image, explain.FINE_PATCH, explain.FINE_STRIDE), atol=1e-7
+    )
     assert [stage.label for stage in explain.occlusion_stages(40, 20)] == ["full"]  # no preview coarser than 14 px
 
 
@@ -180,7 +203,9 @@ def test_the_card_says_which_path_a_model_takes():
     constant = explain.occlusion_path(create_model("scratch_cnn", 64, colour_constancy=True), 64)
     assert constant["path"] == "whole image" and "preprocess_shades_of_gray" in constant["why"]
     wide = explain.occlusion_path(tiny_model(24), 24)  # a 20-pixel patch reaches most of every map at 24 px
-    assert wide["path"] == "whole image" and "more than half" in wide["why"] and "reads the whole image" not in wide["why"]
+    assert (
+        wide["path"] == "whole image" and "more than half" in wide["why"] and "reads the whole image" not in wide["why"]
+    )
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -263,7 +288,9 @@ def head_towards_grey(model: keras.Model, image: np.ndarray, steepness: float = 
     rounding of 0; this head reads the pooled features along the way from the image to grey.
     """
     head = model.layers[-1]
-    pooled = eager(keras.Model(model.input, head.input), np.stack([image, np.full_like(image, GREY)])).astype(np.float64)
+    pooled = eager(keras.Model(model.input, head.input), np.stack([image, np.full_like(image, GREY)])).astype(
+        np.float64
+    )
     direction = pooled[1] - pooled[0]
     kernel = -steepness * direction / (direction @ direction)
     head.set_weights([kernel[:, None], np.array([-pooled[0] @ kernel])])
@@ -283,11 +310,13 @@ def test_both_methods_work_for_every_architecture(name):
     corners = explain.patch_grid(80, 80, 20)
     occluded = np.repeat(image[None], len(corners) + 1, axis=0)
     for index, (top, left) in enumerate(corners, start=1):
-        occluded[index, top:top + 20, left:left + 20] = GREY
+        occluded[index, top : top + 20, left : left + 20] = GREY
     probabilities = eager(model, occluded)[:, 0]
     drops = (probabilities[0] - probabilities[1:]).reshape(4, 4)
     assert np.ptp(drops) > 1e-3  # patches differ far beyond the tolerance, so a misplaced one would show
-    np.testing.assert_allclose(occlusion_sensitivity(model, image, patch_size=20), drops.repeat(20, 0).repeat(20, 1), atol=1e-5)
+    np.testing.assert_allclose(
+        occlusion_sensitivity(model, image, patch_size=20), drops.repeat(20, 0).repeat(20, 1), atol=1e-5
+    )
     # Grad-CAM of a pooled linear head is the class activation map (Zhou et al. 2016):
     # the feature map weighted by the head's kernel, rectified, resized and scaled to a peak of 1.
     head = model.layers[-1]

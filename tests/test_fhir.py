@@ -13,39 +13,90 @@ from fhir.resources.R4B.bundle import Bundle
 from melanoma.cases import Decision
 from melanoma.combined import CombinedReading
 from melanoma.dicom import read_dicom
-from melanoma.fhir import (AI_ASSERTED, DICOM_UID, ISIC_DIAGNOSES, LOCAL_CODES, MELANOMA, NOTE_EXTENSION, SNOMED,
-                           BodySite, FhirCase, ModelFacts, build_bundle, bundle_file_name, bundle_json)
+from melanoma.fhir import (
+    AI_ASSERTED,
+    DICOM_UID,
+    ISIC_DIAGNOSES,
+    LOCAL_CODES,
+    MELANOMA,
+    NOTE_EXTENSION,
+    SNOMED,
+    BodySite,
+    FhirCase,
+    ModelFacts,
+    build_bundle,
+    bundle_file_name,
+    bundle_json,
+)
 from melanoma.report import CaseReport, ModelReading, case_report_pdf
 from tests.test_dicom import IDENTIFYING, PATIENT_ID, dicom_bytes, lesion_pixels, region
 
 CREATED = datetime(2024, 5, 13, 10, 42, 7, tzinfo=timezone(timedelta(hours=2)))
 MELANOMA_MODEL = Decision("efficientnet_lite0", 0.7321456, 0.0696562, 0.947, 0.646)
-DIAGNOSIS_MODEL = Decision("efficientnet_lite0_diagnosis", 0.0412345, 0.0823, 0.9, 0.7, malignant_probability=0.5534,
-                           malignant_threshold=0.3125,
-                           differential=(("BCC", 0.4821), ("NV", 0.3102), ("BKL", 0.1), ("MEL", 0.0412345),
-                                         ("AKIEC", 0.0300655), ("DF", 0.02), ("VASC", 0.0164)))
-REFUSED = Decision("scratch_cnn", 0.2, 0.1, 0.9, 0.6, in_distribution=False,
-                   ood_reason="the image is mostly black (83% of its pixels)")
+DIAGNOSIS_MODEL = Decision(
+    "efficientnet_lite0_diagnosis",
+    0.0412345,
+    0.0823,
+    0.9,
+    0.7,
+    malignant_probability=0.5534,
+    malignant_threshold=0.3125,
+    differential=(
+        ("BCC", 0.4821),
+        ("NV", 0.3102),
+        ("BKL", 0.1),
+        ("MEL", 0.0412345),
+        ("AKIEC", 0.0300655),
+        ("DF", 0.02),
+        ("VASC", 0.0164),
+    ),
+)
+REFUSED = Decision(
+    "scratch_cnn", 0.2, 0.1, 0.9, 0.6, in_distribution=False, ood_reason="the image is mostly black (83% of its pixels)"
+)
 COMBINED = CombinedReading(0.3866901, 0.0911, ("efficientnet_lite0", "efficientnet_lite0_diagnosis"), True, True)
 NOTES = "Lesion grew 2 mm since March; patient reports itching. Excision planned ≥ next week."
 
 
 def facts(name: str, auc: float) -> ModelFacts:
-    return ModelFacts(name, "trained 2026-11-26T23:39:16Z", hashlib.sha256(name.encode()).hexdigest(),
-                      "EfficientNet-Lite0", "ham10000 layout", auc, "Second reader for dermoscopic images.",
-                      "Not a diagnosis.")
+    return ModelFacts(
+        name,
+        "trained 2026-11-26T23:39:16Z",
+        hashlib.sha256(name.encode()).hexdigest(),
+        "EfficientNet-Lite0",
+        "ham10000 layout",
+        auc,
+        "Second reader for dermoscopic images.",
+        "Not a diagnosis.",
+    )
 
 
-MODELS = {decision.model: facts(decision.model, auc)
-          for decision, auc in ((MELANOMA_MODEL, 0.878), (DIAGNOSIS_MODEL, 0.861), (REFUSED, 0.847))}
+MODELS = {
+    decision.model: facts(decision.model, auc)
+    for decision, auc in ((MELANOMA_MODEL, 0.878), (DIAGNOSIS_MODEL, 0.861), (REFUSED, 0.847))
+}
 
 
 def pdf_of(decisions: list[Decision]) -> bytes:
     image = lesion_pixels()
-    readings = tuple(ModelReading.from_decision(d, {"sha256": MODELS[d.model].sha256, "version": "1"}, image)
-                     for d in decisions)
-    return case_report_pdf(CaseReport("lesion.png", image, readings, "Grad-CAM", None, "blue-red", 0.5, CREATED,
-                                      "Decision support, not a diagnosis.", NOTES, COMBINED.summary()))
+    readings = tuple(
+        ModelReading.from_decision(d, {"sha256": MODELS[d.model].sha256, "version": "1"}, image) for d in decisions
+    )
+    return case_report_pdf(
+        CaseReport(
+            "lesion.png",
+            image,
+            readings,
+            "Grad-CAM",
+            None,
+            "blue-red",
+            0.5,
+            CREATED,
+            "Decision support, not a diagnosis.",
+            NOTES,
+            COMBINED.summary(),
+        )
+    )
 
 
 def case(decisions: list[Decision], **options) -> FhirCase:
@@ -62,13 +113,19 @@ def resources(bundle_text: str) -> dict[str, list[dict]]:
 
 
 def observation_of(found: dict, code: str, device: str | None = None) -> dict:
-    return next(o for o in found["Observation"] if o["code"]["coding"][0]["code"] == code
-                and (device is None or o["device"]["display"] == device))
+    return next(
+        o
+        for o in found["Observation"]
+        if o["code"]["coding"][0]["code"] == code and (device is None or o["device"]["display"] == device)
+    )
 
 
 def component(observation: dict, system: str, code: str) -> dict:
-    return next(c for c in observation["component"] if any(cd["system"] == system and cd["code"] == code
-                                                           for cd in c["code"]["coding"]))
+    return next(
+        c
+        for c in observation["component"]
+        if any(cd["system"] == system and cd["code"] == code for cd in c["code"]["coding"])
+    )
 
 
 def percent(quantity: dict) -> float:
@@ -81,8 +138,12 @@ def test_the_bundle_validates_and_reads_back_the_numbers_shown():
     bundle = build_bundle(case([MELANOMA_MODEL, DIAGNOSIS_MODEL], report_pdf=pdf, notes=NOTES, combined=COMBINED))
     assert isinstance(bundle, Bundle) and bundle.type == "transaction"
     found = resources(bundle.model_dump_json())
-    assert {kind: len(items) for kind, items in found.items()} == \
-        {"Device": 2, "Observation": 3, "DiagnosticReport": 1, "Provenance": 1}
+    assert {kind: len(items) for kind, items in found.items()} == {
+        "Device": 2,
+        "Observation": 3,
+        "DiagnosticReport": 1,
+        "Provenance": 1,
+    }
 
     melanoma = observation_of(found, "melanoma-probability", "efficientnet_lite0")
     assert percent(melanoma["valueQuantity"]) == pytest.approx(MELANOMA_MODEL.probability, abs=1e-6)
@@ -99,11 +160,14 @@ def test_the_bundle_validates_and_reads_back_the_numbers_shown():
     assert percent(cancer["valueQuantity"]) == pytest.approx(DIAGNOSIS_MODEL.malignant_probability, abs=1e-6)
     assert percent(cancer["referenceRange"][0]["high"]) == pytest.approx(DIAGNOSIS_MODEL.malignant_threshold, abs=1e-6)
     assert cancer["interpretation"][0]["coding"][0]["code"] == "H"
-    differential = {code: percent(component(diagnosis, ISIC_DIAGNOSES, code)["valueQuantity"])
-                    for code, _ in DIAGNOSIS_MODEL.differential}
+    differential = {
+        code: percent(component(diagnosis, ISIC_DIAGNOSES, code)["valueQuantity"])
+        for code, _ in DIAGNOSIS_MODEL.differential
+    }
     assert differential == pytest.approx(dict(DIAGNOSIS_MODEL.differential), abs=1e-6)
-    assert {"system": SNOMED, "code": MELANOMA[0], "display": MELANOMA[1]} in \
-        component(diagnosis, ISIC_DIAGNOSES, "MEL")["code"]["coding"]
+    assert {"system": SNOMED, "code": MELANOMA[0], "display": MELANOMA[1]} in component(
+        diagnosis, ISIC_DIAGNOSES, "MEL"
+    )["code"]["coding"]
 
     combined = observation_of(found, "combined-melanoma-probability")
     assert percent(combined["valueQuantity"]) == pytest.approx(COMBINED.probability, abs=1e-6)
@@ -132,8 +196,12 @@ def test_the_bundle_validates_and_reads_back_the_numbers_shown():
     assert report["issued"] == "2024-05-13T10:42:07+02:00"
 
     provenance = found["Provenance"][0]
-    assert {t["reference"] for t in provenance["target"]} == {report["url"], melanoma["url"], diagnosis["url"],
-                                                              combined["url"]}
+    assert {t["reference"] for t in provenance["target"]} == {
+        report["url"],
+        melanoma["url"],
+        diagnosis["url"],
+        combined["url"],
+    }
     assert {a["who"]["reference"] for a in provenance["agent"]} == {d["url"] for d in devices.values()}
     assert provenance["reason"][0]["coding"] == [AI_ASSERTED]
 
@@ -159,8 +227,10 @@ def test_a_dicom_case_links_its_study_and_names_no_one_unless_asked():
     assert study == {"system": DICOM_UID, "value": f"urn:oid:{info.study_instance_uid}"}
     assert found["Provenance"][0]["entity"][0]["what"]["identifier"] == study
     site = found["Observation"][0]["bodySite"]
-    assert site == {"coding": [{"system": SNOMED, "code": "40983000", "display": "Upper arm"}],
-                    "text": "Upper arm (left)"}
+    assert site == {
+        "coding": [{"system": SNOMED, "code": "40983000", "display": "Upper arm"}],
+        "text": "Upper arm (left)",
+    }
 
     named = resources(bundle_json(dicom_case, identify_patient=True))
     assert named["DiagnosticReport"][0]["subject"]["identifier"]["value"] == PATIENT_ID
@@ -178,26 +248,37 @@ def test_the_clinician_s_body_site_wins_over_the_file_s():
 
 
 def test_model_facts_from_an_installed_card():
-    card = {"name": "efficientnet_lite0", "trained_at": "2026-11-26T23:39:16Z", "sha256": "ab" * 32,
-            "architecture": "EfficientNet-Lite0",
-            "data": {"layout": "ham10000", "grouped_by": "lesion/group id (no group in two splits)",
-                     "split_counts": {"train": {"other": 7119, "melanoma": 887},
-                                      "test": {"other": 892, "melanoma": 113}}}}
+    card = {
+        "name": "efficientnet_lite0",
+        "trained_at": "2026-11-26T23:39:16Z",
+        "sha256": "ab" * 32,
+        "architecture": "EfficientNet-Lite0",
+        "data": {
+            "layout": "ham10000",
+            "grouped_by": "lesion/group id (no group in two splits)",
+            "split_counts": {"train": {"other": 7119, "melanoma": 887}, "test": {"other": 892, "melanoma": 113}},
+        },
+    }
     model = ModelFacts.from_card(card, {"roc_auc": 0.8779}, "Second reader.", "Not a diagnosis.")
     assert (model.version, model.test_roc_auc) == ("trained 2026-11-26T23:39:16Z", 0.8779)
-    assert model.training_data == ("ham10000 layout, split by lesion/group id (no group in two splits); "
-                                   "train: 7,119 other, 887 melanoma; test: 892 other, 113 melanoma")
+    assert model.training_data == (
+        "ham10000 layout, split by lesion/group id (no group in two splits); "
+        "train: 7,119 other, 887 melanoma; test: 892 other, 113 melanoma"
+    )
     assert "Test ROC AUC: 0.878" in model.card_text()
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda: FhirCase(((MELANOMA_MODEL, MODELS["scratch_cnn"]),), CREATED), "with the facts of 'scratch_cnn'"),
-    (lambda: FhirCase(((MELANOMA_MODEL, MODELS["efficientnet_lite0"]),), datetime(2024, 5, 13)), "naive time"),
-    (lambda: case([MELANOMA_MODEL], report_pdf=b"<html>"), "must be PDF bytes"),
-    (lambda: FhirCase((), CREATED), "at least one model reading"),
-    (lambda: ModelFacts("m", "1", "not-a-digest"), "64-digit hexadecimal"),
-    (lambda: build_bundle(case([MELANOMA_MODEL]), identify_patient=True), "needs a DICOM image"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: FhirCase(((MELANOMA_MODEL, MODELS["scratch_cnn"]),), CREATED), "with the facts of 'scratch_cnn'"),
+        (lambda: FhirCase(((MELANOMA_MODEL, MODELS["efficientnet_lite0"]),), datetime(2024, 5, 13)), "naive time"),
+        (lambda: case([MELANOMA_MODEL], report_pdf=b"<html>"), "must be PDF bytes"),
+        (lambda: FhirCase((), CREATED), "at least one model reading"),
+        (lambda: ModelFacts("m", "1", "not-a-digest"), "64-digit hexadecimal"),
+        (lambda: build_bundle(case([MELANOMA_MODEL]), identify_patient=True), "needs a DICOM image"),
+    ],
+)
 def test_wrong_input_is_refused_with_what_was_expected(build, fragment):
     with pytest.raises(ValueError, match=fragment):
         build()

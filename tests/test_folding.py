@@ -14,8 +14,14 @@ def trained_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if name.endswith(("gamma", "variance")) else rng.normal(0, 0.5, w.shape)
-                               for name, w in zip([v.path for v in layer.weights], layer.get_weights())])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, w.shape)
+                    if name.endswith(("gamma", "variance"))
+                    else rng.normal(0, 0.5, w.shape)
+                    for name, w in zip([v.path for v in layer.weights], layer.get_weights())
+                ]
+            )
     return model
 
 

@@ -61,7 +61,9 @@ def test_the_transfer_model_gate_passes_lesions_and_flags_photographs(trained_mo
     others = non_dermoscopic_images()
     foreign = predictor.gate(list(others.values()))
     assert np.mean([r.in_distribution for r in own[::2]]) >= 0.9  # the benign-looking half
-    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [n for n, r in zip(others, foreign) if r.in_distribution]
+    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [
+        n for n, r in zip(others, foreign) if r.in_distribution
+    ]
     photographs = [r.score for name, r in zip(others, foreign) if name.startswith(("skimage", "sklearn"))]
     assert np.median([r.score for r in own]) < min(photographs)
 
@@ -108,9 +110,13 @@ def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
     assert reading.probability == pytest.approx(np.mean([d.probability for d in decisions]))
     assert reading.threshold == spec.threshold and reading.melanoma == (reading.probability >= spec.threshold)
     # The stored metrics are those of the same mean on the members' shared test split, at the stored threshold.
-    test = join_split(load_labelled_images(data_dir).table, read_split(output_dir / spec.members[0])).query("split == 'test'")
+    test = join_split(load_labelled_images(data_dir).table, read_split(output_dir / spec.members[0])).query(
+        "split == 'test'"
+    )
     # Scored in batches of 4, one image and its flips: the shape `decide` compiled already, so nothing is traced again.
-    mean = np.mean([p.score_pixels(load_pixels(list(test.path), p.serving.input_size), batch_size=4) for p in predictors], axis=0)
+    mean = np.mean(
+        [p.score_pixels(load_pixels(list(test.path), p.serving.input_size), batch_size=4) for p in predictors], axis=0
+    )
     stored = json.loads((output_dir / COMBINED_FILE).read_text())["metrics"]
     assert stored["n_images"] == len(test) and stored["at_threshold"]["threshold"] == spec.threshold
     assert stored["roc_auc"] == pytest.approx(roc_auc_score(test.label, mean))

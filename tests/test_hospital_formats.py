@@ -25,8 +25,22 @@ def test_a_dicom_photograph_scores_as_its_pixels_and_predict_writes_a_bundle(tra
     pixels = fixture_photograph(data_dir)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "lesion.dcm").write_bytes(dicom_bytes(pixels))
-    assert cli(["--models-dir", str(output_dir), "predict", "--model", "scratch_cnn", "--json",
-                "--fhir", str(tmp_path / "fhir"), str(tmp_path / "in")]) == 0
+    assert (
+        cli(
+            [
+                "--models-dir",
+                str(output_dir),
+                "predict",
+                "--model",
+                "scratch_cnn",
+                "--json",
+                "--fhir",
+                str(tmp_path / "fhir"),
+                str(tmp_path / "in"),
+            ]
+        )
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)
     expected = load_predictor("scratch_cnn", output_dir).probabilities([pixels])[0]
     assert row["probability"] == pytest.approx(expected, abs=1e-6)  # the same as the PNG of its pixels
@@ -41,8 +55,22 @@ def test_a_dicom_photograph_scores_as_its_pixels_and_predict_writes_a_bundle(tra
 def test_predict_combined_writes_one_observation_per_member_and_the_combined_one(trained_models, tmp_path, capsys):
     data_dir, output_dir = trained_models
     image = sorted((data_dir / "images").glob("*.jpg"))[0]
-    assert cli(["--models-dir", str(output_dir), "predict", "--model", "combined", "--json",
-                "--fhir", str(tmp_path), str(image)]) == 0
+    assert (
+        cli(
+            [
+                "--models-dir",
+                str(output_dir),
+                "predict",
+                "--model",
+                "combined",
+                "--json",
+                "--fhir",
+                str(tmp_path),
+                str(image),
+            ]
+        )
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)
     found = resources((tmp_path / f"{image.stem}.fhir.json").read_text())
     combined = observation_of(found, "combined-melanoma-probability")
@@ -61,24 +89,33 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
     at.file_uploader[0].set_value(("export.dcm", data, "application/dicom"))
     at.run()
     assert not at.exception
-    shown = " ".join(str(element.value) for kind in ("caption", "markdown", "info", "success", "error", "warning")
-                     for element in at.get(kind))
+    shown = " ".join(
+        str(element.value)
+        for kind in ("caption", "markdown", "info", "success", "error", "warning")
+        for element in at.get(kind)
+    )
     assert "study date 2024-05-13" in shown and not any(value in shown for value in IDENTIFYING)
     buttons = {button.proto.label: button for button in at.get("download_button")}
-    assert {"Download for the health record (FHIR R4 Bundle)",
-            "Download report for PACS (DICOM Encapsulated PDF, same study)"} <= set(buttons)
+    assert {
+        "Download for the health record (FHIR R4 Bundle)",
+        "Download report for PACS (DICOM Encapsulated PDF, same study)",
+    } <= set(buttons)
     probability = load_predictor("scratch_cnn", output_dir).probabilities([decode_image(data).pixels])[0]
     assert [m.value for m in at.metric] == [f"{probability:.1%}"]
     source = pydicom.dcmread(io.BytesIO(data))
-    for label, check in [("Download for the health record (FHIR R4 Bundle)", "fhir"),
-                         ("Download report for PACS (DICOM Encapsulated PDF, same study)", "dicom")]:
+    for label, check in [
+        ("Download for the health record (FHIR R4 Bundle)", "fhir"),
+        ("Download report for PACS (DICOM Encapsulated PDF, same study)", "dicom"),
+    ]:
         content, _, _ = downloads[buttons[label]]
         if check == "fhir":
             found = resources(content if isinstance(content, str) else content.decode())
             assert percent(observation_of(found, "melanoma-probability")["valueQuantity"]) == pytest.approx(probability)
         else:
             report = pydicom.dcmread(io.BytesIO(content))
-            assert report.StudyInstanceUID == source.StudyInstanceUID and report.SeriesInstanceUID != source.SeriesInstanceUID
+            assert (
+                report.StudyInstanceUID == source.StudyInstanceUID
+                and report.SeriesInstanceUID != source.SeriesInstanceUID
+            )
             text = PdfReader(io.BytesIO(bytes(report.EncapsulatedDocument).rstrip(b"\0"))).pages[0].extract_text()
             assert f"{probability:.1%}" in text
-

@@ -25,11 +25,14 @@ def test_jpeg_decodes_to_rgb_uint8():
     assert np.abs(decoded.pixels.astype(int) - [200, 100, 50]).max() <= 3
 
 
-@pytest.mark.parametrize("data, fragment", [
-    (b"", "empty"),
-    (b"this is a text file, not a picture\n" * 10, "not a readable image"),
-    (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a picture\n" * 10, "not a readable image"),
+        (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not a readable image"),
+    ],
+)
 def test_non_images_are_refused_with_a_clear_message(data, fragment):
     with pytest.raises(ImageError, match=fragment):
         decode_image(data, name="scan.jpg")
@@ -89,8 +92,12 @@ def test_exif_orientation_is_honoured():
     decoded = decode_image(encode(image, "JPEG", quality=100, exif=exif.tobytes()))
     assert decoded.pixels.shape[:2] == (80, 40)
     # A clockwise turn carries the top-left corner to the top right; the other corners stay blue.
-    corners = {"top left": decoded.pixels[5, 5], "top right": decoded.pixels[5, -6],
-               "bottom left": decoded.pixels[-6, 5], "bottom right": decoded.pixels[-6, -6]}
+    corners = {
+        "top left": decoded.pixels[5, 5],
+        "top right": decoded.pixels[5, -6],
+        "bottom left": decoded.pixels[-6, 5],
+        "bottom right": decoded.pixels[-6, -6],
+    }
     assert {name for name, (r, g, b) in corners.items() if r > 200 and b < 50} == {"top right"}
     assert all(b > 200 and r < 50 for name, (r, g, b) in corners.items() if name != "top right")
     assert "rotated according to its EXIF orientation" in decoded.notes

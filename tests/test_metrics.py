@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import (average_precision_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score,
-                             roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
 
@@ -28,15 +35,20 @@ def test_metrics_agree_with_scikit_learn(predictions):
     assert m["at_0.5"]["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, predicted))
     assert m["at_0.5"]["f1"] == pytest.approx(f1_score(y, predicted))
     assert m["brier_score"] == pytest.approx(np.mean((p - y) ** 2))
-    assert m["mean_probability_by_label"] == {"0": pytest.approx(p[y == 0].mean()), "1": pytest.approx(p[y == 1].mean())}
+    assert m["mean_probability_by_label"] == {
+        "0": pytest.approx(p[y == 0].mean()),
+        "1": pytest.approx(p[y == 1].mean()),
+    }
     low, high = m["ci95"]["roc_auc"]
     assert low < m["roc_auc"] < high and high - low < 0.2
     assert m["at_0.5"]["confusion_matrix"] == confusion_matrix(y, predicted).tolist()  # [[tn, fp], [fn, tp]]
     fpr, tpr, _ = roc_curve(y, p)  # 105 points: under the 200 kept, so stored whole
     assert m["roc_curve"] == {"fpr": pytest.approx(fpr.tolist()), "tpr": pytest.approx(tpr.tolist())}
     fraction, predicted_mean = calibration_curve(y, p, n_bins=10)
-    assert m["calibration"] == {"mean_predicted": pytest.approx(predicted_mean.tolist()),
-                                "fraction_melanoma": pytest.approx(fraction.tolist())}
+    assert m["calibration"] == {
+        "mean_predicted": pytest.approx(predicted_mean.tolist()),
+        "fraction_melanoma": pytest.approx(fraction.tolist()),
+    }
 
 
 def test_threshold_reaches_the_target_sensitivity_and_is_the_highest(predictions):
@@ -64,4 +76,6 @@ def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_inte
     assert tuple(top["ci95"]) == pytest.approx((interval.low, interval.high))
     evidence = evidence_for(rows, 0.99)
     assert evidence.n == 100 and evidence.melanomas == top["melanomas"]
-    assert evidence.sentence().startswith(f"Of 100 validation and test lesions this model scored between {top['low']:.1%}")
+    assert evidence.sentence().startswith(
+        f"Of 100 validation and test lesions this model scored between {top['low']:.1%}"
+    )

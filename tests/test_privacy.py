@@ -32,7 +32,7 @@ def test_uploads_are_never_written_to_disk(trained_models, monkeypatch):
     _, output_dir = trained_models
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
     uploads = [(f"patient_{i}.jpg", jpeg(i % 2 == 0, seed=100 + i), "image/jpeg") for i in range(3)]
-    signatures = [data[len(data) // 2: len(data) // 2 + 64] for _, data, _ in uploads]
+    signatures = [data[len(data) // 2 : len(data) // 2 + 64] for _, data, _ in uploads]
     start = time.time() - 1
     at = AppTest.from_file("../app.py", default_timeout=300).run()
     at.file_uploader[0].set_value(uploads).run()

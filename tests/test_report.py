@@ -12,8 +12,8 @@ import pytest
 from pypdf import PdfReader
 
 from melanoma.cases import Decision
-from melanoma.metrics import Evidence
 from melanoma.combined import CombinedSpec, combine
+from melanoma.metrics import Evidence
 from melanoma.report import (
     CaseReport,
     ModelReading,
@@ -22,8 +22,10 @@ from melanoma.report import (
     pdf_text,
 )
 
-DISCLAIMER = ("Decision support, not a diagnosis. The probability comes from a model trained on "
-              "dermoscopic images; read it alongside the clinical examination and dermoscopy.")
+DISCLAIMER = (
+    "Decision support, not a diagnosis. The probability comes from a model trained on "
+    "dermoscopic images; read it alongside the clinical examination and dermoscopy."
+)
 CREATED = datetime(2026, 11, 27, 14, 3, 5, tzinfo=timezone(timedelta(hours=1), "CET"))
 SHA = "fd94b9266017c7bfb3517d93f2580da368804e3c92dbe51a0ce1728a66dc9d02"
 CARD = {"sha256": SHA, "trained_at": "2026-11-26T22:57:52Z"}
@@ -35,15 +37,33 @@ def pixels(seed: int, shape=(150, 200, 3)) -> np.ndarray:
 
 
 def decision(model="scratch_cnn", probability=0.7319, in_distribution=True) -> Decision:
-    return Decision(model, probability, 0.41, 0.88, 0.71, Evidence(0.62, 0.81, 104, 73, (0.61, 0.78)), in_distribution,
-                    "" if in_distribution else "its features are far from every training image")
+    return Decision(
+        model,
+        probability,
+        0.41,
+        0.88,
+        0.71,
+        Evidence(0.62, 0.81, 104, 73, (0.61, 0.78)),
+        in_distribution,
+        "" if in_distribution else "its features are far from every training image",
+    )
 
 
 def report(decisions=(None,), notes=UNICODE_NOTE, **changes) -> CaseReport:
     decisions = [d or decision() for d in decisions]
     readings = tuple(ModelReading.from_decision(d, CARD, pixels(10 + i)) for i, d in enumerate(decisions))
-    case = CaseReport("lesion.jpg", pixels(1), readings, "Occlusion sensitivity", 20, "blue-white-red", 0.5, CREATED,
-                      DISCLAIMER, notes)
+    case = CaseReport(
+        "lesion.jpg",
+        pixels(1),
+        readings,
+        "Occlusion sensitivity",
+        20,
+        "blue-white-red",
+        0.5,
+        CREATED,
+        DISCLAIMER,
+        notes,
+    )
     return replace(case, **changes)  # built again, so the changed values are checked too
 
 
@@ -108,18 +128,29 @@ def test_a_model_that_did_not_assess_the_image_says_so_instead_of_a_probability(
     assert "scratch_cnn: melanoma probability not assessed" in text
     assert "Not assessed: its features are far from every training image." in text
     assert "overlay (not assessed)" in text
-    assert "operating threshold" not in text and "validation and test lesions" not in text and "sensitivity)" not in text
+    assert (
+        "operating threshold" not in text and "validation and test lesions" not in text and "sensitivity)" not in text
+    )
 
 
 def test_several_models_give_every_overlay_and_the_combined_reading():
-    decisions = [decision(name, p) for name, p in
-                 [("scratch_cnn", 0.2), ("inception_v3", 0.65), ("efficientnet_b3", 0.5), ("efficientnet_lite0", 0.9)]]
+    decisions = [
+        decision(name, p)
+        for name, p in [
+            ("scratch_cnn", 0.2),
+            ("inception_v3", 0.65),
+            ("efficientnet_b3", 0.5),
+            ("efficientnet_lite0", 0.9),
+        ]
+    ]
     reading = combine(decisions, CombinedSpec(tuple(d.model for d in decisions), 0.45, {}))
     reader, text = read(case_report_pdf(report(decisions, combined=reading.summary(), notes="")))
     assert len(reader.pages) == 1 and len(reader.pages[0].images) == 5  # the upload and four overlays
     assert flat(reading.summary()) in text
-    assert ("Combined reading: Suspicious for melanoma: mean calibrated probability of 4 models (scratch_cnn, "
-            "inception_v3, efficientnet_b3, efficientnet_lite0) 56.2%") in flat(text)
+    assert (
+        "Combined reading: Suspicious for melanoma: mean calibrated probability of 4 models (scratch_cnn, "
+        "inception_v3, efficientnet_b3, efficientnet_lite0) 56.2%"
+    ) in flat(text)
     for d in decisions:
         assert f"{d.model}: melanoma probability {d.probability:.1%}" in text and flat(d.summary()) in text
     assert "Clinician's notes (none)" in text

@@ -10,9 +10,14 @@ from train.schedule import phases_run, plan_phases
 
 def test_study_recipe_phases_for_inception():
     recipe = get_recipe("study")
-    phases = plan_phases(get_architecture("inception_v3"), 25, recipe.phase_starts(25), recipe.learning_rates, pretrained=True)
+    phases = plan_phases(
+        get_architecture("inception_v3"), 25, recipe.phase_starts(25), recipe.learning_rates, pretrained=True
+    )
     assert [(p.start_epoch, p.end_epoch, p.learning_rate, p.trainable_layers) for p in phases] == [
-        (0, 10, 1e-4, 25), (10, 20, 5e-5, 45), (20, 25, 1e-5, 65)]
+        (0, 10, 1e-4, 25),
+        (10, 20, 5e-5, 45),
+        (20, 25, 1e-5, 65),
+    ]
 
 
 def test_efficientnet_counts_and_scratch_trains_everything():

@@ -17,8 +17,9 @@ from melanoma.store import SHIPPED_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
 SHIPPED = list(DEFAULT_MODELS)
-needs_images = pytest.mark.skipif(not (SHARED_DATA / "HAM10000_metadata.csv").is_file(),
-                                  reason=f"shared HAM10000 data not found at {SHARED_DATA}")
+needs_images = pytest.mark.skipif(
+    not (SHARED_DATA / "HAM10000_metadata.csv").is_file(), reason=f"shared HAM10000 data not found at {SHARED_DATA}"
+)
 
 
 def shipped(name: str):
@@ -44,12 +45,16 @@ def test_shipped_model_matches_its_metrics(name):
     split = pd.read_csv(entry.folder / "split.csv", dtype={"image_id": str})
     test = split[split.split == "test"]
     # 200 test images, every melanoma among them kept in proportion.
-    sample = pd.concat([part.sample(n=round(200 * len(part) / len(test)), random_state=0) for _, part in test.groupby("label")])
+    sample = pd.concat(
+        [part.sample(n=round(200 * len(part) / len(test)), random_state=0) for _, part in test.groupby("label")]
+    )
     paths = [str(next((SHARED_DATA / "images").glob(f"{image_id}.*"))) for image_id in sample.image_id]
     probabilities = load_predictor(name, SHIPPED_MODELS_DIR).score_pixels(load_pixels(paths, entry.input_size))
     auc = roc_auc_score(sample.label, probabilities)
     # 200 images give a standard error of about 0.03 on the AUC; 0.08 is well beyond noise.
-    assert abs(auc - entry.metrics["roc_auc"]) < 0.08, f"AUC on 200 test images {auc:.3f} vs metrics.json {entry.metrics['roc_auc']:.3f}"
+    assert abs(auc - entry.metrics["roc_auc"]) < 0.08, (
+        f"AUC on 200 test images {auc:.3f} vs metrics.json {entry.metrics['roc_auc']:.3f}"
+    )
     assert np.mean(probabilities[sample.label.to_numpy() == 1]) > np.mean(probabilities[sample.label.to_numpy() == 0])
 
 
@@ -67,7 +72,9 @@ def test_shipped_gate_passes_its_test_images_and_stops_other_pictures(name):
     others = non_dermoscopic_images()
     foreign = predictor.gate(list(others.values()))
     assert np.mean([not r.in_distribution for r in own]) <= 0.02
-    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [n for n, r in zip(others, foreign) if r.in_distribution]
+    assert np.mean([not r.in_distribution for r in foreign]) >= 0.95, [
+        n for n, r in zip(others, foreign) if r.in_distribution
+    ]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

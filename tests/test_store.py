@@ -36,11 +36,14 @@ def test_altered_weights_are_refused_and_others_still_load(models_copy):
     assert model.name == "efficientnetb3" and model.input_shape == (None, other.input_size, other.input_size, 3)
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda folder: (folder / "card.json").write_text("{not json"), "card.json is malformed"),
-    (lambda folder: (folder / "card.json").write_text(json.dumps({"input_size": 75})), "missing key 'threshold'"),
-    (lambda folder: (folder / "model.keras").unlink(), "model.keras is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda folder: (folder / "card.json").write_text("{not json"), "card.json is malformed"),
+        (lambda folder: (folder / "card.json").write_text(json.dumps({"input_size": 75})), "missing key 'threshold'"),
+        (lambda folder: (folder / "model.keras").unlink(), "model.keras is missing"),
+    ],
+)
 def test_broken_folders_are_listed_unavailable(models_copy, damage, reason):
     damage(models_copy / "scratch_cnn")
     entries = {entry.name: entry for entry in list_models(models_copy)}

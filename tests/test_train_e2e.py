@@ -43,12 +43,32 @@ def test_every_artefact_is_written(trained_models, name):
     assert set(card["class_weights"]) == {"0", "1"} and card["library_versions"]["keras"] == keras.__version__
     assert card["data"]["split_counts"]["test"]["melanoma"] > 0
     assert list(history.epoch) == [1, 2, 3] and list(history.learning_rate) == [0.003, 0.001, 0.0003]
-    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "trainable_layers"} <= set(history.columns)
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "trainable_layers"} <= set(
+        history.columns
+    )
     assert split.groupby("group").split.nunique().max() == 1
-    for key in ("roc_auc", "average_precision", "brier_score", "mean_probability_by_label", "ci95", "roc_curve", "pr_curve", "calibration"):
+    for key in (
+        "roc_auc",
+        "average_precision",
+        "brier_score",
+        "mean_probability_by_label",
+        "ci95",
+        "roc_curve",
+        "pr_curve",
+        "calibration",
+    ):
         assert key in metrics
     for at in ("at_0.5", "at_threshold"):
-        assert {"accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "confusion_matrix"} <= set(metrics[at])
+        assert {
+            "accuracy",
+            "balanced_accuracy",
+            "sensitivity",
+            "specificity",
+            "ppv",
+            "npv",
+            "f1",
+            "confusion_matrix",
+        } <= set(metrics[at])
     assert any((folder / "logs").rglob("*tfevents*"))
     assert not has_optimizer_state(folder / "model.keras")  # it would triple the file's size
     # safe mode: the shipped file has no Lambda layers and loads without trusting code
@@ -91,8 +111,24 @@ def test_holdout_source_tests_on_that_source_alone(tmp_path):
 
     data_dir = make_dataset(tmp_path / "data", "generic", n=60)
     labels = pd.read_csv(data_dir / "labels.csv")
-    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "models"), "--models", "scratch_cnn",
-                 "--weights", "none", "--epochs", "1", "--image-size", "32", "--holdout-source", "clinic_b"])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path / "models"),
+            "--models",
+            "scratch_cnn",
+            "--weights",
+            "none",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--holdout-source",
+            "clinic_b",
+        ]
+    )
     assert code == 0
     folder = tmp_path / "models" / "scratch_cnn" / "holdout-clinic_b"
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -111,9 +147,34 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
     data_dir = make_dataset(tmp_path / "data", "generic", n=40)
     weights, histories = [], []
     for run in ("first", "second"):
-        assert main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / run), "--models", "scratch_cnn",
-                     "--weights", "none", "--recipe", "cpu", "--epochs", "2", "--image-size", "32", "--batch-size", "16",
-                     "--epoch-images", "64", "--seed", "5", "--deterministic"]) == 0
+        assert (
+            main(
+                [
+                    "--data-dir",
+                    str(data_dir),
+                    "--output-dir",
+                    str(tmp_path / run),
+                    "--models",
+                    "scratch_cnn",
+                    "--weights",
+                    "none",
+                    "--recipe",
+                    "cpu",
+                    "--epochs",
+                    "2",
+                    "--image-size",
+                    "32",
+                    "--batch-size",
+                    "16",
+                    "--epoch-images",
+                    "64",
+                    "--seed",
+                    "5",
+                    "--deterministic",
+                ]
+            )
+            == 0
+        )
         weights.append(load_keras_model(find_model("scratch_cnn", tmp_path / run)).get_weights())
         histories.append(pd.read_csv(tmp_path / run / "scratch_cnn" / "history.csv").drop(columns="seconds"))
     assert all(np.array_equal(a, b) for a, b in zip(*weights)) and histories[0].equals(histories[1])
@@ -124,9 +185,31 @@ def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     data_dir, output_dir = trained_models
     shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
     before = pd.read_csv(tmp_path / "scratch_cnn" / "split.csv")
-    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--weights", "none",
-                 "--epochs", "4", "--image-size", "75", "--batch-size", "16", "--epoch-images", "480",
-                 "--learning-rates", "0.003,0.001,0.0003", "--seed", "1", "--resume"])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--models",
+            "scratch_cnn",
+            "--weights",
+            "none",
+            "--epochs",
+            "4",
+            "--image-size",
+            "75",
+            "--batch-size",
+            "16",
+            "--epoch-images",
+            "480",
+            "--learning-rates",
+            "0.003,0.001,0.0003",
+            "--seed",
+            "1",
+            "--resume",
+        ]
+    )
     assert code == 0
     history = pd.read_csv(tmp_path / "scratch_cnn" / "history.csv")
     assert list(history.epoch) == [1, 2, 3, 4]  # three epochs kept, one more trained
@@ -140,8 +223,23 @@ def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path
     data_dir, output_dir = trained_models
     shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn", ignore=shutil.ignore_patterns("checkpoint"))
     weights = (tmp_path / "scratch_cnn" / "model.keras").read_bytes()
-    code = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--weights", "none",
-                 "--epochs", "4", "--image-size", "75", "--resume"])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--models",
+            "scratch_cnn",
+            "--weights",
+            "none",
+            "--epochs",
+            "4",
+            "--image-size",
+            "75",
+            "--resume",
+        ]
+    )
     assert code == 2
     assert "--resume found no checkpoint for scratch_cnn" in capsys.readouterr().err
     assert (tmp_path / "scratch_cnn" / "model.keras").read_bytes() == weights
@@ -172,9 +270,30 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
 
     data_dir = make_dataset(tmp_path / "data", "generic", n=60)
     output_dir = tmp_path / "models"
-    command = [sys.executable, "-m", "train.run", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
-               "--models", "scratch_cnn", "--weights", "none", "--epochs", "3", "--image-size", "48",
-               "--epoch-images", "3200", "--batch-size", "32", "--seed", "3", "--resume"]
+    command = [
+        sys.executable,
+        "-m",
+        "train.run",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(output_dir),
+        "--models",
+        "scratch_cnn",
+        "--weights",
+        "none",
+        "--epochs",
+        "3",
+        "--image-size",
+        "48",
+        "--epoch-images",
+        "3200",
+        "--batch-size",
+        "32",
+        "--seed",
+        "3",
+        "--resume",
+    ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = output_dir / "scratch_cnn" / "checkpoint" / "state.json"
@@ -214,21 +333,43 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
     from tests.synthetic import make_dataset
 
     data_dir = make_dataset(tmp_path / "data", "generic", n=20)
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}, '
-                                    '"task": {"type": "worker", "index": 0}}')
-    assert main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), "--models", "scratch_cnn",
-                 "--weights", "none", "--epochs", "1", "--image-size", "32"]) == 2
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        '{"cluster": {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}, "task": {"type": "worker", "index": 0}}',
+    )
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(data_dir),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--models",
+                "scratch_cnn",
+                "--weights",
+                "none",
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "MultiWorkerMirroredStrategy" in error and "keras-team/keras#20585" in error and "Unset TF_CONFIG" in error
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag, value, expected", [
-    ("--learning-rates", "0.001,0.0001", "one rate per phase of the study recipe (3); got 2"),
-    ("--split", "0.8,0.3,0.1", "three non-negative fractions"),
-    ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
-    ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
-])
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--learning-rates", "0.001,0.0001", "one rate per phase of the study recipe (3); got 2"),
+        ("--split", "0.8,0.3,0.1", "three non-negative fractions"),
+        ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
+        ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
+    ],
+)
 def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, value, expected):
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path / "nowhere"), "--models", "scratch_cnn", flag, value])

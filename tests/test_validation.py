@@ -1,4 +1,4 @@
-"""Validation on a clinician's own labelled images: the zip's checks, the shared scoring, train.evaluate and the page."""
+"""Validation on a clinician's own labelled images: the zip's checks, the shared scoring, train.evaluate, the page."""
 
 import io
 import json
@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
-from melanoma import plots, validation
+from melanoma import diagnoses, plots, validation
 from melanoma.combined import CombinedSpec
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from melanoma.progress import TerminalProgress
 from melanoma.validation import operating_point, read_zip
+from tests.conftest import DIAGNOSIS_MODEL
+from tests.synthetic import make_dataset
 from train import evaluate
 
 
@@ -40,6 +42,15 @@ def fixture_zip(data_dir, count: int | None = None, folder: str = "batch/") -> t
     return make_zip(files), dict(zip(table.image_id, table.label))
 
 
+def diagnosis_zip(dx_dir: Path) -> bytes:
+    """The fixture's seven-diagnosis set as a zip whose labels.csv has image_id,dx (lower case; no label column)."""
+    table = load_labelled_images(dx_dir).table
+    files = {f"{row.image_id}.jpg": Path(row.path).read_bytes() for row in table.itertuples()}
+    rows = "".join(f"{image_id},{dx.lower()}\n" for image_id, dx in zip(table.image_id, table.dx))
+    files["labels.csv"] = f"image_id,dx\n{rows}".encode()
+    return make_zip(files)
+
+
 def problems(data: bytes, upload: str = "upload.zip") -> str:
     with pytest.raises(DataError) as raised:
         read_zip(data, upload)
@@ -48,18 +59,27 @@ def problems(data: bytes, upload: str = "upload.zip") -> str:
 
 # --- scoring: one implementation behind the page and train.evaluate ---------------------------------------
 
+
 def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_models, tmp_path):
     data_dir, output_dir = trained_models
     upload = read_zip(fixture_zip(data_dir)[0])
     predictors = [load_predictor(name, output_dir) for name in ("scratch_cnn", "efficientnet_lite0")]
     spec = CombinedSpec(("scratch_cnn", "efficientnet_lite0"), 0.3, {})
     result = validation.validate(predictors, upload.images, upload.read, spec)
-    assert [r.name for r in result.results] == ["scratch_cnn", "efficientnet_lite0", "combined (scratch_cnn + efficientnet_lite0)"]
+    assert [r.name for r in result.results] == [
+        "scratch_cnn",
+        "efficientnet_lite0",
+        "combined (scratch_cnn + efficientnet_lite0)",
+    ]
     assert len(result.labels) == 120 and not result.skipped and upload.warnings == []
 
     out = tmp_path / "metrics.json"
-    assert evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir),
-                          "--out", str(out)]) == 0
+    assert (
+        evaluate.main(
+            ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]
+        )
+        == 0
+    )
     from_cli = json.loads(out.read_text())
     assert result.results[0].metrics["roc_auc"] == from_cli["roc_auc"]
     assert result.results[0].metrics["ci95"] == from_cli["ci95"]
@@ -75,7 +95,9 @@ def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_mo
     combined = result.results[2]
     assert np.allclose(combined.probabilities, (direct[0] + direct[1]) / 2, atol=1e-6)
     assert combined.threshold == 0.3 and combined.metrics["at_threshold"]["threshold"] == 0.3
-    assert np.array_equal(combined.in_distribution, result.results[0].in_distribution & result.results[1].in_distribution)
+    assert np.array_equal(
+        combined.in_distribution, result.results[0].in_distribution & result.results[1].in_distribution
+    )
 
 
 def test_a_corrupt_image_is_reported_and_the_others_are_scored(trained_models):
@@ -88,7 +110,10 @@ def test_a_corrupt_image_is_reported_and_the_others_are_scored(trained_models):
     assert len(upload.images) == 42
     result = validation.validate([load_predictor("scratch_cnn", output_dir)], upload.images, upload.read)
     assert len(result.skipped) == 2
-    assert "broken.jpg: this is not a readable image" in result.skipped[0] and "empty.png: the file is empty" in result.skipped[1]
+    assert (
+        "broken.jpg: this is not a readable image" in result.skipped[0]
+        and "empty.png: the file is empty" in result.skipped[1]
+    )
     assert len(result.labels) == 40 and result.results[0].metrics["n_images"] == 40
     assert "broken" not in {image.image_id for image in result.images}
 
@@ -113,8 +138,12 @@ def test_the_gate_count_is_reported_and_the_rejected_images_are_counted(trained_
     letter = [image.image_id for image in result.images].index("letter")
     assert not model.in_distribution[letter] and model.not_assessed >= 1
     row = plots.validation_table(result).iloc[0]
-    assert row["Not assessed by the gate (melanomas)"] == f"{model.not_assessed} ({result.not_assessed_melanomas(model)})"
-    assert row["ROC AUC"] == model.metrics["roc_auc"] and row["Images (melanomas)"] == f"31 ({int(result.labels.sum())})"
+    assert (
+        row["Not assessed by the gate (melanomas)"] == f"{model.not_assessed} ({result.not_assessed_melanomas(model)})"
+    )
+    assert (
+        row["ROC AUC"] == model.metrics["roc_auc"] and row["Images (melanomas)"] == f"31 ({int(result.labels.sum())})"
+    )
 
 
 def test_train_evaluate_skips_a_corrupt_image_and_says_so(trained_models, tmp_path, capsys):
@@ -123,12 +152,104 @@ def test_train_evaluate_skips_a_corrupt_image_and_says_so(trained_models, tmp_pa
     shutil.copytree(data_dir, copy)
     (copy / "images" / "ISIC_0000005.jpg").write_bytes(b"garbage")
     out = tmp_path / "metrics.json"
-    code = evaluate.main(["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(copy), "--out", str(out)])
+    code = evaluate.main(
+        ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(copy), "--out", str(out)]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "skipped" in captured.err and "ISIC_0000005.jpg" in captured.err
     assert "scored" not in captured.err  # no progress line when stderr is not a terminal
     assert json.loads(out.read_text())["n_images"] == 119
-    assert json.loads(captured.out[captured.out.index("{"):])["not_assessed_by_gate"] >= 0
+    assert json.loads(captured.out[captured.out.index("{") :])["not_assessed_by_gate"] >= 0
+
+
+def test_a_zip_with_diagnoses_gives_the_share_flagged_and_the_diagnosis_models_metrics(trained_models, tmp_path):
+    _, output_dir = trained_models
+    dx_dir = output_dir.parent / "diagnosis_data"
+    upload = read_zip(diagnosis_zip(dx_dir))
+    predictors = [load_predictor(name, output_dir) for name in ("scratch_cnn", DIAGNOSIS_MODEL)]
+    result = validation.validate(predictors, upload.images, upload.read)
+    assert result.has_diagnoses and result.notes == [] and len(result.labels) == 140
+
+    # The readings equal Predictor.scores on each image read from disk, and every number is recomputed from them.
+    table = load_labelled_images(dx_dir).table.set_index("image_id").loc[[image.image_id for image in result.images]]
+    codes = table.dx.to_numpy()
+    assert list(result.codes) == list(codes) and list(result.labels) == list(table.label)
+    pixels = [read_image(path).pixels for path in table.path]
+    for predictor, model in zip(predictors, result.results):
+        assert np.allclose(model.probabilities, predictor.scores(pixels).melanoma, atol=1e-6)
+        flagged = model.metrics["flagged_by_diagnosis"]
+        for code in diagnoses.CODES:
+            shown = model.probabilities[codes == code]
+            assert flagged[code] == {"n": 20, "flagged": pytest.approx(np.mean(shown >= predictor.threshold))}
+    assert "diagnoses" not in result.results[0].metrics and result.results[0].diagnoses is None
+    model = result.results[1]
+    assert np.allclose(model.diagnoses, predictors[1].scores(pixels).diagnoses, atol=1e-6)
+    predicted = np.array(diagnoses.CODES)[model.diagnoses.argmax(axis=1)]
+    measured = model.metrics["diagnoses"]
+    assert measured["confusion_matrix"] == confusion_matrix(codes, predicted, labels=list(diagnoses.CODES)).tolist()
+    assert measured["balanced_multiclass_accuracy"] == pytest.approx(balanced_accuracy_score(codes, predicted))
+    assert measured["recall"]["BKL"] == pytest.approx(np.mean(predicted[codes == "BKL"] == "BKL"))
+    cancer = np.isin(codes, ["MEL", "BCC", "AKIEC"])
+    malignant = model.diagnoses[:, [0, 2, 3]].sum(axis=1)  # columns in CODES order: MEL, NV, BCC, AKIEC, ...
+    assert measured["malignant"]["roc_auc"] == pytest.approx(roc_auc_score(cancer, malignant))
+    at = predictors[1].entry.malignant_threshold
+    assert measured["malignant"]["at_threshold"]["sensitivity"] == pytest.approx(np.mean(malignant[cancer] >= at))
+    assert measured["malignant"]["at_threshold"]["specificity"] == pytest.approx(np.mean(malignant[~cancer] < at))
+    per_image = validation.per_image_table(result)
+    assert list(per_image.dx) == list(codes)
+    assert list(per_image[f"{DIAGNOSIS_MODEL} most probable diagnosis"]) == list(predicted)
+
+    # train.evaluate on the same folder writes the same numbers and prints them.
+    out = tmp_path / "metrics.json"
+    assert (
+        evaluate.main(
+            ["--model", DIAGNOSIS_MODEL, "--models-dir", str(output_dir), "--data-dir", str(dx_dir), "--out", str(out)]
+        )
+        == 0
+    )
+    from_cli = json.loads(out.read_text())
+    assert from_cli["diagnoses"] == measured
+    assert from_cli["flagged_by_diagnosis"] == model.metrics["flagged_by_diagnosis"]
+
+
+def test_a_diagnosis_model_on_binary_labels_says_dx_is_needed_and_the_rest_is_as_before(trained_models):
+    data_dir, output_dir = trained_models
+    upload = read_zip(fixture_zip(data_dir, count=40)[0])
+    scratch = load_predictor("scratch_cnn", output_dir)
+    alone = validation.validate([scratch], upload.images, upload.read)
+    assert alone.notes == [] and not alone.has_diagnoses  # binary labels and melanoma models: nothing new
+    assert not {"flagged_by_diagnosis", "diagnoses"} & set(alone.results[0].metrics)
+    both = validation.validate([scratch, load_predictor(DIAGNOSIS_MODEL, output_dir)], upload.images, upload.read)
+    assert both.notes == [
+        f"Left out: the share of each diagnosis flagged and the multi-class metrics of "
+        f"{DIAGNOSIS_MODEL}. They need every image's diagnosis, and 0 of 40 scored images have one. "
+        "Give each image its dx: a dx column in labels.csv with one of MEL, NV, BCC, AKIEC, BKL, DF, "
+        "VASC per image, or ISIC 2018 Task 3's one-hot ground truth."
+    ]
+    assert both.results[0].metrics == alone.results[0].metrics
+    assert not {"flagged_by_diagnosis", "diagnoses"} & set(both.results[1].metrics)
+    entries = [result.entry for result in both.results]
+    assert plots.diagnosis_models(entries) == [] and plots.flagged_table(entries).empty
+
+
+def test_train_evaluate_reads_isic_one_hot_ground_truth_and_prints_the_share_flagged(trained_models, tmp_path, capsys):
+    _, output_dir = trained_models
+    isic = make_dataset(tmp_path / "isic", "isic2018", n=24)
+    out = tmp_path / "metrics.json"
+    assert (
+        evaluate.main(
+            ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(isic), "--out", str(out)]
+        )
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+    flagged, rates = metrics["flagged_by_diagnosis"], metrics["at_threshold"]
+    # Every image is a MEL or an NV: the share of MELs flagged is the sensitivity, of NVs one minus the specificity.
+    assert flagged["MEL"] == {"n": metrics["n_melanoma"], "flagged": pytest.approx(rates["sensitivity"])}
+    assert flagged["NV"] == {"n": 24 - metrics["n_melanoma"], "flagged": pytest.approx(1 - rates["specificity"])}
+    assert flagged["BCC"] == {"n": 0, "flagged": None}
+    printed = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert printed["flagged_by_diagnosis"] == {code: counts["flagged"] for code, counts in flagged.items()}
 
 
 def test_progress_is_shown_at_a_terminal_only():
@@ -146,6 +267,7 @@ def test_progress_is_shown_at_a_terminal_only():
 
 # --- the threshold for a chosen sensitivity ---------------------------------------------------------------
 
+
 def test_threshold_for_a_target_sensitivity_on_hand_made_scores():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.65, 0.5, 0.3, 0.1])
@@ -160,6 +282,7 @@ def test_threshold_for_a_target_sensitivity_on_hand_made_scores():
 
 # --- the zip's checks: each refusal names the files -------------------------------------------------------
 
+
 def test_not_a_zip():
     assert "notes.zip: not a zip archive" in problems(b"image_id,label\n", "notes.zip")
 
@@ -170,35 +293,105 @@ def test_missing_labels_csv_names_where_it_was_found():
     assert "found only deeper: a/b/labels.csv" in deeper
 
 
-@pytest.mark.parametrize("csv, expected", [
-    (b"image_id,diagnosis\na,mel\n", "batch/labels.csv: missing column(s) label; expected image_id,label, found image_id, diagnosis"),
-    (b"image_id,label\na,1\nb,2\n", "batch/labels.csv line 3: label '2' for b is not 0 or 1"),
-    (b"image_id,label\na,1\nb,0\na,0\n", "batch/labels.csv line 4: a is listed more than once (first on line 2)"),
-    (b"", "batch/labels.csv: cannot be read as CSV"),
-])
+@pytest.mark.parametrize(
+    "csv, expected",
+    [
+        (
+            b"image_id,diagnosis\na,mel\n",
+            (
+                "batch/labels.csv: missing column(s) label; expected image_id,label "
+                "(1 = melanoma, 0 = other), image_id,dx (MEL, NV, BCC, AKIEC, BKL, DF, VASC) "
+                "or both, found image_id, diagnosis"
+            ),
+        ),
+        (b"image_id,label\na,1\nb,2\n", "batch/labels.csv line 3: label '2' for b is not 0 or 1"),
+        (b"image_id,label\na,1\nb,0\na,0\n", "batch/labels.csv line 4: a is listed more than once (first on line 2)"),
+        (b"", "batch/labels.csv: cannot be read as CSV"),
+    ],
+)
 def test_a_malformed_labels_csv_is_refused_by_line(csv, expected):
     assert expected in problems(make_zip({"batch/labels.csv": csv, "batch/a.jpg": b"x", "batch/b.jpg": b"x"}))
+
+
+def test_an_unknown_dx_code_is_refused_by_line_with_the_allowed_codes():
+    csv = b"image_id,label,dx\na,1,mel\nb,0,naevus\nc,0,\n"
+    message = problems(make_zip({"batch/labels.csv": csv, **{f"batch/{i}.jpg": b"x" for i in "abc"}}))
+    assert (
+        "batch/labels.csv line 3: unknown dx 'naevus' for b; expected one of MEL, NV, BCC, AKIEC, BKL, DF, VASC "
+        "(any case)"
+    ) in message
+    assert "1 problem(s)" in message  # 'mel' in lower case, and an empty dx (not known), are accepted
+
+
+@pytest.mark.parametrize(
+    "csv, expected",
+    [
+        (
+            b"image_id,label,dx\na,0,MEL\n",
+            "labels.csv line 2: label '0' contradicts dx 'MEL' for a; label is 1 exactly when dx is MEL",
+        ),
+        (
+            b"image_id,dx\na,MEL\nb,\n",
+            "labels.csv line 3: no dx for b, and no label column to tell whether it is a melanoma",
+        ),
+    ],
+)
+def test_a_label_that_dx_contradicts_or_cannot_give_is_refused(csv, expected):
+    assert expected in problems(make_zip({"labels.csv": csv, "a.jpg": b"x", "b.jpg": b"x"}))
+
+
+def test_a_dx_column_gives_each_image_its_diagnosis_and_the_label_follows_from_it():
+    csv = b"image_id,dx,group\na,mel,l1\nb,Bcc,l2\nc,NV,l3\n"
+    upload = read_zip(make_zip({"labels.csv": csv, **{f"{i}.jpg": b"x" for i in "abc"}}))
+    assert [(i.image_id, i.label, i.dx) for i in upload.images] == [("a", 1, "MEL"), ("b", 0, "BCC"), ("c", 0, "NV")]
+    binary = read_zip(make_zip({"labels.csv": labels_csv([("a", 1), ("b", 0)]), "a.jpg": b"x", "b.jpg": b"x"}))
+    assert [(i.label, i.dx) for i in binary.images] == [(1, ""), (0, "")]
+
+
+def test_isic_2018_task_3_one_hot_ground_truth_is_read_from_a_zip():
+    header = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+    rows = "a,1.0,0.0,0.0,0.0,0.0,0.0,0.0\nb,0.0,0.0,0.0,0.0,1.0,0.0,0.0\n"
+    files = {"ISIC2018_Task3_Test_Input/a.jpg": b"x", "ISIC2018_Task3_Test_Input/b.jpg": b"x"}
+    upload = read_zip(make_zip({"ISIC2018_Task3_Test_GroundTruth.csv": (header + rows).encode(), **files}))
+    assert [(i.image_id, i.label, i.dx) for i in upload.images] == [("a", 1, "MEL"), ("b", 0, "BKL")]
+    broken = make_zip({"ISIC2018_Task3_Test_GroundTruth.csv": (header + rows + "c,0,0,1,0,1,0,0\n").encode(), **files})
+    assert (
+        "ISIC2018_Task3_Test_GroundTruth.csv line 4: c is not one-hot over MEL, NV, BCC, AKIEC, BKL, DF, VASC"
+        in problems(broken)
+    )
 
 
 def test_unmatched_labels_and_images_are_named_a_few_then_counted():
     rows = [(f"id{i}", i % 2) for i in range(10)]
     files = {f"set/id{i}.JPEG": b"x" for i in range(2)}  # any accepted extension, in any case
     files.update({f"set/extra{i}.png": b"x" for i in range(7)})
-    files.update({"set/labels.csv": labels_csv(rows), "set/notes.txt": b"ignored",
-                  "__MACOSX/set/._id0.JPEG": b"resource fork", "set/.DS_Store": b"", "set/._id1.JPEG": b""})
+    files.update(
+        {
+            "set/labels.csv": labels_csv(rows),
+            "set/notes.txt": b"ignored",
+            "__MACOSX/set/._id0.JPEG": b"resource fork",
+            "set/.DS_Store": b"",
+            "set/._id1.JPEG": b"",
+        }
+    )
     upload = read_zip(make_zip(files))
     assert [image.image_id for image in upload.images] == ["id0", "id1"] and [i.label for i in upload.images] == [0, 1]
     assert upload.warnings == [
         "8 label(s) in labels.csv have no image in the upload: id2, id3, id4, id5, id6 and 3 more. They are left out.",
-        ("7 image(s) in the upload have no label in labels.csv: set/extra0.png, set/extra1.png, set/extra2.png, "
-        "set/extra3.png, set/extra4.png and 2 more. They are left out."),
+        (
+            "7 image(s) in the upload have no label in labels.csv: set/extra0.png, set/extra1.png, set/extra2.png, "
+            "set/extra3.png, set/extra4.png and 2 more. They are left out."
+        ),
     ]
 
 
 def test_one_class_only_or_nothing_matched_is_refused():
     assert "no melanoma (label 1) among the 2 labelled images" in problems(
-        make_zip({"labels.csv": labels_csv([("a", 0), ("b", 0)]), "a.jpg": b"x", "b.jpg": b"x"}))
-    assert "no image in upload.zip matches a label" in problems(make_zip({"labels.csv": labels_csv([("a", 0)]), "z.jpg": b"x"}))
+        make_zip({"labels.csv": labels_csv([("a", 0), ("b", 0)]), "a.jpg": b"x", "b.jpg": b"x"})
+    )
+    assert "no image in upload.zip matches a label" in problems(
+        make_zip({"labels.csv": labels_csv([("a", 0)]), "z.jpg": b"x"})
+    )
 
 
 def test_one_image_id_for_two_files_is_refused():
@@ -226,6 +419,7 @@ def test_a_zip_bomb_is_refused_without_decompressing_anything(monkeypatch):
 
 # --- the page ---------------------------------------------------------------------------------------------
 
+
 def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(trained_models, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -244,7 +438,10 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
     assert not at.exception and calls == [1]
     table = at.dataframe[0].value
     spec = CombinedSpec.load(output_dir)
-    assert set(table.Model[:-1]) == set(DEFAULT_MODELS) and table.Model.iloc[-1] == f"combined ({' + '.join(spec.members)})"
+    assert set(table.Model[:-1]) == {*DEFAULT_MODELS, DIAGNOSIS_MODEL}
+    assert table.Model.iloc[-1] == f"combined ({' + '.join(spec.members)})"
+    # Binary labels: the diagnosis model's multi-class metrics are left out, and a note says why.
+    assert any(info.value.startswith("Left out: the share of each diagnosis flagged") for info in at.info)
     predictor = load_predictor("scratch_cnn", output_dir)
     ids = list(labels)
     probabilities = predictor.probabilities([read_image(str(data_dir / "images" / f"{i}.jpg")).pixels for i in ids])

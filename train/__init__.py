@@ -1,4 +1,5 @@
-"""The offline pipeline: `python -m train.run`, `train.evaluate`, `train.calibrate`, `train.combine`, `train.gate_check`.
+"""The offline pipeline: `python -m train.run`, `train.evaluate`, `train.calibrate`, `train.combine`,
+`train.gate_check`.
 
 Each tool imports TensorFlow at module level (through Keras), before its arguments are parsed, so
 the package imports it quietly first (melanoma.framework); `--framework-logs`, which every tool

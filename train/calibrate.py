@@ -20,17 +20,24 @@ import numpy as np
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
-from melanoma.files import sha256_of, write_json
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
-from melanoma.metrics import (evaluate_diagnoses, evaluate_predictions, flagged_by_diagnosis, reliability_evidence,
-                              threshold_for_sensitivity, threshold_rule)
+from melanoma.files import sha256_of, write_json
+from melanoma.metrics import (
+    evaluate_diagnoses,
+    evaluate_predictions,
+    flagged_by_diagnosis,
+    reliability_evidence,
+    threshold_for_sensitivity,
+    threshold_rule,
+)
 from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
 from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE, ModelUnavailableError, ServingSpec
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 
-def calibrate_and_evaluate(labels: dict[str, np.ndarray], raw: dict[str, np.ndarray], target_sensitivity: float,
-                           seed: int = 0):
+def calibrate_and_evaluate(
+    labels: dict[str, np.ndarray], raw: dict[str, np.ndarray], target_sensitivity: float, seed: int = 0
+):
     """Fit calibration on validation, threshold on calibrated validation, metrics on calibrated test.
 
     Returns (calibration, threshold, metrics); metrics also says what calibration changed on the
@@ -64,13 +71,32 @@ class Calibrated:
     class_calibration: ClassCalibration | None = None  # a diagnosis model's
     malignant_threshold: float | None = None  # a diagnosis model's
 
+    def card_fields(self, input_size: int, tta: bool, ood: dict | None, target_sensitivity: float) -> dict:
+        """What the card says of serving and the operating thresholds, with the rules that chose them."""
+        fields = {
+            "serving": self.serving(input_size, tta, ood).to_dict(),
+            "threshold": self.threshold,
+            "threshold_rule": threshold_rule(target_sensitivity),
+        }
+        if self.malignant_threshold is not None:
+            fields["malignant_threshold"] = self.malignant_threshold
+            fields["malignant_threshold_rule"] = (
+                f"on P({' + '.join(diagnoses.MALIGNANT)}): {threshold_rule(target_sensitivity)} for skin cancer"
+            )
+        return fields
+
     def serving(self, input_size: int, tta: bool, ood: dict | None) -> ServingSpec:
         classes = diagnoses.CODES if self.class_calibration else ()
         return ServingSpec(input_size, tta, self.calibration, ood, classes, self.class_calibration)
 
 
-def calibrate_outputs(labels: dict[str, np.ndarray], codes: dict[str, list[str]], raw: dict[str, np.ndarray],
-                      target_sensitivity: float, seed: int = 0) -> Calibrated:
+def calibrate_outputs(
+    labels: dict[str, np.ndarray],
+    codes: dict[str, list[str]],
+    raw: dict[str, np.ndarray],
+    target_sensitivity: float,
+    seed: int = 0,
+) -> Calibrated:
     """Calibrate a network's raw validation and test outputs and measure the test split.
 
     A melanoma model's outputs are (n,) probabilities. A diagnosis model's are (n, 7): its P(MEL)
@@ -83,18 +109,27 @@ def calibrate_outputs(labels: dict[str, np.ndarray], codes: dict[str, list[str]]
     column = diagnoses.index_of(diagnoses.MELANOMA)
     melanoma_raw = {split: outputs[:, column] if is_diagnosis else outputs for split, outputs in raw.items()}
     calibration, threshold, metrics = calibrate_and_evaluate(labels, melanoma_raw, target_sensitivity, seed=seed)
-    metrics["reliability_evidence"] = reliability_evidence(np.concatenate([labels["val"], labels["test"]]),
-                                                           calibration(np.concatenate([melanoma_raw["val"], melanoma_raw["test"]])))
+    metrics["reliability_evidence"] = reliability_evidence(
+        np.concatenate([labels["val"], labels["test"]]),
+        calibration(np.concatenate([melanoma_raw["val"], melanoma_raw["test"]])),
+    )
     if all(codes["test"]):
-        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes["test"], calibration(melanoma_raw["test"]), threshold)
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(
+            codes["test"], calibration(melanoma_raw["test"]), threshold
+        )
     if not is_diagnosis:
         return Calibrated(calibration, threshold, metrics)
     class_calibration = fit_class_calibration(codes["val"], raw["val"])
-    probabilities = {split: diagnoses.with_melanoma_probability(class_calibration.logits(raw[split]),
-                                                                calibration(melanoma_raw[split])) for split in raw}
+    probabilities = {
+        split: diagnoses.with_melanoma_probability(
+            class_calibration.logits(raw[split]), calibration(melanoma_raw[split])
+        )
+        for split in raw
+    }
     malignant_val = np.isin(codes["val"], diagnoses.MALIGNANT).astype(int)
-    malignant_threshold = threshold_for_sensitivity(malignant_val, diagnoses.malignant_probability(probabilities["val"]),
-                                                    target_sensitivity)
+    malignant_threshold = threshold_for_sensitivity(
+        malignant_val, diagnoses.malignant_probability(probabilities["val"]), target_sensitivity
+    )
     metrics["diagnoses"] = evaluate_diagnoses(codes["test"], probabilities["test"], malignant_threshold, seed=seed)
     return Calibrated(calibration, threshold, metrics, class_calibration, malignant_threshold)
 
@@ -118,12 +153,16 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
     sample = sorted(rng.permutation(len(train_paths))[:GATE_TRAINING_IMAGES])
     train_features = features_of(extractor, load_pixels([train_paths[i] for i in sample], FEATURES_SIZE))
     gate = FeatureGate.fit(train_features, features_of(extractor, load_pixels(val_paths, FEATURES_SIZE)))
-    return {"file": GATE_FILE, "sha256": gate.save(folder / GATE_FILE),
-            "features": os.path.relpath(features_path, folder), "features_sha256": sha256_of(features_path),
-            "method": f"Mahalanobis distance in the top {len(gate.variances)} principal directions of ImageNet "
-                      "EfficientNet-Lite0 features, plus the energy outside them",
-            "fitted_on": f"{len(sample)} training images; threshold at the {VALIDATION_PERCENTILE:g}th percentile of "
-                         "the validation split"}
+    return {
+        "file": GATE_FILE,
+        "sha256": gate.save(folder / GATE_FILE),
+        "features": os.path.relpath(features_path, folder),
+        "features_sha256": sha256_of(features_path),
+        "method": f"Mahalanobis distance in the top {len(gate.variances)} principal directions of ImageNet "
+        "EfficientNet-Lite0 features, plus the energy outside them",
+        "fitted_on": f"{len(sample)} training images; threshold at the {VALIDATION_PERCENTILE:g}th percentile of "
+        "the validation split",
+    }
 
 
 def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sensitivity: float) -> dict:
@@ -148,11 +187,8 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
         if key in entry.metrics:
             metrics[key] = entry.metrics[key]
     ood = fit_gate(list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed)
-    serving = fitted.serving(entry.input_size, predictor.serving.test_time_augmentation, ood)
-    card = {**entry.card, "serving": serving.to_dict(), "threshold": fitted.threshold,
-            "threshold_rule": threshold_rule(target_sensitivity)}
-    if fitted.malignant_threshold is not None:
-        card["malignant_threshold"] = fitted.malignant_threshold
+    tta = predictor.serving.test_time_augmentation
+    card = {**entry.card, **fitted.card_fields(entry.input_size, tta, ood, target_sensitivity)}
     if sha256_of(entry.folder / MODEL_FILE) != card["sha256"]:
         raise ModelUnavailableError(f"{name}: {MODEL_FILE} changed while calibrating; nothing was written.")
     write_json(entry.folder / METRICS_FILE, metrics)
@@ -167,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in chosen_models(args):
             effect = recalibrate_installed(name, args.models_dir, args.data_dir, args.target_sensitivity)
-            print(f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
-                  f"Brier {effect['test_brier_before']:.3f} -> {effect['test_brier_after']:.3f}")
+            print(
+                f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
+                f"Brier {effect['test_brier_before']:.3f} -> {effect['test_brier_after']:.3f}"
+            )
     except (DataError, ModelUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

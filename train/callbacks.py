@@ -16,8 +16,19 @@ CHECKPOINT_DIR = "checkpoint"  # beside the model, out of git: what --resume con
 BEST_WEIGHTS = "best.weights.h5"  # the best validation AUC so far, which the run ships
 LAST_MODEL = "last.keras"  # the last completed epoch, with the optimizer
 STATE_FILE = "state.json"  # epochs done and the best validation AUC
-HISTORY_COLUMNS = ["epoch", "phase", "learning_rate", "trainable_layers", "loss", "accuracy", "auc",
-                   "val_loss", "val_accuracy", "val_auc", "seconds"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "phase",
+    "learning_rate",
+    "trainable_layers",
+    "loss",
+    "accuracy",
+    "auc",
+    "val_loss",
+    "val_accuracy",
+    "val_auc",
+    "seconds",
+]
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -33,8 +44,15 @@ class EpochRecorder(keras.callbacks.Callback):
     and the best validation AUC so far. ModelCheckpoint alone covers neither.
     """
 
-    def __init__(self, folder: Path, history: list[dict], best_val_auc: float, phase: int,
-                 trainable_layers: int, learning_rate: float):
+    def __init__(
+        self,
+        folder: Path,
+        history: list[dict],
+        best_val_auc: float,
+        phase: int,
+        trainable_layers: int,
+        learning_rate: float,
+    ):
         super().__init__()
         self.folder = folder
         self.history = history
@@ -47,12 +65,19 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"epoch": epoch + 1, "phase": self.phase, "learning_rate": self.learning_rate,
-               "trainable_layers": self.trainable_layers, "seconds": round(time.monotonic() - self.started, 1)}
+        row = {
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            "learning_rate": self.learning_rate,
+            "trainable_layers": self.trainable_layers,
+            "seconds": round(time.monotonic() - self.started, 1),
+        }
         row.update({key: float(logs[key]) for key in HISTORY_COLUMNS if key in logs})
         self.history.append(row)
-        atomic_write(self.folder / HISTORY_FILE,
-                     lambda p: pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(p, index=False))
+        atomic_write(
+            self.folder / HISTORY_FILE,
+            lambda p: pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(p, index=False),
+        )
         val_auc = float(logs.get("val_auc", float("-inf")))
         checkpoint = self.folder / CHECKPOINT_DIR
         if val_auc > self.best_val_auc:

@@ -41,8 +41,14 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
         groups.setdefault(split_key(splits[predictor.name]), []).append(predictor)
     chosen = max(groups.values(), key=len)
     reference = chosen[0].name
-    left_out = {p.name: (f"validated and tested on other images than {reference}; retrain it with the same data and "
-                         "--seed to make it a candidate") for p in predictors if p not in chosen}
+    left_out = {
+        p.name: (
+            f"validated and tested on other images than {reference}; retrain it with the same data and "
+            "--seed to make it a candidate"
+        )
+        for p in predictors
+        if p not in chosen
+    }
     return splits[reference], chosen, left_out
 
 
@@ -84,17 +90,28 @@ def main(argv: list[str] | None = None) -> int:
     metrics["validation_roc_auc"] = selection["validation_roc_auc"]
     if all(parts["test"].dx):
         metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(list(parts["test"].dx), combined["test"], threshold)
-    selection["candidates_test_roc_auc"] = {name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()}
-    write_json(f"{args.models_dir}/{COMBINED_FILE}", {
-        "members": members, "combination": "mean of the members' calibrated probabilities",
-        "selection_rule": "forward selection by validation ROC AUC (each member must add at least 0.001); "
-                          "the test split chooses nothing",
-        "threshold": threshold,
-        "threshold_rule": threshold_rule(args.target_sensitivity),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "selection": selection, "metrics": metrics})
-    print(f"combined reading of {', '.join(members)}: validation ROC AUC {selection['validation_roc_auc']:.3f}, "
-          f"test ROC AUC {metrics['roc_auc']:.3f}, threshold {threshold:.3f}, sensitivity "
-          f"{metrics['at_threshold']['sensitivity']:.3f}, specificity {metrics['at_threshold']['specificity']:.3f}")
+    selection["candidates_test_roc_auc"] = {
+        name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()
+    }
+    write_json(
+        f"{args.models_dir}/{COMBINED_FILE}",
+        {
+            "members": members,
+            "combination": "mean of the members' calibrated probabilities",
+            "selection_rule": "forward selection by validation ROC AUC (each member must add at least 0.001); "
+            "the test split chooses nothing",
+            "threshold": threshold,
+            "threshold_rule": threshold_rule(args.target_sensitivity),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "selection": selection,
+            "metrics": metrics,
+        },
+    )
+    print(
+        f"combined reading of {', '.join(members)}: validation ROC AUC {selection['validation_roc_auc']:.3f}, "
+        f"test ROC AUC {metrics['roc_auc']:.3f}, threshold {threshold:.3f}, sensitivity "
+        f"{metrics['at_threshold']['sensitivity']:.3f}, specificity {metrics['at_threshold']['specificity']:.3f}"
+    )
     for name, reason in selection["left_out"].items():
         print(f"  left out {name}: {reason}")
     return 0

@@ -6,6 +6,12 @@ code as the app's "Validate on your images" page (melanoma.validation). Without 
 is printed, so a model's shipped metrics are never overwritten by accident. An image that does
 not decode is reported on stderr and left out, and the exit status is 1; images the
 out-of-distribution gate rejects are counted in the metrics, and their number is printed.
+
+Where the labels give every image's diagnosis (ISIC 2018 Task 3's one-hot ground truth, HAM10000's
+dx, or a dx column in labels.csv), the metrics also hold the fraction of each diagnosis flagged at
+the melanoma threshold and, for a diagnosis model, its seven-class metrics (balanced multi-class
+accuracy, recall per class, the 7 × 7 confusion matrix, malignant-vs-benign ROC AUC); where they do
+not, a line on stderr says what is left out and why.
 """
 
 from __future__ import annotations
@@ -14,42 +20,65 @@ import argparse
 import json
 import sys
 
-from melanoma.data import DataError, load_labelled_images
+from melanoma.combined import COMBINED_NAME, CombinedUnavailableError
+from melanoma.data import LAYOUT_FILES, DataError, load_labelled_images
 from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
 from melanoma.progress import TerminalProgress
 from melanoma.store import ModelUnavailableError, add_models_dir_option
-from melanoma.validation import validate_folder
+from melanoma.validation import ModelResult, validate_folder
+
+
+def summary(result: ModelResult) -> dict:
+    """What the terminal shows of the metrics: the headline numbers, and those by diagnosis where measured."""
+    metrics = result.metrics
+    shown = {key: metrics[key] for key in ("n_images", "n_melanoma", "roc_auc", "average_precision", "brier_score")}
+    shown["not_assessed_by_gate"] = result.not_assessed
+    if "flagged_by_diagnosis" in metrics:
+        shown["flagged_by_diagnosis"] = {
+            code: counts["flagged"] for code, counts in metrics["flagged_by_diagnosis"].items()
+        }
+    if "diagnoses" in metrics:
+        measured = metrics["diagnoses"]
+        shown.update(
+            balanced_multiclass_accuracy=measured["balanced_multiclass_accuracy"],
+            recall=measured["recall"],
+            malignant_roc_auc=measured["malignant"]["roc_auc"],
+        )
+    return shown
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="an installed model's name, or combined (the combined reading)")
     add_models_dir_option(parser)
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--layout", default="auto", choices=["auto", "isic2018", "ham10000", "generic"])
+    parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUT_FILES])
     parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")
     add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     args = parser.parse_args(argv)
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)
-        validation = validate_folder([predictor], data, progress=TerminalProgress(sys.stderr))
-    except (DataError, ModelUnavailableError) as error:
+        # The combined reading is measured by the same code as on the Validate page: its members, then their mean.
+        combined = args.model == COMBINED_NAME
+        predictors, spec = (predictor.members, predictor.spec) if combined else ([predictor], None)
+        validation = validate_folder(predictors, data, spec, progress=TerminalProgress(sys.stderr))
+    except (DataError, ModelUnavailableError, CombinedUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for problem in validation.skipped:
         print(f"skipped {problem}", file=sys.stderr)
-    result = validation.results[0]
+    for note in validation.notes:
+        print(note, file=sys.stderr)
+    result = validation.results[-1]
     metrics = result.metrics
     metrics["split"] = f"all images of {args.data_dir}"
     if args.out:
         write_json(args.out, metrics)
         print(f"wrote {args.out}")
-    summary = {k: metrics[k] for k in ("n_images", "n_melanoma", "roc_auc", "average_precision", "brier_score")}
-    summary["not_assessed_by_gate"] = result.not_assessed
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary(result), indent=2))
     return 1 if validation.skipped else 0
 
 

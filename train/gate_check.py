@@ -17,9 +17,26 @@ from PIL import Image, ImageDraw
 from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
 from train.tools import chosen_models, installed_models_parser
 
-SKIMAGE_PHOTOGRAPHS = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "colorwheel", "grass",
-                       "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina",
-                       "rocket", "text")
+SKIMAGE_PHOTOGRAPHS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "cat",
+    "chelsea",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+)
 
 
 def _document(seed: int, size: tuple[int, int] = (600, 450)) -> np.ndarray:
@@ -59,7 +76,11 @@ def non_dermoscopic_images() -> dict[str, np.ndarray]:
         images[f"noise_gaussian_{seed}"] = np.clip(rng.normal(128, 40, (450, 600, 3)), 0, 255).astype(np.uint8)
     for name, colour in (("blank_white", 255), ("blank_black", 0), ("grey", 128)):
         images[name] = np.full((450, 600, 3), colour, np.uint8)
-    for name, colour in (("single_red", (200, 30, 30)), ("single_skin", (224, 180, 160)), ("single_blue", (30, 60, 200))):
+    for name, colour in (
+        ("single_red", (200, 30, 30)),
+        ("single_skin", (224, 180, 160)),
+        ("single_blue", (30, 60, 200)),
+    ):
         images[name] = np.broadcast_to(np.array(colour, np.uint8), (450, 600, 3)).copy()
     return images
 
@@ -79,9 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         own = predictor.gate(load_pixels(list(test.path), predictor.serving.input_size))
         foreign = predictor.gate(list(others.values()))
         missed = [image for image, result in zip(others, foreign) if result.in_distribution]
-        rows.append({"model": name, "own test flagged": np.mean([not r.in_distribution for r in own]),
-                     "non-dermoscopic flagged": np.mean([not r.in_distribution for r in foreign]),
-                     "non-dermoscopic images": len(others), "passed the gate": ", ".join(missed) or "-"})
+        rows.append(
+            {
+                "model": name,
+                "own test flagged": np.mean([not r.in_distribution for r in own]),
+                "non-dermoscopic flagged": np.mean([not r.in_distribution for r in foreign]),
+                "non-dermoscopic images": len(others),
+                "passed the gate": ", ".join(missed) or "-",
+            }
+        )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 

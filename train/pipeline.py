@@ -50,8 +50,15 @@ def epoch_order(n_images: int, images_per_epoch: int, seed: int, epoch: tf.Tenso
     return tf.reshape(tf.argsort(draws, axis=1), [-1])[:images_per_epoch]
 
 
-def training_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, recipe: Recipe, seed: int,
-                     first_epoch: int = 0, images_per_epoch: int | None = None) -> tf.data.Dataset:
+def training_batches(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    recipe: Recipe,
+    seed: int,
+    first_epoch: int = 0,
+    images_per_epoch: int | None = None,
+) -> tf.data.Dataset:
     """Endless batches of (float32 0–255 images, float32 labels), epoch after epoch from `first_epoch`.
 
     Each epoch is `images_per_epoch` images (default: one pass over the split) in
@@ -72,8 +79,11 @@ def training_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, re
             image = tf.cast(tf.gather(images, index), tf.float32)
             return (augment(image, recipe, image_seed) if recipe.augment else image), tf.gather(targets, index)
 
-        return (tf.data.Dataset.from_tensor_slices((order, seeds))
-                .map(example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size))
+        return (
+            tf.data.Dataset.from_tensor_slices((order, seeds))
+            .map(example, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+        )
 
     return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 

@@ -23,12 +23,22 @@ import pandas as pd
 from melanoma import diagnoses
 from melanoma.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
 from melanoma.config import RECIPES, TrainConfig
-from melanoma.data import (SPLIT_FILE, DataError, LabelledImages, class_weights, join_split, load_labelled_images,
-                           load_pixels, read_split, split_counts, split_grouped_stratified, split_holding_out_source,
-                           subsample)
+from melanoma.data import (
+    SPLIT_FILE,
+    DataError,
+    LabelledImages,
+    class_weights,
+    join_split,
+    load_labelled_images,
+    load_pixels,
+    read_split,
+    split_counts,
+    split_grouped_stratified,
+    split_holding_out_source,
+    subsample,
+)
 from melanoma.files import atomic_write, sha256_of, write_json
 from melanoma.framework import add_framework_logs_option
-from melanoma.metrics import threshold_rule
 from melanoma.store import CARD_FILE, HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
 from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
 from train.targets import learning_targets, loss_and_metrics, output_count
@@ -63,11 +73,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.error(f"{name} needs --image-size of at least {architecture.min_size}; got {args.image_size}.")
     phases = len(RECIPES[args.recipe].phase_fractions)
     if args.learning_rates is not None and len(args.learning_rates) != phases:
-        parser.error(f"--learning-rates needs one rate per phase of the {args.recipe} recipe ({phases}); "
-                     f"got {len(args.learning_rates)}: {','.join(map(str, args.learning_rates))}.")
+        parser.error(
+            f"--learning-rates needs one rate per phase of the {args.recipe} recipe ({phases}); "
+            f"got {len(args.learning_rates)}: {','.join(map(str, args.learning_rates))}."
+        )
     if args.name and len(args.models) != 1:
-        parser.error(f"--name names one model, but --models lists {len(args.models)}: {','.join(args.models)}. "
-                     "Train them one at a time.")
+        parser.error(
+            f"--name names one model, but --models lists {len(args.models)}: {','.join(args.models)}. "
+            "Train them one at a time."
+        )
     if args.name and (args.name != Path(args.name).name or args.name.startswith(".")):
         parser.error(f"--name is a folder name under --output-dir, without a path; got {args.name!r}.")
     if not 0 <= args.label_smoothing < 0.5:
@@ -87,7 +101,12 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
         saved = read_split(folder)
         missing = set(saved.image_id) - set(data.table.image_id)
         if missing:
-            raise DataError([f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, e.g. {sorted(missing)[0]}."])
+            raise DataError(
+                [
+                    f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, "
+                    f"e.g. {sorted(missing)[0]}."
+                ]
+            )
         print(f"Reusing the split in {path}")
         table = join_split(data.table, saved)
         return table[table.split != "excluded"]
@@ -122,6 +141,13 @@ def configure_tensorflow(config: TrainConfig):
         tf.config.experimental.enable_op_determinism()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    return distribution_strategy()
+
+
+def distribution_strategy():
+    """Every GPU of this machine through MirroredStrategy when it has several; else the default."""
+    import tensorflow as tf
+
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -133,8 +159,14 @@ def library_versions() -> dict:
     import sklearn
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "pillow": PIL.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def machine_description() -> str:
@@ -209,26 +241,42 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     tta = config.recipe_object.test_time_augmentation
     raw = {s: predict_pixels(serving, split.pixels[s], config.batch_size, tta) for s in ("val", "test")}
     codes = {s: list(split.table.dx[split.table.split == s]) for s in raw}
-    fitted = calibrate_outputs({s: split.labels[s] for s in raw}, codes, raw, config.target_sensitivity, seed=config.seed)
-    ood = fit_gate(list(split.table.path[split.table.split == "train"]), list(split.table.path[split.table.split == "val"]),
-                   folder, Path(config.output_dir), seed=config.seed)
+    fitted = calibrate_outputs(
+        {s: split.labels[s] for s in raw}, codes, raw, config.target_sensitivity, seed=config.seed
+    )
+    ood = fit_gate(
+        list(split.table.path[split.table.split == "train"]),
+        list(split.table.path[split.table.split == "val"]),
+        folder,
+        Path(config.output_dir),
+        seed=config.seed,
+    )
     metrics = fitted.metrics
     metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
     metrics["validation_roc_auc"] = float(progress.best_val_auc)
     write_json(folder / METRICS_FILE, metrics)
     card = model_card(name, config, data, split, weights, serving, progress, training_seconds)
-    card.update(serving=fitted.serving(config.image_size, tta, ood).to_dict(), threshold=fitted.threshold,
-                sha256=sha256_of(folder / MODEL_FILE))
-    if fitted.malignant_threshold is not None:
-        card.update(malignant_threshold=fitted.malignant_threshold, malignant_threshold_rule=(
-            f"on P({' + '.join(diagnoses.MALIGNANT)}): {threshold_rule(config.target_sensitivity)} for skin cancer"))
+    card.update(
+        **fitted.card_fields(config.image_size, tta, ood, config.target_sensitivity),
+        sha256=sha256_of(folder / MODEL_FILE),
+        replicas=int(strategy.num_replicas_in_sync),
+    )
     write_json(folder / CARD_FILE, card)
-    summary = {"model": config.folder_name(name), "epochs": progress.epochs_done, "minutes": training_seconds / 60,
-               "val_auc": progress.best_val_auc, "test_auc": metrics["roc_auc"], "threshold": fitted.threshold,
-               "sensitivity": metrics["at_threshold"]["sensitivity"], "specificity": metrics["at_threshold"]["specificity"]}
+    summary = {
+        "model": config.folder_name(name),
+        "epochs": progress.epochs_done,
+        "minutes": training_seconds / 60,
+        "val_auc": progress.best_val_auc,
+        "test_auc": metrics["roc_auc"],
+        "threshold": fitted.threshold,
+        "sensitivity": metrics["at_threshold"]["sensitivity"],
+        "specificity": metrics["at_threshold"]["specificity"],
+    }
     if "diagnoses" in metrics:
-        summary.update(balanced_multiclass_accuracy=metrics["diagnoses"]["balanced_multiclass_accuracy"],
-                       malignant_auc=metrics["diagnoses"]["malignant"]["roc_auc"])
+        summary.update(
+            balanced_multiclass_accuracy=metrics["diagnoses"]["balanced_multiclass_accuracy"],
+            malignant_auc=metrics["diagnoses"]["malignant"]["roc_auc"],
+        )
     return summary
 
 
@@ -240,11 +288,17 @@ def load_split(name: str, config: TrainConfig, data: LabelledImages, pixel_cache
     if len(missing):
         started = time.monotonic()
         cache.update(zip(missing.image_id, load_pixels(list(missing.path), config.image_size)))
-        print(f"Decoded {len(missing)} images at {config.image_size}x{config.image_size} in {time.monotonic() - started:.0f} s")
+        print(
+            f"Decoded {len(missing)} images at {config.image_size}x{config.image_size} "
+            f"in {time.monotonic() - started:.0f} s"
+        )
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
-    split = SplitData(table, {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()},
-                      {s: part.label.to_numpy() for s, part in parts.items()},
-                      {s: learning_targets(part, config.target) for s, part in parts.items()})
+    split = SplitData(
+        table,
+        {s: np.stack([cache[i] for i in part.image_id]) for s, part in parts.items()},
+        {s: part.label.to_numpy() for s, part in parts.items()},
+        {s: learning_targets(part, config.target) for s, part in parts.items()},
+    )
     print(f"[{name}] split {split_counts(table, by_diagnosis=config.target == 'diagnosis')}")
     return split
 
@@ -259,8 +313,14 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     state = read_state(folder) if config.resume else None
     with strategy.scope():
         if not state:
-            model = create_model(name, config.image_size, weights=weights, colour_constancy=recipe.colour_constancy,
-                                 dropout=recipe.dropout, classes=output_count(config))
+            model = create_model(
+                name,
+                config.image_size,
+                weights=weights,
+                colour_constancy=recipe.colour_constancy,
+                dropout=recipe.dropout,
+                classes=output_count(config),
+            )
             return model, Progress()
         model = keras.models.load_model(folder / CHECKPOINT_DIR / LAST_MODEL, safe_mode=True, compile=False)
     history = pd.read_csv(folder / HISTORY_FILE).to_dict("records")[: state["epochs_done"]]
@@ -268,8 +328,9 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
 
 
-def train_phases(model, name: str, config: TrainConfig, weights: str, split: SplitData, folder: Path,
-                 progress: Progress, strategy) -> None:
+def train_phases(
+    model, name: str, config: TrainConfig, weights: str, split: SplitData, folder: Path, progress: Progress, strategy
+) -> None:
     """The recipe's phases from where `progress` stands; one compile per phase, because the
     trainable layers and the learning rate change. Updates `progress` after every phase."""
     import keras
@@ -284,8 +345,13 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
     print(f"[{name}] class weights " + ", ".join(f"{c} -> {w:.3f}" for c, w in weights_by_class.items()))
     images_per_epoch = config.epoch_images or len(split.labels["train"])
     val_ds = evaluation_batches(split.pixels["val"], split.targets["val"], config.batch_size)
-    phases = plan_phases(get_architecture(name), config.epochs, recipe.phase_starts(config.epochs), config.learning_rates,
-                         pretrained=weights != "none")
+    phases = plan_phases(
+        get_architecture(name),
+        config.epochs,
+        recipe.phase_starts(config.epochs),
+        config.learning_rates,
+        pretrained=weights != "none",
+    )
     for phase in phases:
         if phase.end_epoch <= progress.epochs_done:
             continue
@@ -293,25 +359,51 @@ def train_phases(model, name: str, config: TrainConfig, weights: str, split: Spl
         with strategy.scope():
             trainable = set_trainable_layers(model, phase.trainable_layers)
             loss, metrics = loss_and_metrics(config)
-            model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss, metrics=metrics,
-                          jit_compile=config.xla)
-        print(f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
-              f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable")
+            model.compile(
+                optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss, metrics=metrics, jit_compile=config.xla
+            )
+        print(
+            f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
+            f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable"
+        )
         # The stream starts at this phase's first epoch: what each epoch sees depends on the seed
         # and the epoch alone, not on how many fit calls or resumes came before.
-        train_ds = training_batches(split.pixels["train"], split.targets["train"], config.batch_size, recipe,
-                                    config.seed, first_epoch, images_per_epoch)
-        recorder = EpochRecorder(folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate)
-        model.fit(train_ds, validation_data=val_ds, epochs=phase.end_epoch, initial_epoch=first_epoch,
-                  steps_per_epoch=-(-images_per_epoch // config.batch_size),
-                  class_weight=weights_by_class, verbose=1 if sys.stdout.isatty() else 2,
-                  callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))])
+        train_ds = training_batches(
+            split.pixels["train"],
+            split.targets["train"],
+            config.batch_size,
+            recipe,
+            config.seed,
+            first_epoch,
+            images_per_epoch,
+        )
+        recorder = EpochRecorder(
+            folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate
+        )
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=phase.end_epoch,
+            initial_epoch=first_epoch,
+            steps_per_epoch=-(-images_per_epoch // config.batch_size),
+            class_weight=weights_by_class,
+            verbose=1 if sys.stdout.isatty() else 2,
+            callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))],
+        )
         progress.best_val_auc = recorder.best_val_auc
         progress.epochs_done = phase.end_epoch
 
 
-def model_card(name: str, config: TrainConfig, data: LabelledImages, split: SplitData, weights: str, serving_model,
-               progress: Progress, training_seconds: float) -> dict:
+def model_card(
+    name: str,
+    config: TrainConfig,
+    data: LabelledImages,
+    split: SplitData,
+    weights: str,
+    serving_model,
+    progress: Progress,
+    training_seconds: float,
+) -> dict:
     """Everything needed to reproduce and judge the model, except what serving fills in afterwards."""
     from melanoma.explain import occlusion_path
     from train.schedule import phases_run
@@ -325,18 +417,27 @@ def model_card(name: str, config: TrainConfig, data: LabelledImages, split: Spli
         "target": config.target,
         "architecture": architecture.description,
         "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
-        "preprocessing": architecture.preprocessing + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
+        "preprocessing": architecture.preprocessing
+        + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
         "weights_initialisation": initialisation,
         "initial_weights": architecture.weights_provenance(weights),
         "parameters": int(serving_model.count_params()),
-        "threshold_rule": threshold_rule(config.target_sensitivity),
         "occlusion_maps": occlusion_path(melanoma_output(serving_model, config), config.image_size),
         "recipe": config.recipe_values,
         "config": {key: value for key, value in config.to_dict().items() if key != "recipe_values"},
         "phases": phases_run(progress.history),
-        "data": {"source": config.data_dir, "layout": data.layout, "split_counts": split_counts(split.table),
-                 **({"split_counts_by_diagnosis": split_counts(split.table, by_diagnosis=True)} if config.target == "diagnosis" else {}),
-                 "split_file": SPLIT_FILE, "grouped_by": "lesion/group id (no group in two splits)"},
+        "data": {
+            "source": config.data_dir,
+            "layout": data.layout,
+            "split_counts": split_counts(split.table),
+            **(
+                {"split_counts_by_diagnosis": split_counts(split.table, by_diagnosis=True)}
+                if config.target == "diagnosis"
+                else {}
+            ),
+            "split_file": SPLIT_FILE,
+            "grouped_by": "lesion/group id (no group in two splits)",
+        },
         "class_weights": {str(k): v for k, v in split.class_weights().items()},
         "seed": config.seed,
         "epochs_trained": progress.epochs_done,
@@ -375,8 +476,14 @@ def missing_prerequisites(config: TrainConfig) -> list[str]:
         if architecture.checkpoint_variant and config.weights != "none":
             needed.append((architecture.checkpoint_variant, config.weights, f"{name}'s initial weights"))
     if not (Path(config.output_dir) / FEATURES_FILE).is_file():
-        needed.append((FEATURES_VARIANT, "imagenet", f"the out-of-distribution gate's feature extractor ({FEATURES_FILE}, "
-                                                     f"built in {config.output_dir} after the first model trains)"))
+        needed.append(
+            (
+                FEATURES_VARIANT,
+                "imagenet",
+                f"the out-of-distribution gate's feature extractor ({FEATURES_FILE}, "
+                f"built in {config.output_dir} after the first model trains)",
+            )
+        )
     problems = []
     for variant, weights, purpose in needed:
         try:
@@ -413,20 +520,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Data: {data.layout} layout in {data.root}, {data.counts}")
     if config.target == "diagnosis" and not data.has_diagnoses:
         unknown = data.table.image_id[data.table.dx == ""]
-        print(f"error: --target diagnosis needs the diagnosis of every image, but {len(unknown)} of {len(data.table)} in "
-              f"{data.root} have none (e.g. {unknown.iloc[0]}). Give one of {diagnoses.ALLOWED_TEXT} per image: the ISIC "
-              "2018 one-hot ground truth, HAM10000's dx column, or a dx column in labels.csv; or train with --target "
-              "melanoma, which needs only the melanoma label.", file=sys.stderr)
+        print(
+            f"error: --target diagnosis needs the diagnosis of every image, but {len(unknown)} of {len(data.table)} in "
+            f"{data.root} have none (e.g. {unknown.iloc[0]}). Give one of {diagnoses.ALLOWED_TEXT} per image: the ISIC "
+            "2018 one-hot ground truth, HAM10000's dx column, or a dx column in labels.csv; or train with --target "
+            "melanoma, which needs only the melanoma label.",
+            file=sys.stderr,
+        )
         return 2
     unresumable = models_without_checkpoint(config)
     if unresumable:
-        print(f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
-              "model is there (model.keras), which training from scratch would replace. Restore its checkpoint/ "
-              "folder, choose another --output-dir, or leave out --resume to retrain from scratch.", file=sys.stderr)
+        print(
+            f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
+            "model is there (model.keras), which training from scratch would replace. Restore its checkpoint/ "
+            "folder, choose another --output-dir, or leave out --resume to retrain from scratch.",
+            file=sys.stderr,
+        )
         return 2
     missing = missing_prerequisites(config)
     if missing:
-        print("error: this run would fail after training; nothing was trained:\n  " + "\n  ".join(missing), file=sys.stderr)
+        print(
+            "error: this run would fail after training; nothing was trained:\n  " + "\n  ".join(missing),
+            file=sys.stderr,
+        )
         return 2
     strategy = configure_tensorflow(config)
     pixel_cache: dict = {}

@@ -16,8 +16,13 @@ class Phase:
     trainable_layers: int | None  # backbone layers trainable; None = all (training from scratch)
 
 
-def plan_phases(architecture: Architecture, epochs: int, phase_starts: list[int],
-                learning_rates: tuple[float, ...], pretrained: bool) -> list[Phase]:
+def plan_phases(
+    architecture: Architecture,
+    epochs: int,
+    phase_starts: list[int],
+    learning_rates: tuple[float, ...],
+    pretrained: bool,
+) -> list[Phase]:
     """Phases for one model; empty phases (a short run) are dropped.
 
     Partial unfreezing only makes sense on top of pretrained weights: a randomly initialised
@@ -47,6 +52,13 @@ def phases_run(history: list[dict]) -> list[dict]:
         if phases and (phases[-1]["learning_rate"], phases[-1]["trainable_layers"]) == setting:
             phases[-1]["end_epoch"] = int(row["epoch"])
         else:
-            phases.append({"index": len(phases), "start_epoch": int(row["epoch"]) - 1, "end_epoch": int(row["epoch"]),
-                           "learning_rate": setting[0], "trainable_layers": setting[1]})
+            phases.append(
+                {
+                    "index": len(phases),
+                    "start_epoch": int(row["epoch"]) - 1,
+                    "end_epoch": int(row["epoch"]),
+                    "learning_rate": setting[0],
+                    "trainable_layers": setting[1],
+                }
+            )
     return phases

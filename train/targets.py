@@ -39,7 +39,11 @@ class MelanomaAUC(keras.metrics.AUC):
 def loss_and_metrics(config: TrainConfig) -> tuple[keras.losses.Loss, list[keras.metrics.Metric]]:
     """The loss and the tracked metrics (accuracy and melanoma AUC) for the run's target."""
     if config.target == "diagnosis":
-        return (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                [keras.metrics.CategoricalAccuracy(name="accuracy"), MelanomaAUC(name="auc")])
-    return (keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-            [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+        return (
+            keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            [keras.metrics.CategoricalAccuracy(name="accuracy"), MelanomaAUC(name="auc")],
+        )
+    return (
+        keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+        [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.framework import add_framework_logs_option
+from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.store import add_models_dir_option, list_models
-
 
 THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity reaches this"
 
@@ -31,5 +30,8 @@ def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_models(args: argparse.Namespace) -> list[str]:
-    return [name.strip() for name in args.models.split(",") if name.strip()] if args.models else \
-        [entry.name for entry in list_models(args.models_dir)]
+    return (
+        [name.strip() for name in args.models.split(",") if name.strip()]
+        if args.models
+        else [entry.name for entry in list_models(args.models_dir)]
+    )

@@ -1,0 +1,123 @@
+"""The seven diagnoses on the Compare, Model cards and Validate pages: the stored or measured numbers as shown,
+and a dash, never None or nan, where a melanoma model measured none."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from melanoma import validation
+from melanoma.diagnoses import CODES
+from melanoma.store import find_model
+from tests.conftest import DIAGNOSIS_MODEL
+from tests.test_validation import diagnosis_zip
+
+TIMEOUT = 300
+
+
+@pytest.fixture
+def open_page(trained_models, monkeypatch):
+    """Open a page of the app on the fixture's models."""
+    _, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+
+    def opened(path: str) -> AppTest:
+        at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+        at.switch_page(path).run()
+        assert not at.exception
+        return at
+
+    return opened
+
+
+def tables_with(at: AppTest, column: str) -> list[pd.DataFrame]:
+    """The tables on the page that have this column."""
+    return [frame.value for frame in at.dataframe if column in frame.value.columns]
+
+
+def diagnosis_matrices(at: AppTest) -> list[list[list[int]]]:
+    """The z of each heatmap the page sent whose columns are the seven diagnosis codes."""
+    specs = [json.loads(chart.proto.spec)["data"][0] for chart in at.get("plotly_chart")]
+    return [spec["z"] for spec in specs if spec["type"] == "heatmap" and spec["x"] == list(CODES)]
+
+
+def shown(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def expected_row(measured: dict) -> dict[str, str]:
+    """The diagnosis table's cells for a model's stored evaluate_diagnoses result."""
+    malignant = measured["malignant"]
+    low, high = malignant["ci95"]["roc_auc"]
+    return {
+        "Balanced multi-class accuracy": shown(measured["balanced_multiclass_accuracy"]),
+        "Malignant ROC AUC": shown(malignant["roc_auc"]),
+        "Malignant ROC AUC 95% CI": f"{low:.3f}–{high:.3f}",
+        "Malignant sensitivity @ threshold": shown(malignant["at_threshold"]["sensitivity"]),
+        **{f"Recall {code}": shown(measured["recall"][code]) for code in CODES},
+    }
+
+
+def flagged_cells(flagged: dict) -> list[str]:
+    """The flagged table's cells for a model's stored flagged_by_diagnosis result."""
+    return [
+        f"{counts['flagged']:.0%} of {counts['n']}" if counts["n"] else "–"
+        for counts in (flagged[code] for code in CODES)
+    ]
+
+
+def shows(row: pd.Series, measured: dict) -> bool:
+    """Whether a diagnosis table's row shows these seven-diagnosis metrics."""
+    expected = expected_row(measured)
+    return row[list(expected)].to_dict() == expected
+
+
+def test_compare_shows_the_diagnosis_models_metrics_and_a_dash_for_melanoma_models(open_page, trained_models):
+    at = open_page("app_pages/compare.py")
+    metrics = find_model(DIAGNOSIS_MODEL, trained_models[1]).metrics
+    [table] = tables_with(at, "Balanced multi-class accuracy")
+    table = table.set_index("Model")
+    assert shows(table.loc[DIAGNOSIS_MODEL], metrics["diagnoses"])
+    assert set(table.loc["scratch_cnn"]) == {"–"}  # a melanoma model: a dash in every multi-class column
+    assert not {"None", "nan"} & set(table.to_numpy().ravel())
+    assert diagnosis_matrices(at) == [metrics["diagnoses"]["confusion_matrix"]]
+    [flagged] = tables_with(at, "BKL")
+    # The melanoma models were tested on binary labels: only the diagnosis model knows its test split's diagnoses.
+    assert list(flagged.Model) == [DIAGNOSIS_MODEL]
+    assert flagged[list(CODES)].iloc[0].tolist() == flagged_cells(metrics["flagged_by_diagnosis"])
+
+
+def test_the_diagnosis_models_card_shows_its_matrix_recall_and_share_flagged(open_page, trained_models):
+    at = open_page("app_pages/model_cards.py")
+    metrics = find_model(DIAGNOSIS_MODEL, trained_models[1]).metrics
+    [table] = tables_with(at, "Balanced multi-class accuracy")  # on the diagnosis model's card only
+    assert table.Model.tolist() == [DIAGNOSIS_MODEL] and shows(table.iloc[0], metrics["diagnoses"])
+    assert diagnosis_matrices(at) == [metrics["diagnoses"]["confusion_matrix"]]
+    [flagged] = tables_with(at, "BKL")
+    assert flagged.Model.tolist() == [DIAGNOSIS_MODEL]
+    assert flagged[list(CODES)].iloc[0].tolist() == flagged_cells(metrics["flagged_by_diagnosis"])
+
+
+def test_validate_shows_the_share_of_each_diagnosis_flagged_on_a_zip_with_dx(open_page, trained_models, monkeypatch):
+    results = []
+    original = validation.validate
+    monkeypatch.setattr(validation, "validate", lambda *a, **k: results.append(original(*a, **k)) or results[-1])
+    at = open_page("app_pages/validate.py")
+    dx_zip = diagnosis_zip(trained_models[1].parent / "diagnosis_data")
+    at.file_uploader[0].set_value(("dx.zip", dx_zip, "application/zip")).run()
+    assert not at.exception
+    [result] = results
+    [flagged] = tables_with(at, "BKL")
+    assert flagged.Model.tolist() == [model.name for model in result.results]  # every model and the combined reading
+    for model, (_, row) in zip(result.results, flagged.iterrows()):
+        # Recomputed from the probabilities: the share of each diagnosis at or above the model's threshold.
+        expected = [
+            f"{np.mean(model.probabilities[result.codes == code] >= model.threshold):.0%} of 20" for code in CODES
+        ]
+        assert row[list(CODES)].tolist() == expected
+    [table] = tables_with(at, "Balanced multi-class accuracy")
+    measured = next(model for model in result.results if model.name == DIAGNOSIS_MODEL).metrics["diagnoses"]
+    assert table.Model.tolist() == [DIAGNOSIS_MODEL] and shows(table.iloc[0], measured)
+    assert diagnosis_matrices(at) == [measured["confusion_matrix"]]
