@@ -51,6 +51,10 @@ class Scores:
 
     melanoma: np.ndarray
     diagnoses: np.ndarray | None = None
+    # The predicted diagnosis index under equal class priors: the network's own argmax, trained with
+    # balanced class weights. A balanced metric (ISIC 2018 Task 3's) rewards this rule; the calibrated
+    # `diagnoses`, with the training data's priors, are what a clinician reads.
+    predicted: np.ndarray | None = None
 
     @property
     def malignant(self) -> np.ndarray | None:
@@ -154,9 +158,8 @@ class Predictor:
         melanoma = self.serving.calibration(self.melanoma_output(raw))
         if not self.is_diagnosis:
             return Scores(melanoma)
-        return Scores(
-            melanoma, diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
-        )
+        calibrated = diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
+        return Scores(melanoma, calibrated, np.asarray(raw).argmax(axis=1))
 
     def score_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated melanoma probabilities for uint8 images already at the model's input size."""

@@ -135,14 +135,29 @@ def flagged_by_diagnosis(codes: list[str], probabilities: np.ndarray, threshold:
     }
 
 
-def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_threshold: float, seed: int = 0) -> dict:
+EQUAL_PRIORS_RULE = "the most probable diagnosis under equal class priors (the network's own softmax)"
+
+
+def evaluate_diagnoses(
+    codes: list[str],
+    probabilities: np.ndarray,
+    malignant_threshold: float,
+    seed: int = 0,
+    predicted: np.ndarray | None = None,
+) -> dict:
     """A diagnosis model's multi-class metrics: the 7 × 7 confusion matrix (rows true, columns
     predicted, in `CODES` order), recall per class, balanced multi-class accuracy (ISIC 2018
     Task 3's metric: the mean recall over the classes present), one-vs-rest ROC AUC per class, and
-    malignant-vs-benign ROC AUC with sensitivity and specificity at the malignant threshold."""
+    malignant-vs-benign ROC AUC with sensitivity and specificity at the malignant threshold.
+
+    `predicted` is each image's predicted class index (`Scores.predicted`: the most probable
+    diagnosis under equal class priors, the rule a balanced metric rewards); by default the top of
+    the calibrated `probabilities`.
+    """
     true = np.array([diagnoses.index_of(code) for code in codes])
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    predicted = probabilities.argmax(axis=1)
+    rule = "the most probable calibrated diagnosis" if predicted is None else EQUAL_PRIORS_RULE
+    predicted = probabilities.argmax(axis=1) if predicted is None else np.asarray(predicted)
     matrix = confusion_matrix(true, predicted, labels=list(range(len(diagnoses.CODES))))
     recall = {
         code: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
@@ -158,6 +173,7 @@ def evaluate_diagnoses(codes: list[str], probabilities: np.ndarray, malignant_th
     two_classes = 0 < malignant_true.sum() < len(malignant_true)
     return {
         "classes": list(diagnoses.CODES),
+        "predicted_by": rule,
         "confusion_matrix": matrix.tolist(),
         "recall": recall,
         "balanced_multiclass_accuracy": float(np.mean(present)),

@@ -432,7 +432,11 @@ def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor)
 def _joined(chunks: list[Scores]) -> Scores:
     """One predictor's readings of every chunk, in order."""
     melanoma = np.concatenate([chunk.melanoma for chunk in chunks])
-    return Scores(melanoma, None if chunks[0].diagnoses is None else np.concatenate([c.diagnoses for c in chunks]))
+    if chunks[0].diagnoses is None:
+        return Scores(melanoma)
+    return Scores(
+        melanoma, *(np.concatenate([getattr(c, part) for c in chunks]) for part in ("diagnoses", "predicted"))
+    )
 
 
 def _result(
@@ -450,7 +454,9 @@ def _result(
     if codes is not None:
         metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes, scores.melanoma, threshold)
         if scores.diagnoses is not None:
-            metrics["diagnoses"] = evaluate_diagnoses(codes, scores.diagnoses, entry.malignant_threshold)
+            metrics["diagnoses"] = evaluate_diagnoses(
+                codes, scores.diagnoses, entry.malignant_threshold, predicted=scores.predicted
+            )
     return ModelResult(
         name,
         threshold,

@@ -4,6 +4,9 @@ The integrity checks need no images; the accuracy check skips when the shared HA
 absent (set MELANOMA_SHARED_DATA to point at it).
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +15,14 @@ from sklearn.metrics import roc_auc_score
 from melanoma.config import DEFAULT_MODELS
 from melanoma.data import load_pixels
 from melanoma.files import sha256_of
+from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from melanoma.store import SHIPPED_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
-SHIPPED = list(DEFAULT_MODELS)
+# The study's three and Lite0 (the default training set), and this round's Lite0 without colour
+# constancy and Lite0 trained on the seven diagnoses.
+SHIPPED = [*DEFAULT_MODELS, "efficientnet_lite0_plain", "efficientnet_lite0_diagnosis"]
 needs_images = pytest.mark.skipif(
     not (SHARED_DATA / "HAM10000_metadata.csv").is_file(), reason=f"shared HAM10000 data not found at {SHARED_DATA}"
 )
@@ -86,3 +92,14 @@ def test_the_app_explains_the_registry_gradcam_layer_the_tests_check(name):
     layer = get_architecture(predictor.entry.architecture).gradcam_layer
     assert predictor.gradcam_layer == layer
     assert len(predictor.model.get_layer(layer).output.shape) == 4
+
+
+@needs_images
+def test_the_shipped_models_score_as_they_did_before_this_round():
+    """Calibrated probabilities of eight shared images, computed with the code and models of 4d5cacc
+    (before diagnosis models, the combined door and the refactors): each shipped model still gives them."""
+    reference = json.loads((Path(__file__).parent / "data" / "shipped_probabilities.json").read_text())
+    images = [read_image(str(SHARED_DATA / "images" / f"{image_id}.jpg")).pixels for image_id in reference["images"]]
+    for name, expected in reference["probabilities"].items():
+        probabilities = load_predictor(name, SHIPPED_MODELS_DIR).probabilities(images)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-6, err_msg=name)

@@ -130,12 +130,14 @@ def calibrate_outputs(
     malignant_threshold = threshold_for_sensitivity(
         malignant_val, diagnoses.malignant_probability(probabilities["val"]), target_sensitivity
     )
-    metrics["diagnoses"] = evaluate_diagnoses(codes["test"], probabilities["test"], malignant_threshold, seed=seed)
+    metrics["diagnoses"] = evaluate_diagnoses(
+        codes["test"], probabilities["test"], malignant_threshold, seed=seed, predicted=raw["test"].argmax(axis=1)
+    )
     return Calibrated(calibration, threshold, metrics, class_calibration, malignant_threshold)
 
 
 GATE_FILE = "ood.npz"
-GATE_TRAINING_IMAGES = 3000  # plenty for 32 principal directions; keeps the fit to a minute on a CPU
+GATE_TRAINING_IMAGES = 3000  # plenty for 64 principal directions; keeps the fit to a minute on a CPU
 
 
 def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_dir: Path, seed: int = 0) -> dict:
@@ -165,13 +167,20 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
     }
 
 
-def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sensitivity: float) -> dict:
-    """Calibrate one installed model in place from its own split.csv; returns the calibration effect."""
+def recalibrate_installed(
+    name: str, models_dir: str, data_dir: str, target_sensitivity: float, keep_gate: bool = False
+) -> dict:
+    """Calibrate one installed model in place from its own split.csv; returns the calibration effect.
+
+    With `keep_gate` the out-of-distribution gate stays as it is (its files and sha256 unchanged):
+    for refreshing the metrics and evidence of a model whose gate is already fitted.
+    """
     from melanoma.inference import Predictor
     from melanoma.store import find_model, load_keras_model
 
     entry = find_model(name, models_dir)
-    if "serving" in entry.card:  # the gate is refitted below: an old or damaged one must not stop that
+    kept_gate = entry.serving.ood if keep_gate else None
+    if "serving" in entry.card and not keep_gate:  # refitted below: an old or damaged gate must not stop that
         entry.card = {**entry.card, "serving": {**entry.card["serving"], "ood": None}}
     predictor = Predictor(entry, load_keras_model(entry))
     table = join_split(load_labelled_images(data_dir).table, read_split(entry.folder))
@@ -186,7 +195,9 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
     for key in ("split", "validation_roc_auc"):
         if key in entry.metrics:
             metrics[key] = entry.metrics[key]
-    ood = fit_gate(list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed)
+    ood = kept_gate or fit_gate(
+        list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed
+    )
     tta = predictor.serving.test_time_augmentation
     card = {**entry.card, **fitted.card_fields(entry.input_size, tta, ood, target_sensitivity)}
     if sha256_of(entry.folder / MODEL_FILE) != card["sha256"]:
@@ -199,10 +210,15 @@ def recalibrate_installed(name: str, models_dir: str, data_dir: str, target_sens
 def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.calibrate", __doc__.splitlines()[0])
     add_target_sensitivity_option(parser)
+    parser.add_argument(
+        "--keep-gate", action="store_true", help="leave each model's out-of-distribution gate as it is (no refit)"
+    )
     args = parser.parse_args(argv)
     try:
         for name in chosen_models(args):
-            effect = recalibrate_installed(name, args.models_dir, args.data_dir, args.target_sensitivity)
+            effect = recalibrate_installed(
+                name, args.models_dir, args.data_dir, args.target_sensitivity, args.keep_gate
+            )
             print(
                 f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
                 f"Brier {effect['test_brier_before']:.3f} -> {effect['test_brier_after']:.3f}"
