@@ -10,6 +10,7 @@ the pages read model cards only (nothing is uploaded), from the shipped models/ 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -22,9 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from melanoma import access, audit
+from tests.synthetic import lesion_image
 from tests.test_browser import CHROMIUM, ROOT, free_port
 
 SHIPPED_MODELS = ROOT / "models"
@@ -180,6 +183,34 @@ def test_two_users_sign_in_side_by_side_and_signing_out_ends_the_session(clinic,
     assert {event["user"]["subject"] for event in events} == {"alice-sub", "bob-sub"}
     assert {event["user"]["email"] for event in events} == {"alice@clinic.example", "bob@clinic.example"}
     assert {event["action"] for event in events} == {"session"}
+
+
+def test_two_clinicians_reading_the_same_image_stay_apart_and_are_audited_without_file_names(clinic, browser, tmp_path):
+    """Alice and Bob upload the same photograph under names that would identify a patient: each sees
+    only their own upload and notes, and each reading is in the trail under its reader, by sha256."""
+    url, audit_folder = clinic
+    photograph = tmp_path / "Kovacs_Ilona_back.jpg"
+    lesion_image(True, np.random.default_rng(7)).save(photograph, quality=95)
+    alice, bob = browser.new_context().new_page(), browser.new_context().new_page()
+    for page, subject in ((alice, "alice-sub"), (bob, "bob-sub")):
+        sign_in(page, url, subject)
+        page.locator("input[type=file]").set_input_files(str(photograph))
+        page.get_by_text("melanoma probability").first.wait_for(timeout=3 * TIMEOUT_MS)
+    alice.get_by_role("textbox", name="Clinician's notes for the report").fill("Alice's private note")
+    alice.get_by_role("textbox", name="Clinician's notes for the report").press("Control+Enter")
+    alice.get_by_text("Report").first.wait_for(timeout=TIMEOUT_MS)
+    bob.reload(timeout=TIMEOUT_MS)  # a fresh run of Bob's session: nothing of Alice's may appear
+    bob.get_by_role("heading", name="Diagnose").wait_for(timeout=TIMEOUT_MS)
+    assert "Alice's private note" not in bob.locator('[data-testid="stApp"]').inner_text()
+    for page in (alice, bob):
+        page.context.close()
+
+    digest = hashlib.sha256(photograph.read_bytes()).hexdigest()
+    readings = [event for event in audit.read_events(audit_folder) if event["action"] == "reading"]
+    assert {event["user"]["subject"] for event in readings} == {"alice-sub", "bob-sub"}
+    assert {event["sha256"] for event in readings} == {digest}
+    trail = "".join(path.read_text() for path in audit_folder.glob("audit.jsonl*"))
+    assert "Kovacs" not in trail and "Ilona" not in trail and ".jpg" not in trail
 
 
 def test_behind_a_declared_proxy_the_user_comes_from_its_header_only(browser, tmp_path):
