@@ -59,10 +59,14 @@ def command_models(args: argparse.Namespace) -> int:
 
 
 def command_predict(args: argparse.Namespace) -> int:
+    from melanoma.cases import decision_from
+    from melanoma.combined import combine
     from melanoma.inference import load_predictor, read_together
     from melanoma.progress import TerminalProgress
 
     predictor = load_predictor(args.model, args.models_dir)
+    combined = args.model == COMBINED_NAME
+    models = predictor.members if combined else [predictor]
     skipped = 0
     files = expand_paths(args.paths)
     progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
@@ -76,14 +80,22 @@ def command_predict(args: argparse.Namespace) -> int:
                 skipped += 1
                 print(f"skipped {path}: {error}", file=sys.stderr)
         if batch:
-            images = [image.pixels for image in decoded]
-            combined = args.model == COMBINED_NAME
-            members = read_together(predictor.members, images) if combined else [predictor.read(images)]
-            reading = predictor.combine_readings(members) if combined else members[0]
+            readings = read_together(models, [image.pixels for image in decoded])
+            gates = predictor.combine_readings(readings).gates if combined else readings[0].gates
             for index, path in enumerate(batch):
-                print(prediction_line(predictor, path, reading, index, args.json))
+                # Every verdict through melanoma.cases (and melanoma.combined), as the app reaches them.
+                decisions = [decision_from(model, reading, index) for model, reading in zip(models, readings)]
+                verdict = combine(decisions, predictor.spec) if combined else decisions[0]
+                print(prediction_line(path, predictor.name, verdict, gates[index], args.json))
                 if args.fhir:
-                    write_bundle(Path(args.fhir), predictor, path.name, decoded[index].dicom, members, index)
+                    write_bundle(
+                        Path(args.fhir),
+                        path.name,
+                        decoded[index].dicom,
+                        models,
+                        decisions,
+                        verdict if combined else None,
+                    )
         progress(min(start + args.batch_size, len(files)), len(files))
     if not files:
         print("No image files found in the given paths.", file=sys.stderr)
@@ -91,64 +103,50 @@ def command_predict(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-def write_bundle(folder: Path, predictor, image_name: str, dicom, readings: list, index: int) -> None:
-    """One image's FHIR Bundle in `folder`: an Observation and a Device per model (per member and
-    the combined reading for `combined`), named after the DICOM instance or the image file."""
+def write_bundle(folder: Path, image_name: str, dicom, models: list, decisions: list, combined) -> None:
+    """One image's FHIR Bundle in `folder`: an Observation and a Device per model (and the combined
+    reading's Observation), named after the DICOM instance or the image file."""
     from datetime import datetime
 
-    from melanoma.cases import decision_from
-    from melanoma.combined import combine
     from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
 
-    models = predictor.members if predictor.name == COMBINED_NAME else [predictor]
-    decisions = [decision_from(model, reading, index) for model, reading in zip(models, readings)]
-    combined = combine(decisions, predictor.spec) if predictor.name == COMBINED_NAME else None
-    case = FhirCase(
-        tuple(
-            (decision, ModelFacts.from_card(model.entry.card, model.entry.metrics))
-            for decision, model in zip(decisions, models)
-        ),
-        datetime.now().astimezone(),
-        combined=combined,
-        dicom=dicom,
-    )
+    facts = [ModelFacts.from_card(model.entry.card, model.entry.metrics) for model in models]
+    case = FhirCase(tuple(zip(decisions, facts)), datetime.now().astimezone(), combined=combined, dicom=dicom)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / bundle_file_name(image_name, dicom)).write_text(bundle_json(case), encoding="utf-8")
 
 
-def prediction_line(predictor, path: Path, reading, index: int, as_json: bool) -> str:
-    """One image's line: JSON, or tab-separated path, probability, verdict (and a diagnosis model's
-    skin-cancer probability, verdict and short differential)."""
-    probability, gate = float(reading.scores.melanoma[index]), reading.gates[index]
-    decision = probability >= predictor.threshold
-    malignant = None if reading.scores.malignant is None else float(reading.scores.malignant[index])
-    other_cancer = None if malignant is None else malignant >= predictor.entry.malignant_threshold
+def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str:
+    """One image's line from its verdict (a melanoma.cases.Decision, or a CombinedReading): JSON, or
+    tab-separated path, probability, verdict (and a diagnosis model's skin-cancer probability,
+    verdict and short differential)."""
+    skin_cancer = getattr(verdict, "skin_cancer", None)
     if as_json:  # unrounded: a rounded probability could contradict the decision at the threshold
         line = {
             "path": str(path),
-            "model": predictor.name,
-            "probability": probability,
-            "threshold": predictor.threshold,
-            "melanoma": bool(decision),
+            "model": model,
+            "probability": verdict.probability,
+            "threshold": verdict.threshold,
+            "melanoma": bool(verdict.melanoma),
             "in_distribution": gate.in_distribution,
             "ood_score": gate.score,
             "ood_reason": gate.reason,
         }
-        if malignant is not None:
+        if skin_cancer is not None:
             line.update(
-                diagnoses=dict(zip(diagnoses.CODES, map(float, reading.scores.diagnoses[index]))),
-                malignant=malignant,
-                malignant_threshold=predictor.entry.malignant_threshold,
-                skin_cancer=bool(other_cancer),
+                diagnoses={code: dict(verdict.differential)[code] for code in diagnoses.CODES},
+                malignant=verdict.malignant_probability,
+                malignant_threshold=verdict.malignant_threshold,
+                skin_cancer=bool(skin_cancer),
             )
         return json.dumps(line)
     if not gate.in_distribution:
-        return f"{path}\t{probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
-    line = f"{path}\t{probability:.4f}\t{'MELANOMA' if decision else 'other'}"
-    if malignant is not None:
+        return f"{path}\t{verdict.probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
+    line = f"{path}\t{verdict.probability:.4f}\t{'MELANOMA' if verdict.melanoma else 'other'}"
+    if skin_cancer is not None:
         line += (
-            f"\tskin cancer {malignant:.4f} {'SUSPICIOUS' if other_cancer else 'not flagged'}"
-            f"\t{diagnoses.short_differential(diagnoses.ranked(reading.scores.diagnoses[index]))}"
+            f"\tskin cancer {verdict.malignant_probability:.4f} {'SUSPICIOUS' if skin_cancer else 'not flagged'}"
+            f"\t{diagnoses.short_differential(verdict.differential)}"
         )
     return line
 
