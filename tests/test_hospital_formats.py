@@ -119,3 +119,27 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
             )
             text = PdfReader(io.BytesIO(bytes(report.EncapsulatedDocument).rstrip(b"\0"))).pages[0].extract_text()
             assert f"{probability:.1%}" in text
+
+
+def test_a_validation_zip_of_dicom_photographs_scores_them_as_their_pixels(trained_models):
+    """The Validate page's zip reader takes .dcm members like any image: the same probabilities as the pixels."""
+    import zipfile
+
+    from melanoma import validation
+
+    data_dir, output_dir = trained_models
+    paths = sorted((data_dir / "images").glob("*.jpg"))
+    chosen = [paths[0], paths[1], paths[-1], paths[-2]]  # the fixture's first images are melanomas, its last ones not
+    labels = {row.split(",")[0]: row.split(",")[1] for row in (data_dir / "labels.csv").read_text().splitlines()[1:]}
+    pixels = [read_image(str(path)).pixels for path in chosen]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("labels.csv", "image_id,label\n" + "".join(f"{p.stem},{labels[p.stem]}\n" for p in chosen))
+        for path, image in zip(chosen, pixels):
+            archive.writestr(f"{path.stem}.dcm", dicom_bytes(image))
+    upload = validation.read_zip(buffer.getvalue())
+    predictor = load_predictor("scratch_cnn", output_dir)
+    result = validation.validate([predictor], upload.images, upload.read)
+    by_name = dict(zip((image.image_id for image in result.images), result.results[0].probabilities))
+    expected = predictor.probabilities(pixels)
+    assert not result.skipped and [by_name[p.stem] for p in chosen] == pytest.approx(list(expected), abs=1e-6)
