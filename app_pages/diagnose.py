@@ -73,9 +73,7 @@ for index, (name, key, decoded) in enumerate(cases):
         row[f"{result.model} probability"] = result.probability if result.assessed else None
         row[f"{result.model} decision"] = result.verdict
         if result.skin_cancer is not None:
-            row[f"{result.model} skin cancer"] = (
-                "not assessed" if not result.assessed else "suspicious" if result.skin_cancer else "not flagged"
-            )
+            row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
             row[f"{result.model} differential"] = short_differential(result.differential)
     recorded = [Reading.of(d, Model(d.model, by_name[d.model].card["sha256"])) for d in decisions]
     if len(decisions) > 1:
@@ -217,8 +215,7 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
             if scale < 0.0005:
                 st.caption(
                     f"No single {final_map.patch_size}-pixel patch moves the probability by 0.001 or more: "
-                    "the output does not "
-                    "rest on any one region at this patch size. Try a larger patch or Grad-CAM."
+                    "the output does not rest on any one region at this patch size. Try a larger patch or Grad-CAM."
                 )
             else:
                 st.caption(

@@ -65,6 +65,15 @@ class Decision:
             return None
         return self.malignant_probability >= self.malignant_threshold
 
+    @property
+    def skin_cancer_verdict(self) -> str | None:
+        """The table's word for a diagnosis model's skin-cancer reading; None for a melanoma model."""
+        if self.skin_cancer is None:
+            return None
+        if not self.assessed:
+            return "not assessed"
+        return "suspicious" if self.skin_cancer else "not flagged"
+
     def skin_cancer_summary(self) -> str | None:
         """The line beside the melanoma verdict: a basal cell carcinoma the melanoma threshold leaves
         unflagged still reads "Other skin cancer: suspicious"."""

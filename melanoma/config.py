@@ -169,8 +169,7 @@ class TrainConfig:
         default=False,
         metadata=option(
             "TensorFlow's op determinism: the same seed, data and machine give the same weights "
-            "(slower on GPUs; some GPU "
-            "ops then refuse to run)"
+            "(slower on GPUs; some GPU ops then refuse to run)"
         ),
     )
     label_smoothing: float = field(
@@ -188,8 +187,7 @@ class TrainConfig:
         default=None,
         metadata=option(
             "test on every image of this source (e.g. rosendahl) and train and validate on the others: "
-            "how a model does at "
-            "a clinic it never saw. Writes to <output-dir>/<model>/holdout-<source>/"
+            "how a model does at a clinic it never saw. Writes to <output-dir>/<model>/holdout-<source>/"
         ),
     )
     target: str = field(
@@ -204,8 +202,7 @@ class TrainConfig:
         default=None,
         metadata=option(
             "the installed model's name (its folder under --output-dir); default the architecture's. "
-            "Only with one model, "
-            "e.g. efficientnet_lite0_diagnosis"
+            "Only with one model, e.g. efficientnet_lite0_diagnosis"
         ),
     )
     command: str = ""  # the command line that made this configuration, for the card

@@ -43,6 +43,13 @@ def index_of(code: str) -> int:
     return CODES.index(code)
 
 
+def melanoma_column(outputs: np.ndarray) -> np.ndarray:
+    """The raw melanoma probability within a network's outputs: a melanoma model's (n,) as they
+    are, a diagnosis model's (n, 7) softmax its MEL column."""
+    outputs = np.asarray(outputs)
+    return outputs[:, index_of(MELANOMA)] if outputs.ndim == 2 else outputs
+
+
 @dataclass(frozen=True)
 class ClassCalibration:
     """Calibrated diagnosis probabilities: softmax(log(p_raw) / temperature + bias).

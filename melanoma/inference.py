@@ -147,15 +147,11 @@ class Predictor:
 
     def raw_probabilities(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """The network's melanoma output (with TTA) for images already at its input size, before calibration."""
-        return self.melanoma_output(self.raw_outputs(pixels, batch_size))
-
-    def melanoma_output(self, raw: np.ndarray) -> np.ndarray:
-        """The raw melanoma probability within the network's outputs."""
-        return raw[:, diagnoses.index_of(diagnoses.MELANOMA)] if self.is_diagnosis else raw
+        return diagnoses.melanoma_column(self.raw_outputs(pixels, batch_size))
 
     def calibrate(self, raw: np.ndarray) -> Scores:
         """Calibrated readings from the network's raw outputs."""
-        melanoma = self.serving.calibration(self.melanoma_output(raw))
+        melanoma = self.serving.calibration(diagnoses.melanoma_column(raw))
         if not self.is_diagnosis:
             return Scores(melanoma)
         calibrated = diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
@@ -226,17 +222,18 @@ class Reading:
     gates: list[GateResult]
 
 
-def read_together(predictors: list[Predictor], images: list[np.ndarray]) -> list[Reading]:
+def read_together(predictors: list[Predictor], images: list[np.ndarray], map_images=map) -> list[Reading]:
     """Each predictor's reading of the same images, with each input size's resize done once for the
     models that share it and the gate's features once for the extractor they share: what
-    `Predictor.read` does for each, without repeating the shared work."""
+    `Predictor.read` does for each, without repeating the shared work. `map_images` resizes (a
+    thread pool's `map` spreads it over cores: PIL releases the GIL)."""
     views: dict[int, np.ndarray] = {}
     features: dict[int, np.ndarray | None] = {}  # id(extractor) -> the images' features
     readings = []
     for predictor in predictors:
         size = predictor.serving.input_size
         if size not in views:
-            views[size] = np.stack([to_model_input(image, size) for image in images])
+            views[size] = np.stack(list(map_images(to_model_input, images, [size] * len(images))))
         if id(predictor.features) not in features:
             features[id(predictor.features)] = predictor.gate_features(images)
         readings.append(

@@ -3,8 +3,8 @@
 `python -m train.evaluate` (a labelled folder) and the app's "Validate on your images" page (a zip
 held in memory) both call `validate`, so the numbers a researcher and a clinician read are computed
 the same way as each other and as the Diagnose page's: every image is decoded by `decode_upload`,
-resized by `to_model_input` to each model's input size, scored by `Predictor.score_pixels`
-(calibrated, with the card's test-time augmentation) and passed through `Predictor.gate`.
+resized to each model's input size and scored by `melanoma.inference.read_together` (calibrated,
+with the card's test-time augmentation, and passed through each model's gate).
 
 Images the out-of-distribution gate rejects are counted in every metric and reported per model.
 The shipped test metrics were measured on every image too, so the numbers stay comparable; and
@@ -43,8 +43,8 @@ from melanoma import diagnoses
 from melanoma.cases import decode_upload
 from melanoma.combined import CombinedSpec, mean_probability
 from melanoma.data import GENERIC_LABEL_VALUES, GENERIC_LABELS, DataError
-from melanoma.images import IMAGE_EXTENSIONS, ImageError, to_model_input
-from melanoma.inference import Scores
+from melanoma.images import IMAGE_EXTENSIONS, ImageError
+from melanoma.inference import Scores, read_together
 from melanoma.metrics import (
     at_threshold,
     evaluate_diagnoses,
@@ -407,26 +407,12 @@ def _decode_chunk(chunk: list[LabelledImage], read: Callable[[LabelledImage], by
 
 
 def _score_chunk(predictors, pixels: list[np.ndarray], pool: ThreadPoolExecutor) -> list[tuple[Scores, np.ndarray]]:
-    """Each predictor's calibrated readings and gate verdicts for one chunk of decoded images.
-
-    Exactly what `Predictor.scores` and `Predictor.gate` do, with each input size's resize
-    done once for the models that share it, and the gate's features once for the extractor they share.
-    """
-    views: dict[int, np.ndarray] = {}
-    features: dict[int, np.ndarray | None] = {}  # id(extractor) -> this chunk's features
-    scored = []
-    for predictor in predictors:
-        size = predictor.serving.input_size
-        if size not in views:
-            views[size] = np.stack(list(pool.map(to_model_input, pixels, [size] * len(pixels))))
-        extractor = id(predictor.features)
-        if extractor not in features:
-            features[extractor] = predictor.gate_features(pixels)
-        gate = predictor.gate(pixels, views[size], features[extractor])
-        scored.append(
-            (predictor.calibrate(predictor.raw_outputs(views[size])), np.array([g.in_distribution for g in gate], bool))
-        )
-    return scored
+    """Each predictor's calibrated readings and gate verdicts for one chunk of decoded images
+    (`read_together`: one resize per input size, on the pool's threads; one gate feature pass)."""
+    return [
+        (reading.scores, np.array([gate.in_distribution for gate in reading.gates], bool))
+        for reading in read_together(predictors, pixels, pool.map)
+    ]
 
 
 def _joined(chunks: list[Scores]) -> Scores:

@@ -106,8 +106,7 @@ def calibrate_outputs(
     say what fraction of each diagnosis the melanoma threshold flags.
     """
     is_diagnosis = next(iter(raw.values())).ndim == 2
-    column = diagnoses.index_of(diagnoses.MELANOMA)
-    melanoma_raw = {split: outputs[:, column] if is_diagnosis else outputs for split, outputs in raw.items()}
+    melanoma_raw = {split: diagnoses.melanoma_column(outputs) for split, outputs in raw.items()}
     calibration, threshold, metrics = calibrate_and_evaluate(labels, melanoma_raw, target_sensitivity, seed=seed)
     metrics["reliability_evidence"] = reliability_evidence(
         np.concatenate([labels["val"], labels["test"]]),
