@@ -66,21 +66,41 @@ def at_threshold(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> di
     }
 
 
+BOOTSTRAP_CHUNK = 100  # resamples counted at once: bounds the memory at 100 x n images
+
+
 def bootstrap_intervals(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict:
-    """95% percentile-bootstrap intervals for AUC, sensitivity and specificity."""
+    """95% percentile-bootstrap intervals for AUC, sensitivity and specificity.
+
+    Each resample is a count per image, drawn as `n` calls of `rng.integers` would draw it; the
+    AUC is then the Mann-Whitney statistic over the distinct scores (ties count half), as
+    `roc_auc_score` computes it, for a chunk of resamples at once instead of one call each. A
+    resample without both classes is left out.
+    """
     rng = np.random.default_rng(seed)
-    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
-    samples = {"roc_auc": [], "sensitivity": [], "specificity": []}
-    for _ in range(n):
-        index = rng.integers(0, len(y_true), len(y_true))
-        t, p = y_true[index], y_prob[index]
-        if t.min() == t.max():
-            continue
-        samples["roc_auc"].append(roc_auc_score(t, p))
-        rates = at_threshold(t, p, threshold)
-        samples["sensitivity"].append(rates["sensitivity"])
-        samples["specificity"].append(rates["specificity"])
-    return {key: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for key, v in samples.items()}
+    y_true, y_prob = np.asarray(y_true).astype(bool), np.asarray(y_prob, dtype=np.float64)
+    size = len(y_true)
+    order = np.argsort(y_prob, kind="stable")
+    scores, melanoma = y_prob[order], y_true[order]
+    starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # each distinct score's first position
+    flagged = scores[starts] >= threshold
+    samples: dict[str, list[np.ndarray]] = {"roc_auc": [], "sensitivity": [], "specificity": []}
+    for first in range(0, n, BOOTSTRAP_CHUNK):
+        chunk = min(BOOTSTRAP_CHUNK, n - first)
+        counts = np.stack([np.bincount(rng.integers(0, size, size), minlength=size) for _ in range(chunk)])[:, order]
+        positives = np.add.reduceat(counts * melanoma, starts, axis=1)  # per resample and distinct score
+        negatives = np.add.reduceat(counts * ~melanoma, starts, axis=1)
+        n_pos, n_neg = positives.sum(axis=1), negatives.sum(axis=1)
+        both = (n_pos > 0) & (n_neg > 0)
+        below = np.cumsum(negatives, axis=1) - negatives
+        pairs = (positives * (below + 0.5 * negatives)).sum(axis=1)
+        samples["roc_auc"].append(pairs[both] / (n_pos * n_neg)[both])
+        samples["sensitivity"].append(positives[both][:, flagged].sum(axis=1) / n_pos[both])
+        samples["specificity"].append(negatives[both][:, ~flagged].sum(axis=1) / n_neg[both])
+    return {
+        key: [float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5))]
+        for key, v in samples.items()
+    }
 
 
 def _thin(points: np.ndarray, limit: int = 200) -> list:

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from melanoma.metrics import evaluate_predictions, threshold_for_sensitivity
+from melanoma.metrics import bootstrap_intervals, evaluate_predictions, threshold_for_sensitivity
 
 
 @pytest.fixture
@@ -79,3 +79,25 @@ def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_inte
     assert evidence.sentence().startswith(
         f"Of 100 validation and test lesions this model scored between {top['low']:.1%}"
     )
+
+
+def test_bootstrap_intervals_are_the_percentiles_of_scikit_learn_on_each_resample():
+    """The vectorised bootstrap draws the same resamples as one `rng.integers` call each and
+    scores them as roc_auc_score and the confusion matrix do, ties included."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 40)
+    probabilities = np.round(rng.random(40) * 0.6 + 0.3 * labels, 1)  # many ties
+    samples = {"roc_auc": [], "sensitivity": [], "specificity": []}
+    draws = np.random.default_rng(7)
+    for _ in range(200):
+        index = draws.integers(0, 40, 40)
+        t, p = labels[index], probabilities[index]
+        if t.min() == t.max():
+            continue
+        samples["roc_auc"].append(roc_auc_score(t, p))
+        samples["sensitivity"].append(((p >= 0.5) & (t == 1)).sum() / (t == 1).sum())
+        samples["specificity"].append(((p < 0.5) & (t == 0)).sum() / (t == 0).sum())
+    expected = {key: [np.percentile(v, 2.5), np.percentile(v, 97.5)] for key, v in samples.items()}
+    measured = bootstrap_intervals(labels, probabilities, 0.5, n=200, seed=7)
+    for key in expected:
+        np.testing.assert_allclose(measured[key], expected[key], rtol=0, atol=1e-12)
