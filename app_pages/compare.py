@@ -4,10 +4,11 @@ import streamlit as st
 
 import ui
 from melanoma import plots
+from melanoma.measured import Measured
 
 st.title("Compare models")
 models = [m for m in ui.available_models() if m.metrics]
-combined = ui.combined_entry()
+spec = ui.combined_spec()
 if not models:
     st.error(
         "No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR "
@@ -21,7 +22,7 @@ st.caption(
 )
 
 # The combined reading is compared like a model, but it has no training history or held-out run.
-rows = models + ([combined] if combined else [])
+rows = [Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else [])
 table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")

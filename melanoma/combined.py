@@ -246,7 +246,7 @@ class CombinedPredictor:
         region of the image; the maps are resized to one grid and averaged. Where every member has
         the same input size this is exactly the drop of the combined probability per patch.
         """
-        from melanoma.explain import occlusion_sensitivity
+        from melanoma.explain.occlusion import occlusion_sensitivity
 
         size = max(member.serving.input_size for member in self.members)
         maps = []
@@ -259,7 +259,7 @@ class CombinedPredictor:
 
     def grad_cam(self, pixels: np.ndarray) -> np.ndarray:
         """The members' Grad-CAM maps (each peak 1), resized to the largest input size and averaged."""
-        from melanoma.explain import grad_cam
+        from melanoma.explain.gradcam import grad_cam
 
         size = max(member.serving.input_size for member in self.members)
         views = [to_model_input(pixels, member.serving.input_size).astype(np.float32) for member in self.members]

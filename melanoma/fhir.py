@@ -31,11 +31,11 @@ from urllib.parse import quote
 from fhir.resources.R4B.bundle import Bundle
 
 from melanoma import __version__
+from melanoma.card import ModelCard
 from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.cases import Decision
 from melanoma.combined import CombinedReading
 from melanoma.diagnoses import MALIGNANT, NAMES
-from melanoma.report import model_version
 
 if TYPE_CHECKING:
     from melanoma.dicom import DicomInfo
@@ -95,20 +95,20 @@ class ModelFacts:
 
     @classmethod
     def from_card(
-        cls, card: dict, metrics: dict, intended_use: str = INTENDED_USE, limitations: str = LIMITATIONS
+        cls, card: ModelCard, metrics: dict, intended_use: str = INTENDED_USE, limitations: str = LIMITATIONS
     ) -> ModelFacts:
-        """The facts of an installed model's card.json and metrics.json (InstalledModel.card, .metrics)."""
-        data = card.get("data", {})
+        """The facts of an installed model's card and metrics.json (InstalledModel.card, .metrics)."""
+        data = card.training.data
         splits = "; ".join(
             f"{split}: " + ", ".join(f"{count:,} {label}" for label, count in counts.items())
             for split, counts in data.get("split_counts", {}).items()
         )
         training = f"{data.get('layout', 'unknown')} layout, split by {data.get('grouped_by', 'image')}; {splits}"
         return cls(
-            card["name"],
-            model_version(card),
-            card["sha256"],
-            card.get("architecture", ""),
+            card.name,
+            card.version_text,
+            card.sha256,
+            card.network.architecture,
             training,
             metrics.get("roc_auc"),
             intended_use,

@@ -28,6 +28,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.remove(temporary)
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file holding one object (a card, metrics); ValueError when it holds anything else."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
 def write_json(path: str | Path, data: dict) -> None:
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:

@@ -67,7 +67,7 @@ def class_output(network, codes: tuple[str, ...], name: str):
     one output, which the explanations take like a melanoma model's sigmoid)."""
     import keras
 
-    from melanoma.layers import ClassSum
+    from melanoma.models.layers import ClassSum
 
     summed = ClassSum(tuple(diagnoses.index_of(code) for code in codes), name=name)(network.output)
     return keras.Model(network.inputs, summed, name=f"{network.name}_{name}")
@@ -121,7 +121,7 @@ class Predictor:
     def gradcam_layer(self) -> str | None:
         """The registry's Grad-CAM layer for this model's architecture, the one the tests check;
         None for an architecture the registry does not know (Grad-CAM then takes the last feature map)."""
-        from melanoma.architectures import UnknownModelError, get_architecture
+        from melanoma.models.architectures import UnknownModelError, get_architecture
 
         try:
             return get_architecture(self.entry.architecture).gradcam_layer
@@ -134,7 +134,7 @@ class Predictor:
         Keras model (one image at a time, without test-time augmentation), for explanations."""
         import keras
 
-        from melanoma.layers import PlattOutput
+        from melanoma.models.layers import PlattOutput
 
         calibration = self.serving.calibration
         output = PlattOutput(calibration.slope, calibration.intercept, name="calibrated")(self.model.output)

@@ -142,7 +142,7 @@ def build_imagenet_features():
     it reads the checkpoint package; serving loads the saved Keras file)."""
     import keras
 
-    from melanoma import efficientnet_lite, pretrained
+    from melanoma.models import efficientnet_lite, pretrained
 
     classifier = efficientnet_lite.imagenet_classifier(FEATURES_VARIANT, FEATURES_SIZE)
     state, provenance = pretrained.read_checkpoint(FEATURES_VARIANT, "imagenet")

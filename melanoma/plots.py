@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from melanoma import diagnoses
+from melanoma.measured import Measured
 from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -66,14 +67,14 @@ def _auc_interval(metrics: dict) -> str:
     return _interval(_get(metrics, "ci95", "roc_auc"))
 
 
-def metrics_table(models: list[InstalledModel]) -> pd.DataFrame:
+def metrics_table(models: list[Measured]) -> pd.DataFrame:
     """One row per model: the test metrics a clinician compares, AUC with its 95% interval."""
     rows = []
     for entry in models:
         row = {
             "Model": entry.name,
-            "Input": f"{entry.input_size} px" if entry.input_size else "each member's",
-            "Initialised from": entry.card.get("weights_initialisation", "mean of the members"),
+            "Input": entry.input,
+            "Initialised from": entry.initialised_from,
             "Threshold": entry.threshold,
         }
         for column, (keys, _) in METRIC_COLUMNS.items():
@@ -99,7 +100,7 @@ def best_per_column(table: pd.DataFrame) -> dict[str, str]:
     return best
 
 
-def mean_probability_table(models: list[InstalledModel]) -> pd.DataFrame:
+def mean_probability_table(models: list[Measured]) -> pd.DataFrame:
     """The study's table: mean predicted melanoma probability for each true label."""
     return pd.DataFrame(
         [
@@ -120,7 +121,7 @@ def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
     """
     rows = []
     for entry in models:
-        initialised = entry.card.get("weights_initialisation", "unknown")
+        initialised = entry.card.network.weights_initialisation
         if not entry.holdout_metrics:
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
         for source, metrics in entry.holdout_metrics.items():
@@ -161,7 +162,7 @@ def _matrix_figure(
     return figure
 
 
-def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figure:
+def confusion_figure(entry: Measured, at: str = "at_threshold") -> go.Figure:
     """Melanoma against the rest at a threshold."""
     threshold = _get(entry.metrics, at, "threshold")
     return _matrix_figure(
@@ -172,12 +173,12 @@ def confusion_figure(entry: InstalledModel, at: str = "at_threshold") -> go.Figu
     )
 
 
-def diagnosis_models(models: list[InstalledModel]) -> list[InstalledModel]:
+def diagnosis_models(models: list[Measured]) -> list[Measured]:
     """The models whose metrics hold the seven-diagnosis ones (diagnosis models, measured on images with a dx)."""
     return [entry for entry in models if "diagnoses" in entry.metrics]
 
 
-def diagnosis_confusion_figure(entry: InstalledModel) -> go.Figure:
+def diagnosis_confusion_figure(entry: Measured) -> go.Figure:
     """A diagnosis model's 7 × 7 confusion matrix: rows the true diagnosis, columns its most probable one."""
     measured = entry.metrics["diagnoses"]
     return _matrix_figure(
@@ -190,7 +191,7 @@ def diagnosis_legend() -> str:
     return "; ".join(f"{code}: {name}" for code, name in diagnoses.NAMES.items())
 
 
-def diagnosis_table(models: list[InstalledModel]) -> pd.DataFrame:
+def diagnosis_table(models: list[Measured]) -> pd.DataFrame:
     """One row per model: the seven-diagnosis metrics of a diagnosis model, and skin cancer (the
     diagnoses in melanoma.diagnoses.MALIGNANT) against the rest at its malignant threshold; dashes
     for a melanoma model, which does not tell the diagnoses apart."""
@@ -218,7 +219,7 @@ def _flagged(counts: dict) -> str:
     return DASH if not counts["n"] else f"{counts['flagged']:.0%} of {counts['n']}"
 
 
-def flagged_table(models: list[InstalledModel]) -> pd.DataFrame:
+def flagged_table(models: list[Measured]) -> pd.DataFrame:
     """Per model measured on images with a known diagnosis: the share of each true diagnosis flagged as
     suspicious for melanoma at its threshold, which shows where its false alarms (and other cancers) fall."""
     return pd.DataFrame(
@@ -230,7 +231,7 @@ def flagged_table(models: list[InstalledModel]) -> pd.DataFrame:
     )
 
 
-def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
+def curves_figure(models: list[Measured], kind: str) -> go.Figure:
     """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid."""
     figure = go.Figure()
     for entry in models:
@@ -265,7 +266,7 @@ def curves_figure(models: list[InstalledModel], kind: str) -> go.Figure:
     return figure
 
 
-def calibration_figure(models: list[InstalledModel]) -> go.Figure:
+def calibration_figure(models: list[Measured]) -> go.Figure:
     """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted)."""
     figure = go.Figure()
     for index, entry in enumerate(models):

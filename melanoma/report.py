@@ -23,6 +23,7 @@ from fpdf import FPDF
 from PIL import Image
 
 from melanoma import __version__
+from melanoma.card import ModelCard
 from melanoma.cases import Decision
 
 ENCODING = "windows-1252"  # what fpdf2 declares for its core fonts (WinAnsiEncoding)
@@ -63,17 +64,15 @@ class ModelReading:
     overlay: np.ndarray  # the explanation overlay as shown, RGB uint8
 
     @classmethod
-    def from_decision(cls, decision: Decision, card: dict, overlay: np.ndarray) -> ModelReading:
+    def from_decision(cls, decision: Decision, card: ModelCard, overlay: np.ndarray) -> ModelReading:
         """The reading the page shows for `decision`, identified by the model's card."""
         if not decision.assessed:
-            return cls(
-                decision.model, model_version(card), card["sha256"], "not assessed", decision.summary(), (), overlay
-            )
+            return cls(decision.model, card.version_text, card.sha256, "not assessed", decision.summary(), (), overlay)
         diagnosis_lines = tuple(line for line in (decision.skin_cancer_summary(), decision.differential_text()) if line)
         return cls(
             decision.model,
-            model_version(card),
-            card["sha256"],
+            card.version_text,
+            card.sha256,
             f"{decision.probability:.1%}",
             decision.summary(),
             (*diagnosis_lines, decision.calibration_meaning(), decision.threshold_meaning()),
@@ -112,17 +111,6 @@ class CaseReport:
                     f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
                     f"{pixels.dtype} of shape {pixels.shape}. Pass the pixels the page shows."
                 )
-
-
-def model_version(card: dict) -> str:
-    """The model's version as a report states it: the card's own, else when these weights were trained.
-
-    Cards hold no version field today; the training time names a model's release, and the weights'
-    sha256 identifies them exactly.
-    """
-    if card.get("version"):
-        return str(card["version"])
-    return f"trained {card['trained_at']}" if card.get("trained_at") else "unknown (the card records none)"
 
 
 def format_time(moment: datetime) -> str:

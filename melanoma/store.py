@@ -9,20 +9,17 @@ marks it unavailable with the reason. Every other model keeps working.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from melanoma.calibration import PlattScaling
-from melanoma.diagnoses import ClassCalibration
-from melanoma.files import sha256_of
+from melanoma.card import CARD_FILE, ModelCard, ServingSpec, read_card
+from melanoma.files import read_json_object, sha256_of
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_FILE = "model.keras"
-CARD_FILE = "card.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 HOLDOUT_PREFIX = "holdout-"  # <model>/holdout-<source>/: a run that never saw that source (train.run --holdout-source)
@@ -32,58 +29,13 @@ class ModelUnavailableError(RuntimeError):
     """A model that cannot be served; the message says why and how to fix it."""
 
 
-@dataclass(frozen=True)
-class ServingSpec:
-    """How to score with a model, from its card's "serving" section: the one place serving reads.
-
-    Cards written before that section existed say the same in older keys, read here alone.
-    """
-
-    input_size: int
-    test_time_augmentation: bool
-    calibration: PlattScaling  # of the melanoma probability (a diagnosis model's raw P(MEL))
-    ood: dict | None = None  # {"file": "ood.npz", "sha256": ...}: the fitted out-of-distribution gate
-    classes: tuple[str, ...] = ()  # a diagnosis model's softmax outputs, in order; empty for a melanoma model
-    class_calibration: ClassCalibration | None = None  # of a diagnosis model's softmax
-
-    @property
-    def is_diagnosis(self) -> bool:
-        return bool(self.classes)
-
-    @classmethod
-    def from_card(cls, card: dict) -> "ServingSpec":
-        serving = card.get("serving")
-        if serving is None:
-            return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
-        classes = tuple(serving.get("classes") or ())
-        return cls(
-            int(serving["input_size"]),
-            bool(serving["test_time_augmentation"]),
-            PlattScaling.from_dict(serving.get("calibration")),
-            serving.get("ood"),
-            classes,
-            ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None,
-        )
-
-    def to_dict(self) -> dict:
-        spec = {
-            "input_size": self.input_size,
-            "test_time_augmentation": self.test_time_augmentation,
-            "calibration": self.calibration.to_dict(),
-            "ood": self.ood,
-        }
-        if self.is_diagnosis:
-            spec.update(classes=list(self.classes), class_calibration=self.class_calibration.to_dict())
-        return spec
-
-
 @dataclass
 class InstalledModel:
     """One model folder, with its card and stored metrics; `problem` is set when it cannot be used."""
 
     name: str
     folder: Path
-    card: dict = field(default_factory=dict)
+    card: ModelCard | None = None  # None when card.json is missing or malformed (`problem` says which)
     metrics: dict = field(default_factory=dict)
     holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics of a source-held-out run
     problem: str | None = None
@@ -94,7 +46,7 @@ class InstalledModel:
 
     @property
     def serving(self) -> ServingSpec:
-        return ServingSpec.from_card(self.card)
+        return self.card.serving
 
     @property
     def input_size(self) -> int:
@@ -102,18 +54,17 @@ class InstalledModel:
 
     @property
     def threshold(self) -> float:
-        return float(self.card["threshold"])
+        return self.card.operating.threshold
 
     @property
     def architecture(self) -> str:
-        """The registry name of the model's architecture (cards before `architecture_name` were named after it)."""
-        return self.card.get("architecture_name", self.name)
+        """The registry name of the model's architecture."""
+        return self.card.network.architecture_name
 
     @property
     def malignant_threshold(self) -> float | None:
         """A diagnosis model's operating threshold on P(skin cancer); None for a melanoma model."""
-        value = self.card.get("malignant_threshold")
-        return None if value is None else float(value)
+        return self.card.operating.malignant_threshold
 
     @property
     def test_auc(self) -> float | None:
@@ -124,40 +75,27 @@ class InstalledModel:
         return pd.read_csv(path) if path.is_file() else None
 
 
-def _read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
-    return data
-
-
 def inspect_model(folder: Path) -> InstalledModel:
     """Read one model folder without loading the weights; never raises."""
     entry = InstalledModel(name=folder.name, folder=folder)
     try:
-        entry.card = _read_json(folder / CARD_FILE)
-        for key in ("threshold", "sha256"):
-            if key not in entry.card:
-                raise ValueError(f"missing key {key!r}")
-        if "serving" not in entry.card and "input_size" not in entry.card:  # the latter: cards before "serving"
-            raise ValueError("missing key 'serving'")
+        entry.card = read_card(folder)
     except FileNotFoundError:
         entry.problem = f"{CARD_FILE} is missing; retrain with python -m train.run --models {folder.name}."
         return entry
-    except (ValueError, json.JSONDecodeError) as error:
+    except (ValueError, TypeError, KeyError) as error:  # json's decode error is a ValueError
         entry.problem = f"{CARD_FILE} is malformed ({error}); retrain or restore it from git."
         return entry
     if not (folder / MODEL_FILE).is_file():
         entry.problem = f"{MODEL_FILE} is missing; retrain with python -m train.run --models {folder.name}."
         return entry
     try:
-        entry.metrics = _read_json(folder / METRICS_FILE)
+        entry.metrics = read_json_object(folder / METRICS_FILE)
     except (OSError, ValueError):
         entry.metrics = {}
     for holdout in sorted(folder.glob(f"{HOLDOUT_PREFIX}*/{METRICS_FILE}")):
         try:
-            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = _read_json(holdout)
+            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = read_json_object(holdout)
         except (OSError, ValueError):
             continue  # a broken diagnostic leaves the model itself usable
     return entry
@@ -235,10 +173,10 @@ def load_keras_model(entry: InstalledModel):
     if ood:
         verify_file(entry, ood["file"], ood["sha256"])
         verify_file(entry, ood["features"], ood["features_sha256"])
-    path = verify_file(entry, MODEL_FILE, entry.card["sha256"])
+    path = verify_file(entry, MODEL_FILE, entry.card.sha256)
     import keras
 
-    import melanoma.layers  # noqa: F401  registers the custom layers the models contain
+    import melanoma.models.layers  # noqa: F401  registers the custom layers the models contain
 
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)

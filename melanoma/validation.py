@@ -45,6 +45,7 @@ from melanoma.combined import CombinedSpec, mean_probability
 from melanoma.data import GENERIC_LABEL_VALUES, GENERIC_LABELS, DataError
 from melanoma.images import IMAGE_EXTENSIONS, ImageError
 from melanoma.inference import Scores, read_together
+from melanoma.measured import Measured
 from melanoma.metrics import (
     at_threshold,
     evaluate_diagnoses,
@@ -52,7 +53,6 @@ from melanoma.metrics import (
     flagged_by_diagnosis,
     threshold_for_sensitivity,
 )
-from melanoma.store import InstalledModel
 
 # What a zip of dermoscopic images needs, with room to spare; anything beyond is refused unread.
 MAX_MEMBERS = 20_000
@@ -102,7 +102,7 @@ class ModelResult:
     probabilities: np.ndarray
     in_distribution: np.ndarray  # the gate's verdict per image; the combined reading needs every member's
     metrics: dict  # evaluate_predictions over every scored image, the rejected ones included, and by diagnosis
-    entry: InstalledModel  # the model's card with these metrics, for melanoma.plots
+    measured: Measured  # the model or combination with these metrics, as melanoma.plots shows it
     diagnoses: np.ndarray | None = None  # a diagnosis model's calibrated (n, 7) probabilities
 
     @property
@@ -426,9 +426,7 @@ def _joined(chunks: list[Scores]) -> Scores:
 
 
 def _result(
-    name: str,
-    entry: InstalledModel,
-    threshold: float,
+    shown: Measured,
     labels: np.ndarray,
     scores: Scores,
     in_distribution: np.ndarray,
@@ -436,20 +434,20 @@ def _result(
 ) -> ModelResult:
     """The metrics of one model (or the combined reading); where `codes` gives every image's diagnosis,
     also those by diagnosis, under the keys metrics.json holds them, so the pages read both alike."""
-    metrics = evaluate_predictions(labels, scores.melanoma, threshold)
+    metrics = evaluate_predictions(labels, scores.melanoma, shown.threshold)
     if codes is not None:
-        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes, scores.melanoma, threshold)
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes, scores.melanoma, shown.threshold)
         if scores.diagnoses is not None:
             metrics["diagnoses"] = evaluate_diagnoses(
-                codes, scores.diagnoses, entry.malignant_threshold, predicted=scores.predicted
+                codes, scores.diagnoses, shown.malignant_threshold, predicted=scores.predicted
             )
     return ModelResult(
-        name,
-        threshold,
+        shown.name,
+        shown.threshold,
         scores.melanoma,
         in_distribution,
         metrics,
-        dataclasses.replace(entry, name=name, metrics=metrics, holdout_metrics={}),
+        dataclasses.replace(shown, metrics=metrics),
         scores.diagnoses,
     )
 
@@ -518,9 +516,7 @@ def validate(
     for index, predictor in enumerate(predictors):
         scores = _joined([part[index][0] for part in parts])
         in_distribution = np.concatenate([part[index][1] for part in parts])
-        results.append(
-            _result(predictor.name, predictor.entry, predictor.threshold, labels, scores, in_distribution, known)
-        )
+        results.append(_result(Measured.of_model(predictor.entry, metrics={}), labels, scores, in_distribution, known))
     notes = [note] if note else []
     if combined is not None:
         by_name = {result.name: result for result in results}
@@ -529,16 +525,9 @@ def validate(
             notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
         else:
             members = [by_name[member] for member in combined.members]
-            entry = InstalledModel(
-                name="combined",
-                folder=predictors[0].entry.folder.parent,
-                card={"input_size": 0, "threshold": combined.threshold},
-            )
             results.append(
                 _result(
-                    f"combined ({' + '.join(combined.members)})",
-                    entry,
-                    combined.threshold,
+                    Measured.of_combined(combined, metrics={}),
                     labels,
                     Scores(mean_probability([m.probabilities for m in members])),
                     np.logical_and.reduce([m.in_distribution for m in members]),

@@ -6,8 +6,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
+from melanoma.card import ServingSpec
 from melanoma.metrics import threshold_for_sensitivity
-from melanoma.store import ServingSpec
 from train.calibrate import calibrate_and_evaluate
 
 

@@ -11,7 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_s
 from melanoma import diagnoses
 from melanoma.__main__ import main as cli
 from melanoma.data import DataError, load_labelled_images, load_pixels
-from melanoma.explain import occlusion_sensitivity
+from melanoma.explain.occlusion import occlusion_sensitivity
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from melanoma.metrics import evaluate_diagnoses, flagged_by_diagnosis
@@ -207,7 +207,7 @@ def test_grad_cam_of_softmax_classes_is_the_cam_of_their_log_odds():
     import tensorflow as tf
     from keras import layers
 
-    from melanoma.explain import grad_cam
+    from melanoma.explain.gradcam import grad_cam
     from melanoma.inference import class_output
 
     keras.utils.set_random_seed(0)

@@ -6,10 +6,12 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from melanoma import explain
 from melanoma.config import DEFAULT_MODELS
-from melanoma.explain import GREY, grad_cam, occlusion_sensitivity, progressive_occlusion
-from melanoma.incremental import plan_occlusion
+from melanoma.explain import occlusion as explain
+from melanoma.explain import per_model
+from melanoma.explain.gradcam import grad_cam
+from melanoma.explain.incremental import plan_occlusion
+from melanoma.explain.occlusion import GREY, occlusion_sensitivity, progressive_occlusion
 from tests.conftest import DIAGNOSIS_MODEL
 
 
@@ -98,7 +100,7 @@ def test_matches_a_per_patch_reference_loop(size, patch, incremental):
         plan is not None and sum(step.geometry is not None for step in plan.steps) >= 2
     )  # the windows pass through several spatial layers
     ours = occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
-    folded = ("folded",) in explain._per_model[model]  # many patches run on a copy with batch norms folded
+    folded = ("folded",) in per_model._per_model[model]  # many patches run on a copy with batch norms folded
     assert folded == (len(corners) >= explain.FOLD_FROM_PATCHES)
     reference = reference_occlusion(model, image, patch)
     assert ours.shape == (size, size)
@@ -140,13 +142,86 @@ def test_windows_pass_through_residual_blocks_exactly(size, patch, stride):
     """The plan cuts after residual additions, and each window, pasted back, gives the reference map."""
     model, image = residual_model(size), random_image(size, seed=6)
     plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
-    assert plan is not None and sum(step.kind == "add" for step in plan.steps) >= 2
+    assert plan is not None and sum(isinstance(step.layer, layers.Add) for step in plan.steps) >= 2
     ours = occlusion_sensitivity(model, image, patch_size=patch, stride=stride)
     whole_image = occlusion_sensitivity(model, image, patch_size=patch, stride=stride, incremental=False)
     assert np.abs(whole_image).max() > 100 * 1e-6  # far beyond the tolerance
     np.testing.assert_allclose(ours, whole_image, atol=1e-6)
     if stride is None:
         np.testing.assert_allclose(ours, reference_occlusion(model, image, patch), atol=1e-5)
+
+
+def test_a_map_leaves_the_next_plan_and_fold_as_on_a_fresh_model():
+    """The incremental tail is a Keras model built from an inner tensor, and Keras calls every layer
+    after that tensor again: a later, deeper plan and the folding must see the model's own graph."""
+    from melanoma.explain.folding import foldable_pairs
+
+    model, image = residual_model(64), random_image(64)
+    deep = plan_occlusion(model, 64, 64, explain.patch_grid(64, 64, 8), 8)
+    pairs = foldable_pairs(model)
+    shallow = plan_occlusion(model, 64, 64, explain.patch_grid(64, 64, 24), 24)
+    assert len(shallow.steps) < len(deep.steps)
+    occlusion_sensitivity(model, image, patch_size=24)  # builds the tail after the shallow cut
+    assert len(plan_occlusion(model, 64, 64, explain.patch_grid(64, 64, 8), 8).steps) == len(deep.steps)
+    assert foldable_pairs(model) == pairs
+
+
+def inception_model(size: int) -> keras.Model:
+    """InceptionV3's first blocks in miniature: branches of 1×1, 5×5 and two 3×3 convolutions and of a
+    'same' average pool (which divides by the pixels inside the map), joined by concatenation, then a
+    reduction block of a stride-2 convolution beside a max pool."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((size, size, 3))
+    x = layers.Conv2D(8, 3, strides=2, activation="relu")(layers.Rescaling(1 / 127.5, offset=-1)(inputs))
+    for _ in range(2):
+        double = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+        pooled = layers.AveragePooling2D(3, strides=1, padding="same")(x)
+        x = layers.Concatenate()(
+            [
+                layers.Conv2D(4, 1, activation="relu")(x),
+                layers.Conv2D(4, 5, padding="same", activation="relu")(x),
+                layers.Conv2D(4, 3, padding="same", activation="relu")(double),
+                layers.Conv2D(4, 1, activation="relu")(pooled),
+            ]
+        )
+    x = layers.Concatenate()(
+        [layers.Conv2D(8, 3, strides=2, activation="relu")(x), layers.MaxPooling2D(3, strides=2)(x)]
+    )
+    x = layers.GlobalAveragePooling2D()(x)  # every position counts, the border's average pools too
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    pooled = keras.Model(inputs, x).predict(np.stack([random_image(size, seed) for seed in range(8)]), verbose=0)
+    kernel = np.random.default_rng(5).normal(0, 1, (pooled.shape[1], 1))
+    model.layers[-1].set_weights([kernel, -pooled.mean(axis=0) @ kernel])  # far from saturation, as residual_model
+    return model
+
+
+@pytest.mark.parametrize("size, patch, stride", [(48, 8, None), (45, 7, None), (40, 8, 4)])
+def test_windows_pass_through_inception_blocks_exactly(size, patch, stride):
+    """The plan cuts after concatenated branches, through 'same' average pools, and gives the reference map."""
+    model, image = inception_model(size), random_image(size, seed=7)
+    plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
+    assert plan is not None and sum(isinstance(step.layer, layers.Concatenate) for step in plan.steps) >= 2
+    assert any(isinstance(step.layer, layers.AveragePooling2D) for step in plan.steps)
+    ours = occlusion_sensitivity(model, image, patch_size=patch, stride=stride)
+    whole_image = occlusion_sensitivity(model, image, patch_size=patch, stride=stride, incremental=False)
+    assert np.abs(whole_image).max() > 100 * 1e-6  # far beyond the tolerance
+    np.testing.assert_allclose(ours, whole_image, atol=1e-6)
+    if stride is None:
+        np.testing.assert_allclose(ours, reference_occlusion(model, image, patch), atol=1e-5)
+
+
+def test_each_scorer_is_traced_once_whatever_the_chunks():
+    """Full chunks and a shorter last one run one compiled graph (the batch dimension is left open)."""
+    model, image = tiny_model(60), random_image(60)
+    patch = 7  # 81 patches and the intact image: five chunks of 16 and one of 2
+    assert (len(explain.patch_grid(60, 60, patch)) + 1) % explain.CHUNK == 2
+    for incremental in (True, False):
+        for _ in range(2):
+            occlusion_sensitivity(model, image, patch_size=patch, incremental=incremental)
+    entries = per_model._per_model[model]
+    scorer = next(entry for key, entry in entries.items() if key[0] == "incremental")
+    traced = [entries[("scorer", 60, 60)], scorer.score, scorer.intact]
+    assert [function.experimental_get_tracing_count() for function in traced] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "whole-image"])
@@ -194,7 +269,7 @@ def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_ma
 
 
 def test_the_card_says_which_path_a_model_takes():
-    from melanoma.architectures import create_model
+    from melanoma.models.architectures import create_model
 
     model = create_model("scratch_cnn", 64)
     plain = explain.occlusion_path(model, 64)
@@ -256,7 +331,7 @@ def test_grad_cam_names_the_head_it_needs():
 
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(name):
-    from melanoma.architectures import create_model, get_architecture
+    from melanoma.models.architectures import create_model, get_architecture
 
     # Random Lite weights give a constant output (an all-zero map); its ImageNet weights are offline.
     weights = "imagenet" if get_architecture(name).checkpoint_variant else "none"
@@ -270,7 +345,7 @@ def test_incremental_inference_gives_the_whole_image_map_for_every_architecture(
 
 def test_colour_constancy_leaves_nothing_to_reuse():
     """Shades of Gray rescales every pixel by the whole image's illuminant, so a patch reaches everywhere."""
-    from melanoma.architectures import create_model
+    from melanoma.models.architectures import create_model
 
     model = create_model("inception_v3", 96, colour_constancy=True)
     assert plan_occlusion(model, 96, 96, explain.patch_grid(96, 96, 12), 12) is None
@@ -298,7 +373,7 @@ def head_towards_grey(model: keras.Model, image: np.ndarray, steepness: float = 
 
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_both_methods_work_for_every_architecture(name):
-    from melanoma.architectures import create_model, get_architecture
+    from melanoma.models.architectures import create_model, get_architecture
 
     architecture = get_architecture(name)
     keras.utils.set_random_seed(0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from melanoma.card import ModelCard
 from melanoma.cases import Decision
 from melanoma.combined import CombinedReading
 from melanoma.dicom import read_dicom
@@ -79,9 +80,7 @@ MODELS = {
 
 def pdf_of(decisions: list[Decision]) -> bytes:
     image = lesion_pixels()
-    readings = tuple(
-        ModelReading.from_decision(d, {"sha256": MODELS[d.model].sha256, "version": "1"}, image) for d in decisions
-    )
+    readings = tuple(ModelReading.from_decision(d, card(MODELS[d.model].sha256), image) for d in decisions)
     return case_report_pdf(
         CaseReport(
             "lesion.png",
@@ -247,8 +246,14 @@ def test_the_clinician_s_body_site_wins_over_the_file_s():
     assert found["Observation"][0]["bodySite"] == {"text": "Left scapula"}
 
 
+def card(sha256: str) -> ModelCard:
+    return ModelCard.from_dict({"sha256": sha256, "version": "1", "threshold": 0.1, "input_size": 96}, "m")
+
+
 def test_model_facts_from_an_installed_card():
     card = {
+        "threshold": 0.07,
+        "input_size": 160,
         "name": "efficientnet_lite0",
         "trained_at": "2026-11-26T23:39:16Z",
         "sha256": "ab" * 32,
@@ -259,7 +264,9 @@ def test_model_facts_from_an_installed_card():
             "split_counts": {"train": {"other": 7119, "melanoma": 887}, "test": {"other": 892, "melanoma": 113}},
         },
     }
-    model = ModelFacts.from_card(card, {"roc_auc": 0.8779}, "Second reader.", "Not a diagnosis.")
+    model = ModelFacts.from_card(
+        ModelCard.from_dict(card, "efficientnet_lite0"), {"roc_auc": 0.8779}, "Second reader.", "Not a diagnosis."
+    )
     assert (model.version, model.test_roc_auc) == ("trained 2026-11-26T23:39:16Z", 0.8779)
     assert model.training_data == (
         "ham10000 layout, split by lesion/group id (no group in two splits); "

@@ -6,7 +6,7 @@ import pytest
 from keras import layers
 
 from melanoma.config import DEFAULT_MODELS
-from melanoma.folding import FoldedBatchNorm, fold_batch_norms
+from melanoma.explain.folding import FoldedBatchNorm, fold_batch_norms
 
 
 def trained_statistics(model: keras.Model, seed: int = 0) -> keras.Model:
@@ -50,8 +50,8 @@ def test_folds_only_a_normalisation_that_alone_follows_a_linear_convolution():
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_every_architecture_computes_the_same_feature_maps(name):
     """Compared on the last feature map: with random weights, all images get nearly one probability."""
-    from melanoma.architectures import create_model
-    from melanoma.explain import last_feature_map
+    from melanoma.explain.gradcam import last_feature_map
+    from melanoma.models.architectures import create_model
 
     model = trained_statistics(create_model(name, 96, colour_constancy=True))
     folded = fold_batch_norms(model)

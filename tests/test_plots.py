@@ -4,17 +4,26 @@ import numpy as np
 import pandas as pd
 
 from melanoma import diagnoses, plots
+from melanoma.card import ModelCard
+from melanoma.measured import Measured
 from melanoma.store import InstalledModel
+
+CARD = {"sha256": "ab" * 32, "input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"}
 
 
 def entry(name: str, metrics: dict, holdout: dict | None = None) -> InstalledModel:
     return InstalledModel(
         name=name,
         folder=None,
-        card={"input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"},
+        card=ModelCard.from_dict(CARD, name),
         metrics=metrics,
         holdout_metrics=holdout or {},
     )
+
+
+def row(name: str, metrics: dict) -> Measured:
+    """A model as the comparison tables and figures take it."""
+    return Measured.of_model(entry(name, metrics))
 
 
 def test_metrics_at_half_are_shown_as_numbers():
@@ -24,7 +33,7 @@ def test_metrics_at_half_are_shown_as_numbers():
         "at_0.5": {"sensitivity": 0.75, "specificity": 0.6},
         "at_threshold": {"sensitivity": 0.9},
     }
-    table = plots.metrics_table([entry("a", metrics)])
+    table = plots.metrics_table([row("a", metrics)])
     assert table.loc[0, "Sensitivity @ 0.5"] == 0.75 and table.loc[0, "Specificity @ 0.5"] == 0.6
     assert "Brier score" not in table  # measured by no model: left out, not a column of blanks
     assert "None" not in table.astype(str).to_string()
@@ -73,7 +82,7 @@ def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
         "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
         "at_threshold": {"threshold": 0.103, "confusion_matrix": [[56, 14], [1, 29]]},
     }
-    models = [entry(combined, metrics)]
+    models = [row(combined, metrics)]
     for figure in (plots.curves_figure(models, "roc"), plots.calibration_figure(models)):
         legend = figure.data[0].name
         assert (
@@ -92,7 +101,7 @@ def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
 # --- the seven diagnoses ----------------------------------------------------------------------------------
 
 
-def diagnosis_entry() -> InstalledModel:
+def diagnosis_entry() -> Measured:
     """A diagnosis model's metrics from hand-made readings whose results are counted below by hand:
     MEL read as MEL and NV, both NV as NV, the BCC as BCC, the BKL as NV."""
     from melanoma.metrics import evaluate_diagnoses, flagged_by_diagnosis
@@ -106,7 +115,7 @@ def diagnosis_entry() -> InstalledModel:
         "diagnoses": evaluate_diagnoses(codes, probabilities, 0.5),
         "flagged_by_diagnosis": flagged_by_diagnosis(codes, melanoma, 0.5),
     }
-    return entry("lite_dx", metrics)
+    return row("lite_dx", metrics)
 
 
 def test_the_diagnosis_confusion_matrix_shows_the_metrics_matrix_labelled_with_codes():
@@ -122,7 +131,7 @@ def test_the_diagnosis_confusion_matrix_shows_the_metrics_matrix_labelled_with_c
 
 
 def test_the_diagnosis_table_gives_the_multiclass_metrics_and_a_dash_for_a_melanoma_model():
-    table = plots.diagnosis_table([diagnosis_entry(), entry("scratch", {"roc_auc": 0.8})]).set_index("Model")
+    table = plots.diagnosis_table([diagnosis_entry(), row("scratch", {"roc_auc": 0.8})]).set_index("Model")
     model = table.loc["lite_dx"]
     # Recall MEL 1/2, NV 2/2, BCC 1/1, BKL 0/1; balanced accuracy their mean; DF, VASC and AKIEC absent.
     assert model["Balanced multi-class accuracy"] == "0.625"
@@ -134,11 +143,11 @@ def test_the_diagnosis_table_gives_the_multiclass_metrics_and_a_dash_for_a_melan
     assert model["Malignant specificity @ threshold"] == "1.000" and model["Malignant threshold"] == "0.500"
     assert set(table.loc["scratch"]) == {"–"}
     assert not {"None", "nan"} & set(table.to_numpy().ravel())  # ("Malignant" itself holds "nan")
-    assert [e.name for e in plots.diagnosis_models([diagnosis_entry(), entry("scratch", {})])] == ["lite_dx"]
+    assert [e.name for e in plots.diagnosis_models([diagnosis_entry(), row("scratch", {})])] == ["lite_dx"]
 
 
 def test_the_flagged_table_gives_the_percentage_of_each_true_diagnosis():
-    table = plots.flagged_table([diagnosis_entry(), entry("scratch", {"roc_auc": 0.8})])
+    table = plots.flagged_table([diagnosis_entry(), row("scratch", {"roc_auc": 0.8})])
     assert list(table.Model) == ["lite_dx"]  # a model tested without diagnoses has no row
     assert table.iloc[0][list(diagnoses.CODES)].tolist() == [
         "50% of 2",
@@ -149,4 +158,4 @@ def test_the_flagged_table_gives_the_percentage_of_each_true_diagnosis():
         "–",
         "–",
     ]
-    assert plots.flagged_table([entry("scratch", {})]).empty
+    assert plots.flagged_table([row("scratch", {})]).empty

@@ -17,9 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoma import efficientnet_lite, pretrained
-from melanoma.architectures import create_model, get_architecture
-from melanoma.torch_checkpoint import LEGACY_MAGIC_NUMBER, CheckpointError, UnsafeCheckpointError, read_state_dict
+from melanoma.models import efficientnet_lite, pretrained
+from melanoma.models.architectures import create_model, get_architecture
+from melanoma.models.torch_checkpoint import (
+    LEGACY_MAGIC_NUMBER,
+    CheckpointError,
+    UnsafeCheckpointError,
+    read_state_dict,
+)
 
 skimage_data = pytest.importorskip("skimage.data")
 

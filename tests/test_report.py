@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pypdf import PdfReader
 
+from melanoma.card import ModelCard, Training
 from melanoma.cases import Decision
 from melanoma.combined import CombinedSpec, combine
 from melanoma.metrics import Evidence
@@ -18,7 +19,6 @@ from melanoma.report import (
     CaseReport,
     ModelReading,
     case_report_pdf,
-    model_version,
     pdf_text,
 )
 
@@ -28,7 +28,9 @@ DISCLAIMER = (
 )
 CREATED = datetime(2026, 11, 27, 14, 3, 5, tzinfo=timezone(timedelta(hours=1), "CET"))
 SHA = "fd94b9266017c7bfb3517d93f2580da368804e3c92dbe51a0ce1728a66dc9d02"
-CARD = {"sha256": SHA, "trained_at": "2026-11-26T22:57:52Z"}
+CARD = ModelCard.from_dict(
+    {"sha256": SHA, "trained_at": "2026-11-26T22:57:52Z", "threshold": 0.1, "input_size": 96}, "m"
+)
 UNICODE_NOTE = "naevus — ≥ 6 mm, café, 痣"
 
 
@@ -209,6 +211,6 @@ def test_a_naive_time_or_a_non_rgb_image_is_refused_with_what_to_pass():
 
 
 def test_the_model_version_comes_from_the_card():
-    assert model_version({"version": "2.1", "trained_at": "2026-11-26T22:57:52Z"}) == "2.1"
-    assert model_version(CARD) == "trained 2026-11-26T22:57:52Z"
-    assert model_version({}) == "unknown (the card records none)"
+    assert replace(CARD, version="2.1").version_text == "2.1"
+    assert CARD.version_text == "trained 2026-11-26T22:57:52Z"
+    assert replace(CARD, training=Training()).version_text == "unknown (the card records none)"

@@ -1,10 +1,10 @@
-"""The study's phases: learning rates at epochs 0/10/20 and 25/45/65 trainable Inception layers."""
+"""The study's phases: learning rates at epochs 0/10/20, and whole blocks unfrozen from the top."""
 
 import keras
 import pytest
 
-from melanoma.architectures import base_layers, create_model, get_architecture, set_trainable_layers
 from melanoma.config import get_recipe
+from melanoma.models.architectures import base_layers, create_model, get_architecture, set_trainable
 from train.schedule import phases_run, plan_phases
 
 
@@ -13,30 +13,40 @@ def test_study_recipe_phases_for_inception():
     phases = plan_phases(
         get_architecture("inception_v3"), 25, recipe.phase_starts(25), recipe.learning_rates, pretrained=True
     )
-    assert [(p.start_epoch, p.end_epoch, p.learning_rate, p.trainable_layers) for p in phases] == [
-        (0, 10, 1e-4, 25),
-        (10, 20, 5e-5, 45),
-        (20, 25, 1e-5, 65),
+    assert [(p.start_epoch, p.end_epoch, p.learning_rate, p.unfreeze_after, p.fine_tuning) for p in phases] == [
+        (0, 10, 1e-4, "mixed9", True),
+        (10, 20, 5e-5, "mixed8", True),
+        (20, 25, 1e-5, "mixed7", True),
     ]
 
 
-def test_efficientnet_counts_and_scratch_trains_everything():
+def test_scratch_and_unpretrained_networks_train_everything():
     recipe = get_recipe("study")
-    effnet = plan_phases(get_architecture("efficientnet_b3"), 25, recipe.phase_starts(25), recipe.learning_rates, True)
-    assert [p.trainable_layers for p in effnet] == [30, 60, 80]
-    scratch = plan_phases(get_architecture("scratch_cnn"), 25, recipe.phase_starts(25), recipe.learning_rates, False)
-    assert [p.trainable_layers for p in scratch] == [None, None, None]
+    for name, pretrained in (("scratch_cnn", True), ("efficientnet_b3", False)):
+        phases = plan_phases(get_architecture(name), 25, recipe.phase_starts(25), recipe.learning_rates, pretrained)
+        assert [(p.unfreeze_after, p.fine_tuning) for p in phases] == [(None, False)] * 3
 
 
-def test_trainable_layers_are_the_last_ones_with_batch_norm_frozen():
-    model = create_model("inception_v3", 75)
+@pytest.mark.parametrize(
+    "name, size, trainable",
+    [
+        ("inception_v3", 75, (31, 62, 82)),
+        ("efficientnet_b3", 32, (31, 61, 76)),
+        ("efficientnet_lite0", 32, (46, 98, 140)),
+    ],
+)
+def test_each_phase_unfreezes_whole_blocks_with_batch_norm_frozen(name, size, trainable):
+    model = create_model(name, size)
     backbone = base_layers(model)
-    for count in (25, 45, 65):
-        assert set_trainable_layers(model, count) == count
-        tail = backbone[-count:]
-        assert not any(layer.trainable for layer in backbone[:-count])
+    for after, count in zip(get_architecture(name).unfreeze_after, trainable):
+        assert set_trainable(model, after, fine_tuning=True) == count
+        frozen, tail = backbone[:-count], backbone[-count:]
+        assert (frozen[-1].name if frozen else None) == after  # the block boundary, named
+        assert not any(layer.trainable for layer in frozen)
         assert all(layer.trainable != isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
-    assert model.get_layer("head_melanoma_probability").trainable
+    assert model.get_layer(next(layer.name for layer in model.layers if layer.name.startswith("head_"))).trainable
+    with pytest.raises(ValueError, match="no backbone layer 'block99_add' to unfreeze after"):
+        set_trainable(model, "block99_add", fine_tuning=True)
 
 
 def test_unknown_model_name_lists_the_valid_ones():

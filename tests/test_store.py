@@ -28,7 +28,7 @@ def test_altered_weights_are_refused_and_others_still_load(models_copy):
     # The page shows this message: which model and file, both digests, and what to do.
     message = str(refusal.value)
     assert message.startswith("Model scratch_cnn is unavailable: model.keras does not match the sha256 in card.json")
-    assert f"expected {entry.card['sha256'][:12]}…, found {sha256_of(path)[:12]}…" in message
+    assert f"expected {entry.card.sha256[:12]}…, found {sha256_of(path)[:12]}…" in message
     assert message.endswith("Restore it from git or retrain.")
     assert not entry.available and entry.problem in message
     other = find_model("efficientnet_b3", models_copy)

@@ -15,7 +15,7 @@ from melanoma.config import DEFAULT_MODELS, STUDY_MODELS
 from melanoma.data import load_pixels
 from melanoma.files import sha256_of
 from melanoma.inference import load_predictor
-from melanoma.pretrained import CHECKPOINTS
+from melanoma.models.pretrained import CHECKPOINTS
 from melanoma.store import find_model, load_keras_model
 from train.run import export_for_serving, main
 
@@ -215,7 +215,7 @@ def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     assert list(history.epoch) == [1, 2, 3, 4]  # three epochs kept, one more trained
     assert pd.read_csv(tmp_path / "scratch_cnn" / "split.csv").equals(before)
     entry = find_model("scratch_cnn", tmp_path)
-    assert entry.card["epochs_trained"] == 4 and load_keras_model(entry) is not None
+    assert entry.card.training.epochs_trained == 4 and load_keras_model(entry) is not None
 
 
 def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path, trained_models, capsys):
@@ -316,7 +316,7 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
 
 
 def test_export_for_serving_drops_the_optimizer_and_keeps_the_outputs(tmp_path):
-    from melanoma.architectures import create_model
+    from melanoma.models.architectures import create_model
 
     model = create_model("scratch_cnn", 32, colour_constancy=True)
     model.compile(optimizer="adam", loss="binary_crossentropy")

@@ -1,7 +1,7 @@
 """A training run that would fail after its epochs stops before the first one."""
 
-from melanoma import pretrained
-from melanoma.pretrained import WeightsUnavailableError
+from melanoma.models import pretrained
+from melanoma.models.pretrained import WeightsUnavailableError
 from tests.synthetic import make_dataset
 from train.run import main
 

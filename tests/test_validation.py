@@ -228,7 +228,7 @@ def test_a_diagnosis_model_on_binary_labels_says_dx_is_needed_and_the_rest_is_as
     ]
     assert both.results[0].metrics == alone.results[0].metrics
     assert not {"flagged_by_diagnosis", "diagnoses"} & set(both.results[1].metrics)
-    entries = [result.entry for result in both.results]
+    entries = [result.measured for result in both.results]
     assert plots.diagnosis_models(entries) == [] and plots.flagged_table(entries).empty
 
 

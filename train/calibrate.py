@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
+from melanoma.card import OperatingPoints, ServingSpec
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
 from melanoma.files import sha256_of, write_json
@@ -31,7 +32,7 @@ from melanoma.metrics import (
     threshold_rule,
 )
 from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
-from melanoma.store import CARD_FILE, METRICS_FILE, MODEL_FILE, ModelUnavailableError, ServingSpec
+from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 
@@ -71,19 +72,13 @@ class Calibrated:
     class_calibration: ClassCalibration | None = None  # a diagnosis model's
     malignant_threshold: float | None = None  # a diagnosis model's
 
-    def card_fields(self, input_size: int, tta: bool, ood: dict | None, target_sensitivity: float) -> dict:
-        """What the card says of serving and the operating thresholds, with the rules that chose them."""
-        fields = {
-            "serving": self.serving(input_size, tta, ood).to_dict(),
-            "threshold": self.threshold,
-            "threshold_rule": threshold_rule(target_sensitivity),
-        }
-        if self.malignant_threshold is not None:
-            fields["malignant_threshold"] = self.malignant_threshold
-            fields["malignant_threshold_rule"] = (
-                f"on P({' + '.join(diagnoses.MALIGNANT)}): {threshold_rule(target_sensitivity)} for skin cancer"
-            )
-        return fields
+    def operating_points(self, target_sensitivity: float) -> OperatingPoints:
+        """The card's operating thresholds, with the rules that chose them."""
+        rule = threshold_rule(target_sensitivity)
+        if self.malignant_threshold is None:
+            return OperatingPoints(self.threshold, rule)
+        malignant_rule = f"on P({' + '.join(diagnoses.MALIGNANT)}): {rule} for skin cancer"
+        return OperatingPoints(self.threshold, rule, self.malignant_threshold, malignant_rule)
 
     def serving(self, input_size: int, tta: bool, ood: dict | None) -> ServingSpec:
         classes = diagnoses.CODES if self.class_calibration else ()
@@ -179,8 +174,8 @@ def recalibrate_installed(
 
     entry = find_model(name, models_dir)
     kept_gate = entry.serving.ood if keep_gate else None
-    if "serving" in entry.card and not keep_gate:  # refitted below: an old or damaged gate must not stop that
-        entry.card = {**entry.card, "serving": {**entry.card["serving"], "ood": None}}
+    if not keep_gate:  # refitted below: an old or damaged gate must not stop that
+        entry.card = replace(entry.card, serving=replace(entry.card.serving, ood=None))
     predictor = Predictor(entry, load_keras_model(entry))
     table = join_split(load_labelled_images(data_dir).table, read_split(entry.folder))
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
@@ -188,7 +183,7 @@ def recalibrate_installed(
     labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}
     codes = {s: list(parts[s].dx) for s in ("val", "test")}
     raw = {s: predictor.raw_outputs(pixels[s]) for s in ("val", "test")}
-    seed = entry.card.get("seed", 0)
+    seed = entry.card.training.seed
     fitted = calibrate_outputs(labels, codes, raw, target_sensitivity, seed=seed)
     metrics = fitted.metrics
     for key in ("split", "validation_roc_auc"):
@@ -198,11 +193,15 @@ def recalibrate_installed(
         list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed
     )
     tta = predictor.serving.test_time_augmentation
-    card = {**entry.card, **fitted.card_fields(entry.input_size, tta, ood, target_sensitivity)}
-    if sha256_of(entry.folder / MODEL_FILE) != card["sha256"]:
+    card = replace(
+        entry.card,
+        serving=fitted.serving(entry.input_size, tta, ood),
+        operating=fitted.operating_points(target_sensitivity),
+    )
+    if sha256_of(entry.folder / MODEL_FILE) != card.sha256:
         raise ModelUnavailableError(f"{name}: {MODEL_FILE} changed while calibrating; nothing was written.")
     write_json(entry.folder / METRICS_FILE, metrics)
-    write_json(entry.folder / CARD_FILE, card)
+    card.save(entry.folder)
     return metrics["calibration_effect"]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma import diagnoses
-from melanoma.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
+from melanoma.card import ModelCard, Network, Training
 from melanoma.config import RECIPES, TrainConfig
 from melanoma.data import (
     SPLIT_FILE,
@@ -39,7 +39,8 @@ from melanoma.data import (
 )
 from melanoma.files import atomic_write, sha256_of, write_json
 from melanoma.framework import add_framework_logs_option
-from melanoma.store import CARD_FILE, HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
+from melanoma.models.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
+from melanoma.store import HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
 from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
 from train.targets import learning_targets, loss_and_metrics, output_count
 
@@ -255,13 +256,14 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     metrics["split"] = f"held-out source {config.holdout_source}" if config.holdout_source else "test"
     metrics["validation_roc_auc"] = float(progress.best_val_auc)
     write_json(folder / METRICS_FILE, metrics)
-    card = model_card(name, config, data, split, weights, serving, progress, training_seconds)
-    card.update(
-        **fitted.card_fields(config.image_size, tta, ood, config.target_sensitivity),
+    ModelCard(
+        name=config.folder_name(name),
         sha256=sha256_of(folder / MODEL_FILE),
-        replicas=int(strategy.num_replicas_in_sync),
-    )
-    write_json(folder / CARD_FILE, card)
+        network=network_facts(name, config, weights, serving),
+        serving=fitted.serving(config.image_size, tta, ood),
+        operating=fitted.operating_points(config.target_sensitivity),
+        training=training_record(config, data, split, progress, training_seconds, strategy.num_replicas_in_sync),
+    ).save(folder)
     summary = {
         "model": config.folder_name(name),
         "epochs": progress.epochs_done,
@@ -335,7 +337,7 @@ def train_phases(
     trainable layers and the learning rate change. Updates `progress` after every phase."""
     import keras
 
-    from melanoma.architectures import set_trainable_layers
+    from melanoma.models.architectures import set_trainable
     from train.callbacks import EpochRecorder
     from train.pipeline import evaluation_batches, training_batches
     from train.schedule import plan_phases
@@ -357,7 +359,7 @@ def train_phases(
             continue
         first_epoch = max(phase.start_epoch, progress.epochs_done)
         with strategy.scope():
-            trainable = set_trainable_layers(model, phase.trainable_layers)
+            trainable = set_trainable(model, phase.unfreeze_after, phase.fine_tuning)
             loss, metrics = loss_and_metrics(config)
             model.compile(
                 optimizer=keras.optimizers.Adam(phase.learning_rate), loss=loss, metrics=metrics, jit_compile=config.xla
@@ -394,39 +396,42 @@ def train_phases(
         progress.epochs_done = phase.end_epoch
 
 
-def model_card(
-    name: str,
+def network_facts(name: str, config: TrainConfig, weights: str, serving_model) -> Network:
+    """What the card says of the network: its architecture and head, input, and where its weights started."""
+    from melanoma.explain.occlusion import occlusion_path
+
+    architecture = get_architecture(name)
+    initialisation = {"imagenet": "ImageNet", "none": "random (trained from scratch)"}.get(weights, f"file {weights}")
+    return Network(
+        architecture_name=name,
+        target=config.target,
+        architecture=architecture.describe(output_count(config)),
+        input="RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
+        preprocessing=architecture.preprocessing
+        + ("; Shades-of-Gray colour constancy first" if config.recipe_object.colour_constancy else ""),
+        weights_initialisation=initialisation,
+        initial_weights=architecture.weights_provenance(weights),
+        parameters=int(serving_model.count_params()),
+        occlusion_maps=occlusion_path(melanoma_output(serving_model, config), config.image_size),
+    )
+
+
+def training_record(
     config: TrainConfig,
     data: LabelledImages,
     split: SplitData,
-    weights: str,
-    serving_model,
     progress: Progress,
     training_seconds: float,
-) -> dict:
-    """Everything needed to reproduce and judge the model, except what serving fills in afterwards."""
-    from melanoma.explain import occlusion_path
+    replicas: int,
+) -> Training:
+    """Everything needed to repeat the run and judge it."""
     from train.schedule import phases_run
 
-    architecture = get_architecture(name)
-    recipe = config.recipe_object
-    initialisation = {"imagenet": "ImageNet", "none": "random (trained from scratch)"}.get(weights, f"file {weights}")
-    return {
-        "name": config.folder_name(name),
-        "architecture_name": name,
-        "target": config.target,
-        "architecture": architecture.description,
-        "input": "RGB pixels 0-255, whole image resized to a square with PIL's antialiased bilinear filter",
-        "preprocessing": architecture.preprocessing
-        + ("; Shades-of-Gray colour constancy first" if recipe.colour_constancy else ""),
-        "weights_initialisation": initialisation,
-        "initial_weights": architecture.weights_provenance(weights),
-        "parameters": int(serving_model.count_params()),
-        "occlusion_maps": occlusion_path(melanoma_output(serving_model, config), config.image_size),
-        "recipe": config.recipe_values,
-        "config": {key: value for key, value in config.to_dict().items() if key != "recipe_values"},
-        "phases": phases_run(progress.history),
-        "data": {
+    return Training(
+        recipe=config.recipe_values,
+        config={key: value for key, value in config.to_dict().items() if key != "recipe_values"},
+        phases=phases_run(progress.history),
+        data={
             "source": config.data_dir,
             "layout": data.layout,
             "split_counts": split_counts(split.table),
@@ -438,16 +443,17 @@ def model_card(
             "split_file": SPLIT_FILE,
             "grouped_by": "lesion/group id (no group in two splits)",
         },
-        "class_weights": {str(k): v for k, v in split.class_weights().items()},
-        "seed": config.seed,
-        "epochs_trained": progress.epochs_done,
-        "best_validation_auc": float(progress.best_val_auc),
-        "training_seconds": round(training_seconds, 1),
-        "machine": machine_description(),
-        "library_versions": library_versions(),
-        "command": config.command,
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+        class_weights={str(k): v for k, v in split.class_weights().items()},
+        seed=config.seed,
+        epochs_trained=progress.epochs_done,
+        best_validation_auc=float(progress.best_val_auc),
+        training_seconds=round(training_seconds, 1),
+        machine=machine_description(),
+        replicas=int(replicas),
+        library_versions=library_versions(),
+        command=config.command,
+        trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def melanoma_output(network, config: TrainConfig):
@@ -467,7 +473,7 @@ def missing_prerequisites(config: TrainConfig) -> list[str]:
     """What the run would fail on after its epochs, found before the first: the ImageNet
     checkpoints it starts from, and the one the out-of-distribution gate's extractor is built
     from when the output folder has no extractor yet (a whole run must not be lost to a missing package)."""
-    from melanoma import pretrained
+    from melanoma.models import pretrained
     from melanoma.ood import FEATURES_FILE, FEATURES_VARIANT
 
     needed = []  # (variant, weights, what needs them)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from melanoma.architectures import Architecture
+from melanoma.models.architectures import Architecture
 
 
 @dataclass(frozen=True)
@@ -13,7 +13,8 @@ class Phase:
     start_epoch: int
     end_epoch: int
     learning_rate: float
-    trainable_layers: int | None  # backbone layers trainable; None = all (training from scratch)
+    unfreeze_after: str | None  # the last frozen backbone layer (a block's output); None: none frozen
+    fine_tuning: bool  # a pretrained backbone, whose batch normalisation stays frozen
 
 
 def plan_phases(
@@ -34,9 +35,10 @@ def plan_phases(
     ends = phase_starts[1:] + [epochs]
     phases = []
     for index, (start, end, rate) in enumerate(zip(phase_starts, ends, learning_rates)):
-        layers = architecture.fine_tune_layers[index] if architecture.is_transfer and pretrained else None
+        fine_tuning = architecture.is_transfer and pretrained
+        after = architecture.unfreeze_after[index] if fine_tuning else None
         if end > start:
-            phases.append(Phase(index, start, min(end, epochs), rate, layers))
+            phases.append(Phase(index, start, min(end, epochs), rate, after, fine_tuning))
     return phases
 
 

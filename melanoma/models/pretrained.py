@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.files import sha256_of
-from melanoma.torch_checkpoint import read_state_dict
+from melanoma.models.torch_checkpoint import read_state_dict
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -1,0 +1,173 @@
+"""The model card: what a model folder's card.json holds, read and written here alone.
+
+A card has the model's identity (name, the weights' sha256) and four sections: the network and
+where its weights started, how to serve it, its operating points, and the training run that made
+it. On disk the sections share one flat JSON object (the layout every shipped card has), except
+`serving`, which is its own object. Cards written before a key existed still read: each missing
+key takes the default below, and a card from before the "serving" object gets one from its older
+`input_size` and `test_time_augmentation` keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from melanoma.calibration import PlattScaling
+from melanoma.diagnoses import ClassCalibration
+from melanoma.files import read_json_object, write_json
+
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How to score with a model: the one place serving reads."""
+
+    input_size: int
+    test_time_augmentation: bool
+    calibration: PlattScaling  # of the melanoma probability (a diagnosis model's raw P(MEL))
+    ood: dict | None = None  # {"file": "ood.npz", "sha256": ...}: the fitted out-of-distribution gate
+    classes: tuple[str, ...] = ()  # a diagnosis model's softmax outputs, in order; empty for a melanoma model
+    class_calibration: ClassCalibration | None = None  # of a diagnosis model's softmax
+
+    @property
+    def is_diagnosis(self) -> bool:
+        return bool(self.classes)
+
+    @classmethod
+    def from_card(cls, card: dict) -> ServingSpec:
+        """The serving object of a card.json, or its older keys (before that object existed)."""
+        serving = card.get("serving")
+        if serving is None:
+            return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
+        classes = tuple(serving.get("classes") or ())
+        return cls(
+            int(serving["input_size"]),
+            bool(serving["test_time_augmentation"]),
+            PlattScaling.from_dict(serving.get("calibration")),
+            serving.get("ood"),
+            classes,
+            ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None,
+        )
+
+    def to_dict(self) -> dict:
+        spec = {
+            "input_size": self.input_size,
+            "test_time_augmentation": self.test_time_augmentation,
+            "calibration": self.calibration.to_dict(),
+            "ood": self.ood,
+        }
+        if self.is_diagnosis:
+            spec.update(classes=list(self.classes), class_calibration=self.class_calibration.to_dict())
+        return spec
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """The thresholds a verdict compares with, and the rules that chose them on validation."""
+
+    threshold: float  # on the calibrated melanoma probability
+    threshold_rule: str = ""
+    malignant_threshold: float | None = None  # a diagnosis model's, on P(MEL + BCC + AKIEC)
+    malignant_threshold_rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    """What the network is and where its weights started."""
+
+    architecture_name: str  # the registry's name (melanoma.models.architectures)
+    target: str = "melanoma"  # melanoma: one sigmoid; diagnosis: a softmax over the seven diagnoses
+    architecture: str = ""  # in words
+    input: str = ""
+    preprocessing: str = ""
+    weights_initialisation: str = "unknown"
+    initial_weights: dict = field(default_factory=dict)  # the ImageNet checkpoint's package, file and sha256
+    parameters: int = 0
+    occlusion_maps: dict | None = None  # which occlusion path the model takes, and why
+
+
+@dataclass(frozen=True)
+class Training:
+    """The run that made the weights: enough to repeat it and to judge it."""
+
+    recipe: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # train.config.TrainConfig as run
+    phases: list = field(default_factory=list)  # as run, with their epochs, learning rates and trainable layers
+    data: dict = field(default_factory=dict)  # source, layout, split counts, what the split is grouped by
+    class_weights: dict = field(default_factory=dict)
+    seed: int = 0
+    epochs_trained: int | None = None
+    best_validation_auc: float | None = None
+    training_seconds: float = 0.0
+    machine: str = "unknown"
+    replicas: int = 1
+    library_versions: dict = field(default_factory=dict)
+    command: str = ""
+    trained_at: str | None = None  # UTC, ISO 8601
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One model's card.json, typed."""
+
+    name: str
+    sha256: str  # of model.keras: the weights a reading was made with
+    network: Network
+    serving: ServingSpec
+    operating: OperatingPoints
+    training: Training = field(default_factory=Training)
+    version: str | None = None  # a release name, where one was given
+
+    @property
+    def version_text(self) -> str:
+        """The model's version as a report states it: the card's own, else when these weights were trained."""
+        if self.version:
+            return self.version
+        return f"trained {self.training.trained_at}" if self.training.trained_at else "unknown (the card records none)"
+
+    @classmethod
+    def from_dict(cls, card: dict, folder_name: str) -> ModelCard:
+        """A card.json object; ValueError names a missing key. Older cards name the model after its folder
+        and its architecture after the model."""
+        for key in ("threshold", "sha256"):
+            if key not in card:
+                raise ValueError(f"missing key {key!r}")
+        if "serving" not in card and "input_size" not in card:  # the latter: cards before "serving"
+            raise ValueError("missing key 'serving'")
+        name = card.get("name", folder_name)
+        return cls(
+            name=name,
+            sha256=card["sha256"],
+            network=_section(Network, {"architecture_name": name, **card}),
+            serving=ServingSpec.from_card(card),
+            operating=_section(OperatingPoints, card),
+            training=_section(Training, card),
+            version=card.get("version"),
+        )
+
+    def to_dict(self) -> dict:
+        """The card.json object: the flat sections, then serving, the weights' sha256 and the version if any."""
+        flat = {"name": self.name}
+        for section in (self.network, self.training, self.operating):
+            flat.update({key: value for key, value in dataclasses.asdict(section).items() if value is not None})
+        flat.update(serving=self.serving.to_dict(), sha256=self.sha256)
+        if self.version:
+            flat["version"] = self.version
+        return flat
+
+    def save(self, folder: Path) -> None:
+        write_json(folder / CARD_FILE, self.to_dict())
+
+
+def _section(kind: type, card: dict):
+    """One flat section of a card: its keys that the card has; the others keep their defaults."""
+    return kind(**{f.name: card[f.name] for f in dataclasses.fields(kind) if f.name in card})
+
+
+def read_card(folder: Path) -> ModelCard:
+    """A model folder's card; FileNotFoundError when it has none, ValueError when it is malformed."""
+    return ModelCard.from_dict(read_json_object(folder / CARD_FILE), folder.name)
