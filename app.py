@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+import ui
 from melanoma import access
 from melanoma.audit import LOCAL, Action, AuditLog, AuditUnavailable, User
 
@@ -45,6 +46,7 @@ def sign_in_screen(providers: tuple[str | None, ...]) -> None:
 def session_user() -> User:
     """Who this session acts as; the run stops on the sign-in screen, or on an error when the app must not serve."""
     policy = access.decide(st.get_option("server.address"), auth_secrets(), os.environ)
+    ui.prepare_in_background()  # once this server may serve: the models load while the clinician signs in
     if policy.mode is access.Mode.LOCAL:
         return LOCAL
     if policy.mode is access.Mode.PROXY:

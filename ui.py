@@ -1,20 +1,24 @@
 """Streamlit glue shared by the pages: cached model loading and cached per-image results.
 
-Model weights load once per server process (st.cache_resource), and only when a page first
-needs that model: listing the models reads their cards, not their weights. Results are cached in
-memory per image content, model and setting (st.cache_data without persistence: nothing is
-written to disk), so moving a slider never recomputes a prediction.
+Model weights load once per server process (st.cache_resource): the default reading's in the
+background from the first visit, any other model's when a page first needs it; listing the models
+reads their cards, not their weights. Results are cached in memory per image content, model and
+setting (st.cache_data without persistence: nothing is written to disk), so moving a slider never
+recomputes a prediction.
 
-TensorFlow is imported lazily: its import is most of a cold start, so the pages render and the
-uploader accepts files while it loads in the background.
+Readings come before maps on the whole server (`PRIORITY`): each session's script runs in its own
+thread and they share the cores, so without it a clinic's maps hold back every pending probability.
+
+TensorFlow is imported lazily, in that background warm-up: its import is most of a cold start, so
+the pages render and the uploader accepts files while it loads.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import io
 import threading
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import streamlit as st
@@ -41,7 +45,12 @@ def models_dir() -> str:
 
 @st.cache_resource(show_spinner="Loading model weights…")
 def _load(name: str, folder: str) -> Predictor:
-    return load_predictor(name, folder)
+    """The model, having read a blank image once: its prediction graphs are traced here, once,
+    under the cache's lock, not side by side by every session whose first reading comes at once."""
+    active = load_predictor(name, folder)
+    size = active.serving.input_size
+    active.read([np.zeros((size, size, 3), np.uint8)])
+    return active
 
 
 def predictor(name: str) -> Predictor:
@@ -84,22 +93,17 @@ def readings_best_first(models: list[InstalledModel], spec: CombinedSpec | None)
     return sorted(aucs, key=lambda name: -aucs[name])
 
 
+def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
+    """The models a reading needs: the combined reading's members, or the one model chosen."""
+    by_name = {entry.name: entry for entry in models}
+    return [by_name[member] for member in spec.members] if choice == COMBINED_NAME else [by_name[choice]]
+
+
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:
     """The picker's label for a model or the combined reading."""
     if name == COMBINED_NAME:
         return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f})"
     return describe(next(entry for entry in models if entry.name == name))
-
-
-def combined_entry() -> InstalledModel | None:
-    """The combined reading as a row of the comparison page, beside the models it averages."""
-    spec = combined_spec()
-    if spec is None:
-        return None
-    name = f"combined ({' + '.join(spec.members)})"
-    return InstalledModel(
-        name=name, folder=Path(models_dir()), card={"input_size": 0, "threshold": spec.threshold}, metrics=spec.metrics
-    )
 
 
 def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
@@ -116,19 +120,79 @@ def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
     return ready
 
 
-def _import_tensorflow() -> None:
+class ReadingsFirst:
+    """Readings before maps, across every session of this server process.
+
+    A map stage starts only when no reading is pending and no other map stage runs; a reading never
+    waits. Without it, twenty sessions on two cores computed their readings and maps all at once,
+    and each probability came about two minutes after its upload (benchmarks/clinic_load.py); their
+    first maps would also each build the same per-model graphs (melanoma.explain.per_model holds no
+    lock). One map at a time loses little: TensorFlow spreads one over every core.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readings = 0
+        self._mapping = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """While a page reads its images and shows the probabilities: map stages not yet begun wait."""
+        with self._changed:
+            self._readings += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readings -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def map_stage(self) -> Iterator[None]:
+        """One map stage (a progressive occlusion stage, or a Grad-CAM), alone and after every pending reading."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._readings and not self._mapping)
+            self._mapping = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._mapping = False
+                self._changed.notify_all()
+
+
+PRIORITY = ReadingsFirst()  # process-wide: it counts work, and holds nothing of any session
+
+
+def _warm_up() -> None:
+    """Import TensorFlow, then load the default reading's models (`_load`), as a reading: a cold
+    server's first probabilities then wait for less of it, and no map for any of it."""
     import keras  # noqa: F401
 
-    import melanoma.explain  # noqa: F401  TensorFlow, Keras and the explanation graphs' module
+    import melanoma.explain.occlusion  # noqa: F401  TensorFlow, Keras and the explanation graphs' module
+
+    usable = best_first([entry for entry in list_models(models_dir()) if entry.available])
+    if not usable:
+        return
+    spec = combined_spec()
+    with PRIORITY.reading():
+        for entry in reading_models(readings_best_first(usable, spec)[0], usable, spec):
+            try:
+                predictor(entry.name)
+            except ModelUnavailableError:
+                continue  # the page says why, should the clinician choose it
 
 
-@functools.cache
+_warm_up_started = threading.Lock()  # acquired once, never released: unlike functools.cache, atomic
+
+
 def prepare_in_background() -> None:
-    """Start importing TensorFlow once per server process, while the clinician chooses files.
+    """Start the warm-up once per server process, while the clinician signs in and chooses files.
 
     Not a daemon thread: an import cut off by interpreter shutdown fails with misleading errors.
     """
-    threading.Thread(target=_import_tensorflow, name="tensorflow-import").start()
+    if _warm_up_started.acquire(blocking=False):
+        threading.Thread(target=_warm_up, name="warm-up").start()
 
 
 def describe(entry: InstalledModel) -> str:
@@ -150,23 +214,25 @@ def explained_network(active: Predictor, output: str):
 def _occlusion(
     key: str, model: str, folder: str, patch_size: int, stride: int | None, output: str, _pixels: np.ndarray
 ) -> np.ndarray:
-    from melanoma.explain import occlusion_sensitivity
+    from melanoma.explain.occlusion import occlusion_sensitivity
 
     active = predictor(model)
-    return occlusion_sensitivity(explained_network(active, output), model_view(active, _pixels), patch_size, stride)
+    with PRIORITY.map_stage():  # inside the cache: a map already computed is shown at once
+        return occlusion_sensitivity(explained_network(active, output), model_view(active, _pixels), patch_size, stride)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _gradcam(key: str, model: str, folder: str, output: str, _pixels: np.ndarray) -> np.ndarray:
-    from melanoma.explain import grad_cam
+    from melanoma.explain.gradcam import grad_cam
 
     active = predictor(model)
-    return grad_cam(explained_network(active, output), model_view(active, _pixels), active.gradcam_layer)
+    with PRIORITY.map_stage():
+        return grad_cam(explained_network(active, output), model_view(active, _pixels), active.gradcam_layer)
 
 
 def occlusion_stages(entry: InstalledModel, patch_size: int, fine: bool) -> list:
     """The progressive maps for this model, quickest first (explain imports TensorFlow, hence here)."""
-    from melanoma.explain import occlusion_stages
+    from melanoma.explain.occlusion import occlusion_stages
 
     return occlusion_stages(entry.input_size, patch_size, fine)
 
@@ -186,15 +252,9 @@ def gradcam(key: str, model: str, pixels: np.ndarray, output: str = MELANOMA_OUT
     return _gradcam(key, model, models_dir(), output, pixels)
 
 
-AUDIT_FAILURE = "melanoma_audit_failure"  # st.session_state key: a download's event that could not be written
-
-
 def audit(action: Action, **details) -> None:
     """Record what this session's user is about to see, before it is shown (once per session for
     an identical event); a trail that cannot be written stops the page, so nothing unrecorded is shown."""
-    if AUDIT_FAILURE in st.session_state:
-        st.error(st.session_state[AUDIT_FAILURE], icon="⛔")
-        st.stop()
     key = repr((action, sorted(details.items())))
     done = st.session_state.setdefault("audited", set())
     if key in done:
@@ -207,17 +267,23 @@ def audit(action: Action, **details) -> None:
     done.add(key)
 
 
-def _record_download(action: Action, details: dict) -> None:
-    try:
-        AuditLog().record(st.session_state[SESSION_USER], action, **details)
-    except AuditUnavailable as error:
-        st.session_state[AUDIT_FAILURE] = f"{error} The download was not recorded; nothing more is shown."
+def recorded(build: Callable[[], bytes | str], action: Action, **details) -> Callable[[], bytes | str]:
+    """A download button's data, built only when the clinician asks for it and recorded in the audit
+    trail before it leaves the server; pass it with on_click="ignore".
 
+    Built on request, a page run makes no report it is not asked for. Recorded in the request, no
+    download goes unrecorded: a click recorded by the rerun it starts would never be recorded when
+    the tab closes first (one of twenty sessions in benchmarks/clinic_load.py). A trail
+    that cannot be written fails the download, and the button says it failed.
+    """
+    user = st.session_state[SESSION_USER]  # the download runs outside this session's script thread
 
-def audited(action: Action, **details) -> dict:
-    """A download button's on_click and args that record the download in the audit trail; should
-    that fail, the page's next run says so and stops (`audit`)."""
-    return {"on_click": _record_download, "args": (action, details)}
+    def data() -> bytes | str:
+        content = build()
+        AuditLog().record(user, action, **details)
+        return content
+
+    return data
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

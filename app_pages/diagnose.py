@@ -1,5 +1,13 @@
-"""Diagnose: upload dermoscopic images, read each melanoma probability and what drove it."""
+"""Diagnose: upload dermoscopic images, read each melanoma probability and what drove it.
 
+The probability comes first: every image's reading, the results table and the chosen case's
+verdicts are shown before this page starts a map, and a map anywhere on the server waits while any
+session's reading is pending (ui.PRIORITY). Downloads are built only when asked for, and recorded
+in the audit trail before they leave the server (ui.recorded).
+"""
+
+import functools
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -8,38 +16,235 @@ import streamlit as st
 
 import ui
 from melanoma.audit import Action, Method, Model, Reading
-from melanoma.cases import decode_upload, digest
-from melanoma.combined import COMBINED_NAME, combine
+from melanoma.cases import Decision, decode_upload, digest
+from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec, combine
 from melanoma.diagnoses import short_differential
-from melanoma.dicom import encapsulated_pdf
-from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
-from melanoma.images import IMAGE_EXTENSIONS, ImageError, display_copy
-from melanoma.render import (
+from melanoma.dicom import DicomInfo, encapsulated_pdf
+from melanoma.explain.render import (
     DIVERGING_COLOURMAPS,
     SEQUENTIAL_COLOURMAPS,
     colour_bar,
     overlay,
 )
+from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
+from melanoma.images import IMAGE_EXTENSIONS, DecodedImage, ImageError, display_copy
 from melanoma.report import CaseReport, ModelReading, case_report_pdf
+from melanoma.store import InstalledModel
+
+
+@dataclass(frozen=True)
+class Case:
+    """One uploaded image and what the chosen models read in it."""
+
+    name: str
+    key: str  # sha256 of the upload: the cache and audit key, never the file name
+    image: DecodedImage
+    decisions: tuple[Decision, ...]  # one per chosen model, in their order
+    combined: CombinedReading | None  # with several models chosen
+
+
+def decoded_uploads(uploads) -> list[tuple[str, str, DecodedImage]]:
+    """Each readable upload as (name, sha256, image); a bad file is reported alone and the others are still scored."""
+    decoded = []
+    for upload in uploads:
+        data = upload.getvalue()
+        image = decode_upload(data, upload.name)
+        if isinstance(image, ImageError):
+            st.error(f"{image} This file was skipped; the other files are scored.")
+        else:
+            decoded.append((upload.name, digest(data), image))
+    return decoded
+
+
+def read_case(
+    name: str, key: str, image: DecodedImage, chosen: list[InstalledModel], spec: CombinedSpec | None
+) -> Case:
+    """Each chosen model's decision and, for several, their combined reading: recorded before any of it is shown."""
+    decisions = tuple(ui.decision(key, entry.name, image.pixels) for entry in chosen)
+    recorded = [Reading.of(d, Model(d.model, entry.card.sha256)) for d, entry in zip(decisions, chosen)]
+    combined = combine(list(decisions), spec) if len(decisions) > 1 else None
+    if combined is not None:
+        recorded.append(Reading.of(combined, Model(COMBINED_NAME, None)))
+    ui.audit(Action.READING, sha256=key, readings=recorded)
+    return Case(name, key, image, decisions, combined)
+
+
+def read_all(uploads, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[Case]:
+    """Every readable upload, read by the chosen models, with a progress bar."""
+    decoded = decoded_uploads(uploads)
+    if not decoded:
+        st.stop()
+    progress = st.progress(0.0, text="Scoring images…")
+    cases = []
+    for index, (name, key, image) in enumerate(decoded):
+        cases.append(read_case(name, key, image, chosen, spec))
+        progress.progress((index + 1) / len(decoded), text=f"Scored {index + 1} of {len(decoded)} images")
+    progress.empty()
+    return cases
+
+
+def results_row(case: Case) -> dict:
+    row = {"File": case.name}
+    for result in case.decisions:
+        row[f"{result.model} probability"] = result.probability if result.assessed else None
+        row[f"{result.model} decision"] = result.verdict
+        if result.skin_cancer is not None:
+            row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
+            row[f"{result.model} differential"] = short_differential(result.differential)
+    if case.combined is not None:
+        row["combined probability"] = case.combined.probability if case.combined.assessed else None
+        row["combined decision"] = case.combined.verdict
+        row["models disagree"] = case.combined.disagreement
+    return row
+
+
+def show_results(cases: list[Case], models_used: list[Model]) -> Case:
+    """The results table and its CSV; returns the case to detail: the selected row, else the newest upload."""
+    table = pd.DataFrame([results_row(case) for case in cases])
+    probability_columns = [column for column in table.columns if column.endswith(" probability")]
+    st.subheader("Results")
+    # Shown in percent with one decimal on every row, as the detail view's metric (70.9%); the CSV
+    # below keeps probabilities from 0 to 1.
+    selection = st.dataframe(
+        table.assign(**{column: table[column] * 100 for column in probability_columns}),
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="results",
+        column_config={
+            column: st.column_config.ProgressColumn(column, format="%.1f%%", min_value=0.0, max_value=100.0)
+            for column in probability_columns
+        },
+    )
+    st.download_button(
+        "Download results (CSV)",
+        ui.recorded(
+            lambda: table.to_csv(index=False).encode(), Action.RESULTS_DOWNLOAD, images=len(cases), models=models_used
+        ),
+        "melanoma_results.csv",
+        "text/csv",
+        on_click="ignore",
+    )
+    selected_rows = selection.selection.rows if selection else []
+    if len(cases) > 1:
+        st.caption("Select a row to open its detail view.")
+    return cases[selected_rows[0] if selected_rows else -1]
+
+
+def show_image_facts(case: Case) -> None:
+    """What decoding noticed, and a DICOM file's study; the patient's identity only when asked for."""
+    for note in case.image.notes:
+        st.caption(f"Note: {note}.")
+    dicom = case.image.dicom
+    if dicom is None:
+        return
+    st.caption(dicom.summary())
+    if st.toggle(
+        "Show the patient's identity from the DICOM file",
+        key=f"identity-{case.key}",
+        help="Off by default: the name, ID and birth date stay in the file unless you ask.",
+    ):
+        identity = dicom.identity
+        st.write(
+            f"Patient {identity.patient_name or '(no name)'}, ID {identity.patient_id or '(none)'}, "
+            f"born {identity.birth_date or '(not given)'}"
+        )
+
+
+def show_decision(result: Decision) -> None:
+    """One model's probability and verdicts, as the clinician reads them before any map."""
+    if not result.assessed:
+        st.metric(f"{result.model}: melanoma probability", "not assessed")
+        st.warning(result.summary())
+        return
+    st.metric(f"{result.model}: melanoma probability", f"{result.probability:.1%}")
+    (st.error if result.melanoma else st.success)(result.summary())
+    if result.skin_cancer is not None:
+        (st.error if result.skin_cancer else st.success)(result.skin_cancer_summary())
+        st.markdown(result.differential_text())
+    st.caption(result.calibration_meaning())
+    st.caption(result.threshold_meaning())
+
+
+def map_caption(scores: np.ndarray, signed: bool, target: str, patch_size: int | None) -> str:
+    """What the map's colours mean, or why it shows nothing."""
+    if signed:
+        scale = float(np.abs(scores).max())
+        if scale < 0.0005:
+            return (
+                f"No single {patch_size}-pixel patch moves the probability by 0.001 or more: "
+                "the output does not rest on any one region at this patch size. Try a larger patch or Grad-CAM."
+            )
+        return (
+            f"Blue: greying this region out raises the probability (it argues against {target}). "
+            f"Red: greying it out lowers the probability (it supports {target}). Full scale ±{scale:.3f}."
+        )
+    if scores.max() == 0:
+        return (
+            f"No region raises the {target} output (Grad-CAM is zero everywhere), as for an image the model "
+            f"finds clearly not {target}."
+        )
+    return f"Dark to bright: how strongly each region drove the {target} output (Grad-CAM, relative)."
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """The explanation settings the clinician chose."""
+
+    signed: bool  # occlusion sensitivity; else Grad-CAM
+    patch_size: int
+    fine: bool
+    opacity: float
+    colourmap: str
+    output: str  # ui.MELANOMA_OUTPUT or ui.MALIGNANT_OUTPUT
+
+
+def explanation(entry: InstalledModel, case: Case, shown: np.ndarray, settings: MapSettings, placeholder) -> np.ndarray:
+    """One model's map. Occlusion is progressive: a coarse preview within moments, then the exact
+    map, then the fine one when asked, each drawn in `placeholder` until the next one is ready."""
+    if not settings.signed:
+        with st.spinner(f"Grad-CAM for {entry.name}…"):
+            return ui.gradcam(case.key, entry.name, case.image.pixels, settings.output)
+    stages = ui.occlusion_stages(entry, settings.patch_size, settings.fine)
+    for stage in stages:
+        grid = f"patch {stage.patch_size}" + (f", stride {stage.stride}" if stage.stride else "")
+        with st.spinner(f"Occlusion sensitivity for {entry.name} ({stage.label} map: {grid})…"):
+            scores = ui.occlusion(
+                case.key, entry.name, stage.patch_size, case.image.pixels, stage.stride, settings.output
+            )
+        if stage is not stages[-1]:
+            placeholder.image(
+                overlay(shown, scores, settings.opacity, settings.colourmap, signed=True),
+                width="stretch",
+                caption=f"{stage.label.capitalize()} map ({grid}); the next one is on its way…",
+            )
+    return scores
+
+
+def fhir_bundle(report: CaseReport, case: Case, chosen: list[InstalledModel]) -> str:
+    """The case as a FHIR R4 Bundle with its PDF report attached."""
+    facts = tuple((d, ModelFacts.from_card(entry.card, entry.metrics)) for d, entry in zip(case.decisions, chosen))
+    return bundle_json(
+        FhirCase(facts, report.created, case_report_pdf(report), report.notes, case.combined, case.image.dicom)
+    )
+
+
+def dicom_report(report: CaseReport, source: DicomInfo) -> bytes:
+    """The PDF report as a DICOM Encapsulated PDF in the photograph's study."""
+    return encapsulated_pdf(case_report_pdf(report), source, report.created).data
+
 
 st.title("Diagnose")
 st.info(ui.DISCLAIMER, icon="⚕️")
 models = ui.available_models()
-ui.prepare_in_background()
 ALL = "All installed models, side by side"
-by_name = {entry.name: entry for entry in models}
 combined_spec = ui.combined_spec()  # read once per page run, not once per image
 choice = st.selectbox(
     "Model",
     [*ui.readings_best_first(models, combined_spec), ALL],
     format_func=lambda name: name if name == ALL else ui.describe_reading(name, models, combined_spec),
 )
-if choice == ALL:
-    chosen = models
-elif choice == COMBINED_NAME:
-    chosen = [by_name[member] for member in combined_spec.members]
-else:
-    chosen = [by_name[choice]]
+chosen = models if choice == ALL else ui.reading_models(choice, models, combined_spec)
 
 uploads = st.file_uploader(
     "Dermoscopic images (JPEG, PNG, BMP, TIFF, GIF, WebP, DICOM)",
@@ -50,90 +255,15 @@ uploads = st.file_uploader(
 if not uploads:
     st.caption("Upload one or more images to see the melanoma probability and the regions that drove it.")
     st.stop()
-chosen = ui.loaded(chosen)
 
-# Decode every file; a bad file is reported alone and the others are still scored.
-cases = []
-for upload in uploads:
-    data = upload.getvalue()
-    decoded = decode_upload(data, upload.name)
-    if isinstance(decoded, ImageError):
-        st.error(f"{decoded} This file was skipped; the other files are scored.")
-    else:
-        cases.append((upload.name, digest(data), decoded))
-if not cases:
-    st.stop()
+with ui.PRIORITY.reading():  # no map starts anywhere on this server while these images are read
+    chosen = ui.loaded(chosen)
+    models_used = [Model(entry.name, entry.card.sha256) for entry in chosen]
+    cases = read_all(uploads, chosen, combined_spec)
+    case = show_results(cases, models_used)
 
-progress = st.progress(0.0, text="Scoring images…")
-rows = []
-for index, (name, key, decoded) in enumerate(cases):
-    row = {"File": name}
-    decisions = [ui.decision(key, entry.name, decoded.pixels) for entry in chosen]
-    for result in decisions:
-        row[f"{result.model} probability"] = result.probability if result.assessed else None
-        row[f"{result.model} decision"] = result.verdict
-        if result.skin_cancer is not None:
-            row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
-            row[f"{result.model} differential"] = short_differential(result.differential)
-    recorded = [Reading.of(d, Model(d.model, by_name[d.model].card["sha256"])) for d in decisions]
-    if len(decisions) > 1:
-        reading = combine(decisions, combined_spec)
-        row["combined probability"] = reading.probability if reading.assessed else None
-        row["combined decision"] = reading.verdict
-        row["models disagree"] = reading.disagreement
-        recorded.append(Reading.of(reading, Model(COMBINED_NAME, None)))
-    ui.audit(Action.READING, sha256=key, readings=recorded)  # before anything of it is shown
-    rows.append(row)
-    progress.progress((index + 1) / len(cases), text=f"Scored {index + 1} of {len(cases)} images")
-progress.empty()
-
-table = pd.DataFrame(rows)
-probability_columns = [column for column in table.columns if column.endswith(" probability")]
-st.subheader("Results")
-# Shown in percent with one decimal on every row, as the detail view's metric (70.9%); the CSV
-# below keeps probabilities from 0 to 1.
-selection = st.dataframe(
-    table.assign(**{column: table[column] * 100 for column in probability_columns}),
-    hide_index=True,
-    on_select="rerun",
-    selection_mode="single-row",
-    key="results",
-    column_config={
-        column: st.column_config.ProgressColumn(column, format="%.1f%%", min_value=0.0, max_value=100.0)
-        for column in probability_columns
-    },
-)
-st.download_button(
-    "Download results (CSV)",
-    table.to_csv(index=False).encode(),
-    "melanoma_results.csv",
-    "text/csv",
-    **ui.audited(
-        Action.RESULTS_DOWNLOAD, images=len(cases), models=[Model(entry.name, entry.card["sha256"]) for entry in chosen]
-    ),
-)
-
-selected_rows = selection.selection.rows if selection else []
-case_index = selected_rows[0] if selected_rows else len(cases) - 1  # the newest upload by default
-if len(cases) > 1:
-    st.caption("Select a row to open its detail view.")
-name, key, decoded = cases[case_index]
-
-st.subheader(f"Detail: {name}")
-for note in decoded.notes:
-    st.caption(f"Note: {note}.")
-if decoded.dicom is not None:
-    st.caption(decoded.dicom.summary())
-    if st.toggle(
-        "Show the patient's identity from the DICOM file",
-        key=f"identity-{key}",
-        help="Off by default: the name, ID and birth date stay in the file unless you ask.",
-    ):
-        identity = decoded.dicom.identity
-        st.write(
-            f"Patient {identity.patient_name or '(no name)'}, ID {identity.patient_id or '(none)'}, "
-            f"born {identity.birth_date or '(not given)'}"
-        )
+st.subheader(f"Detail: {case.name}")
+show_image_facts(case)
 with st.expander("Explanation settings", expanded=False):
     method = st.radio("Map", ["Occlusion sensitivity", "Grad-CAM"], horizontal=True)
     patch_size = st.slider("Occlusion patch size (pixels of the model input)", 8, 64, 20, step=2)
@@ -156,52 +286,29 @@ with st.expander("Explanation settings", expanded=False):
             "melanoma models always explain the melanoma probability.",
         )
 
-reading = None
-if len(chosen) > 1:
-    reading = combine([ui.decision(key, entry.name, decoded.pixels) for entry in chosen], combined_spec)
+if case.combined is not None:
+    reading = case.combined
     show = st.warning if not reading.assessed or reading.disagreement else st.error if reading.melanoma else st.info
     show(reading.summary())
+columns = st.columns(len(chosen))
+for column, result in zip(columns, case.decisions):
+    with column:
+        show_decision(result)  # every verdict is on the page before this session starts a map
 
 signed = method == "Occlusion sensitivity"
+settings = MapSettings(signed, patch_size, fine, opacity, colourmap, output)
 final_map = ui.occlusion_stages(chosen[0], patch_size, fine)[-1] if signed else None  # the same grid for every model
 described = f"{method}, fine map (stride {final_map.stride})" if final_map and final_map.stride else method
-readings, decisions = [], []
-shown = display_copy(decoded.pixels)
-models_used = [Model(entry.name, entry.card["sha256"]) for entry in chosen]
-ui.audit(Action.EXPLANATION, sha256=key, models=models_used, method=Method.OCCLUSION if signed else Method.GRAD_CAM)
-for column, entry in zip(st.columns(len(chosen)), chosen):
+shown = display_copy(case.image.pixels)
+method_used = Method.OCCLUSION if signed else Method.GRAD_CAM
+ui.audit(Action.EXPLANATION, sha256=case.key, models=models_used, method=method_used)
+readings = []
+for column, entry, result in zip(columns, chosen, case.decisions):
     with column:
-        result = ui.decision(key, entry.name, decoded.pixels)
-        if result.assessed:
-            st.metric(f"{entry.name}: melanoma probability", f"{result.probability:.1%}")
-            (st.error if result.melanoma else st.success)(result.summary())
-            if result.skin_cancer is not None:
-                (st.error if result.skin_cancer else st.success)(result.skin_cancer_summary())
-                st.markdown(result.differential_text())
-            st.caption(result.calibration_meaning())
-            st.caption(result.threshold_meaning())
-        else:
-            st.metric(f"{entry.name}: melanoma probability", "not assessed")
-            st.warning(result.summary())
         left, right = st.columns(2)
         left.image(shown, caption="Uploaded image", width="stretch")
         placeholder = right.empty()
-        if signed:
-            # Progressive: a coarse preview within moments, then the exact map, then the fine one when asked.
-            stages = ui.occlusion_stages(entry, patch_size, fine)
-            for stage in stages:
-                grid = f"patch {stage.patch_size}" + (f", stride {stage.stride}" if stage.stride else "")
-                with st.spinner(f"Occlusion sensitivity for {entry.name} ({stage.label} map: {grid})…"):
-                    scores = ui.occlusion(key, entry.name, stage.patch_size, decoded.pixels, stage.stride, output)
-                if stage is not stages[-1]:
-                    placeholder.image(
-                        overlay(shown, scores, opacity, colourmap, signed=True),
-                        width="stretch",
-                        caption=f"{stage.label.capitalize()} map ({grid}); the next one is on its way…",
-                    )
-        else:
-            with st.spinner(f"Grad-CAM for {entry.name}…"):
-                scores = ui.gradcam(key, entry.name, decoded.pixels, output)
+        scores = explanation(entry, case, shown, settings, placeholder)
         blended = overlay(shown, scores, opacity, colourmap, signed=signed)
         target = "skin cancer" if output == ui.MALIGNANT_OUTPUT and entry.serving.is_diagnosis else "melanoma"
         placeholder.image(
@@ -210,102 +317,76 @@ for column, entry in zip(st.columns(len(chosen)), chosen):
             width="stretch",
         )
         st.image(colour_bar(colourmap, signed), width="stretch")
-        if signed:
-            scale = float(np.abs(scores).max())
-            if scale < 0.0005:
-                st.caption(
-                    f"No single {final_map.patch_size}-pixel patch moves the probability by 0.001 or more: "
-                    "the output does not rest on any one region at this patch size. Try a larger patch or Grad-CAM."
-                )
-            else:
-                st.caption(
-                    f"Blue: greying this region out raises the probability (it argues against {target}). "
-                    f"Red: greying it out lowers the probability (it supports {target}). Full scale ±{scale:.3f}."
-                )
-        elif scores.max() == 0:
-            st.caption(
-                f"No region raises the {target} output (Grad-CAM is zero everywhere), as for an image the model "
-                f"finds clearly not {target}."
-            )
-        else:
-            st.caption(f"Dark to bright: how strongly each region drove the {target} output (Grad-CAM, relative).")
+        st.caption(map_caption(scores, signed, target, final_map.patch_size if signed else None))
         st.download_button(
             f"Download overlay ({entry.name})",
-            ui.png_bytes(blended),
-            f"{name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
+            functools.partial(ui.png_bytes, blended),
+            f"{case.name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
             "image/png",
             key=f"download-{entry.name}",
+            on_click="ignore",
         )
         readings.append(ModelReading.from_decision(result, entry.card, blended))
-        decisions.append(result)
 
 # One report per case, covering every chosen model: the record a clinician files for this lesion.
 st.subheader("Report")
 saved_notes = st.session_state.setdefault("case_notes", {})  # image digest -> notes, kept while other cases are viewed
-if f"notes-{key}" not in st.session_state:
-    st.session_state[f"notes-{key}"] = saved_notes.get(key, "")
-saved_notes[key] = st.text_area(
+if f"notes-{case.key}" not in st.session_state:
+    st.session_state[f"notes-{case.key}"] = saved_notes.get(case.key, "")
+notes = saved_notes[case.key] = st.text_area(
     "Clinician's notes for the report",
-    key=f"notes-{key}",
+    key=f"notes-{case.key}",
     max_chars=2000,
     help="Kept in this session's memory only; they go into the PDF report and nowhere else.",
 )
-created = datetime.now().astimezone()
+
 report = CaseReport(
-    name,
+    case.name,
     shown,
     tuple(readings),
     described,
     final_map.patch_size if signed else None,
     colourmap,
     opacity,
-    created,
+    datetime.now().astimezone(),
     ui.DISCLAIMER,
-    saved_notes[key],
-    reading.summary() if reading is not None else None,
-    decoded.notes,
+    notes,
+    case.combined.summary() if case.combined is not None else None,
+    case.image.notes,
 )
-pdf = case_report_pdf(report)
-download_recorded = ui.audited(Action.REPORT_DOWNLOAD, sha256=key, models=models_used)
+downloads = {"sha256": case.key, "models": models_used}
 st.download_button(
     "Download report (PDF)",
-    pdf,
-    f"{name.rsplit('.', 1)[0]}_report.pdf",
+    ui.recorded(functools.partial(case_report_pdf, report), Action.REPORT_DOWNLOAD, **downloads),
+    f"{case.name.rsplit('.', 1)[0]}_report.pdf",
     "application/pdf",
-    key=f"report-{key}",
-    **download_recorded,
+    key=f"report-{case.key}",
+    on_click="ignore",
     help="One page: the image and its overlays, each model's reading, your notes and the disclaimer.",
-)
-case = FhirCase(
-    tuple((d, ModelFacts.from_card(entry.card, entry.metrics)) for d, entry in zip(decisions, chosen)),
-    created,
-    pdf,
-    saved_notes[key],
-    reading,
-    decoded.dicom,
 )
 st.download_button(
     "Download for the health record (FHIR R4 Bundle)",
-    bundle_json(case),
-    bundle_file_name(name, decoded.dicom),
+    ui.recorded(functools.partial(fhir_bundle, report, case, chosen), Action.REPORT_DOWNLOAD, **downloads),
+    bundle_file_name(case.name, case.image.dicom),
     "application/fhir+json",
-    key=f"fhir-{key}",
-    **download_recorded,
+    key=f"fhir-{case.key}",
+    on_click="ignore",
     help="A preliminary DiagnosticReport with an Observation and a Device per model and the PDF "
     "attached, for an electronic health record that takes FHIR R4.",
 )
-if decoded.dicom is not None:
-    try:
-        encapsulated = encapsulated_pdf(pdf, decoded.dicom, created)
-    except ValueError as error:
-        st.caption(f"No DICOM report: {error}")
-    else:
-        st.download_button(
-            "Download report for PACS (DICOM Encapsulated PDF, same study)",
-            encapsulated.data,
-            encapsulated.file_name,
-            "application/dicom",
-            key=f"dicom-{key}",
-            **download_recorded,
-            help="The PDF as a new series in the image's study, so the archive files it beside the image.",
-        )
+if case.image.dicom is not None and not case.image.dicom.study_instance_uid:
+    st.caption(
+        "No DICOM report: the photograph names no Study Instance UID, so a report cannot be filed into its study. "
+        "Download the PDF instead."
+    )
+elif case.image.dicom is not None:
+    st.download_button(
+        "Download report for PACS (DICOM Encapsulated PDF, same study)",
+        ui.recorded(functools.partial(dicom_report, report, case.image.dicom), Action.REPORT_DOWNLOAD, **downloads),
+        # Named before the report exists: after the image's UID, as its FHIR Bundle, never the upload's name.
+        bundle_file_name(case.name, case.image.dicom).removesuffix(".fhir.json") + "_report.dcm",
+        "application/dicom",
+        key=f"dicom-{case.key}",
+        on_click="ignore",
+        help="The PDF as a new series in the image's study, so the archive files it beside the image.",
+    )

@@ -33,7 +33,6 @@ st.caption(
     "one-hot ground truth CSV instead, to see how each diagnosis fares and the diagnosis models' own metrics."
 )
 models = ui.available_models()
-ui.prepare_in_background()
 upload = st.file_uploader(
     "Labelled images (zip)",
     type=["zip"],
@@ -79,7 +78,7 @@ ui.audit(
     Action.VALIDATION_RUN,
     sha256=digest(data),
     images=len(result.labels),
-    models=[Model(entry.name, entry.card["sha256"]) for entry in chosen],
+    models=[Model(entry.name, entry.card.sha256) for entry in chosen],
 )  # before any result is shown
 
 if result.skipped:
@@ -110,7 +109,7 @@ st.caption(
 )
 
 st.subheader("Confusion matrices at the shipped threshold")
-entries = [model.entry for model in result.results]
+entries = [model.measured for model in result.results]
 for column, entry in zip(st.columns(len(entries)), entries):
     column.plotly_chart(plots.confusion_figure(entry), key=f"validation-cm-{entry.name}")
 left, right = st.columns(2)
@@ -139,8 +138,13 @@ if measured:
         column.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"validation-dx-cm-{entry.name}")
 st.download_button(
     "Download per-image results (CSV)",
-    per_image_table(result).to_csv(index=False).encode(),
+    ui.recorded(
+        lambda: per_image_table(result).to_csv(index=False).encode(),
+        Action.RESULTS_DOWNLOAD,
+        sha256=digest(data),
+        images=len(result.labels),
+    ),
     "validation_results.csv",
     "text/csv",
-    **ui.audited(Action.RESULTS_DOWNLOAD, sha256=digest(data), images=len(result.labels)),
+    on_click="ignore",
 )

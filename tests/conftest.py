@@ -117,21 +117,32 @@ def audit_trail_in_a_temporary_folder(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def downloads(monkeypatch):
     """What the page's download buttons hold, caught where Streamlit stores it in memory:
-    downloads[button] is (data, mimetype, file name) for an AppTest download button."""
+    downloads[button] is (data, mimetype, file name) for an AppTest download button. Data built on
+    request (a callable, `ui.recorded`) is built here, as a browser's click has the server do."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-    stored = {}
-    keep = MemoryMediaFileStorage.load_and_get_id
+    stored, deferred = {}, {}
+    keep, defer = MemoryMediaFileStorage.load_and_get_id, MediaFileManager.add_deferred
 
     def spy(self, path_or_data, mimetype, kind, filename=None):
         file_id = keep(self, path_or_data, mimetype, kind, filename)
         stored[file_id] = (path_or_data, mimetype, filename)
         return file_id
 
+    def spy_deferred(self, data_callable, mimetype, coordinates, file_name=None, **options):
+        file_id = defer(self, data_callable, mimetype, coordinates, file_name, **options)
+        deferred[file_id] = (data_callable, mimetype, file_name)
+        return file_id
+
     monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy_deferred)
 
     class Downloads:
         def __getitem__(self, button):
+            if button.proto.deferred_file_id:
+                build, mimetype, filename = deferred[button.proto.deferred_file_id]
+                return build(), mimetype, filename
             return stored[button.proto.url.rsplit("/", 1)[-1].split(".")[0]]
 
     return Downloads()
