@@ -108,6 +108,18 @@ def test_matches_a_per_patch_reference_loop(size, patch, incremental):
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
+def with_centred_head(inputs, features, size: int, seed: int) -> keras.Model:
+    """A sigmoid head centred on random images' pooled features, far from saturation (and with weights of
+    order one: a large kernel cancelling a large bias would turn rounding into map differences)."""
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(features))
+    pooled = keras.Model(inputs, features).predict(
+        np.stack([random_image(size, image_seed) for image_seed in range(8)]), verbose=0
+    )
+    kernel = np.random.default_rng(seed).normal(0, 1, (pooled.shape[1], 1))
+    model.layers[-1].set_weights([kernel, -pooled.mean(axis=0) @ kernel])
+    return model
+
+
 def residual_model(size: int) -> keras.Model:
     """EfficientNet-Lite in miniature: inverted residual blocks (1×1 expansion, depthwise, 1×1
     projection, residual addition) at two strides, then a stage whose windows cover the map."""
@@ -127,14 +139,7 @@ def residual_model(size: int) -> keras.Model:
         if stride == 1:
             x = layers.Add()([x, skip])
     x = layers.GlobalMaxPooling2D()(x)  # the strongest local response: one patch can move it
-    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
-    rng = np.random.default_rng(4)
-    # A head centred on random images' pooled features, far from saturation (and with weights of
-    # order one: a large kernel cancelling a large bias would turn rounding into map differences).
-    pooled = keras.Model(inputs, x).predict(np.stack([random_image(size, seed) for seed in range(8)]), verbose=0)
-    kernel = rng.normal(0, 1, (pooled.shape[1], 1))
-    model.layers[-1].set_weights([kernel, -pooled.mean(axis=0) @ kernel])
-    return model
+    return with_centred_head(inputs, x, size, seed=4)
 
 
 @pytest.mark.parametrize("size, patch, stride", [(64, 8, None), (61, 7, None), (48, 8, 4)])
@@ -188,11 +193,7 @@ def inception_model(size: int) -> keras.Model:
         [layers.Conv2D(8, 3, strides=2, activation="relu")(x), layers.MaxPooling2D(3, strides=2)(x)]
     )
     x = layers.GlobalAveragePooling2D()(x)  # every position counts, the border's average pools too
-    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
-    pooled = keras.Model(inputs, x).predict(np.stack([random_image(size, seed) for seed in range(8)]), verbose=0)
-    kernel = np.random.default_rng(5).normal(0, 1, (pooled.shape[1], 1))
-    model.layers[-1].set_weights([kernel, -pooled.mean(axis=0) @ kernel])  # far from saturation, as residual_model
-    return model
+    return with_centred_head(inputs, x, size, seed=5)
 
 
 @pytest.mark.parametrize("size, patch, stride", [(48, 8, None), (45, 7, None), (40, 8, 4)])
