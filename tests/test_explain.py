@@ -142,18 +142,23 @@ def residual_model(size: int) -> keras.Model:
     return with_centred_head(inputs, x, size, seed=4)
 
 
-@pytest.mark.parametrize("size, patch, stride", [(64, 8, None), (61, 7, None), (48, 8, 4)])
-def test_windows_pass_through_residual_blocks_exactly(size, patch, stride):
-    """The plan cuts after residual additions, and each window, pasted back, gives the reference map."""
-    model, image = residual_model(size), random_image(size, seed=6)
-    plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
-    assert plan is not None and sum(isinstance(step.layer, layers.Add) for step in plan.steps) >= 2
+def assert_incremental_map_is_exact(model, image: np.ndarray, patch: int, stride: int | None) -> None:
+    """The incremental map equals the whole-image one, and on tf-explain's grid the reference loop's."""
     ours = occlusion_sensitivity(model, image, patch_size=patch, stride=stride)
     whole_image = occlusion_sensitivity(model, image, patch_size=patch, stride=stride, incremental=False)
     assert np.abs(whole_image).max() > 100 * 1e-6  # far beyond the tolerance
     np.testing.assert_allclose(ours, whole_image, atol=1e-6)
     if stride is None:
         np.testing.assert_allclose(ours, reference_occlusion(model, image, patch), atol=1e-5)
+
+
+@pytest.mark.parametrize("size, patch, stride", [(64, 8, None), (61, 7, None), (48, 8, 4)])
+def test_windows_pass_through_residual_blocks_exactly(size, patch, stride):
+    """The plan cuts after residual additions, and each window, pasted back, gives the reference map."""
+    model, image = residual_model(size), random_image(size, seed=6)
+    plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
+    assert plan is not None and sum(isinstance(step.layer, layers.Add) for step in plan.steps) >= 2
+    assert_incremental_map_is_exact(model, image, patch, stride)
 
 
 def test_a_map_leaves_the_next_plan_and_fold_as_on_a_fresh_model():
@@ -203,12 +208,7 @@ def test_windows_pass_through_inception_blocks_exactly(size, patch, stride):
     plan = plan_occlusion(model, size, size, explain.patch_grid(size, size, patch, stride), patch)
     assert plan is not None and sum(isinstance(step.layer, layers.Concatenate) for step in plan.steps) >= 2
     assert any(isinstance(step.layer, layers.AveragePooling2D) for step in plan.steps)
-    ours = occlusion_sensitivity(model, image, patch_size=patch, stride=stride)
-    whole_image = occlusion_sensitivity(model, image, patch_size=patch, stride=stride, incremental=False)
-    assert np.abs(whole_image).max() > 100 * 1e-6  # far beyond the tolerance
-    np.testing.assert_allclose(ours, whole_image, atol=1e-6)
-    if stride is None:
-        np.testing.assert_allclose(ours, reference_occlusion(model, image, patch), atol=1e-5)
+    assert_incremental_map_is_exact(model, image, patch, stride)
 
 
 def test_each_scorer_is_traced_once_whatever_the_chunks():
