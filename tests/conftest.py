@@ -21,8 +21,8 @@ def trained_models(tmp_path_factory):
     its ImageNet checkpoint (`cpu_transfer`).
 
     Two flags beyond what ships: --deterministic, so every run trains the same weights, and
-    --label-smoothing, so that no model can round a probability to exactly 0 or 1 on these easy
-    images (no patch could then move it, and every occlusion map would be zero).
+    --label-smoothing, so that scratch_cnn and Lite0 cannot round a probability to exactly 0 or 1
+    on these easy images (no patch could then move it, and every occlusion map would be zero).
 
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
     data and models in DIR and reuses them while all are complete; CI leaves it unset.

@@ -109,7 +109,7 @@ def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, me
 
 def image_to_explain(data_dir, output_dir):
     """The image the model scores highest: its melanoma evidence is what both maps should show.
-    (The fixture cannot saturate, so even there a patch can move the probability.)"""
+    (Label smoothing keeps scratch_cnn clear of 1.0 on the fixture, so even there a patch can move it.)"""
     from melanoma.data import load_pixels
 
     images = sorted((data_dir / "images").glob("*.jpg"))
