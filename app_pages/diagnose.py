@@ -320,7 +320,13 @@ for column, entry, result in zip(columns, chosen, case.decisions):
         st.caption(map_caption(scores, signed, target, final_map.patch_size if signed else None))
         st.download_button(
             f"Download overlay ({entry.name})",
-            functools.partial(ui.png_bytes, blended),
+            ui.recorded(
+                functools.partial(ui.png_bytes, blended),
+                Action.OVERLAY_DOWNLOAD,
+                sha256=case.key,
+                models=[Model(entry.name, entry.card.sha256)],
+                method=method_used,
+            ),
             f"{case.name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
             "image/png",
             key=f"download-{entry.name}",

@@ -80,6 +80,7 @@ class Action(str, Enum):
     EXPLANATION = "explanation"
     RESULTS_DOWNLOAD = "results download"
     REPORT_DOWNLOAD = "report download"
+    OVERLAY_DOWNLOAD = "overlay download"  # an explanation map over the patient's image
     VALIDATION_RUN = "validation run"
 
 

@@ -146,6 +146,13 @@ def test_downloads_are_built_and_recorded_only_when_asked_for(app, downloads, mo
     assert pdf.startswith(b"%PDF-") and built == [1]
     [event] = [event for event in audit.read_events(trail) if event["action"] == "report download"]
     assert event["user"]["subject"] == "local" and len(event["sha256"]) == 64
+    # The overlay shows the patient's image too: recorded with the one model whose map it is.
+    [overlay] = [button for label, button in buttons.items() if label.startswith("Download overlay (")]
+    png, mimetype, _ = downloads[overlay]
+    assert png.startswith(b"\x89PNG") and mimetype == "image/png"
+    [event] = [event for event in audit.read_events(trail) if event["action"] == "overlay download"]
+    assert event["sha256"] == next(audit.read_events(trail))["sha256"] and event["method"] == "occlusion"
+    assert [model["model"] for model in event["models"]] == [overlay.label.removeprefix("Download overlay (")[:-1]]
 
     # A trail that cannot be written refuses the download: no bytes without their event (the folder
     # named lies under the log file, so it cannot be made).
