@@ -19,7 +19,7 @@ from melanoma.audit import Action, Method, Model, Reading
 from melanoma.cases import Decision, decode_upload, digest
 from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec, combine
 from melanoma.diagnoses import short_differential
-from melanoma.dicom import DicomInfo, encapsulated_pdf
+from melanoma.dicom import NO_STUDY_UID, DicomInfo, encapsulated_pdf
 from melanoma.explain.render import (
     DIVERGING_COLOURMAPS,
     SEQUENTIAL_COLOURMAPS,
@@ -381,10 +381,7 @@ st.download_button(
     "attached, for an electronic health record that takes FHIR R4.",
 )
 if case.image.dicom is not None and not case.image.dicom.study_instance_uid:
-    st.caption(
-        "No DICOM report: the photograph names no Study Instance UID, so a report cannot be filed into its study. "
-        "Download the PDF instead."
-    )
+    st.caption(f"No DICOM report. {NO_STUDY_UID}")
 elif case.image.dicom is not None:
     st.download_button(
         "Download report for PACS (DICOM Encapsulated PDF, same study)",

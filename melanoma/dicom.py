@@ -384,6 +384,12 @@ def _dicom_time(moment: datetime) -> tuple[str, str, str]:
     return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S"), moment.strftime("%z")
 
 
+# Why a photograph gets no DICOM report, for the page and the error alike.
+NO_STUDY_UID = (
+    "The photograph names no Study Instance UID, so a report cannot be filed into its study. Download the PDF instead."
+)
+
+
 def encapsulated_pdf(pdf: bytes, source: DicomInfo, created: datetime, title: str = REPORT_TITLE) -> EncapsulatedReport:
     """The PDF case report as a DICOM Encapsulated PDF (PS3.3 A.45.1) in the study of `source`.
 
@@ -395,10 +401,7 @@ def encapsulated_pdf(pdf: bytes, source: DicomInfo, created: datetime, title: st
             f"Expected PDF bytes (starting with %PDF-); received {pdf[:8]!r}. Pass case_report_pdf's output."
         )
     if not source.study_instance_uid:
-        raise ValueError(
-            "The photograph names no Study Instance UID, so a report cannot be filed into its study. "
-            "Download the PDF instead."
-        )
+        raise ValueError(NO_STUDY_UID)
     if created.utcoffset() is None:
         raise ValueError(
             f"The report time must carry its time zone; received the naive time {created}. "

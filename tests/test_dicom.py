@@ -3,6 +3,7 @@ else is refused with its own message, and the case report goes back into the sam
 
 import io
 import logging
+import re
 import warnings
 from datetime import datetime, timedelta, timezone
 
@@ -18,7 +19,14 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, HTJ2KLossless, JPEGBaseline8Bit, RLELossless, generate_uid
 from pypdf import PdfReader
 
-from melanoma.dicom import DERMOSCOPIC_PHOTOGRAPHY, ENCAPSULATED_PDF, VL_PHOTOGRAPHIC, encapsulated_pdf, read_dicom
+from melanoma.dicom import (
+    DERMOSCOPIC_PHOTOGRAPHY,
+    ENCAPSULATED_PDF,
+    NO_STUDY_UID,
+    VL_PHOTOGRAPHIC,
+    encapsulated_pdf,
+    read_dicom,
+)
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, decode_image
 
 CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -270,6 +278,9 @@ def test_the_report_needs_a_pdf_and_a_time_zone():
         encapsulated_pdf(b"<html>", source, datetime.now().astimezone())
     with pytest.raises(ValueError, match="time zone"):
         encapsulated_pdf(report_pdf("x"), source, datetime.now())
+    no_study = read_dicom(dicom_bytes(lesion_pixels(), StudyInstanceUID="")).dicom
+    with pytest.raises(ValueError, match=re.escape(NO_STUDY_UID)):
+        encapsulated_pdf(report_pdf("x"), no_study, datetime.now().astimezone())
 
 
 def test_no_identity_reaches_a_log_a_warning_or_a_file_name(caplog):
