@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from tests.synthetic import lesion_image  # noqa: E402
+from tests.test_browser_signin import CHROMIUM, app_server, free_port  # noqa: E402
 
-CHROMIUM = "/usr/lib/chromium/chromium"
 TIMEOUT_MS = 180_000
 
 
@@ -103,35 +101,9 @@ async def run(args) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         paths = write_images(Path(scratch), 2 + sum(rounds) * args.images_per_session)
         expected = {p.name: f"{predictor.probabilities([read_image(str(p)).pixels])[0]:.1%}" for p in paths}
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(120):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.5)
+        with app_server(port, {}) as server:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
@@ -185,9 +157,6 @@ async def run(args) -> None:
                     for failure in failures:
                         print(f"  failure: {type(failure).__name__}: {str(failure)[:200]}")
                 await browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def main() -> None:
