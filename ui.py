@@ -26,7 +26,8 @@ from PIL import Image
 
 from melanoma.access import SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
-from melanoma.cases import Decision, decide, model_view
+from melanoma.batching import BatchedCalls
+from melanoma.cases import Decision, decide_all, model_view
 from melanoma.combined import COMBINED_NAME, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
@@ -200,9 +201,17 @@ def describe(entry: InstalledModel) -> str:
     return f"{entry.name} ({entry.input_size} px{auc})"
 
 
+@st.cache_resource(show_spinner=False)
+def _reader(name: str, folder: str) -> BatchedCalls[np.ndarray, Decision]:
+    """The model's one queue on this server: images that sessions send while it reads others are
+    read together in its next batch (melanoma.batching)."""
+    active = _load(name, folder)
+    return BatchedCalls(lambda images: decide_all(active, images))
+
+
 @st.cache_data(max_entries=1024, show_spinner=False)
 def _decision(key: str, model: str, folder: str, _pixels: np.ndarray) -> Decision:
-    return decide(predictor(model), _pixels)
+    return _reader(model, folder)(_pixels)
 
 
 def explained_network(active: Predictor, output: str):

@@ -135,7 +135,13 @@ def decode_upload(data: bytes, name: str) -> DecodedImage | ImageError:
 def decide(predictor, pixels: np.ndarray) -> Decision:
     """One model's decision on one image: calibrated probability, verdict, gate, and for a
     diagnosis model the skin-cancer reading and the differential."""
-    return decision_from(predictor, predictor.read([pixels]), 0)
+    return decide_all(predictor, [pixels])[0]
+
+
+def decide_all(predictor, images: list[np.ndarray]) -> list[Decision]:
+    """The model's decision on each image, read in one batch."""
+    reading = predictor.read(images)
+    return [decision_from(predictor, reading, index) for index in range(len(images))]
 
 
 def decision_from(predictor, reading, index: int) -> Decision:

@@ -93,12 +93,12 @@ def test_the_page_reads_at_once_but_starts_its_map_after_another_sessions_pendin
     at, _ = app
     entered, read = threading.Event(), threading.Event()
     released, map_started = [], []
-    decide, sensitivity = ui.decide, occlusion.occlusion_sensitivity
+    decide_all, sensitivity = ui.decide_all, occlusion.occlusion_sensitivity
 
     def reading(*args):
-        decision = decide(*args)
+        decisions = decide_all(*args)
         read.set()
-        return decision
+        return decisions
 
     def mapping(*args, **kwargs):
         map_started.append(time.monotonic())
@@ -111,7 +111,7 @@ def test_the_page_reads_at_once_but_starts_its_map_after_another_sessions_pendin
             time.sleep(1)
             released.append(time.monotonic())
 
-    monkeypatch.setattr(ui, "decide", reading)
+    monkeypatch.setattr(ui, "decide_all", reading)
     monkeypatch.setattr(occlusion, "occlusion_sensitivity", mapping)
     other = in_thread(other_session)
     assert entered.wait(WAIT)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from melanoma.cases import Decision, decide
+from melanoma.cases import Decision, decide, decide_all
 from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
 from melanoma.config import DEFAULT_MODELS
 from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
@@ -72,6 +72,23 @@ def test_a_flagged_image_gets_no_verdict(trained_models):
     _, output_dir = trained_models
     decision = decide(load_predictor("efficientnet_lite0", output_dir), non_dermoscopic_images()["document_0"])
     assert not decision.assessed and decision.summary().startswith("Not assessed")
+
+
+def test_images_read_in_one_batch_get_the_decisions_they_get_alone(trained_models):
+    """What the app's batching (melanoma.batching) relies on: a clinic's images read together,
+    a document among them, decide as each would alone."""
+    _, output_dir = trained_models
+    predictor = load_predictor("efficientnet_lite0", output_dir)
+    images = [*lesions(3, seed=11), non_dermoscopic_images()["document_0"]]
+    together = decide_all(predictor, images)
+    for alone, batched in zip((decide(predictor, image) for image in images), together):
+        assert batched.probability == pytest.approx(alone.probability, abs=1e-6)
+        assert (batched.assessed, batched.melanoma, batched.ood_reason) == (
+            alone.assessed,
+            alone.melanoma,
+            alone.ood_reason,
+        )
+    assert [decision.assessed for decision in together] == [True, True, True, False]
 
 
 def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp_path):

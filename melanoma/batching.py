@@ -1,0 +1,79 @@
+"""Concurrent requests served in one call: dynamic batching, as TensorFlow Serving and Triton do it.
+
+When a clinic's sessions upload at once, each session's thread asks a model to read one image.
+Scored one by one, every image pays a whole call's overhead (Keras dispatch, the gate's feature
+extractor, small matrix products that leave the cores idle); scored together, they pay it once.
+
+No timer and no worker thread: a caller whose request is waiting runs the next batch itself
+when no batch is running, taking every request queued by then (oldest first, at most
+`max_batch`), and returns once its own request is answered. While one batch runs, the requests
+that arrive meanwhile queue for the next, so batches grow exactly when the load does and a lone
+request runs at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _Request(Generic[Item, Result]):
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.done = False
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+
+
+class BatchedCalls(Generic[Item, Result]):
+    """Call `function(items) -> results` (one result per item, in order) on the requests of
+    concurrent callers together; each caller gets its own result, or the batch's exception."""
+
+    def __init__(self, function: Callable[[list[Item]], Sequence[Result]], max_batch: int = 32) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be 1 or more; received {max_batch}")
+        self._function = function
+        self._max_batch = max_batch
+        self._changed = threading.Condition()
+        self._queue: list[_Request[Item, Result]] = []
+        self._running = False
+        self.batch_sizes: deque[int] = deque(maxlen=1024)  # requests per call, latest last (benchmarks, tests)
+
+    def __call__(self, item: Item) -> Result:
+        request: _Request[Item, Result] = _Request(item)
+        with self._changed:
+            self._queue.append(request)
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: request.done or not self._running)
+                if request.done:
+                    break
+                self._running = True
+                batch = self._queue[: self._max_batch]
+                del self._queue[: len(batch)]
+            self._run(batch)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _run(self, batch: list[_Request[Item, Result]]) -> None:
+        """Answer every request of the batch, then let the next caller run the next batch."""
+        try:
+            results = list(self._function([request.item for request in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"the batched function returned {len(results)} results for {len(batch)} items")
+        except BaseException as error:  # every caller of this batch sees why it failed
+            results, failure = [None] * len(batch), error
+        else:
+            failure = None
+        with self._changed:
+            for request, result in zip(batch, results):
+                request.result, request.error, request.done = result, failure, True
+            self.batch_sizes.append(len(batch))
+            self._running = False
+            self._changed.notify_all()

@@ -1,0 +1,108 @@
+"""melanoma.batching: concurrent callers share a call, each gets its own answer, and errors reach them all."""
+
+import threading
+
+import pytest
+
+from melanoma.batching import BatchedCalls
+
+WAIT = 10
+
+
+class Gated:
+    """A batched function that records its batches and, while `hold` is clear, blocks inside its
+    first call, so that the test can queue requests behind it."""
+
+    def __init__(self, fail_on: object = None) -> None:
+        self.batches: list[list] = []
+        self.entered, self.hold = threading.Event(), threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, items: list) -> list:
+        self.batches.append(list(items))
+        self.entered.set()
+        assert self.hold.wait(WAIT)
+        if self.fail_on in items:
+            raise ValueError(f"cannot score {self.fail_on}")
+        return [item * 10 for item in items]
+
+
+def call_in_threads(calls: BatchedCalls, items: list) -> tuple[dict, list[threading.Thread]]:
+    """Each item requested from its own thread; returns (item -> result or exception, threads)."""
+    answers: dict = {}
+
+    def ask(item):
+        try:
+            answers[item] = calls(item)
+        except Exception as error:  # noqa: BLE001 - the test reads which callers saw it
+            answers[item] = error
+
+    threads = [threading.Thread(target=ask, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    return answers, threads
+
+
+def wait_until_queued(calls: BatchedCalls, count: int) -> None:
+    with calls._changed:
+        assert calls._changed.wait_for(lambda: len(calls._queue) == count, WAIT)
+
+
+def test_a_lone_request_runs_at_once():
+    calls = BatchedCalls(lambda items: [item + 1 for item in items])
+    assert calls(1) == 2 and calls(5) == 6
+    assert list(calls.batch_sizes) == [1, 1]
+
+
+def test_requests_that_arrive_during_a_batch_are_served_together_in_the_next():
+    function = Gated()
+    calls = BatchedCalls(function)
+    first, first_threads = call_in_threads(calls, [1])
+    assert function.entered.wait(WAIT)
+    later, later_threads = call_in_threads(calls, [2, 3, 4, 5])
+    wait_until_queued(calls, 4)
+    function.hold.set()
+    for thread in first_threads + later_threads:
+        thread.join(WAIT)
+    assert first == {1: 10} and later == {2: 20, 3: 30, 4: 40, 5: 50}
+    assert function.batches[0] == [1] and sorted(function.batches[1]) == [2, 3, 4, 5]
+    assert list(calls.batch_sizes) == [1, 4]
+
+
+def test_no_batch_exceeds_the_limit_and_every_request_is_answered():
+    function = Gated()
+    calls = BatchedCalls(function, max_batch=2)
+    _, first_threads = call_in_threads(calls, [0])
+    assert function.entered.wait(WAIT)
+    later, later_threads = call_in_threads(calls, [1, 2, 3, 4, 5])
+    wait_until_queued(calls, 5)
+    function.hold.set()
+    for thread in first_threads + later_threads:
+        thread.join(WAIT)
+    assert later == {item: item * 10 for item in (1, 2, 3, 4, 5)}
+    assert max(calls.batch_sizes) == 2 and sum(calls.batch_sizes) == 6
+
+
+def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_still_runs():
+    function = Gated(fail_on=3)
+    calls = BatchedCalls(function)
+    _, first_threads = call_in_threads(calls, [1])
+    assert function.entered.wait(WAIT)
+    later, later_threads = call_in_threads(calls, [2, 3])
+    wait_until_queued(calls, 2)
+    function.hold.set()
+    for thread in first_threads + later_threads:
+        thread.join(WAIT)
+    assert all(isinstance(later[item], ValueError) and "cannot score 3" in str(later[item]) for item in (2, 3))
+    assert calls(4) == 40
+
+
+def test_a_function_that_loses_results_is_an_error_not_a_wrong_answer():
+    calls = BatchedCalls(lambda items: items[:-1])
+    with pytest.raises(RuntimeError, match="returned 0 results for 1 items"):
+        calls(1)
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch must be 1 or more; received 0"):
+        BatchedCalls(lambda items: items, max_batch=0)
