@@ -62,3 +62,30 @@ def test_the_card_records_the_phases_as_run_when_a_resume_changed_the_plan():
         {"index": 1, "start_epoch": 2, "end_epoch": 5, "learning_rate": 3e-4, "trainable_layers": 30},
         {"index": 2, "start_epoch": 5, "end_epoch": 7, "learning_rate": 1e-4, "trainable_layers": 30},
     ]
+
+
+def test_a_phase_that_keeps_its_layers_restarts_the_optimizer_as_a_new_one_would():
+    """train.run compiles again only when the trainable layers change; otherwise it restarts the
+    optimizer in place. Both must take the same steps from the same weights."""
+    import numpy as np
+
+    from train.run import restart_optimizer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 5)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)  # moments and step count now non-zero
+    start = model.get_weights()
+
+    restart_optimizer(model.optimizer, 3e-3)
+    assert int(model.optimizer.iterations) == 0 and float(model.optimizer.learning_rate) == pytest.approx(3e-3)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    restarted = model.get_weights()
+
+    model.set_weights(start)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for after_restart, after_compile in zip(restarted, model.get_weights()):
+        np.testing.assert_array_equal(after_restart, after_compile)
