@@ -298,7 +298,7 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
         "--image-size",
         "48",
         "--epoch-images",
-        "3200",
+        "1600",
         "--batch-size",
         "32",
         "--seed",
