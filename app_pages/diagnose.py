@@ -303,7 +303,7 @@ shown = display_copy(case.image.pixels)
 method_used = Method.OCCLUSION if signed else Method.GRAD_CAM
 ui.audit(Action.EXPLANATION, sha256=case.key, models=models_used, method=method_used)
 readings = []
-for column, entry, result in zip(columns, chosen, case.decisions):
+for column, entry, model, result in zip(columns, chosen, models_used, case.decisions):
     with column:
         left, right = st.columns(2)
         left.image(shown, caption="Uploaded image", width="stretch")
@@ -324,7 +324,7 @@ for column, entry, result in zip(columns, chosen, case.decisions):
                 functools.partial(ui.png_bytes, blended),
                 Action.OVERLAY_DOWNLOAD,
                 sha256=case.key,
-                models=[Model(entry.name, entry.card.sha256)],
+                models=[model],
                 method=method_used,
             ),
             f"{case.name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
