@@ -185,6 +185,7 @@ def _warm_up() -> None:
 
 
 _warm_up_started = threading.Lock()  # acquired once, never released: unlike functools.cache, atomic
+WARM_UP_THREAD = "warm-up"
 
 
 def prepare_in_background() -> None:
@@ -193,7 +194,7 @@ def prepare_in_background() -> None:
     Not a daemon thread: an import cut off by interpreter shutdown fails with misleading errors.
     """
     if _warm_up_started.acquire(blocking=False):
-        threading.Thread(target=_warm_up, name="warm-up").start()
+        threading.Thread(target=_warm_up, name=WARM_UP_THREAD).start()
 
 
 def describe(entry: InstalledModel) -> str:
