@@ -180,6 +180,15 @@ class TrainConfig:
             type=float,
         ),
     )
+    ema_momentum: float = field(
+        default=0.0,
+        metadata=option(
+            "Polyak averaging: validate, checkpoint and ship the exponential moving average of the trainable "
+            "weights, updated every step with this momentum (e.g. 0.995, about the last 200 steps); each phase "
+            "starts its average afresh; default 0, the weights as trained",
+            type=float,
+        ),
+    )
     max_images: int | None = field(
         default=None, metadata=option("train on a stratified subset (quick looks)", type=int)
     )

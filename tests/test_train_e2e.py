@@ -192,6 +192,35 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
     assert histories[0].loss.notna().all() and not np.array_equal(weights[0][0], np.zeros_like(weights[0][0]))
 
 
+def test_weight_averaging_ships_the_average(tmp_path):
+    """--ema-momentum: the recorder validates, keeps and ships the averaged weights. An average that
+    forgets at once (momentum 1e-9) is the weights as trained; one that barely moves (1 - 1e-6)
+    stays near where each phase started, far from them."""
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=40)
+    weights, histories = {}, {}
+    for momentum in ("0", "1e-9", "0.999999"):
+        output = tmp_path / momentum
+        common = ["--data-dir", str(data_dir), "--output-dir", str(output), "--models", "scratch_cnn"]
+        settings = ["--weights", "none", "--recipe", "cpu", "--epochs", "3", "--image-size", "32"]
+        run = ["--batch-size", "16", "--epoch-images", "64", "--seed", "5", "--deterministic"]
+        assert main([*common, *settings, *run, "--ema-momentum", momentum]) == 0
+        weights[momentum] = load_keras_model(find_model("scratch_cnn", output)).get_weights()
+        histories[momentum] = pd.read_csv(output / "scratch_cnn" / "history.csv")
+        assert json.loads((output / "scratch_cnn" / "card.json").read_text())["config"]["ema_momentum"] == float(
+            momentum
+        )
+
+    def distance(a: str, b: str) -> float:
+        return float(np.mean([np.abs(x - y).mean() for x, y in zip(weights[a], weights[b])]))
+
+    assert distance("1e-9", "0") < 1e-5
+    np.testing.assert_allclose(histories["1e-9"].val_loss, histories["0"].val_loss, rtol=1e-4)
+    assert distance("0.999999", "0") > 100 * max(distance("1e-9", "0"), 1e-7)
+    assert not np.allclose(histories["0.999999"].val_loss, histories["0"].val_loss, rtol=1e-3)
+
+
 def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     data_dir, output_dir = trained_models
     shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
@@ -379,6 +408,7 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
         ("--split", "0.8,0.3,0.1", "three non-negative fractions"),
         ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
         ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
+        ("--ema-momentum", "1", "from 0 (off) up to (not including) 1; got 1.0"),
     ],
 )
 def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, value, expected):

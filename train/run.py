@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         )
     if args.name and (args.name != Path(args.name).name or args.name.startswith(".")):
         parser.error(f"--name is a folder name under --output-dir, without a path; got {args.name!r}.")
+    if not 0 <= args.ema_momentum < 1:
+        parser.error(f"--ema-momentum takes a number from 0 (off) up to (not including) 1; got {args.ema_momentum}.")
     if not 0 <= args.label_smoothing < 0.5:
         parser.error(f"--label-smoothing takes a number from 0 up to (not including) 0.5; got {args.label_smoothing}.")
     split = args.split_fractions
@@ -368,7 +370,9 @@ def train_phases(
                 trainable = set_trainable(model, phase.unfreeze_after, phase.fine_tuning)
                 loss, metrics = loss_and_metrics(config)
                 model.compile(
-                    optimizer=keras.optimizers.Adam(phase.learning_rate),
+                    optimizer=keras.optimizers.Adam(
+                        phase.learning_rate, use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum
+                    ),
                     loss=loss,
                     metrics=metrics,
                     jit_compile=config.xla,
@@ -400,14 +404,24 @@ def train_phases(
             steps_per_epoch=-(-images_per_epoch // config.batch_size),
             class_weight=weights_by_class,
             verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))],
+            callbacks=[*averaging(config), recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))],
         )
         progress.best_val_auc = recorder.best_val_auc
         progress.epochs_done = phase.end_epoch
 
 
+def averaging(config: TrainConfig) -> list:
+    """With --ema-momentum, the callback that puts the averaged weights in the model for every
+    validation and at every epoch's end, so the recorder's best weights and checkpoint are the
+    average; Keras leaves the average in the model when a phase ends. Without it, none."""
+    import keras
+
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum > 0 else []
+
+
 def restart_optimizer(optimizer, learning_rate: float) -> None:
-    """Make a built optimizer what a new one at `learning_rate` would be: step count and moments zero."""
+    """Make a built optimizer what a new one at `learning_rate` would be: step count and moments zero
+    (and a weight average, if any, restarts from the weights at its first step)."""
     import keras
 
     for variable in optimizer.variables:
