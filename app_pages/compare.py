@@ -21,7 +21,7 @@ st.caption(
     f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation."
 )
 
-# The combined reading is compared like a model, but it has no training history or held-out run.
+# The combined reading is compared like a model, but it has no training history of its own.
 rows = [Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else [])
 table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
@@ -44,9 +44,11 @@ st.subheader("At a clinic the model never saw")
 st.caption(
     "Each row is a separate run that trained and validated on the other sources and was tested on every "
     "image of the held-out one (`python -m train.run --holdout-source SOURCE`). It is a hard, noisy window: "
-    "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose."
+    "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose. "
+    "The combined reading's row is its members' held-out runs combined (`python -m train.combine` measures it "
+    "when every member has one)."
 )
-st.dataframe(plots.holdout_table(models).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+st.dataframe(plots.holdout_table(rows).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
 
 st.subheader("Mean predicted probability per true label (the study's table)")
 st.dataframe(plots.mean_probability_table(rows).style.format(precision=3), hide_index=True)

@@ -42,6 +42,7 @@ class CombinedSpec:
     threshold: float
     metrics: dict
     selection: dict = field(default_factory=dict)  # candidates, steps, reasons for leaving each out
+    holdout_metrics: dict = field(default_factory=dict)  # source -> the members' held-out runs combined
 
     @property
     def label(self) -> str:
@@ -64,7 +65,11 @@ class CombinedSpec:
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
             return cls(
-                tuple(stored["members"]), float(stored["threshold"]), stored["metrics"], stored.get("selection", {})
+                tuple(stored["members"]),
+                float(stored["threshold"]),
+                stored["metrics"],
+                stored.get("selection", {}),
+                stored.get("holdout_metrics", {}),
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CombinedUnavailableError(

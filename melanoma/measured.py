@@ -6,7 +6,7 @@ side; this is what they need of either, so the combined reading never poses as a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ class Measured:
     threshold: float
     metrics: dict  # as metrics.json holds them
     malignant_threshold: float | None = None  # a diagnosis model's
+    holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics at a source never seen
 
     @classmethod
     def of_model(cls, entry: InstalledModel, metrics: dict | None = None) -> Measured:
@@ -36,6 +37,7 @@ class Measured:
             entry.threshold,
             entry.metrics if metrics is None else metrics,
             entry.malignant_threshold,
+            entry.holdout_metrics,
         )
 
     @classmethod
@@ -47,4 +49,5 @@ class Measured:
             COMBINED_INITIALISATION,
             spec.threshold,
             spec.metrics if metrics is None else metrics,
+            holdout_metrics=spec.holdout_metrics,
         )

@@ -114,14 +114,15 @@ def mean_probability_table(models: list[Measured]) -> pd.DataFrame:
     )
 
 
-def holdout_table(models: list[InstalledModel]) -> pd.DataFrame:
-    """ROC AUC at a source the model never saw (a run trained without it), one row per model and source.
+def holdout_table(models: list[Measured]) -> pd.DataFrame:
+    """ROC AUC at a source the model never saw (a run trained without it), one row per model and source;
+    the combined reading's are its members' held-out runs combined.
 
     A model without such a run gets a row that says so: a missing number must not read as a good one.
     """
     rows = []
     for entry in models:
-        initialised = entry.card.network.weights_initialisation
+        initialised = entry.initialised_from
         if not entry.holdout_metrics:
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
         for source, metrics in entry.holdout_metrics.items():

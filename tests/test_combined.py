@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from melanoma import plots
 from melanoma.__main__ import main as cli
 from melanoma.combined import COMBINED_FILE, CombinedPredictor, CombinedSpec, CombinedUnavailableError, select_members
 from melanoma.images import read_image, to_model_input
 from melanoma.inference import load_predictor
+from melanoma.measured import Measured
 from tests.conftest import DIAGNOSIS_MODEL
 
 
@@ -38,6 +40,31 @@ def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another
     assert selection["left_out"][DIAGNOSIS_MODEL].startswith("validated and tested on other images than")
     assert stored["metrics"]["validation_roc_auc"] == selection["validation_roc_auc"]
     assert stored["members"][0] == max(selection["candidates"], key=selection["candidates"].get)
+
+
+def test_train_combine_measures_the_combination_where_every_member_has_a_held_out_run(trained_models, tmp_path):
+    """Held-out runs that are copies of the members (same weights, same split) must reproduce the
+    test metrics exactly; a source a member has no weights for is named with what to train."""
+    from train.combine import main as combine
+
+    data_dir, output_dir = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(output_dir, models)
+    member = models / "scratch_cnn"
+    shutil.copytree(output_dir / "scratch_cnn", member / "holdout-clinic_x")
+    shutil.copy(output_dir / "imagenet_features.keras", member)  # the copied card's gate path, one folder up
+    (member / "holdout-clinic_y").mkdir()
+    shutil.copy(output_dir / "scratch_cnn" / "metrics.json", member / "holdout-clinic_y")
+    assert combine(["--data-dir", str(data_dir), "--models-dir", str(models), "--models", "scratch_cnn"]) == 0
+    stored = json.loads((models / COMBINED_FILE).read_text())
+    held_out = stored["holdout_metrics"]["clinic_x"]
+    assert held_out["roc_auc"] == stored["metrics"]["roc_auc"]
+    assert held_out["at_threshold"] == stored["metrics"]["at_threshold"]
+    assert held_out["members_roc_auc"] == {"scratch_cnn": held_out["roc_auc"]}
+    assert list(stored["holdout_not_measured"]) == ["clinic_y"]
+    assert "scratch_cnn has no servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]
+    row = plots.holdout_table([Measured.of_combined(CombinedSpec.read(models))]).iloc[0]
+    assert row["Held-out source"] == "clinic_x" and row["ROC AUC"] == held_out["roc_auc"]
 
 
 def test_predict_combined_is_the_mean_of_its_members(trained_models, capsys):

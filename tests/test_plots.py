@@ -64,7 +64,7 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
             "validation_roc_auc": 0.9,
         }
     }
-    table = plots.holdout_table([entry("lite", {}, held_out), entry("scratch", {})])
+    table = plots.holdout_table([Measured.of_model(entry("lite", {}, held_out)), row("scratch", {})])
     lite = table[table.Model == "lite"].iloc[0]
     assert (
         lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"

@@ -6,12 +6,18 @@ by forward selection on the validation split's ROC AUC (melanoma.combined.select
 mean of their calibrated probabilities gets the highest threshold whose validation sensitivity
 reaches the target; the test split only measures the result. `<models-dir>/combined.json` records
 the members, why every other candidate was left out, the threshold, and validation and test metrics.
+
+Where every member also has a source-held-out run with its weights (`train.run --holdout-source`,
+`<member>/holdout-<source>/`), the same combination is measured at that clinic: the held-out runs
+score its images and their mean gets its threshold from their validation split, as one model's
+held-out run does. Sources some member lacks are named in combined.json with what to train.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,9 +26,9 @@ from sklearn.metrics import roc_auc_score
 from melanoma.combined import COMBINED_FILE, mean_probability, select_members
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import write_json
-from melanoma.inference import load_predictor
+from melanoma.inference import Predictor, load_predictor
 from melanoma.metrics import evaluate_predictions, flagged_by_diagnosis, threshold_for_sensitivity, threshold_rule
-from melanoma.store import ModelUnavailableError
+from melanoma.store import HOLDOUT_PREFIX, MODEL_FILE, ModelUnavailableError, inspect_model, load_keras_model
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 SCORED_SPLITS = ("val", "test")
@@ -52,6 +58,60 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
     return splits[reference], chosen, left_out
 
 
+def score_splits(predictors: list, table: pd.DataFrame) -> tuple[dict, dict]:
+    """Each predictor's calibrated probabilities on the validation and test images of `table`
+    (decoded once per input size), and the labels: ({split: {name: scores}}, {split: labels})."""
+    parts = {s: table[table.split == s] for s in SCORED_SPLITS}
+    scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
+    for size in sorted({p.serving.input_size for p in predictors}):
+        pixels = {s: load_pixels(list(part.path), size) for s, part in parts.items()}
+        for predictor in (p for p in predictors if p.serving.input_size == size):
+            for s in SCORED_SPLITS:
+                scores[s][predictor.name] = predictor.score_pixels(pixels[s])
+    return scores, {s: part.label.to_numpy() for s, part in parts.items()}
+
+
+def held_out_readings(
+    members: list[str], models_dir: str, labelled: pd.DataFrame, target_sensitivity: float
+) -> tuple[dict, dict]:
+    """The combination at each source its members' held-out runs never saw: (metrics by source,
+    why each other source was not measured)."""
+    sources = sorted(
+        {run.name[len(HOLDOUT_PREFIX) :] for m in members for run in (Path(models_dir) / m).glob(f"{HOLDOUT_PREFIX}*")}
+    )
+    measured, not_measured = {}, {}
+    for source in sources:
+        runs = {m: inspect_model(Path(models_dir) / m / f"{HOLDOUT_PREFIX}{source}") for m in members}
+        missing = [m for m, run in runs.items() if not run.available]
+        if missing:
+            not_measured[source] = (
+                f"needs every member's held-out run with its weights; {', '.join(missing)} has no servable "
+                f"{HOLDOUT_PREFIX}{source}/{MODEL_FILE} (held-out weights are not kept in git). Train it again "
+                f"with its own options and --holdout-source {source}, then run train.combine again."
+            )
+            continue
+        splits = [read_split(run.folder) for run in runs.values()]
+        if len({split_key(split) for split in splits}) > 1:
+            not_measured[source] = (
+                f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
+                "same --seed."
+            )
+            continue
+        predictors = [Predictor(run, load_keras_model(run)) for run in runs.values()]
+        scores, labels = score_splits(predictors, join_split(labelled, splits[0]))
+        combined = {s: mean_probability(list(scores[s].values())) for s in SCORED_SPLITS}
+        threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
+        metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
+        metrics["split"] = f"held-out source {source}"
+        metrics["validation_roc_auc"] = float(roc_auc_score(labels["val"], combined["val"]))
+        metrics["members_roc_auc"] = {
+            member: float(roc_auc_score(labels["test"], member_scores))
+            for member, member_scores in zip(members, scores["test"].values())
+        }
+        measured[source] = metrics
+    return measured, not_measured
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.combine", __doc__.splitlines()[0])
     add_target_sensitivity_option(parser)
@@ -67,19 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         split, candidates, other_split = shared_split(predictors)
-        table = join_split(load_labelled_images(args.data_dir).table, split)
+        labelled = load_labelled_images(args.data_dir).table
+        table = join_split(labelled, split)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     left_out.update(other_split)
-    parts = {s: table[table.split == s] for s in SCORED_SPLITS}
-    labels = {s: part.label.to_numpy() for s, part in parts.items()}
-    scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
-    for size in sorted({p.serving.input_size for p in candidates}):
-        pixels = {s: load_pixels(list(part.path), size) for s, part in parts.items()}
-        for predictor in (p for p in candidates if p.serving.input_size == size):
-            for s in SCORED_SPLITS:
-                scores[s][predictor.name] = predictor.score_pixels(pixels[s])
+    scores, labels = score_splits(candidates, table)
     selection = select_members(labels["val"], scores["val"])
     selection["left_out"].update(left_out)
     members = selection["members"]
@@ -88,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
     metrics["split"] = "test"
     metrics["validation_roc_auc"] = selection["validation_roc_auc"]
-    if all(parts["test"].dx):
-        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(list(parts["test"].dx), combined["test"], threshold)
+    test_codes = list(table.dx[table.split == "test"])
+    if all(test_codes):
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(test_codes, combined["test"], threshold)
+    held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity)
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()
     }
@@ -105,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "selection": selection,
             "metrics": metrics,
+            "holdout_metrics": held_out,
+            "holdout_not_measured": not_measured,
         },
     )
     print(
@@ -114,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, reason in selection["left_out"].items():
         print(f"  left out {name}: {reason}")
+    for source, measured in held_out.items():
+        members_auc = ", ".join(f"{m} {auc:.3f}" for m, auc in measured["members_roc_auc"].items())
+        print(f"  held-out source {source}: ROC AUC {measured['roc_auc']:.3f} (members: {members_auc})")
+    for source, reason in not_measured.items():
+        print(f"  held-out source {source} not measured: {reason}")
     return 0
 
 
