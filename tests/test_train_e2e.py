@@ -415,3 +415,21 @@ def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, va
     with pytest.raises(SystemExit):
         main(["--data-dir", str(tmp_path / "nowhere"), "--models", "scratch_cnn", flag, value])
     assert expected in capsys.readouterr().err
+
+
+def test_a_model_starts_from_the_same_weights_whatever_was_built_before_it(tmp_path):
+    """In a run of several models, each one's initial weights depend on the seed alone: building
+    another model first (which draws from Python's global random numbers) changes nothing."""
+    import random
+
+    import tensorflow as tf
+
+    from train.run import parse_args, start_or_resume
+
+    config = parse_args(["--data-dir", str(tmp_path), "--models", "scratch_cnn", "--image-size", "32", "--seed", "3"])
+    strategy = tf.distribute.get_strategy()
+    first, _ = start_or_resume("scratch_cnn", config, "none", tmp_path, strategy)
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5)])
+    random.random()
+    second, _ = start_or_resume("scratch_cnn", config, "none", tmp_path, strategy)
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))

@@ -10,6 +10,7 @@ Training ends with the same two steps (`calibrate_and_evaluate`, `fit_gate`).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -31,7 +32,14 @@ from melanoma.metrics import (
     threshold_for_sensitivity,
     threshold_rule,
 )
-from melanoma.ood import FEATURES_SIZE, VALIDATION_PERCENTILE, FeatureGate, ensure_imagenet_features, features_of
+from melanoma.ood import (
+    FEATURES_SIZE,
+    VALIDATION_PERCENTILE,
+    FeatureGate,
+    ensure_imagenet_features,
+    features_of,
+    load_features_model,
+)
 from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
@@ -141,14 +149,13 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
     Returns the card's serving.ood entry: the files (relative to the model folder), their sha256
     and what the gate was fitted on.
     """
-    import keras
-
     features_path = ensure_imagenet_features(models_dir)
-    extractor = keras.models.load_model(features_path, safe_mode=True, compile=False)
     rng = np.random.default_rng(seed)
     sample = sorted(rng.permutation(len(train_paths))[:GATE_TRAINING_IMAGES])
-    train_features = features_of(extractor, load_pixels([train_paths[i] for i in sample], FEATURES_SIZE))
-    gate = FeatureGate.fit(train_features, features_of(extractor, load_pixels(val_paths, FEATURES_SIZE)))
+    gate = FeatureGate.fit(
+        gate_features(features_path, tuple(train_paths[i] for i in sample)),
+        gate_features(features_path, tuple(val_paths)),
+    )
     return {
         "file": GATE_FILE,
         "sha256": gate.save(folder / GATE_FILE),
@@ -159,6 +166,15 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
         "fitted_on": f"{len(sample)} training images; threshold at the {VALIDATION_PERCENTILE:g}th percentile of "
         "the validation split",
     }
+
+
+@functools.lru_cache(maxsize=2)
+def gate_features(features_path: Path, paths: tuple[str, ...]) -> np.ndarray:
+    """The extractor's features of these images (read-only), computed once per process: the models
+    of one run share their split, so each of them would otherwise extract the same features again."""
+    features = features_of(load_features_model(features_path), load_pixels(list(paths), FEATURES_SIZE))
+    features.setflags(write=False)
+    return features
 
 
 def recalibrate_installed(

@@ -317,6 +317,10 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     state = read_state(folder) if config.resume else None
     with strategy.scope():
         if not state:
+            # Seeded here, not once per run: Keras draws every new layer's seed from Python's global
+            # random numbers, so the models before this one (and any model loaded meanwhile) would
+            # otherwise decide its initial weights. A model trains alike alone or in a list.
+            keras.utils.set_random_seed(config.seed)
             model = create_model(
                 name,
                 config.image_size,
