@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ def held_out_readings(
     )
     measured, not_measured = {}, {}
     for source in sources:
-        runs = {m: inspect_model(Path(models_dir) / m / f"{HOLDOUT_PREFIX}{source}") for m in members}
+        # Named after their members: every held-out folder is called holdout-<source>.
+        runs = {m: replace(inspect_model(Path(models_dir) / m / f"{HOLDOUT_PREFIX}{source}"), name=m) for m in members}
         missing = [m for m, run in runs.items() if not run.available]
         if missing:
             not_measured[source] = (
@@ -104,10 +106,7 @@ def held_out_readings(
         metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
         metrics["split"] = f"held-out source {source}"
         metrics["validation_roc_auc"] = float(roc_auc_score(labels["val"], combined["val"]))
-        metrics["members_roc_auc"] = {
-            member: float(roc_auc_score(labels["test"], member_scores))
-            for member, member_scores in zip(members, scores["test"].values())
-        }
+        metrics["members_roc_auc"] = {m: float(roc_auc_score(labels["test"], scores["test"][m])) for m in members}
         measured[source] = metrics
     return measured, not_measured
 
