@@ -21,9 +21,11 @@ import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from melanoma import plots
 from melanoma.access import SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
 from melanoma.batching import BatchedCalls
@@ -300,3 +302,18 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def show_table(table: pd.DataFrame, best: dict[str, str] | None = None) -> None:
+    """A table of measurements: three decimals, a dash where nothing was measured, and with `best`
+    (column → model) each column's best model highlighted."""
+    styled = plots.dash_missing(table).style.format(precision=3)
+    if best:
+        styled = styled.apply(
+            lambda column: [
+                "font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
+                for model in table.Model
+            ],
+            axis=0,
+        )
+    st.dataframe(styled, hide_index=True, width="stretch")

@@ -26,14 +26,7 @@ rows = [Measured.of_model(entry) for entry in models] + ([Measured.of_combined(s
 table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")
-styled = table.style.format(precision=3, na_rep="–").apply(
-    lambda column: [
-        "font-weight: bold; background-color: rgba(46, 139, 87, 0.25)" if best.get(column.name) == model else ""
-        for model in table.Model
-    ],
-    axis=0,
-)
-st.dataframe(styled, hide_index=True, width="stretch")
+ui.show_table(table, best)
 st.caption(
     "Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
     "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "
@@ -48,10 +41,10 @@ st.caption(
     "The combined reading's row is its members' held-out runs combined (`python -m train.combine` measures it "
     "when every member has one)."
 )
-st.dataframe(plots.holdout_table(rows).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+ui.show_table(plots.holdout_table(rows))
 
 st.subheader("Mean predicted probability per true label (the study's table)")
-st.dataframe(plots.mean_probability_table(rows).style.format(precision=3), hide_index=True)
+ui.show_table(plots.mean_probability_table(rows))
 
 st.subheader("Confusion matrices at the operating threshold")
 for column, entry in zip(st.columns(len(rows)), rows):

@@ -97,11 +97,11 @@ st.caption(
     "counted in every column, as in the models' own test metrics; many of them mean these images are not "
     "what the models were made for."
 )
-st.dataframe(plots.validation_table(result).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+ui.show_table(plots.validation_table(result))
 
 st.subheader("Threshold for a chosen sensitivity on these images")
 target = st.slider("Target sensitivity", 0.50, 1.00, TARGET_SENSITIVITY, 0.01, format="%.2f")
-st.dataframe(target_table(result, target).style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+ui.show_table(target_table(result, target))
 st.caption(
     "The highest threshold at which at least this fraction of these melanomas is flagged, and the "
     "specificity it gives here: the rule that chose each shipped threshold on its validation split. Measured "

@@ -67,6 +67,18 @@ def _auc_interval(metrics: dict) -> str:
     return _interval(_get(metrics, "ci95", "roc_auc"))
 
 
+def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a dash in every cell nothing was measured for.
+
+    Streamlit's grid draws a missing value as "None", whatever a pandas Styler's `na_rep` says; a
+    clinician must read a dash. Columns without gaps keep their type, so they stay right-aligned numbers.
+    """
+    shown = table.copy()
+    for column in shown.columns[shown.isna().any()]:
+        shown[column] = shown[column].astype(object).where(shown[column].notna(), DASH)
+    return shown
+
+
 def metrics_table(models: list[Measured]) -> pd.DataFrame:
     """One row per model: the test metrics a clinician compares, AUC with its 95% interval."""
     rows = []

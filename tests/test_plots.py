@@ -72,6 +72,14 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
     assert table[table.Model == "scratch"].iloc[0]["Held-out source"] == "not measured"
 
 
+def test_a_missing_measurement_reads_as_a_dash_and_complete_columns_stay_numbers():
+    """Streamlit's grid draws a null as "None" whatever a Styler's na_rep says, so the tables carry the dash."""
+    table = pd.DataFrame([{"Model": "a", "ROC AUC": 0.71, "Threshold": 0.2}, {"Model": "b", "Threshold": 0.3}])
+    shown = plots.dash_missing(table)
+    assert list(shown["ROC AUC"]) == [0.71, plots.DASH] and not shown.isna().any().any()
+    assert shown["Threshold"].dtype == float and table["ROC AUC"].isna().iloc[1]  # the input is left as it was
+
+
 def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
     """A combined reading names its members; unwrapped, its legend entry and matrix title ran off the column."""
     combined = "combined (efficientnet_b3 + efficientnet_lite0 + inception_v3 + scratch_cnn)"

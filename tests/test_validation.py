@@ -455,6 +455,7 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
     after = at.dataframe[1].value
     assert not at.exception and calls == [1]  # the slider reran the page, not the models
     assert (after["Sensitivity there"] == 1.0).all() and not before.equals(after)
+    assert not any(frame.value.isna().any().any() for frame in at.dataframe)  # Streamlit would draw "None"
 
 
 def test_the_page_names_the_problem_in_a_bad_zip(trained_models, monkeypatch):
