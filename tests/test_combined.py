@@ -67,6 +67,32 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     assert row["Held-out source"] == "clinic_x" and row["ROC AUC"] == held_out["roc_auc"]
 
 
+def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, tmp_path):
+    """Every held-out folder is called holdout-<source>: two members' runs once collided under that
+    one name, and the 'combination' was the last member alone."""
+    from sklearn.metrics import brier_score_loss
+
+    from melanoma.combined import mean_probability
+    from melanoma.data import join_split, load_labelled_images, read_split
+    from train.combine import held_out_readings, score_splits
+
+    data_dir, output_dir = trained_models
+    members = ["scratch_cnn", "efficientnet_b3"]
+    for name in members:
+        shutil.copytree(output_dir / name, tmp_path / name / "holdout-clinic_x")
+        shutil.copy(output_dir / "imagenet_features.keras", tmp_path / name)  # the copied card's gate path
+    labelled = load_labelled_images(data_dir).table
+    measured, not_measured = held_out_readings(members, str(tmp_path), labelled, 0.9)
+    assert not not_measured and set(measured["clinic_x"]["members_roc_auc"]) == set(members)
+    # The held-out runs are copies of the members, so the combination is the mean of the members' own readings.
+    table = join_split(labelled, read_split(output_dir / members[0]))
+    scores, labels = score_splits([load_predictor(name, str(output_dir)) for name in members], table)
+    brier = {name: brier_score_loss(labels["test"], scores["test"][name]) for name in members}
+    mean = brier_score_loss(labels["test"], mean_probability([scores["test"][name] for name in members]))
+    assert measured["clinic_x"]["brier_score"] == pytest.approx(mean, abs=1e-9)
+    assert all(abs(mean - alone) > 1e-4 for alone in brier.values())
+
+
 def test_predict_combined_is_the_mean_of_its_members(trained_models, capsys):
     data_dir, output_dir = trained_models
     images = sorted((data_dir / "images").glob("*.jpg"))[:4]
