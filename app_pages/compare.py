@@ -39,7 +39,8 @@ st.caption(
     "image of the held-out one (`python -m train.run --holdout-source SOURCE`). It is a hard, noisy window: "
     "rosendahl's case mix is mostly keratoses and basal cell carcinomas. A diagnostic, never used to choose. "
     "The combined reading's row is its members' held-out runs combined (`python -m train.combine` measures it "
-    "when every member has one)."
+    "when every member has one). BKL flagged: the benign keratoses there at or above the model's melanoma "
+    "threshold; the malignant AUC and balanced accuracy are a diagnosis model's."
 )
 ui.show_table(plots.holdout_table(rows))
 

@@ -128,7 +128,9 @@ def mean_probability_table(models: list[Measured]) -> pd.DataFrame:
 
 def holdout_table(models: list[Measured]) -> pd.DataFrame:
     """ROC AUC at a source the model never saw (a run trained without it), one row per model and source;
-    the combined reading's are its members' held-out runs combined.
+    the combined reading's are its members' held-out runs combined. Where the source's images have a
+    diagnosis: the benign keratoses flagged as melanoma and, for a diagnosis model, its skin-cancer AUC
+    and balanced multi-class accuracy there.
 
     A model without such a run gets a row that says so: a missing number must not read as a good one.
     """
@@ -138,6 +140,7 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
         if not entry.holdout_metrics:
             rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
         for source, metrics in entry.holdout_metrics.items():
+            measured = metrics.get("diagnoses", {})
             rows.append(
                 {
                     "Model": entry.name,
@@ -147,6 +150,9 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
                     "ROC AUC": metrics.get("roc_auc"),
                     "ROC AUC 95% CI": _auc_interval(metrics),
                     "Own validation ROC AUC": metrics.get("validation_roc_auc"),
+                    "BKL flagged": _flagged(_get(metrics, "flagged_by_diagnosis", "BKL") or {"n": 0}),
+                    "Malignant ROC AUC": _number(_get(measured, "malignant", "roc_auc")),
+                    "Balanced multi-class accuracy": _number(measured.get("balanced_multiclass_accuracy")),
                 }
             )
     return pd.DataFrame(rows)

@@ -32,6 +32,25 @@ def test_forward_selection_adds_what_helps_on_validation_and_says_why_the_rest_i
     )
 
 
+def test_the_combinations_metrics_say_where_its_flags_fall_when_every_test_image_has_a_diagnosis():
+    import pandas as pd
+
+    from train.combine import combined_metrics
+
+    table = pd.DataFrame({"split": ["val", "test", "test", "test", "test"], "dx": ["NV", "MEL", "BKL", "BKL", "NV"]})
+    labels = {"val": np.array([0]), "test": np.array([1, 0, 0, 0])}
+    combined = {"val": np.array([0.1]), "test": np.array([0.9, 0.6, 0.2, 0.1])}
+    flagged = combined_metrics(table, labels, combined, 0.5)["flagged_by_diagnosis"]
+    assert (flagged["MEL"], flagged["BKL"], flagged["NV"]) == (
+        {"n": 1, "flagged": 1.0},
+        {"n": 2, "flagged": 0.5},
+        {"n": 1, "flagged": 0.0},
+    )
+    assert "flagged_by_diagnosis" not in combined_metrics(
+        table.assign(dx=["NV", "MEL", "", "BKL", "NV"]), labels, combined, 0.5
+    )
+
+
 def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another_split(trained_models):
     _, output_dir = trained_models
     stored = json.loads((output_dir / COMBINED_FILE).read_text())
@@ -60,6 +79,7 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     held_out = stored["holdout_metrics"]["clinic_x"]
     assert held_out["roc_auc"] == stored["metrics"]["roc_auc"]
     assert held_out["at_threshold"] == stored["metrics"]["at_threshold"]
+    assert held_out.get("flagged_by_diagnosis") == stored["metrics"].get("flagged_by_diagnosis")
     assert held_out["members_roc_auc"] == {"scratch_cnn": held_out["roc_auc"]}
     assert list(stored["holdout_not_measured"]) == ["clinic_y"]
     assert "scratch_cnn has no servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]

@@ -62,12 +62,19 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
             "n_melanoma": 342,
             "ci95": {"roc_auc": [0.68, 0.74]},
             "validation_roc_auc": 0.9,
+            "flagged_by_diagnosis": {"BKL": {"n": 490, "flagged": 0.55}},
+            "diagnoses": {"balanced_multiclass_accuracy": 0.51, "malignant": {"roc_auc": 0.8}},
         }
     }
     table = plots.holdout_table([Measured.of_model(entry("lite", {}, held_out)), row("scratch", {})])
     lite = table[table.Model == "lite"].iloc[0]
     assert (
         lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"
+    )
+    assert (lite["BKL flagged"], lite["Malignant ROC AUC"], lite["Balanced multi-class accuracy"]) == (
+        "55% of 490",
+        "0.800",
+        "0.510",
     )
     assert table[table.Model == "scratch"].iloc[0]["Held-out source"] == "not measured"
 

@@ -72,6 +72,16 @@ def score_splits(predictors: list, table: pd.DataFrame) -> tuple[dict, dict]:
     return scores, {s: part.label.to_numpy() for s, part in parts.items()}
 
 
+def combined_metrics(table: pd.DataFrame, labels: dict, combined: dict, threshold: float) -> dict:
+    """The combination's test metrics at its threshold and, where every test image has a diagnosis,
+    the share of each diagnosis it flags (where its false alarms fall)."""
+    metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
+    test_codes = list(table.dx[table.split == "test"])
+    if all(test_codes):
+        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(test_codes, combined["test"], threshold)
+    return metrics
+
+
 def held_out_readings(
     members: list[str], models_dir: str, labelled: pd.DataFrame, target_sensitivity: float
 ) -> tuple[dict, dict]:
@@ -100,10 +110,11 @@ def held_out_readings(
             )
             continue
         predictors = [Predictor(run, load_keras_model(run)) for run in runs.values()]
-        scores, labels = score_splits(predictors, join_split(labelled, splits[0]))
+        table = join_split(labelled, splits[0])
+        scores, labels = score_splits(predictors, table)
         combined = {s: mean_probability(list(scores[s].values())) for s in SCORED_SPLITS}
         threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
-        metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
+        metrics = combined_metrics(table, labels, combined, threshold)
         metrics["split"] = f"held-out source {source}"
         metrics["validation_roc_auc"] = float(roc_auc_score(labels["val"], combined["val"]))
         metrics["members_roc_auc"] = {m: float(roc_auc_score(labels["test"], scores["test"][m])) for m in members}
@@ -138,12 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     members = selection["members"]
     combined = {s: mean_probability([scores[s][m] for m in members]) for s in SCORED_SPLITS}
     threshold = threshold_for_sensitivity(labels["val"], combined["val"], args.target_sensitivity)
-    metrics = evaluate_predictions(labels["test"], combined["test"], threshold)
+    metrics = combined_metrics(table, labels, combined, threshold)
     metrics["split"] = "test"
     metrics["validation_roc_auc"] = selection["validation_roc_auc"]
-    test_codes = list(table.dx[table.split == "test"])
-    if all(test_codes):
-        metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(test_codes, combined["test"], threshold)
     held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity)
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()
