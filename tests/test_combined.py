@@ -99,8 +99,9 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
     data_dir, output_dir = trained_models
     members = ["scratch_cnn", "efficientnet_b3"]
     for name in members:
-        shutil.copytree(output_dir / name, tmp_path / name / "holdout-clinic_x")
-        shutil.copy(output_dir / "imagenet_features.keras", tmp_path / name)  # the copied card's gate path
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "holdout-clinic_x").symlink_to(output_dir / name)
+        (tmp_path / name / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")  # its gate
     labelled = load_labelled_images(data_dir).table
     measured, not_measured = held_out_readings(members, str(tmp_path), labelled, 0.9)
     assert not not_measured and set(measured["clinic_x"]["members_roc_auc"]) == set(members)
