@@ -138,24 +138,26 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
     for entry in models:
         initialised = entry.initialised_from
         if not entry.holdout_metrics:
-            rows.append({"Model": entry.name, "Initialised from": initialised, "Held-out source": "not measured"})
+            rows.append({"Model": entry.name, "Held-out source": "not measured", "Initialised from": initialised})
         for source, metrics in entry.holdout_metrics.items():
             measured = metrics.get("diagnoses", {})
             rows.append(
                 {
                     "Model": entry.name,
-                    "Initialised from": initialised,
                     "Held-out source": source,
-                    "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
                     "ROC AUC": metrics.get("roc_auc"),
                     "ROC AUC 95% CI": _auc_interval(metrics),
-                    "Own validation ROC AUC": metrics.get("validation_roc_auc"),
                     "BKL flagged": _flagged(_get(metrics, "flagged_by_diagnosis", "BKL") or {"n": 0}),
                     "Malignant ROC AUC": _number(_get(measured, "malignant", "roc_auc")),
                     "Balanced multi-class accuracy": _number(measured.get("balanced_multiclass_accuracy")),
+                    "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
+                    "Own validation ROC AUC": metrics.get("validation_roc_auc"),
+                    "Initialised from": initialised,
                 }
             )
-    return pd.DataFrame(rows)
+    # A measured row's order of columns, whichever row comes first: what a clinician compares on the left.
+    columns = list(dict.fromkeys(key for row in sorted(rows, key=len, reverse=True) for key in row))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _matrix_figure(

@@ -66,7 +66,13 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
             "diagnoses": {"balanced_multiclass_accuracy": 0.51, "malignant": {"roc_auc": 0.8}},
         }
     }
-    table = plots.holdout_table([Measured.of_model(entry("lite", {}, held_out)), row("scratch", {})])
+    table = plots.holdout_table([row("scratch", {}), Measured.of_model(entry("lite", {}, held_out))])
+    assert list(table.columns[:4]) == [
+        "Model",
+        "Held-out source",
+        "ROC AUC",
+        "ROC AUC 95% CI",
+    ]  # whichever row is first
     lite = table[table.Model == "lite"].iloc[0]
     assert (
         lite["Held-out source"] == "rosendahl" and lite["ROC AUC"] == 0.71 and lite["ROC AUC 95% CI"] == "0.680–0.740"
