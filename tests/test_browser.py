@@ -69,9 +69,7 @@ def server(trained_models):
             time.sleep(0.5)
     yield f"http://127.0.0.1:{port}"
     process.terminate()
-    # The server exits once its warm-up thread (not a daemon: ui.prepare_in_background) has loaded the
-    # default reading's models: 0.3-1.8 s after a warm start here, over 30 s once in a fresh clone.
-    process.wait(timeout=120)
+    process.wait(timeout=30)
 
 
 @pytest.mark.skipif(not CHROMIUM, reason="no Chromium found (make test installs Debian's chromium as root)")

@@ -102,9 +102,7 @@ def app_server(port: int, env: dict[str, str], secrets_file: Path | None = None)
         yield process
     finally:
         process.terminate()
-        # The server exits once its warm-up thread (not a daemon: ui.prepare_in_background) has loaded the
-        # default reading's models: 0.3-1.8 s after a warm start here, over 30 s once in a fresh clone.
-        process.wait(timeout=120)
+        process.wait(timeout=30)
 
 
 def sign_in(page, url: str, subject: str) -> None:
