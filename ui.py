@@ -193,10 +193,11 @@ WARM_UP_THREAD = "warm-up"
 def prepare_in_background() -> None:
     """Start the warm-up once per server process, while the clinician signs in and chooses files.
 
-    Not a daemon thread: an import cut off by interpreter shutdown fails with misleading errors.
+    A daemon, as Streamlit makes every thread a script starts: a stopping server does not wait for
+    the models to load, and a read it cuts off is safe (`melanoma.models.saved`).
     """
     if _warm_up_started.acquire(blocking=False):
-        threading.Thread(target=_warm_up, name=WARM_UP_THREAD).start()
+        threading.Thread(target=_warm_up, name=WARM_UP_THREAD, daemon=True).start()
 
 
 def describe(entry: InstalledModel) -> str:

@@ -161,9 +161,9 @@ def ensure_imagenet_features(models_dir: Path) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load_features(path: str):
-    import keras
+    from melanoma.models.saved import load_network
 
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    return load_network(path)
 
 
 def load_features_model(path: Path):

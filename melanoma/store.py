@@ -174,12 +174,10 @@ def load_keras_model(entry: InstalledModel):
         verify_file(entry, ood["file"], ood["sha256"])
         verify_file(entry, ood["features"], ood["features_sha256"])
     path = verify_file(entry, MODEL_FILE, entry.card.sha256)
-    import keras
-
-    import melanoma.models.layers  # noqa: F401  registers the custom layers the models contain
+    from melanoma.models.saved import load_network
 
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        return load_network(path)
     except Exception as error:  # a corrupt archive surfaces as many different exception types
         entry.problem = (
             f"{MODEL_FILE} could not be loaded ({type(error).__name__}: {error}). Restore it from git or retrain."

@@ -2,12 +2,15 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from melanoma.files import sha256_of
 from melanoma.ood import FEATURES_FILE
 from melanoma.store import ModelUnavailableError, find_model, list_models, load_keras_model
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -65,3 +68,29 @@ def test_the_models_folder_is_resolved_at_call_time(monkeypatch, tmp_path):
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path / "elsewhere"))
     assert resolve_models_dir() == (tmp_path / "elsewhere").resolve()
     assert resolve_models_dir(tmp_path / "chosen") == (tmp_path / "chosen").resolve()  # an explicit folder wins
+
+
+def test_a_process_exits_only_once_a_daemon_threads_network_read_is_over():
+    """A daemon thread halted inside h5py at exit kept its lock and hung the server for good: exit
+    must wait for a read in progress. Keras is replaced by a slow stand-in that says when it ends."""
+    code = """
+import sys, threading, time, types
+
+started = threading.Event()
+
+def slow_load(path, **options):
+    started.set()
+    time.sleep(1)
+    print("read finished", flush=True)
+
+sys.modules["keras"] = types.SimpleNamespace(models=types.SimpleNamespace(load_model=slow_load))
+sys.modules["melanoma.models.layers"] = types.ModuleType("melanoma.models.layers")
+from melanoma.models.saved import load_network
+
+threading.Thread(target=load_network, args=("model.keras",), daemon=True).start()
+started.wait()
+print("main thread done", flush=True)
+"""
+    finished = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["main", "thread", "done", "read", "finished"]

@@ -40,6 +40,7 @@ from melanoma.data import (
 from melanoma.files import atomic_write, sha256_of, write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.models.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
+from melanoma.models.saved import load_network
 from melanoma.store import HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
 from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
 from train.targets import learning_targets, loss_and_metrics, output_count
@@ -330,7 +331,7 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
                 classes=output_count(config),
             )
             return model, Progress()
-        model = keras.models.load_model(folder / CHECKPOINT_DIR / LAST_MODEL, safe_mode=True, compile=False)
+        model = load_network(folder / CHECKPOINT_DIR / LAST_MODEL)
     history = pd.read_csv(folder / HISTORY_FILE).to_dict("records")[: state["epochs_done"]]
     print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
