@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +29,24 @@ def trained_models(tmp_path_factory):
     on these easy images (no patch could then move it, and every occlusion map would be zero).
 
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
-    data and models in DIR and reuses them while all are complete; CI leaves it unset.
+    data and models in DIR and reuses them while all are complete; CI leaves it unset. The test
+    workers (pytest-xdist) share one folder: the first trains under a file lock, the others wait
+    for it and reuse what it wrote.
     """
+    cache = os.environ.get("MELANOMA_TEST_CACHE")
+    root = Path(cache) if cache else shared_by_the_workers(tmp_path_factory) / "fixture"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / ".lock"):
+        return train_or_reuse(root)
+
+
+def train_or_reuse(root: Path) -> tuple[Path, Path]:
     from melanoma.combined import COMBINED_FILE
     from melanoma.config import DEFAULT_MODELS, STUDY_MODELS
     from melanoma.ood import ensure_imagenet_features
     from train.combine import main as combine
     from train.run import main
 
-    cache = os.environ.get("MELANOMA_TEST_CACHE")
-    root = Path(cache) if cache else tmp_path_factory.mktemp("fixture")
     data_dir, output_dir = root / "data", root / "models"
     if (
         all((output_dir / name / "metrics.json").is_file() for name in (*DEFAULT_MODELS, DIAGNOSIS_MODEL))
@@ -80,6 +89,12 @@ def trained_models(tmp_path_factory):
     assert child.wait() == 0, (root / "child.log").read_text()[-3000:]
     assert combine(["--data-dir", str(data_dir), "--models-dir", str(output_dir)]) == 0
     return data_dir, output_dir
+
+
+def shared_by_the_workers(tmp_path_factory) -> Path:
+    """This run's temporary folder that every pytest-xdist worker sees (each has its own below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def train_in_a_child_process(runs: list[list[str]], log: Path) -> subprocess.Popen:
