@@ -1,7 +1,6 @@
 """Who may use the app: the policy (melanoma.access) and app.py applying it before any page runs."""
 
 import json
-from pathlib import Path
 
 import pytest
 from streamlit import config
@@ -9,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from melanoma import access, audit
 from melanoma.access import AccessRefused, Mode
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = ROOT / "models"
 AUTH = {
     "redirect_uri": "https://melanoma.clinic.example/oauth2callback",

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT
 from tests.synthetic import lesion_image
 
 # Debian's binary (its /usr/bin/chromium is a wrapper script), else whatever Chromium is on PATH.
@@ -26,7 +27,6 @@ CHROMIUM = next(
     ),
     "",
 )
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 

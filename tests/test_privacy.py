@@ -7,9 +7,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import ROOT
 from tests.test_app import jpeg
 
-ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".git", ".venv", "__pycache__", ".pytest_cache"}
 
 
