@@ -39,7 +39,10 @@ def test_uploads_are_never_written_to_disk(trained_models, monkeypatch):
     assert not at.exception and len(at.dataframe[0].value) == 3
     roots = [ROOT, Path(tempfile.gettempdir()), Path.home()]
     for path in files_changed_since(start, roots):
-        if path.stat().st_size > 200_000_000:
-            continue
-        content = path.read_bytes()
+        try:
+            if path.stat().st_size > 200_000_000:
+                continue
+            content = path.read_bytes()
+        except FileNotFoundError:
+            continue  # removed since it was listed: another test worker's browser profile, for one
         assert not any(signature in content for signature in signatures), f"upload content found in {path}"
