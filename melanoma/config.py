@@ -189,6 +189,15 @@ class TrainConfig:
             type=float,
         ),
     )
+    class_balance: str = field(
+        default="weights",
+        metadata=option(
+            "how rare classes count equally: weights (every image once per pass, loss weighted n / (k * n_class), the "
+            "study's), sampling (draw each class equally often, loss unweighted) or sqrt-sampling (draw each class in "
+            "proportion to the square root of its size and weight the rest); default weights",
+            choices=["weights", "sampling", "sqrt-sampling"],
+        ),
+    )
     max_images: int | None = field(
         default=None, metadata=option("train on a stratified subset (quick looks)", type=int)
     )

@@ -221,6 +221,18 @@ def test_weight_averaging_ships_the_average(tmp_path):
     assert not np.allclose(histories["0.999999"].val_loss, histories["0"].val_loss, rtol=1e-3)
 
 
+def test_class_balanced_sampling_trains_unweighted_and_the_card_says_so(tmp_path):
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=40)
+    common = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), "--models", "scratch_cnn"]
+    settings = ["--weights", "none", "--recipe", "cpu", "--epochs", "2", "--image-size", "32", "--batch-size", "16"]
+    assert main([*common, *settings, "--epoch-images", "64", "--class-balance", "sampling"]) == 0
+    card = json.loads((tmp_path / "out" / "scratch_cnn" / "card.json").read_text())
+    assert card["config"]["class_balance"] == "sampling" and card["class_weights"] == {"0": 1.0, "1": 1.0}
+    assert len(pd.read_csv(tmp_path / "out" / "scratch_cnn" / "history.csv")) == 2
+
+
 def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     data_dir, output_dir = trained_models
     shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
@@ -409,6 +421,7 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
         ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
         ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
         ("--ema-momentum", "1", "from 0 (off) up to (not including) 1; got 1.0"),
+        ("--class-balance", "oversample", "invalid choice: 'oversample' (choose from 'weights', 'sampling'"),
     ],
 )
 def test_bad_options_stop_before_any_image_is_decoded(tmp_path, capsys, flag, value, expected):

@@ -50,6 +50,14 @@ def epoch_order(n_images: int, images_per_epoch: int, seed: int, epoch: tf.Tenso
     return tf.reshape(tf.argsort(draws, axis=1), [-1])[:images_per_epoch]
 
 
+def epoch_draws(draw_probabilities: np.ndarray, images_per_epoch: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """Indices of one epoch's images drawn with replacement, each with its probability (class
+    balancing by sampling, `train.balance`)."""
+    logits = tf.math.log(tf.constant(draw_probabilities, tf.float64))[tf.newaxis]
+    seed_pair = tf.stack([tf.constant(seed, tf.int64), epoch])
+    return tf.random.stateless_categorical(logits, images_per_epoch, seed_pair, dtype=tf.int64)[0]
+
+
 def training_batches(
     pixels: np.ndarray,
     labels: np.ndarray,
@@ -58,19 +66,24 @@ def training_batches(
     seed: int,
     first_epoch: int = 0,
     images_per_epoch: int | None = None,
+    draw_probabilities: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Endless batches of (float32 0–255 images, float32 labels), epoch after epoch from `first_epoch`.
 
     Each epoch is `images_per_epoch` images (default: one pass over the split) in
     ceil(images_per_epoch / batch_size) batches, the last one possibly short; fit with that many
-    steps per epoch. Images are augmented when the recipe says so.
+    steps per epoch. Images are augmented when the recipe says so. With `draw_probabilities` (one
+    per image, summing to 1), an epoch draws its images with replacement instead of passing over them.
     """
     images = tf.constant(pixels)
     targets = tf.constant(labels.astype(np.float32))
     n_images, per_epoch = len(labels), images_per_epoch or len(labels)
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = epoch_order(n_images, per_epoch, seed, epoch)
+        if draw_probabilities is None:
+            order = epoch_order(n_images, per_epoch, seed, epoch)
+        else:
+            order = epoch_draws(draw_probabilities, per_epoch, seed, epoch)
         # One seed per image: (run seed, its position counted from the start of training).
         positions = epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)
         seeds = tf.stack([tf.fill([per_epoch], tf.constant(seed, tf.int64)), positions], axis=1)

@@ -27,7 +27,6 @@ from melanoma.data import (
     SPLIT_FILE,
     DataError,
     LabelledImages,
-    class_weights,
     join_split,
     load_labelled_images,
     load_pixels,
@@ -42,6 +41,7 @@ from melanoma.framework import add_framework_logs_option
 from melanoma.models.architectures import UnknownModelError, WeightsUnavailableError, create_model, get_architecture
 from melanoma.models.saved import load_network
 from melanoma.store import HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
+from train.balance import Balance, balance
 from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
 from train.targets import learning_targets, loss_and_metrics, output_count
 
@@ -202,12 +202,12 @@ class SplitData:
     labels: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
 
-    def class_weights(self) -> dict[int, float]:
-        """n / (k · n_class) per class index over the training split (k = 2 for the melanoma target)."""
+    def balance(self, method: str) -> Balance:
+        """The class weights and draw probabilities over the training split (`train.balance`)."""
         targets = self.targets["train"]
         if targets.ndim == 2:
-            return class_weights(targets.argmax(axis=1), targets.shape[1])
-        return class_weights(targets)
+            return balance(targets.argmax(axis=1), targets.shape[1], method)
+        return balance(targets.astype(int), 2, method)
 
 
 @dataclass
@@ -352,8 +352,11 @@ def train_phases(
     from train.schedule import plan_phases
 
     recipe = config.recipe_object
-    weights_by_class = split.class_weights()
-    print(f"[{name}] class weights " + ", ".join(f"{c} -> {w:.3f}" for c, w in weights_by_class.items()))
+    balancing = split.balance(config.class_balance)
+    print(
+        f"[{name}] class balance by {config.class_balance}: class weights "
+        + ", ".join(f"{c} -> {w:.3f}" for c, w in balancing.class_weights.items())
+    )
     images_per_epoch = config.epoch_images or len(split.labels["train"])
     val_ds = evaluation_batches(split.pixels["val"], split.targets["val"], config.batch_size)
     phases = plan_phases(
@@ -397,6 +400,7 @@ def train_phases(
             config.seed,
             first_epoch,
             images_per_epoch,
+            balancing.draw_probabilities,
         )
         recorder = EpochRecorder(
             folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate
@@ -407,7 +411,7 @@ def train_phases(
             epochs=phase.end_epoch,
             initial_epoch=first_epoch,
             steps_per_epoch=-(-images_per_epoch // config.batch_size),
-            class_weight=weights_by_class,
+            class_weight=balancing.class_weights,
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[*averaging(config), recorder, keras.callbacks.TensorBoard(log_dir=str(folder / "logs"))],
         )
@@ -481,7 +485,7 @@ def training_record(
             "split_file": SPLIT_FILE,
             "grouped_by": "lesion/group id (no group in two splits)",
         },
-        class_weights={str(k): v for k, v in split.class_weights().items()},
+        class_weights={str(k): v for k, v in split.balance(config.class_balance).class_weights.items()},
         seed=config.seed,
         epochs_trained=progress.epochs_done,
         best_validation_auc=float(progress.best_val_auc),
