@@ -126,6 +126,21 @@ def mean_probability_table(models: list[Measured]) -> pd.DataFrame:
     )
 
 
+# The held-out table's columns, in order: what a clinician compares on the left.
+HOLDOUT_COLUMNS = (
+    "Model",
+    "Held-out source",
+    "ROC AUC",
+    "ROC AUC 95% CI",
+    "BKL flagged",
+    "Malignant ROC AUC",
+    "Balanced multi-class accuracy",
+    "Images (melanomas)",
+    "Own validation ROC AUC",
+    "Initialised from",
+)
+
+
 def holdout_table(models: list[Measured]) -> pd.DataFrame:
     """ROC AUC at a source the model never saw (a run trained without it), one row per model and source;
     the combined reading's are its members' held-out runs combined. Where the source's images have a
@@ -155,9 +170,7 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
                     "Initialised from": initialised,
                 }
             )
-    # A measured row's order of columns, whichever row comes first: what a clinician compares on the left.
-    columns = list(dict.fromkeys(key for row in sorted(rows, key=len, reverse=True) for key in row))
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=HOLDOUT_COLUMNS)
 
 
 def _matrix_figure(
