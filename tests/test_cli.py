@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -76,6 +77,32 @@ def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_pa
     )
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 120 and metrics["roc_auc"] > 0.9
+
+
+def test_evaluate_on_the_models_own_test_split_repeats_the_training_runs_metrics(trained_models, capsys):
+    data_dir, output_dir = trained_models
+    common = ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir)]
+    assert evaluate.main([*common, "--split", "test"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    shipped = json.loads((output_dir / "scratch_cnn" / "metrics.json").read_text())
+    split = pd.read_csv(output_dir / "scratch_cnn" / "split.csv")
+    assert printed["n_images"] == shipped["n_images"] == (split.split == "test").sum()
+    assert printed["roc_auc"] == pytest.approx(shipped["roc_auc"], abs=1e-6)
+
+
+def test_evaluate_on_a_split_refuses_a_folder_without_its_images(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    header, *rows = (data_dir / "labels.csv").read_text().splitlines()
+    kept = [next(row for row in rows if row.split(",")[1] == label) for label in ("0", "1")]
+    (other / "labels.csv").write_text("\n".join([header, *kept]) + "\n")
+    for line in kept:
+        name = line.split(",")[0] + ".jpg"
+        (other / "images" / name).write_bytes((data_dir / "images" / name).read_bytes())
+    common = ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(other)]
+    assert evaluate.main([*common, "--split", "val"]) == 2
+    assert "Pass the --data-dir the model was trained on" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["occlusion", "gradcam"])

@@ -12,6 +12,9 @@ dx, or a dx column in labels.csv), the metrics also hold the fraction of each di
 the melanoma threshold and, for a diagnosis model, its seven-class metrics (balanced multi-class
 accuracy, recall per class, the 7 × 7 confusion matrix, malignant-vs-benign ROC AUC); where they do
 not, a line on stderr says what is left out and why.
+
+`--split val` (or train, test) scores only the images that the model's split.csv puts in that part:
+how recipes are compared where they are chosen, on validation, through the serving code.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from melanoma.combined import COMBINED_NAME, CombinedUnavailableError
-from melanoma.data import LAYOUT_FILES, DataError, load_labelled_images
+from melanoma.data import (
+    LAYOUT_FILES,
+    SPLIT_FILE,
+    DataError,
+    LabelledImages,
+    join_split,
+    load_labelled_images,
+    read_split,
+)
 from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
@@ -49,12 +62,42 @@ def summary(result: ModelResult) -> dict:
     return shown
 
 
+SPLIT_PARTS = ("train", "val", "test")
+
+
+def restrict_to_split(data: LabelledImages, folder: Path, part: str) -> LabelledImages:
+    """Only the images of `data` that the split.csv in `folder` puts in `part`; all of them must be there."""
+    if not (folder / SPLIT_FILE).is_file():
+        raise DataError(
+            [f"{folder / SPLIT_FILE}: not found, so --split {part} has no images to choose. Leave out --split."]
+        )
+    split = read_split(folder)
+    wanted = split[split.split == part]
+    missing = sorted(set(wanted.image_id) - set(data.table.image_id))
+    if wanted.empty:
+        raise DataError([f"{folder / SPLIT_FILE} puts no image in {part}; choose another --split."])
+    if missing:
+        raise DataError(
+            [
+                f"{folder / SPLIT_FILE} puts {len(wanted)} images in {part}, but {len(missing)} of them are not in "
+                f"{data.root} (e.g. {missing[0]}). Pass the --data-dir the model was trained on."
+            ]
+        )
+    table = join_split(data.table, wanted).drop(columns="split")
+    return replace(data, table=table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="an installed model's name, or combined (the combined reading)")
     add_models_dir_option(parser)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUT_FILES])
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_PARTS,
+        help="only the images the model's split.csv puts in this part (val: where recipes are chosen); default all",
+    )
     parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")
     add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     args = parser.parse_args(argv)
@@ -64,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         # The combined reading is measured by the same code as on the Validate page: its members, then their mean.
         combined = args.model == COMBINED_NAME
         predictors, spec = (predictor.members, predictor.spec) if combined else ([predictor], None)
+        if args.split:  # a combined reading's members share one split (train.combine)
+            data = restrict_to_split(data, predictors[0].entry.folder, args.split)
         validation = validate_folder(predictors, data, spec, progress=TerminalProgress(sys.stderr))
     except (DataError, ModelUnavailableError, CombinedUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -74,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     result = validation.results[-1]
     metrics = result.metrics
-    metrics["split"] = f"all images of {args.data_dir}"
+    metrics["split"] = f"{args.split} split of {args.data_dir}" if args.split else f"all images of {args.data_dir}"
     if args.out:
         write_json(args.out, metrics)
         print(f"wrote {args.out}")
