@@ -70,6 +70,7 @@ for entry in ui.available_models():
                 f"**Trained**: {training.epochs_trained} epochs in {training.training_seconds / 60:.0f} min "
                 f"on {training.machine}"
             )
+            st.markdown(f"**Class balance**: {training.class_balance_text}")
             st.markdown(f"**Command**: `{training.command}`")
             if training.notes:
                 st.markdown(f"**Notes**: {training.notes}")

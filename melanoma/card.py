@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melanoma.calibration import PlattScaling
-from melanoma.diagnoses import ClassCalibration
+from melanoma.diagnoses import CODES, ClassCalibration
 from melanoma.files import read_json_object, write_json
 
 CARD_FILE = "card.json"
@@ -108,6 +108,14 @@ class Training:
     command: str = ""
     trained_at: str | None = None  # UTC, ISO 8601
     notes: str | None = None
+
+    @property
+    def class_balance_text(self) -> str:
+        """How the run made the classes count equally, and each class's loss weight by name
+        ('weights' for cards from before train.run --class-balance, which had no other way)."""
+        names = CODES if len(self.class_weights) == len(CODES) else ("other", "melanoma")
+        weights = ", ".join(f"{names[int(index)]} {weight:.2f}" for index, weight in self.class_weights.items())
+        return f"by {self.config.get('class_balance', 'weights')}; loss weights {weights}"
 
 
 @dataclass(frozen=True)

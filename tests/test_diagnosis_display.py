@@ -91,7 +91,11 @@ def test_compare_shows_the_diagnosis_models_metrics_and_a_dash_for_melanoma_mode
 
 def test_the_diagnosis_models_card_shows_its_matrix_recall_and_share_flagged(open_page, trained_models):
     at = open_page("app_pages/model_cards.py")
-    metrics = find_model(DIAGNOSIS_MODEL, trained_models[1]).metrics
+    entry = find_model(DIAGNOSIS_MODEL, trained_models[1])
+    metrics = entry.metrics
+    weights = entry.card.training.class_weights
+    balance = f"**Class balance**: by weights; loss weights MEL {weights['0']:.2f}, NV {weights['1']:.2f}, BCC "
+    assert any(text.value.startswith(balance) for text in at.markdown)  # the codes, not the indices
     [table] = tables_with(at, "Balanced multi-class accuracy")  # on the diagnosis model's card only
     assert table.Model.tolist() == [DIAGNOSIS_MODEL] and shows(table.iloc[0], metrics["diagnoses"])
     assert diagnosis_matrices(at) == [metrics["diagnoses"]["confusion_matrix"]]
