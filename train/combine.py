@@ -97,7 +97,8 @@ def held_out_readings(
         missing = [m for m, run in runs.items() if not run.available]
         if missing:
             not_measured[source] = (
-                f"needs every member's held-out run with its weights; {', '.join(missing)} has no servable "
+                f"needs every member's held-out run with its weights; {', '.join(missing)} "
+                f"{'has' if len(missing) == 1 else 'have'} no servable "
                 f"{HOLDOUT_PREFIX}{source}/{MODEL_FILE} (held-out weights are not kept in git). Train it again "
                 f"with its own options and --holdout-source {source}, then run train.combine again."
             )
