@@ -126,7 +126,7 @@ def mean_probability_table(models: list[Measured]) -> pd.DataFrame:
     )
 
 
-# The held-out table's columns, in order: what a clinician compares on the left.
+# The held-out table's columns, in order (what a clinician compares on the left); unfilled ones are left out.
 HOLDOUT_COLUMNS = (
     "Model",
     "Held-out source",
@@ -170,7 +170,8 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
                     "Initialised from": initialised,
                 }
             )
-    return pd.DataFrame(rows, columns=HOLDOUT_COLUMNS)
+    # Only the columns some row fills: a table of unmeasured models says so without empty columns.
+    return pd.DataFrame(rows, columns=[column for column in HOLDOUT_COLUMNS if any(column in row for row in rows)])
 
 
 def _matrix_figure(
