@@ -31,13 +31,23 @@ def trained_models(tmp_path_factory):
     Training takes minutes on two cores. For local iteration, MELANOMA_TEST_CACHE=DIR keeps the
     data and models in DIR and reuses them while all are complete; CI leaves it unset. The test
     workers (pytest-xdist) share one folder: the first trains under a file lock, the others wait
-    for it and reuse what it wrote.
+    for it and reuse what it wrote, or report its failure.
     """
     cache = os.environ.get("MELANOMA_TEST_CACHE")
     root = Path(cache) if cache else shared_by_the_workers(tmp_path_factory) / "fixture"
     root.mkdir(parents=True, exist_ok=True)
+    # Named after this test run, so that a cached folder's record of an earlier run's failure is ignored.
+    failed = root / f"failed-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}.txt"
     with FileLock(root / ".lock"):
-        return train_or_reuse(root)
+        # A worker that finds the first one's training failed reports that failure instead of
+        # spending minutes to fail the same way again.
+        if failed.is_file():
+            pytest.fail(f"the fixture's training failed in another test worker:\n{failed.read_text()}")
+        try:
+            return train_or_reuse(root)
+        except Exception as error:
+            failed.write_text(f"{type(error).__name__}: {error}"[-3000:])
+            raise
 
 
 def train_or_reuse(root: Path) -> tuple[Path, Path]:
