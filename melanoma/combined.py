@@ -93,6 +93,9 @@ class CombinedReading:
     members: tuple[str, ...]
     disagreement: bool
     assessed: bool  # False when any member's gate says the image is not a dermoscopic lesion image
+    # What the diagnosis members say beyond melanoma: (member, its skin-cancer line and differential).
+    # The mean is a melanoma probability only, so a basal cell carcinoma would otherwise go unnamed here.
+    other_cancers: tuple[tuple[str, str], ...] = ()
 
     @property
     def melanoma(self) -> bool | None:
@@ -122,7 +125,8 @@ class CombinedReading:
                 f"{relation} the combined threshold {self.threshold:.1%}"
             )
         disagreement = " The models disagree about the verdict: read each one below." if self.disagreement else ""
-        return f"Combined reading: {verdict}.{disagreement}"
+        beyond = "".join(f" {member} (diagnosis model): {reading}" for member, reading in self.other_cancers)
+        return f"Combined reading: {verdict}.{disagreement}{beyond}"
 
 
 def mean_probability(probabilities: list[np.ndarray]) -> np.ndarray:
@@ -135,7 +139,8 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
 
     With a validated combination whose members are all among the decisions, the reading is
     theirs alone, against its threshold (the other models are shown, not averaged in); otherwise
-    the mean of every decision, without a verdict.
+    the mean of every decision, without a verdict. Each diagnosis model among them adds its
+    skin-cancer reading and differential, in its own name.
     """
     by_model = {decision.model: decision for decision in decisions}
     validated = spec is not None and all(member in by_model for member in spec.members)
@@ -148,6 +153,9 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
         tuple(d.model for d in chosen),
         len(verdicts) > 1,
         all(d.assessed for d in chosen),
+        tuple(
+            (d.model, f"{d.skin_cancer_summary()} {d.differential_text()}") for d in chosen if d.skin_cancer_summary()
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -146,3 +147,24 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
+
+
+def test_the_combined_reading_names_the_other_skin_cancer_its_diagnosis_member_reads():
+    """A basal cell carcinoma below the combined melanoma threshold is not left unnamed beside it."""
+    differential = (
+        ("BCC", 0.905),
+        ("NV", 0.042),
+        ("MEL", 0.027),
+        ("BKL", 0.018),
+        ("VASC", 0.007),
+        ("AKIEC", 0.001),
+        ("DF", 0.0),
+    )
+    diagnosis = Decision("d", 0.027, 0.087, 0.9, 0.7, None, True, "", 0.933, 0.179, differential)
+    reading = combine([Decision("a", 0.05, 0.08, 0.9, 0.6), diagnosis], CombinedSpec(("a", "d"), 0.09, {}))
+    summary = reading.summary()
+    assert reading.melanoma is False and summary.startswith("Combined reading: Not flagged as melanoma")
+    assert "d (diagnosis model): Other skin cancer: suspicious" in summary
+    assert "basal cell carcinoma 90.5%" in summary and "Differential: basal cell carcinoma 90.5%" in summary
+    not_assessed = replace(diagnosis, in_distribution=False, ood_reason="unlike the training images")
+    assert "diagnosis model" not in combine([not_assessed], None).summary()
