@@ -18,12 +18,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from melanoma.images import to_model_input
+
+if TYPE_CHECKING:
+    from melanoma.cases import Decision
 
 COMBINED_FILE = "combined.json"
 COMBINED_NAME = "combined"  # the name under which the combined reading is chosen, like a model's
@@ -93,9 +97,9 @@ class CombinedReading:
     members: tuple[str, ...]
     disagreement: bool
     assessed: bool  # False when any member's gate says the image is not a dermoscopic lesion image
-    # What the diagnosis members say beyond melanoma: (member, its skin-cancer line and differential).
-    # The mean is a melanoma probability only, so a basal cell carcinoma would otherwise go unnamed here.
-    other_cancers: tuple[tuple[str, str], ...] = ()
+    # The diagnosis members' decisions, whose skin-cancer line and differential the summary repeats:
+    # the mean is a melanoma probability only, so a basal cell carcinoma would otherwise go unnamed here.
+    diagnosis_members: tuple[Decision, ...] = ()
 
     @property
     def melanoma(self) -> bool | None:
@@ -125,7 +129,10 @@ class CombinedReading:
                 f"{relation} the combined threshold {self.threshold:.1%}"
             )
         disagreement = " The models disagree about the verdict: read each one below." if self.disagreement else ""
-        beyond = "".join(f" {member} (diagnosis model): {reading}" for member, reading in self.other_cancers)
+        beyond = "".join(
+            f" {d.model} (diagnosis model): {d.skin_cancer_summary()} {d.differential_text()}"
+            for d in self.diagnosis_members
+        )
         return f"Combined reading: {verdict}.{disagreement}{beyond}"
 
 
@@ -153,9 +160,7 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
         tuple(d.model for d in chosen),
         len(verdicts) > 1,
         all(d.assessed for d in chosen),
-        tuple(
-            (d.model, f"{d.skin_cancer_summary()} {d.differential_text()}") for d in chosen if d.skin_cancer_summary()
-        ),
+        tuple(d for d in chosen if d.skin_cancer is not None),
     )
 
 
