@@ -34,3 +34,17 @@ def test_a_missing_checkpoint_package_stops_the_run_before_training(tmp_path, mo
     assert "the out-of-distribution gate's feature extractor (imagenet_features.keras" in err
     assert "the package for lite0 is not installed" in err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_that_builds_its_own_gate_extractor_says_how_to_install_its_models(tmp_path):
+    """A model trained with --output-dir runs pinned runs/imagenet_features.keras; copied into models/ it was
+    refused (sha256 mismatch) though both files hold the same weights. The run now says how to install it."""
+    from melanoma.ood import FEATURES_FILE
+    from train.run import new_extractor_note, parse_args
+
+    config = parse_args(["--data-dir", "somewhere", "--output-dir", str(tmp_path)])
+    note = new_extractor_note(config)
+    assert f"{tmp_path} has no {FEATURES_FILE}" in note
+    assert "python -m train.calibrate --models-dir DIR --models NAME --data-dir somewhere" in note
+    (tmp_path / FEATURES_FILE).write_bytes(b"the extractor")
+    assert new_extractor_note(config) is None

@@ -541,6 +541,22 @@ def missing_prerequisites(config: TrainConfig) -> list[str]:
     return problems
 
 
+def new_extractor_note(config: TrainConfig) -> str | None:
+    """What to do before installing a model trained where the gate's extractor does not exist yet: the run
+    builds its own there and every gate it fits pins that file's sha256, which another models folder's
+    extractor (the same weights, saved at another time) does not match."""
+    from melanoma.ood import FEATURES_FILE
+
+    if (Path(config.output_dir) / FEATURES_FILE).is_file():
+        return None
+    return (
+        f"note: {config.output_dir} has no {FEATURES_FILE}, so this run builds one there and the models' gates pin it "
+        "by sha256. To install a model trained here into another models folder, copy its folder there and refit its "
+        "gate against that folder's extractor: python -m train.calibrate --models-dir DIR --models NAME --data-dir "
+        f"{config.data_dir}"
+    )
+
+
 def models_without_checkpoint(config: TrainConfig) -> list[str]:
     """Models that --resume would silently train from scratch over a finished model.
 
@@ -592,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    note = new_extractor_note(config)
+    if note:
+        print(note)
     strategy = configure_tensorflow(config)
     pixel_cache: dict = {}
     try:
