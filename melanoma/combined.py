@@ -112,11 +112,13 @@ class CombinedReading:
             return "not assessed"
         return "no validated threshold" if self.melanoma is None else "suspicious" if self.melanoma else "not flagged"
 
-    def summary(self) -> str:
+    def summary_lines(self) -> tuple[str, ...]:
+        """The reading in sentences the page shows one per line: the verdict, any disagreement, then each
+        diagnosis member's skin-cancer line and differential."""
         if not self.assessed:
             return (
                 "Combined reading: not assessed, because at least one model finds this image unlike the "
-                "dermoscopic images it was trained on."
+                "dermoscopic images it was trained on.",
             )
         members = ", ".join(self.members)
         mean = f"mean calibrated probability of {len(self.members)} models ({members}) {self.probability:.1%}"
@@ -128,12 +130,20 @@ class CombinedReading:
                 f"{'Suspicious for melanoma' if self.melanoma else 'Not flagged as melanoma'}: {mean}, "
                 f"{relation} the combined threshold {self.threshold:.1%}"
             )
-        disagreement = " The models disagree about the verdict: read each one below." if self.disagreement else ""
-        beyond = "".join(
-            f" {d.model} (diagnosis model): {d.skin_cancer_summary()} {d.differential_text()}"
-            for d in self.diagnosis_members
-        )
-        return f"Combined reading: {verdict}.{disagreement}{beyond}"
+        lines = [f"Combined reading: {verdict}."]
+        if self.disagreement:
+            lines.append("The models disagree about the verdict: read each one below.")
+        for d in self.diagnosis_members:
+            lines += [
+                line
+                for line in (f"{d.model} (diagnosis model): {d.skin_cancer_summary()}", d.differential_text())
+                if line
+            ]
+        return tuple(lines)
+
+    def summary(self) -> str:
+        """The reading as one paragraph (the report and the FHIR conclusion)."""
+        return " ".join(self.summary_lines())
 
 
 def mean_probability(probabilities: list[np.ndarray]) -> np.ndarray:

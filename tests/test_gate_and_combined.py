@@ -166,5 +166,8 @@ def test_the_combined_reading_names_the_other_skin_cancer_its_diagnosis_member_r
     assert reading.melanoma is False and summary.startswith("Combined reading: Not flagged as melanoma")
     assert "d (diagnosis model): Other skin cancer: suspicious" in summary
     assert "basal cell carcinoma 90.5%" in summary and "Differential: basal cell carcinoma 90.5%" in summary
+    lines = reading.summary_lines()  # the page shows them one per line; the report joins them
+    assert len(lines) == 3 and lines[1].startswith("d (diagnosis model): Other skin cancer: suspicious")
+    assert lines[2].startswith("Differential: basal cell carcinoma 90.5%") and summary == " ".join(lines)
     not_assessed = replace(diagnosis, in_distribution=False, ood_reason="unlike the training images")
     assert "diagnosis model" not in combine([not_assessed], None).summary()
