@@ -74,6 +74,9 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     shutil.copy(output_dir / "imagenet_features.keras", member)  # the copied card's gate path, one folder up
     (member / "holdout-clinic_y").mkdir()
     shutil.copy(output_dir / "scratch_cnn" / "metrics.json", member / "holdout-clinic_y")
+    shutil.copytree(output_dir / "scratch_cnn", member / "holdout-clinic_z")  # weights newer than their card
+    with open(member / "holdout-clinic_z" / "model.keras", "ab") as weights:
+        weights.write(b"retrained")
     assert combine(["--data-dir", str(data_dir), "--models-dir", str(models), "--models", "scratch_cnn"]) == 0
     stored = json.loads((models / COMBINED_FILE).read_text())
     held_out = stored["holdout_metrics"]["clinic_x"]
@@ -81,8 +84,10 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     assert held_out["at_threshold"] == stored["metrics"]["at_threshold"]
     assert held_out.get("flagged_by_diagnosis") == stored["metrics"].get("flagged_by_diagnosis")
     assert held_out["members_roc_auc"] == {"scratch_cnn": held_out["roc_auc"]}
-    assert list(stored["holdout_not_measured"]) == ["clinic_y"]
+    assert list(stored["holdout_not_measured"]) == ["clinic_y", "clinic_z"]
     assert "scratch_cnn has no servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]
+    assert "does not match the sha256" in stored["holdout_not_measured"]["clinic_z"]
+    assert "train.calibrate --models NAME --holdout-source clinic_z" in stored["holdout_not_measured"]["clinic_z"]
     row = plots.holdout_table([Measured.of_combined(CombinedSpec.read(models))]).iloc[0]
     assert row["Held-out source"] == "clinic_x" and row["ROC AUC"] == held_out["roc_auc"]
 
@@ -199,3 +204,26 @@ def test_train_evaluate_measures_the_combined_reading_on_a_folder(trained_models
 
     assert printed["roc_auc"] == pytest.approx(roc_auc_score([labels[p.stem] for p in images], mean))
     assert printed["n_images"] == len(images)
+
+
+def test_train_calibrate_refits_a_held_out_run_and_names_a_missing_one(trained_models, tmp_path):
+    """A held-out run's weights are not in git: one retrained elsewhere is installed by refitting its card."""
+    from train.calibrate import main as calibrate
+
+    data_dir, output_dir = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(output_dir, models)
+    held_out = models / "scratch_cnn" / "holdout-clinic_x"
+    shutil.copytree(output_dir / "scratch_cnn", held_out)
+    card = json.loads((held_out / "card.json").read_text())
+    card["serving"]["ood"]["features_sha256"] = "0" * 64  # pinned to another folder's extractor
+    (held_out / "card.json").write_text(json.dumps(card))
+    arguments = ["--data-dir", str(data_dir), "--models-dir", str(models), "--models", "scratch_cnn"]
+    assert calibrate([*arguments, "--holdout-source", "clinic_x"]) == 0
+    refitted = json.loads((held_out / "card.json").read_text())["serving"]["ood"]
+    assert refitted["features"] == "../../imagenet_features.keras"
+    assert (
+        refitted["features_sha256"]
+        == json.loads((models / "scratch_cnn" / "card.json").read_text())["serving"]["ood"]["features_sha256"]
+    )
+    assert calibrate([*arguments, "--holdout-source", "clinic_q"]) == 2

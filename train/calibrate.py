@@ -178,17 +178,31 @@ def gate_features(features_path: Path, paths: tuple[str, ...]) -> np.ndarray:
 
 
 def recalibrate_installed(
-    name: str, models_dir: str, data_dir: str, target_sensitivity: float, keep_gate: bool = False
+    name: str,
+    models_dir: str,
+    data_dir: str,
+    target_sensitivity: float,
+    keep_gate: bool = False,
+    holdout_source: str | None = None,
 ) -> dict:
     """Calibrate one installed model in place from its own split.csv; returns the calibration effect.
 
     With `keep_gate` the out-of-distribution gate stays as it is (its files and sha256 unchanged):
-    for refreshing the metrics and evidence of a model whose gate is already fitted.
+    for refreshing the metrics and evidence of a model whose gate is already fitted. With
+    `holdout_source`, the model's run held out from that source (`<name>/holdout-<source>/`) instead.
     """
     from melanoma.inference import Predictor
-    from melanoma.store import find_model, load_keras_model
+    from melanoma.store import HOLDOUT_PREFIX, find_model, inspect_model, load_keras_model
 
     entry = find_model(name, models_dir)
+    if holdout_source:
+        held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
+        if not (held_out / MODEL_FILE).is_file():
+            raise ModelUnavailableError(
+                f"{name} has no held-out run for {holdout_source!r} ({held_out / MODEL_FILE} is missing): train it "
+                f"with the model's own options and --holdout-source {holdout_source}."
+            )
+        entry = replace(inspect_model(held_out), name=name)
     kept_gate = entry.serving.ood if keep_gate else None
     if not keep_gate:  # refitted below: an old or damaged gate must not stop that
         entry.card = replace(entry.card, serving=replace(entry.card.serving, ood=None))
@@ -227,11 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-gate", action="store_true", help="leave each model's out-of-distribution gate as it is (no refit)"
     )
+    parser.add_argument(
+        "--holdout-source",
+        metavar="SOURCE",
+        help="calibrate each model's run held out from SOURCE (<model>/holdout-SOURCE/) instead of the model",
+    )
     args = parser.parse_args(argv)
     try:
         for name in chosen_models(args):
             effect = recalibrate_installed(
-                name, args.models_dir, args.data_dir, args.target_sensitivity, args.keep_gate
+                name, args.models_dir, args.data_dir, args.target_sensitivity, args.keep_gate, args.holdout_source
             )
             print(
                 f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "

@@ -110,7 +110,14 @@ def held_out_readings(
                 "same --seed."
             )
             continue
-        predictors = [Predictor(run, load_keras_model(run)) for run in runs.values()]
+        try:  # held-out weights stay out of git, so they can be older than their tracked card
+            predictors = [Predictor(run, load_keras_model(run)) for run in runs.values()]
+        except ModelUnavailableError as error:
+            not_measured[source] = (
+                f"{HOLDOUT_PREFIX}{source}: {error} Retrain that run with --holdout-source {source}, or refit it with "
+                f"python -m train.calibrate --models NAME --holdout-source {source}; then run train.combine again."
+            )
+            continue
         table = join_split(labelled, splits[0])
         scores, labels = score_splits(predictors, table)
         combined = {s: mean_probability(list(scores[s].values())) for s in SCORED_SPLITS}
