@@ -155,6 +155,14 @@ class TrainConfig:
     )
     weights: str = field(default="imagenet", metadata=option("imagenet | none | PATH to a Keras notop weights file"))
     seed: int = field(default=42, metadata=option("the split's, the stream's and the network's seed", type=int))
+    split_seed: int | None = field(
+        default=None,
+        metadata=option(
+            "the split's seed alone, so that a second member of a combined reading can start from another --seed "
+            "on the same split (the combination is selected on validation and tested on test); default: --seed",
+            type=int,
+        ),
+    )
     split_fractions: tuple[float, ...] = field(
         default=(0.8, 0.1, 0.1), metadata=option("train,val,test fractions", type=_numbers, flag="--split")
     )
@@ -234,6 +242,7 @@ class TrainConfig:
             image_size=self.image_size or recipe.image_size,
             batch_size=self.batch_size or recipe.batch_size,
             learning_rates=self.learning_rates or recipe.learning_rates,
+            split_seed=self.seed if self.split_seed is None else self.split_seed,
             recipe_values=asdict(recipe),
         )
 

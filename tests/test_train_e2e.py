@@ -151,13 +151,15 @@ def test_holdout_source_tests_on_that_source_alone(tmp_path):
     assert not (tmp_path / "models" / "scratch_cnn" / "model.keras").exists()  # the diagnostic never replaces the model
 
 
-def test_the_same_seed_trains_the_same_weights(tmp_path):
-    """Stateless augmentation and op determinism: a run repeats exactly on the same machine."""
+def test_the_same_seed_trains_the_same_weights_and_a_split_seed_keeps_the_split(tmp_path):
+    """Stateless augmentation and op determinism: a run repeats exactly on the same machine. A
+    second member for a combined reading starts from another --seed on the same split."""
     from tests.synthetic import make_dataset
 
     data_dir = make_dataset(tmp_path / "data", "generic", n=40)
-    weights, histories = [], []
-    for run in ("first", "second"):
+    seeds = {"first": ["--seed", "5"], "second": ["--seed", "5"], "other_seed": ["--seed", "6", "--split-seed", "5"]}
+    weights, histories, splits = [], [], []
+    for run, seed in seeds.items():
         assert (
             main(
                 [
@@ -179,8 +181,7 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
                     "16",
                     "--epoch-images",
                     "64",
-                    "--seed",
-                    "5",
+                    *seed,
                     "--deterministic",
                 ]
             )
@@ -188,8 +189,13 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
         )
         weights.append(load_keras_model(find_model("scratch_cnn", tmp_path / run)).get_weights())
         histories.append(pd.read_csv(tmp_path / run / "scratch_cnn" / "history.csv").drop(columns="seconds"))
-    assert all(np.array_equal(a, b) for a, b in zip(*weights)) and histories[0].equals(histories[1])
+        splits.append(pd.read_csv(tmp_path / run / "scratch_cnn" / "split.csv"))
+    assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1])) and histories[0].equals(histories[1])
     assert histories[0].loss.notna().all() and not np.array_equal(weights[0][0], np.zeros_like(weights[0][0]))
+    assert splits[2].equals(splits[0])
+    assert not np.array_equal(weights[2][0], weights[0][0])
+    card = json.loads((tmp_path / "other_seed" / "scratch_cnn" / "card.json").read_text())
+    assert (card["config"]["seed"], card["config"]["split_seed"]) == (6, 5)
 
 
 def test_weight_averaging_ships_the_average(tmp_path):

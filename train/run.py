@@ -114,14 +114,14 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
         print(f"Reusing the split in {path}")
         table = join_split(data.table, saved)
         return table[table.split != "excluded"]
-    table = subsample(data.table, config.max_images, config.seed)
+    table = subsample(data.table, config.max_images, config.split_seed)
     if config.holdout_source:
         try:
-            split = split_holding_out_source(table, config.holdout_source, config.split_fractions, config.seed)
+            split = split_holding_out_source(table, config.holdout_source, config.split_fractions, config.split_seed)
         except ValueError as error:
             raise DataError([str(error)]) from None
     else:
-        split = split_grouped_stratified(table, config.split_fractions, config.seed)
+        split = split_grouped_stratified(table, config.split_fractions, config.split_seed)
     table = table.assign(split=split)
     atomic_write(path, lambda p: table[["image_id", "group", "label", "dx", "source", "split"]].to_csv(p, index=False))
     return table[table.split != "excluded"]
