@@ -92,6 +92,27 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     assert row["Held-out source"] == "clinic_x" and row["ROC AUC"] == held_out["roc_auc"]
 
 
+def test_a_rerun_with_an_output_cache_scores_nothing_and_selects_the_same(trained_models, tmp_path, monkeypatch):
+    from melanoma.inference import Predictor
+    from train.combine import main as combine
+
+    data_dir, output_dir = trained_models
+    models = tmp_path / "models"
+    shutil.copytree(output_dir, models)
+    arguments = ["--data-dir", str(data_dir), "--models-dir", str(models), "--output-cache", str(tmp_path / "cache")]
+    assert combine(arguments) == 0
+    first = json.loads((models / COMBINED_FILE).read_text())
+
+    def scored_again(self, pixels, batch_size=32):
+        raise AssertionError(f"{self.name} was scored again")
+
+    monkeypatch.setattr(Predictor, "raw_outputs", scored_again)
+    assert combine(arguments) == 0
+    second = json.loads((models / COMBINED_FILE).read_text())
+    first.pop("created_at"), second.pop("created_at")
+    assert second == first
+
+
 def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, tmp_path):
     """Every held-out folder is called holdout-<source>: two members' runs once collided under that
     one name, and the 'combination' was the last member alone."""

@@ -15,6 +15,8 @@ held-out run does. Sources some member lacks are named in combined.json with wha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from dataclasses import replace
@@ -26,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma.combined import COMBINED_FILE, mean_probability, select_members
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
-from melanoma.files import write_json
+from melanoma.files import atomic_write, write_json
 from melanoma.inference import Predictor, load_predictor
 from melanoma.metrics import evaluate_predictions, flagged_by_diagnosis, threshold_for_sensitivity, threshold_rule
 from melanoma.store import HOLDOUT_PREFIX, MODEL_FILE, ModelUnavailableError, inspect_model, load_keras_model
@@ -59,16 +61,50 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
     return splits[reference], chosen, left_out
 
 
-def score_splits(predictors: list, table: pd.DataFrame) -> tuple[dict, dict]:
+class OutputCache:
+    """Each model's raw network outputs on the scored images, kept in a folder between runs, so that
+    a rerun after one more training scores only the new model. An entry is keyed by the weights'
+    sha256, the input size, the test-time augmentation and the image ids: recalibrating a model
+    reuses it (calibration is applied after), new weights or other images miss it."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder else None
+
+    def _path(self, predictor: Predictor, image_ids: list[str]) -> Path:
+        serving = predictor.serving
+        fingerprint = [predictor.entry.card.sha256, serving.input_size, serving.test_time_augmentation, image_ids]
+        key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:32]
+        return self.folder / f"{key}.npy"
+
+    def get(self, predictor: Predictor, image_ids: list[str]) -> np.ndarray | None:
+        if self.folder is None or not (path := self._path(predictor, image_ids)).is_file():
+            return None
+        return np.load(path)
+
+    def keep(self, predictor: Predictor, image_ids: list[str], raw: np.ndarray) -> None:
+        if self.folder is not None:
+            atomic_write(self._path(predictor, image_ids), lambda temporary: np.save(temporary, raw))
+
+
+def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | None = None) -> tuple[dict, dict]:
     """Each predictor's calibrated probabilities on the validation and test images of `table`
-    (decoded once per input size), and the labels: ({split: {name: scores}}, {split: labels})."""
+    (decoded once per input size, and not at all for outputs the cache holds), and the labels:
+    ({split: {name: scores}}, {split: labels})."""
+    cache = cache or OutputCache(None)
     parts = {s: table[table.split == s] for s in SCORED_SPLITS}
     scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
     for size in sorted({p.serving.input_size for p in predictors}):
-        pixels = {s: load_pixels(list(part.path), size) for s, part in parts.items()}
+        pixels: dict[str, np.ndarray] = {}
         for predictor in (p for p in predictors if p.serving.input_size == size):
-            for s in SCORED_SPLITS:
-                scores[s][predictor.name] = predictor.score_pixels(pixels[s])
+            for s, part in parts.items():
+                image_ids = list(part.image_id)
+                raw = cache.get(predictor, image_ids)
+                if raw is None:
+                    if s not in pixels:
+                        pixels[s] = load_pixels(list(part.path), size)
+                    raw = predictor.raw_outputs(pixels[s])
+                    cache.keep(predictor, image_ids, raw)
+                scores[s][predictor.name] = predictor.calibrate(raw).melanoma
     return scores, {s: part.label.to_numpy() for s, part in parts.items()}
 
 
@@ -83,7 +119,11 @@ def combined_metrics(table: pd.DataFrame, labels: dict, combined: dict, threshol
 
 
 def held_out_readings(
-    members: list[str], models_dir: str, labelled: pd.DataFrame, target_sensitivity: float
+    members: list[str],
+    models_dir: str,
+    labelled: pd.DataFrame,
+    target_sensitivity: float,
+    cache: OutputCache | None = None,
 ) -> tuple[dict, dict]:
     """The combination at each source its members' held-out runs never saw: (metrics by source,
     why each other source was not measured)."""
@@ -119,7 +159,7 @@ def held_out_readings(
             )
             continue
         table = join_split(labelled, splits[0])
-        scores, labels = score_splits(predictors, table)
+        scores, labels = score_splits(predictors, table, cache)
         combined = {s: mean_probability(list(scores[s].values())) for s in SCORED_SPLITS}
         threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
         metrics = combined_metrics(table, labels, combined, threshold)
@@ -133,7 +173,14 @@ def held_out_readings(
 def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.combine", __doc__.splitlines()[0])
     add_target_sensitivity_option(parser)
+    parser.add_argument(
+        "--output-cache",
+        metavar="DIR",
+        help="keep each model's raw outputs on the validation and test images here, so that a rerun after one more "
+        "training scores only the new model (entries are keyed by the weights' sha256 and the images)",
+    )
     args = parser.parse_args(argv)
+    cache = OutputCache(args.output_cache)
     predictors, left_out = [], {}
     for name in chosen_models(args):
         try:
@@ -151,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     left_out.update(other_split)
-    scores, labels = score_splits(candidates, table)
+    scores, labels = score_splits(candidates, table, cache)
     selection = select_members(labels["val"], scores["val"])
     selection["left_out"].update(left_out)
     members = selection["members"]
@@ -160,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = combined_metrics(table, labels, combined, threshold)
     metrics["split"] = "test"
     metrics["validation_roc_auc"] = selection["validation_roc_auc"]
-    held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity)
+    held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity, cache)
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()
     }
