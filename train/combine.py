@@ -53,7 +53,7 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
     left_out = {
         p.name: (
             f"validated and tested on other images than {reference}; retrain it with the same data and "
-            "--seed to make it a candidate"
+            "split seed (--seed, or --split-seed with another --seed) to make it a candidate"
         )
         for p in predictors
         if p not in chosen
@@ -147,7 +147,7 @@ def held_out_readings(
         if len({split_key(split) for split in splits}) > 1:
             not_measured[source] = (
                 f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
-                "same --seed."
+                "same split seed (--seed, or --split-seed)."
             )
             continue
         try:  # held-out weights stay out of git, so they can be older than their tracked card
