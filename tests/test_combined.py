@@ -106,11 +106,18 @@ def test_a_rerun_with_an_output_cache_scores_nothing_and_selects_the_same(traine
     def scored_again(self, pixels, batch_size=32):
         raise AssertionError(f"{self.name} was scored again")
 
-    monkeypatch.setattr(Predictor, "raw_outputs", scored_again)
-    assert combine(arguments) == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(Predictor, "raw_outputs", scored_again)
+        assert combine(arguments) == 0
     second = json.loads((models / COMBINED_FILE).read_text())
     first.pop("created_at"), second.pop("created_at")
     assert second == first
+    for entry in (tmp_path / "cache").glob("*.npy"):  # a damaged entry is scored again, not an error
+        entry.write_bytes(b"not an array")
+    assert combine(arguments) == 0
+    third = json.loads((models / COMBINED_FILE).read_text())
+    third.pop("created_at")
+    assert third == first
 
 
 def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, tmp_path):

@@ -77,9 +77,14 @@ class OutputCache:
         return self.folder / f"{key}.npy"
 
     def get(self, predictor: Predictor, image_ids: list[str]) -> np.ndarray | None:
+        """The cached outputs, or None when there are none (or the file is damaged: it is then rescored)."""
         if self.folder is None or not (path := self._path(predictor, image_ids)).is_file():
             return None
-        return np.load(path)
+        try:
+            raw = np.load(path)
+        except (OSError, ValueError):
+            return None
+        return raw if len(raw) == len(image_ids) else None
 
     def keep(self, predictor: Predictor, image_ids: list[str], raw: np.ndarray) -> None:
         if self.folder is not None:
