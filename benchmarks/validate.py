@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd
 from PIL import Image
 
-from melanoma import plots, validation
+from melanoma import inference, plots, validation
 from melanoma.combined import CombinedSpec
 from melanoma.framework import import_tensorflow_quietly
 from melanoma.inference import Predictor, load_predictor
@@ -87,8 +87,8 @@ def main() -> None:
     print(f"zip: {args.images} images of 600×450, {len(data) / 2**20:.1f} MiB")
     for owner, name, label in (
         (validation, "decode_upload", "decode"),
-        (validation, "to_model_input", "resize"),
-        (Predictor, "score_pixels", "model forward passes (with TTA)"),
+        (inference, "to_model_input", "resize"),
+        (Predictor, "raw_outputs", "model forward passes (with TTA)"),
         (Predictor, "gate", "out-of-distribution gate"),
         (validation, "evaluate_predictions", "metrics (bootstrap intervals)"),
     ):
@@ -101,7 +101,7 @@ def main() -> None:
     loaded = time.perf_counter()
     upload = validation.read_zip(data, "benchmark.zip")
     result = validation.validate(predictors, upload.images, upload.read, CombinedSpec.load(args.models_dir))
-    entries = [r.entry for r in result.results]
+    entries = [r.measured for r in result.results]
     plots.validation_table(result)
     validation.target_table(result, TARGET_SENSITIVITY)
     [plots.confusion_figure(entry) for entry in entries]
