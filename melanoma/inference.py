@@ -157,10 +157,6 @@ class Predictor:
         calibrated = diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
         return Scores(melanoma, calibrated, np.asarray(raw).argmax(axis=1))
 
-    def score_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Calibrated melanoma probabilities for uint8 images already at the model's input size."""
-        return self.calibrate(self.raw_outputs(pixels, batch_size)).melanoma
-
     def scores(self, images: list[np.ndarray], batch_size: int = 32) -> Scores:
         """Calibrated readings for RGB images of any size."""
         if not len(images):

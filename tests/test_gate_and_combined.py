@@ -133,7 +133,11 @@ def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
     )
     # Scored in batches of 4, one image and its flips: the shape `decide` compiled already, so nothing is traced again.
     mean = np.mean(
-        [p.score_pixels(load_pixels(list(test.path), p.serving.input_size), batch_size=4) for p in predictors], axis=0
+        [
+            p.calibrate(p.raw_outputs(load_pixels(list(test.path), p.serving.input_size), batch_size=4)).melanoma
+            for p in predictors
+        ],
+        axis=0,
     )
     stored = json.loads((output_dir / COMBINED_FILE).read_text())["metrics"]
     assert stored["n_images"] == len(test) and stored["at_threshold"]["threshold"] == spec.threshold

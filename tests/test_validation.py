@@ -85,11 +85,13 @@ def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_mo
     assert result.results[0].metrics["ci95"] == from_cli["ci95"]
     assert result.results[0].metrics["at_threshold"] == from_cli["at_threshold"]
 
-    # Independently of melanoma.validation: the folder path train.evaluate used before (load_pixels, score_pixels).
+    # Independently of melanoma.validation: the folder path train.evaluate used before (load_pixels, raw_outputs).
     order = {image.image_id: index for index, image in enumerate(result.images)}
     table = load_labelled_images(data_dir).table.sort_values("image_id", key=lambda ids: ids.map(order))
     y = table.label.to_numpy()
-    direct = [p.score_pixels(load_pixels(list(table.path), p.serving.input_size)) for p in predictors]
+    direct = [
+        p.calibrate(p.raw_outputs(load_pixels(list(table.path), p.serving.input_size))).melanoma for p in predictors
+    ]
     assert np.allclose(result.results[0].probabilities, direct[0], atol=1e-6)
     assert result.results[0].metrics["roc_auc"] == pytest.approx(roc_auc_score(y, direct[0]), abs=1e-9)
     combined = result.results[2]

@@ -97,18 +97,18 @@ def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | Non
     ({split: {name: scores}}, {split: labels})."""
     cache = cache or OutputCache(None)
     parts = {s: table[table.split == s] for s in SCORED_SPLITS}
+    image_ids = {s: list(part.image_id) for s, part in parts.items()}
     scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
     for size in sorted({p.serving.input_size for p in predictors}):
         pixels: dict[str, np.ndarray] = {}
         for predictor in (p for p in predictors if p.serving.input_size == size):
             for s, part in parts.items():
-                image_ids = list(part.image_id)
-                raw = cache.get(predictor, image_ids)
+                raw = cache.get(predictor, image_ids[s])
                 if raw is None:
                     if s not in pixels:
                         pixels[s] = load_pixels(list(part.path), size)
                     raw = predictor.raw_outputs(pixels[s])
-                    cache.keep(predictor, image_ids, raw)
+                    cache.keep(predictor, image_ids[s], raw)
                 scores[s][predictor.name] = predictor.calibrate(raw).melanoma
     return scores, {s: part.label.to_numpy() for s, part in parts.items()}
 
