@@ -91,21 +91,22 @@ def readings_best_first(models: list[InstalledModel], spec: CombinedSpec | None)
     models and, when every member is installed, the combined reading."""
     by_name = {entry.name: entry for entry in models}
     aucs = {entry.name: entry.test_auc or 0.0 for entry in models}
-    if spec is not None and all(member in by_name for member in spec.members):
+    if spec is not None and all(member in by_name for member in spec.models):
         aucs[COMBINED_NAME] = spec.test_auc or 0.0
     return sorted(aucs, key=lambda name: -aucs[name])
 
 
 def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
-    """The models a reading needs: the combined reading's members, or the one model chosen."""
+    """The models a reading needs: every model the combined reading reads, or the one model chosen."""
     by_name = {entry.name: entry for entry in models}
-    return [by_name[member] for member in spec.members] if choice == COMBINED_NAME else [by_name[choice]]
+    return [by_name[member] for member in spec.models] if choice == COMBINED_NAME else [by_name[choice]]
 
 
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:
     """The picker's label for a model or the combined reading."""
     if name == COMBINED_NAME:
-        return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f})"
+        differential = f"; differential of {', '.join(spec.differential.members)}" if spec.differential else ""
+        return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f}){differential}"
     return describe(next(entry for entry in models if entry.name == name))
 
 

@@ -7,6 +7,12 @@ test split) and reads the mean against its own threshold, chosen on validation l
 model's. `combined.json`, beside the model folders, records the members, why each other
 candidate was left out, the threshold, and validation and test metrics.
 
+Where diagnosis models are installed, the combined reading also carries one averaged differential:
+the mean of the calibrated diagnosis probabilities of diagnosis members chosen the same way, by
+validation balanced multi-class accuracy (ISIC 2018 Task 3's metric), its melanoma column the
+combined melanoma probability, and its skin-cancer probability read against its own threshold.
+One differential replaces one per diagnosis model, which could name different leading diagnoses.
+
 The combined reading is served like a model, under the name `combined`: `python -m melanoma
 predict --model combined`, `explain`, `train.evaluate --model combined` and the app all use
 `CombinedPredictor`, which scores every member in one pass per image (one decode, one resize per
@@ -22,16 +28,23 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from melanoma import diagnoses
 from melanoma.images import to_model_input
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from melanoma.cases import Decision
+    from melanoma.inference import Scores
 
 COMBINED_FILE = "combined.json"
 COMBINED_NAME = "combined"  # the name under which the combined reading is chosen, like a model's
 MIN_GAIN = 0.001  # validation ROC AUC a further member must add to join
+# Validation balanced multi-class accuracy a further diagnosis member must add to the differential:
+# about one more image of a rare diagnosis (dermatofibroma, vascular) recognised, not noise.
+DIFFERENTIAL_MIN_GAIN = 0.01
 
 
 class CombinedUnavailableError(RuntimeError):
@@ -39,19 +52,42 @@ class CombinedUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class DifferentialSpec:
+    """The validated averaged differential: its diagnosis members and its skin-cancer threshold."""
+
+    members: tuple[str, ...]
+    malignant_threshold: float
+
+    @classmethod
+    def from_dict(cls, stored: dict | None) -> "DifferentialSpec | None":
+        return cls(tuple(stored["members"]), float(stored["malignant_threshold"])) if stored else None
+
+
+@dataclass(frozen=True)
 class CombinedSpec:
     """The validated combination: its members, threshold, test metrics and how it was chosen."""
 
-    members: tuple[str, ...]
+    members: tuple[str, ...]  # those whose melanoma probabilities are averaged
     threshold: float
     metrics: dict
     selection: dict = field(default_factory=dict)  # candidates, steps, reasons for leaving each out
     holdout_metrics: dict = field(default_factory=dict)  # source -> the members' held-out runs combined
+    differential: DifferentialSpec | None = None  # None: no diagnosis models were combined
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model the combined reading reads: the melanoma members, then the differential's others."""
+        others = tuple(m for m in self.differential.members if m not in self.members) if self.differential else ()
+        return self.members + others
 
     @property
     def label(self) -> str:
         """'combined (a + b)': the name a table shows, saying which models it averages."""
         return f"{COMBINED_NAME} ({' + '.join(self.members)})"
+
+    @property
+    def malignant_threshold(self) -> float | None:
+        return self.differential.malignant_threshold if self.differential else None
 
     @property
     def test_auc(self) -> float | None:
@@ -74,6 +110,7 @@ class CombinedSpec:
                 stored["metrics"],
                 stored.get("selection", {}),
                 stored.get("holdout_metrics", {}),
+                DifferentialSpec.from_dict(stored.get("differential")),
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CombinedUnavailableError(
@@ -97,13 +134,34 @@ class CombinedReading:
     members: tuple[str, ...]
     disagreement: bool
     assessed: bool  # False when any member's gate says the image is not a dermoscopic lesion image
-    # The diagnosis members' decisions, whose skin-cancer line and differential the summary repeats:
+    # The validated averaged differential, read like one diagnosis model's decision; without one, the
+    # diagnosis members' own decisions, whose skin-cancer lines and differentials the summary repeats:
     # the mean is a melanoma probability only, so a basal cell carcinoma would otherwise go unnamed here.
+    averaged: Decision | None = None
+    averaged_members: tuple[str, ...] = ()  # the diagnosis models whose differentials `averaged` is the mean of
     diagnosis_members: tuple[Decision, ...] = ()
 
     @property
     def melanoma(self) -> bool | None:
         return None if self.threshold is None else self.probability >= self.threshold
+
+    # The averaged differential's numbers under the names a diagnosis model's Decision gives them, so
+    # `predict --json`, the audit trail and FHIR read either alike.
+    @property
+    def malignant_probability(self) -> float | None:
+        return self.averaged.malignant_probability if self.averaged else None
+
+    @property
+    def malignant_threshold(self) -> float | None:
+        return self.averaged.malignant_threshold if self.averaged else None
+
+    @property
+    def differential(self) -> tuple[tuple[str, float], ...]:
+        return self.averaged.differential if self.averaged else ()
+
+    @property
+    def skin_cancer(self) -> bool | None:
+        return self.averaged.skin_cancer if self.averaged else None
 
     @property
     def verdict(self) -> str:
@@ -133,6 +191,11 @@ class CombinedReading:
         lines = [f"Combined reading: {verdict}."]
         if self.disagreement:
             lines.append("The models disagree about the verdict: read each one below.")
+        if self.averaged:
+            count = len(self.averaged_members)
+            names = f"{count} diagnosis model{'' if count == 1 else 's'} ({', '.join(self.averaged_members)})"
+            lines.append(f"Averaged differential of {names}: {self.averaged.skin_cancer_summary()}")
+            lines.append(self.averaged.differential_text())
         for d in self.diagnosis_members:
             lines += [
                 line
@@ -151,45 +214,100 @@ def mean_probability(probabilities: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(probabilities), axis=0)
 
 
+def combined_diagnoses(member_diagnoses: list[np.ndarray], melanoma: np.ndarray) -> np.ndarray:
+    """The averaged differential (n, 7): the mean of the members' calibrated diagnosis probabilities,
+    its melanoma column the combined melanoma probability and the other diagnoses sharing the rest in
+    the mean's proportions, so the differential and the combined verdict never say two numbers."""
+    mean = mean_probability(member_diagnoses)
+    return diagnoses.with_melanoma_probability(np.log(np.clip(mean, diagnoses.EPSILON, 1.0)), melanoma)
+
+
+def combined_scores(spec: CombinedSpec, scores: dict[str, Scores]) -> Scores:
+    """The combined reading's scores of a batch from its models' (`scores[name]` for each of `spec.models`)."""
+    from melanoma.inference import Scores
+
+    melanoma = mean_probability([scores[member].melanoma for member in spec.members])
+    if spec.differential is None:
+        return Scores(melanoma)
+    members = [scores[member] for member in spec.differential.members]
+    return Scores(
+        melanoma,
+        combined_diagnoses([member.diagnoses for member in members], melanoma),
+        mean_probability([member.equal_prior for member in members]),
+    )
+
+
 def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
     """The combined reading of one image from per-model decisions (melanoma.cases.Decision).
 
     With a validated combination whose members are all among the decisions, the reading is
     theirs alone, against its threshold (the other models are shown, not averaged in); otherwise
-    the mean of every decision, without a verdict. Each diagnosis model among them adds its
-    skin-cancer reading and differential, in its own name.
+    the mean of every decision, without a verdict. Its validated differential, where every
+    diagnosis member is among the decisions, is read as one; otherwise each diagnosis model among
+    the averaged ones adds its skin-cancer reading and differential, in its own name.
     """
+    from melanoma.cases import Decision
+
     by_model = {decision.model: decision for decision in decisions}
     validated = spec is not None and all(member in by_model for member in spec.members)
     chosen = [by_model[member] for member in spec.members] if validated else decisions
     probability = float(mean_probability([np.array([d.probability]) for d in chosen])[0])
     verdicts = {decision.melanoma for decision in chosen}
+    differential = spec.differential if validated else None
+    if differential and all(member in by_model for member in differential.members):
+        members = [by_model[member] for member in differential.members]
+        vectors = [np.array([[dict(d.differential)[code] for code in diagnoses.CODES]]) for d in members]
+        mean = combined_diagnoses(vectors, np.array([probability]))
+        read = list({d.model: d for d in (*chosen, *members)}.values())
+        averaged = Decision(
+            "averaged differential",
+            probability,
+            spec.threshold,
+            None,
+            None,
+            in_distribution=all(d.assessed for d in read),
+            malignant_probability=float(diagnoses.malignant_probability(mean)[0]),
+            malignant_threshold=differential.malignant_threshold,
+            differential=tuple(diagnoses.ranked(mean[0])),
+        )
+        return CombinedReading(
+            probability,
+            spec.threshold,
+            tuple(d.model for d in chosen),
+            len(verdicts) > 1,
+            averaged.assessed,
+            averaged,
+            differential.members,
+        )
     return CombinedReading(
         probability,
         spec.threshold if validated else None,
         tuple(d.model for d in chosen),
         len(verdicts) > 1,
         all(d.assessed for d in chosen),
-        tuple(d for d in chosen if d.skin_cancer is not None),
+        diagnosis_members=tuple(d for d in chosen if d.skin_cancer is not None),
     )
 
 
-def select_members(labels: np.ndarray, probabilities: dict[str, np.ndarray], min_gain: float = MIN_GAIN) -> dict:
-    """Forward selection on validation: start from the best model by validation ROC AUC, then add,
-    one at a time, the candidate whose addition raises the mean's validation AUC most, while it
+def forward_selection(
+    candidates: dict[str, np.ndarray], score: Callable[[np.ndarray], float], key: str, measure: str, min_gain: float
+) -> dict:
+    """Forward selection on validation: start from the candidate whose own `score` is best, then add,
+    one at a time, the one whose addition raises the score of the members' mean most, while it
     raises it by at least `min_gain` (Caruana et al. 2004, without replacement).
 
-    Returns {"members", "steps" (the validation AUC after each addition), "validation_roc_auc",
-    "candidates" (each one's own validation AUC), "left_out" (candidate -> why)}.
+    Returns {"members", "steps" (the score after each addition), `key` (the members' score, e.g.
+    "validation_roc_auc"), "candidates" (each one's own score), "left_out" (candidate -> why, the score
+    named `measure`)}.
     """
-    own = {name: float(roc_auc_score(labels, p)) for name, p in probabilities.items()}
+    own = {name: float(score(outputs)) for name, outputs in candidates.items()}
     members = [max(own, key=own.get)]
-    steps = [{"added": members[0], "validation_roc_auc": own[members[0]]}]
+    steps = [{"added": members[0], key: own[members[0]]}]
     current = own[members[0]]
     while True:
         trials = {
-            name: float(roc_auc_score(labels, mean_probability([probabilities[m] for m in (*members, name)])))
-            for name in probabilities
+            name: float(score(mean_probability([candidates[m] for m in (*members, name)])))
+            for name in candidates
             if name not in members
         }
         if not trials or max(trials.values()) < current + min_gain:
@@ -197,26 +315,49 @@ def select_members(labels: np.ndarray, probabilities: dict[str, np.ndarray], min
         best = max(trials, key=trials.get)
         members.append(best)
         current = trials[best]
-        steps.append({"added": best, "validation_roc_auc": current})
+        steps.append({"added": best, key: current})
     left_out = {
         name: (
-            f"adding it would change the combination's validation ROC AUC from {current:.4f} to "
-            f"{auc:.4f} (a member must add at least {min_gain}); its own validation AUC is {own[name]:.4f}"
+            f"adding it would change the combination's validation {measure} from {current:.4f} to "
+            f"{value:.4f} (a member must add at least {min_gain}); its own {measure} is {own[name]:.4f}"
         )
-        for name, auc in trials.items()
+        for name, value in trials.items()
     }
-    return {"members": members, "steps": steps, "validation_roc_auc": current, "candidates": own, "left_out": left_out}
+    return {"members": members, "steps": steps, key: current, "candidates": own, "left_out": left_out}
+
+
+def select_members(labels: np.ndarray, probabilities: dict[str, np.ndarray], min_gain: float = MIN_GAIN) -> dict:
+    """The melanoma members: forward selection by the validation ROC AUC of the mean calibrated probability."""
+    return forward_selection(
+        probabilities, lambda p: roc_auc_score(labels, p), "validation_roc_auc", "ROC AUC", min_gain
+    )
+
+
+def select_differential(
+    codes: list[str], equal_prior: dict[str, np.ndarray], min_gain: float = DIFFERENTIAL_MIN_GAIN
+) -> dict:
+    """The differential's members: forward selection by validation balanced multi-class accuracy,
+    each image's diagnosis the most probable of the members' mean softmax under equal class priors
+    (`Scores.equal_prior`, the rule that metric rewards)."""
+    true = [diagnoses.index_of(code) for code in codes]
+    return forward_selection(
+        equal_prior,
+        lambda p: balanced_accuracy_score(true, p.argmax(axis=1)),
+        "validation_balanced_multiclass_accuracy",
+        "balanced multi-class accuracy",
+        min_gain,
+    )
 
 
 class CombinedPredictor:
-    """The combined reading served like a model: the validated members scored together, once per
-    image, and their calibrated melanoma probabilities averaged."""
+    """The combined reading served like a model: the validated models scored together, once per
+    image, their calibrated melanoma probabilities (and diagnosis probabilities) averaged."""
 
     name = COMBINED_NAME
 
     def __init__(self, spec: CombinedSpec, members: list):
         self.spec = spec
-        self.members = members
+        self.members = members  # a Predictor for each of spec.models, in that order
 
     @classmethod
     def load(cls, models_dir: str | Path) -> "CombinedPredictor":
@@ -226,7 +367,7 @@ class CombinedPredictor:
 
         spec = CombinedSpec.read(models_dir)
         members = []
-        for member in spec.members:
+        for member in spec.models:
             try:
                 members.append(load_predictor(member, models_dir))
             except ModelUnavailableError as error:
@@ -241,6 +382,11 @@ class CombinedPredictor:
     def threshold(self) -> float:
         return self.spec.threshold
 
+    @property
+    def melanoma_members(self) -> list:
+        """The members whose calibrated melanoma probabilities are averaged (what the maps explain)."""
+        return [member for member in self.members if member.name in self.spec.members]
+
     def read(self, images: list[np.ndarray]):
         """The combined reading of RGB images of any size (melanoma.inference.Reading)."""
         from melanoma.inference import read_together
@@ -248,9 +394,9 @@ class CombinedPredictor:
         return self.combine_readings(read_together(self.members, images))
 
     def combine_readings(self, readings: list):
-        """The members' readings of a batch (in `members` order) as one: the mean calibrated
-        probability, and a gate verdict that is in distribution only when every member's is."""
-        from melanoma.inference import Reading, Scores
+        """The members' readings of a batch (in `members` order) as one: the combined scores
+        (`combined_scores`), and a gate verdict that is in distribution only when every member's is."""
+        from melanoma.inference import Reading
         from melanoma.ood import GateResult
 
         gates = []
@@ -261,7 +407,8 @@ class CombinedPredictor:
                     not refused, max(verdict.score for verdict in verdicts), refused[0].reason if refused else ""
                 )
             )
-        return Reading(Scores(mean_probability([reading.scores.melanoma for reading in readings])), gates)
+        scores = {member.name: reading.scores for member, reading in zip(self.members, readings)}
+        return Reading(combined_scores(self.spec, scores), gates)
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         return self.read(images).scores.melanoma
@@ -276,9 +423,9 @@ class CombinedPredictor:
         """
         from melanoma.explain.occlusion import occlusion_sensitivity
 
-        size = max(member.serving.input_size for member in self.members)
+        size = max(member.serving.input_size for member in self.melanoma_members)
         maps = []
-        for member in self.members:
+        for member in self.melanoma_members:
             own = member.serving.input_size
             view = to_model_input(pixels, own).astype(np.float32)
             scores = occlusion_sensitivity(member.calibrated_model, view, max(1, round(patch_size * own / size)))
@@ -289,10 +436,11 @@ class CombinedPredictor:
         """The members' Grad-CAM maps (each peak 1), resized to the largest input size and averaged."""
         from melanoma.explain.gradcam import grad_cam
 
-        size = max(member.serving.input_size for member in self.members)
-        views = [to_model_input(pixels, member.serving.input_size).astype(np.float32) for member in self.members]
+        members = self.melanoma_members
+        size = max(member.serving.input_size for member in members)
+        views = [to_model_input(pixels, member.serving.input_size).astype(np.float32) for member in members]
         maps = [
             cv2.resize(grad_cam(member.model, view, member.gradcam_layer), (size, size), interpolation=cv2.INTER_LINEAR)
-            for member, view in zip(self.members, views)
+            for member, view in zip(members, views)
         ]
         return np.mean(maps, axis=0)

@@ -226,6 +226,24 @@ def _diagnosis_code(code: str) -> dict:
     return {"coding": codings, "text": f"Probability of {NAMES[code]}"}
 
 
+def _diagnosis_components(reading) -> list[dict]:
+    """A diagnosis reading's components (a Decision's, or the combined reading's averaged
+    differential): P(skin cancer) against its threshold, then each diagnosis' probability."""
+    if reading.malignant_probability is None:
+        return []
+    cancers = ", ".join(NAMES[code] for code in MALIGNANT)
+    skin_cancer = {
+        "code": _concept(
+            LOCAL_CODES, "skin-cancer-probability", f"Calibrated probability of a skin cancer ({cancers})"
+        ),
+        **_reading(reading.malignant_probability, reading.malignant_threshold),
+    }
+    return [skin_cancer] + [
+        {"code": _diagnosis_code(code), "valueQuantity": _percent(probability)}
+        for code, probability in reading.differential
+    ]
+
+
 def _reference(url: str, display: str) -> dict:
     return {"reference": url, "display": display}
 
@@ -324,20 +342,7 @@ class _Builder:
         if not decision.assessed:
             return self.observation(self._melanoma_code(facts.name), {**fields, **_not_assessed(decision.ood_reason)})
         fields.update(_reading(decision.probability, decision.threshold))
-        if decision.malignant_probability is not None:
-            cancers = ", ".join(NAMES[code] for code in MALIGNANT)
-            fields["component"].append(
-                {
-                    "code": _concept(
-                        LOCAL_CODES, "skin-cancer-probability", f"Calibrated probability of a skin cancer ({cancers})"
-                    ),
-                    **_reading(decision.malignant_probability, decision.malignant_threshold),
-                }
-            )
-        fields["component"] += [
-            {"code": _diagnosis_code(code), "valueQuantity": _percent(probability)}
-            for code, probability in decision.differential
-        ]
+        fields["component"] += _diagnosis_components(decision)
         return self.observation(self._melanoma_code(facts.name), fields)
 
     @staticmethod
@@ -350,9 +355,15 @@ class _Builder:
         )
 
     def combined_observation(self, combined: CombinedReading, members: dict[str, str]) -> str:
+        method = f"Mean of the calibrated melanoma probabilities of {', '.join(combined.members)}"
+        read = combined.members
+        if combined.averaged:
+            averaged = combined.averaged_members
+            method += f"; differential: mean of the calibrated diagnosis probabilities of {', '.join(averaged)}"
+            read += tuple(name for name in averaged if name not in read)
         fields: dict = {
-            "method": {"text": f"Mean of the calibrated melanoma probabilities of {', '.join(combined.members)}"},
-            "derivedFrom": [_reference(members[name], name) for name in combined.members if name in members],
+            "method": {"text": method},
+            "derivedFrom": [_reference(members[name], name) for name in read if name in members],
             "component": [
                 _gate(combined.assessed, COMBINED_NOT_ASSESSED),
                 {
@@ -361,11 +372,11 @@ class _Builder:
                 },
             ],
         }
-        fields.update(
-            _reading(combined.probability, combined.threshold)
-            if combined.assessed
-            else _not_assessed(COMBINED_NOT_ASSESSED)
-        )
+        if combined.assessed:
+            fields.update(_reading(combined.probability, combined.threshold))
+            fields["component"] += _diagnosis_components(combined)
+        else:
+            fields.update(_not_assessed(COMBINED_NOT_ASSESSED))
         code = _concept(
             LOCAL_CODES,
             "combined-melanoma-probability",

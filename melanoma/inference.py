@@ -51,15 +51,20 @@ class Scores:
 
     melanoma: np.ndarray
     diagnoses: np.ndarray | None = None
-    # The predicted diagnosis index under equal class priors: the network's own argmax, trained with
-    # balanced class weights. A balanced metric (ISIC 2018 Task 3's) rewards this rule; the calibrated
+    # The diagnoses' probabilities under equal class priors (n, 7): the network's own softmax, trained
+    # with balanced classes. A balanced metric (ISIC 2018 Task 3's) rewards their argmax; the calibrated
     # `diagnoses`, with the training data's priors, are what a clinician reads.
-    predicted: np.ndarray | None = None
+    equal_prior: np.ndarray | None = None
 
     @property
     def malignant(self) -> np.ndarray | None:
         """P(skin cancer) per image, for a diagnosis model."""
         return None if self.diagnoses is None else diagnoses.malignant_probability(self.diagnoses)
+
+    @property
+    def predicted(self) -> np.ndarray | None:
+        """The predicted diagnosis index per image, under equal class priors."""
+        return None if self.equal_prior is None else self.equal_prior.argmax(axis=1)
 
 
 def class_output(network, codes: tuple[str, ...], name: str):
@@ -155,7 +160,7 @@ class Predictor:
         if not self.is_diagnosis:
             return Scores(melanoma)
         calibrated = diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
-        return Scores(melanoma, calibrated, np.asarray(raw).argmax(axis=1))
+        return Scores(melanoma, calibrated, np.asarray(raw))
 
     def scores(self, images: list[np.ndarray], batch_size: int = 32) -> Scores:
         """Calibrated readings for RGB images of any size."""

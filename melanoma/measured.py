@@ -49,5 +49,6 @@ class Measured:
             COMBINED_INITIALISATION,
             spec.threshold,
             spec.metrics if metrics is None else metrics,
-            holdout_metrics=spec.holdout_metrics,
+            spec.malignant_threshold,
+            spec.holdout_metrics,
         )

@@ -41,7 +41,7 @@ import pandas as pd
 
 from melanoma import diagnoses
 from melanoma.cases import decode_upload
-from melanoma.combined import CombinedSpec, mean_probability
+from melanoma.combined import CombinedSpec, combined_scores
 from melanoma.data import GENERIC_LABEL_VALUES, GENERIC_LABELS, DataError
 from melanoma.images import IMAGE_EXTENSIONS, ImageError
 from melanoma.inference import Scores, read_together
@@ -421,7 +421,7 @@ def _joined(chunks: list[Scores]) -> Scores:
     if chunks[0].diagnoses is None:
         return Scores(melanoma)
     return Scores(
-        melanoma, *(np.concatenate([getattr(c, part) for c in chunks]) for part in ("diagnoses", "predicted"))
+        melanoma, *(np.concatenate([getattr(c, part) for c in chunks]) for part in ("diagnoses", "equal_prior"))
     )
 
 
@@ -512,25 +512,25 @@ def validate(
     codes = np.array([image.dx for image in scored_images], str)
     note = _diagnosis_note(codes, predictors)
     known = codes if (codes != "").all() else None
-    results = []
+    results, scores = [], {}
     for index, predictor in enumerate(predictors):
-        scores = _joined([part[index][0] for part in parts])
+        scores[predictor.name] = _joined([part[index][0] for part in parts])
         in_distribution = np.concatenate([part[index][1] for part in parts])
-        results.append(_result(Measured.of_model(predictor.entry, metrics={}), labels, scores, in_distribution, known))
+        measured = Measured.of_model(predictor.entry, metrics={})
+        results.append(_result(measured, labels, scores[predictor.name], in_distribution, known))
     notes = [note] if note else []
     if combined is not None:
         by_name = {result.name: result for result in results}
-        missing = [member for member in combined.members if member not in by_name]
+        missing = [member for member in combined.models if member not in by_name]
         if missing:
             notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
         else:
-            members = [by_name[member] for member in combined.members]
             results.append(
                 _result(
                     Measured.of_combined(combined, metrics={}),
                     labels,
-                    Scores(mean_probability([m.probabilities for m in members])),
-                    np.logical_and.reduce([m.in_distribution for m in members]),
+                    combined_scores(combined, scores),
+                    np.logical_and.reduce([by_name[member].in_distribution for member in combined.models]),
                     known,
                 )
             )

@@ -141,8 +141,8 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
     # The held-out runs are copies of the members, so the combination is the mean of the members' own readings.
     table = join_split(labelled, read_split(output_dir / members[0]))
     scores, labels = score_splits([load_predictor(name, str(output_dir)) for name in members], table)
-    brier = {name: brier_score_loss(labels["test"], scores["test"][name]) for name in members}
-    mean = brier_score_loss(labels["test"], mean_probability([scores["test"][name] for name in members]))
+    brier = {name: brier_score_loss(labels["test"], scores["test"][name].melanoma) for name in members}
+    mean = brier_score_loss(labels["test"], mean_probability([scores["test"][name].melanoma for name in members]))
     assert measured["clinic_x"]["brier_score"] == pytest.approx(mean, abs=1e-9)
     assert all(abs(mean - alone) > 1e-4 for alone in brier.values())
 
@@ -255,3 +255,43 @@ def test_train_calibrate_refits_a_held_out_run_and_names_a_missing_one(trained_m
         == json.loads((models / "scratch_cnn" / "card.json").read_text())["serving"]["ood"]["features_sha256"]
     )
     assert calibrate([*arguments, "--holdout-source", "clinic_q"]) == 2
+
+
+def test_a_combined_differential_of_one_diagnosis_model_is_that_models_own(trained_models, tmp_path, capsys):
+    """train.combine over the fixture's diagnosis model alone: every door then reads its averaged
+    differential, which for one member must be the model's own reading, threshold and test metrics."""
+    from train import evaluate
+    from train.combine import main as combine
+
+    data_dir, output_dir = trained_models
+    diagnosis_data, models = data_dir.parent / "diagnosis_data", tmp_path / "models"
+    models.mkdir()
+    for name in (DIAGNOSIS_MODEL, "imagenet_features.keras"):
+        (models / name).symlink_to(output_dir / name)
+    assert combine(["--data-dir", str(diagnosis_data), "--models-dir", str(models), "--models", DIAGNOSIS_MODEL]) == 0
+    assert "averaged differential of efficientnet_lite0_diagnosis: validation" in capsys.readouterr().out
+    spec, model = CombinedSpec.read(models), load_predictor(DIAGNOSIS_MODEL, models)
+    assert spec.differential.members == (DIAGNOSIS_MODEL,) and spec.models == (DIAGNOSIS_MODEL,)
+    assert spec.differential.malignant_threshold == pytest.approx(model.entry.malignant_threshold)
+    own, combined = model.entry.metrics["diagnoses"], spec.metrics["diagnoses"]
+    assert combined["confusion_matrix"] == own["confusion_matrix"] and combined["recall"] == own["recall"]
+    assert combined["balanced_multiclass_accuracy"] == pytest.approx(own["balanced_multiclass_accuracy"])
+    assert combined["malignant"]["roc_auc"] == pytest.approx(own["malignant"]["roc_auc"])
+
+    images = sorted((diagnosis_data / "images").glob("*.jpg"))[:6]
+    rows = {}
+    for name in ("combined", DIAGNOSIS_MODEL):
+        assert cli(["--models-dir", str(models), "predict", "--model", name, "--json", *map(str, images)]) == 0
+        rows[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for combined_row, own_row in zip(rows["combined"], rows[DIAGNOSIS_MODEL]):
+        assert combined_row["diagnoses"] == pytest.approx(own_row["diagnoses"], abs=1e-6)
+        assert combined_row["diagnoses"]["MEL"] == pytest.approx(combined_row["probability"])
+        assert combined_row["malignant"] == pytest.approx(own_row["malignant"], abs=1e-6)
+        assert combined_row["malignant_threshold"] == spec.differential.malignant_threshold
+
+    out = tmp_path / "metrics.json"
+    arguments = ["--models-dir", str(models), "--data-dir", str(diagnosis_data), "--split", "test", "--out", str(out)]
+    assert evaluate.main(["--model", "combined", *arguments]) == 0
+    measured = json.loads(out.read_text())["diagnoses"]
+    assert measured["balanced_multiclass_accuracy"] == pytest.approx(own["balanced_multiclass_accuracy"])
+    assert measured["malignant"]["roc_auc"] == pytest.approx(own["malignant"]["roc_auc"])

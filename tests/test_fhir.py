@@ -12,7 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from melanoma.card import ModelCard
 from melanoma.cases import Decision
-from melanoma.combined import CombinedReading
+from melanoma.combined import CombinedReading, CombinedSpec, DifferentialSpec, combine
 from melanoma.dicom import read_dicom
 from melanoma.fhir import (
     AI_ASSERTED,
@@ -295,3 +295,25 @@ def test_percentages_keep_a_millionth():
     tiny = Decision("efficientnet_lite0", float(np.float32(1e-6)), 0.5, None, None)
     observation = observation_of(resources(bundle_json(case([tiny]))), "melanoma-probability")
     assert percent(observation["valueQuantity"]) == pytest.approx(1e-6, abs=1e-7)
+
+
+def test_the_combined_observation_carries_its_averaged_differential():
+    spec = CombinedSpec(
+        ("efficientnet_lite0",), 0.0911, {}, differential=DifferentialSpec(("efficientnet_lite0_diagnosis",), 0.3)
+    )
+    reading = combine([MELANOMA_MODEL, DIAGNOSIS_MODEL], spec)
+    found = resources(bundle_json(case([MELANOMA_MODEL, DIAGNOSIS_MODEL], combined=reading)))
+    combined = observation_of(found, "combined-melanoma-probability")
+    assert combined["method"]["text"].endswith(
+        "; differential: mean of the calibrated diagnosis probabilities of efficientnet_lite0_diagnosis"
+    )
+    assert len(combined["derivedFrom"]) == 2  # the melanoma member and the diagnosis member
+    cancer = component(combined, LOCAL_CODES, "skin-cancer-probability")
+    assert percent(cancer["valueQuantity"]) == pytest.approx(reading.malignant_probability, abs=1e-6)
+    assert percent(cancer["referenceRange"][0]["high"]) == pytest.approx(0.3, abs=1e-6)
+    mel = percent(component(combined, ISIC_DIAGNOSES, "MEL")["valueQuantity"])
+    assert mel == pytest.approx(MELANOMA_MODEL.probability, abs=1e-6)  # the combined verdict's probability
+    assert (
+        "Averaged differential of 1 diagnosis model (efficientnet_lite0_diagnosis)"
+        in found["DiagnosticReport"][0]["conclusion"]
+    )

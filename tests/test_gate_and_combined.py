@@ -10,9 +10,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from melanoma.cases import Decision, decide, decide_all
-from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
+from melanoma.combined import COMBINED_FILE, CombinedSpec, DifferentialSpec, combine, select_differential
 from melanoma.config import DEFAULT_MODELS
 from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
+from melanoma.diagnoses import CODES
 from melanoma.images import to_model_input
 from melanoma.inference import load_predictor
 from melanoma.ood import FeatureGate, image_problem
@@ -175,3 +176,54 @@ def test_the_combined_reading_names_the_other_skin_cancer_its_diagnosis_member_r
     assert lines[2].startswith("Differential: basal cell carcinoma 90.5%") and summary == " ".join(lines)
     not_assessed = replace(diagnosis, in_distribution=False, ood_reason="unlike the training images")
     assert "diagnosis model" not in combine([not_assessed], None).summary()
+
+
+def test_the_combined_reading_reads_one_averaged_differential_when_one_was_validated():
+    """Two diagnosis models that lead with different diagnoses give one differential, whose melanoma
+    probability is the combined verdict's, and one skin-cancer verdict against its own threshold."""
+    first = (("BCC", 0.60), ("BKL", 0.20), ("NV", 0.10), ("MEL", 0.04), ("AKIEC", 0.04), ("DF", 0.01), ("VASC", 0.01))
+    second = (("BKL", 0.50), ("BCC", 0.30), ("NV", 0.10), ("MEL", 0.06), ("AKIEC", 0.02), ("DF", 0.01), ("VASC", 0.01))
+    d1 = Decision("d1", 0.04, 0.08, 0.9, 0.7, None, True, "", 0.68, 0.2, first)
+    d2 = Decision("d2", 0.06, 0.08, 0.9, 0.7, None, True, "", 0.38, 0.2, second)
+    melanoma_model = Decision("m", 0.02, 0.1, 0.9, 0.6)
+    spec = CombinedSpec(("m", "d1"), 0.09, {}, differential=DifferentialSpec(("d1", "d2"), 0.25))
+    assert spec.models == ("m", "d1", "d2")
+    reading = combine([melanoma_model, d1, d2], spec)
+    assert reading.members == ("m", "d1") and reading.probability == pytest.approx(0.03) and reading.melanoma is False
+    differential = dict(reading.differential)
+    assert differential["MEL"] == pytest.approx(0.03)  # the combined melanoma probability, not the members' 0.05
+    # The other diagnoses share the rest in the proportions of the members' mean: BCC 0.45, BKL 0.35, ...
+    assert differential["BCC"] / differential["BKL"] == pytest.approx(0.45 / 0.35)
+    assert sum(differential.values()) == pytest.approx(1.0) and reading.differential[0][0] == "BCC"
+    assert reading.malignant_probability == pytest.approx(0.03 + 0.97 * (0.45 + 0.03) / 0.95)
+    assert reading.malignant_threshold == 0.25 and reading.skin_cancer is True
+    lines = reading.summary_lines()
+    assert lines[1].startswith("Averaged differential of 2 diagnosis models (d1, d2): Other skin cancer: suspicious")
+    assert lines[2].startswith(f"Differential: basal cell carcinoma {differential['BCC']:.1%}")
+    assert len(lines) == 3 and not any("(diagnosis model)" in line for line in lines)
+    # Without every diagnosis member, no averaged differential: the member that is read speaks for itself.
+    fallback = combine([melanoma_model, d1], spec)
+    assert fallback.averaged is None and fallback.skin_cancer is None and fallback.melanoma is False
+    assert fallback.summary_lines()[1].startswith("d1 (diagnosis model): Other skin cancer: suspicious")
+    # A member whose gate refuses the image leaves the whole reading unassessed.
+    refused = combine([melanoma_model, d1, replace(d2, in_distribution=False)], spec)
+    assert not refused.assessed and "Averaged differential" not in refused.summary()
+
+
+def test_the_differential_members_are_chosen_by_validation_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    codes = [CODES[i % 7] for i in range(700)]
+    truth = np.eye(7)[[CODES.index(code) for code in codes]]
+
+    def model(noise: float) -> np.ndarray:
+        logits = truth * 2 + rng.normal(0, noise, truth.shape)
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    candidates = {"good": model(1.5), "helper": model(1.5), "noise": model(50.0)}
+    selection = select_differential(codes, candidates)
+    assert set(selection["members"]) == {"good", "helper"} and set(selection["left_out"]) == {"noise"}
+    key = "validation_balanced_multiclass_accuracy"
+    assert selection[key] > max(selection["candidates"]["good"], selection["candidates"]["helper"]) + 0.01
+    assert selection["left_out"]["noise"].startswith(
+        f"adding it would change the combination's validation balanced multi-class accuracy from {selection[key]:.4f}"
+    )

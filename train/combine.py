@@ -7,6 +7,11 @@ mean of their calibrated probabilities gets the highest threshold whose validati
 reaches the target; the test split only measures the result. `<models-dir>/combined.json` records
 the members, why every other candidate was left out, the threshold, and validation and test metrics.
 
+Where the candidates include diagnosis models and every image has a diagnosis, the averaged
+differential's members are chosen the same way by validation balanced multi-class accuracy
+(melanoma.combined.select_differential), its skin-cancer threshold by the sensitivity rule on
+validation; combined.json's "differential" records them and its test metrics gain the multi-class ones.
+
 Where every member also has a source-held-out run with its weights (`train.run --holdout-source`,
 `<member>/holdout-<source>/`), the same combination is measured at that clinic: the held-out runs
 score its images and their mean gets its threshold from their validation split, as one model's
@@ -24,13 +29,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from melanoma.combined import COMBINED_FILE, mean_probability, select_members
+from melanoma import diagnoses
+from melanoma.combined import (
+    COMBINED_FILE,
+    DIFFERENTIAL_MIN_GAIN,
+    combined_diagnoses,
+    mean_probability,
+    select_differential,
+    select_members,
+)
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import atomic_write, write_json
-from melanoma.inference import Predictor, load_predictor
-from melanoma.metrics import evaluate_predictions, flagged_by_diagnosis, threshold_for_sensitivity, threshold_rule
+from melanoma.inference import Predictor, Scores, load_predictor
+from melanoma.metrics import (
+    evaluate_diagnoses,
+    evaluate_predictions,
+    flagged_by_diagnosis,
+    threshold_for_sensitivity,
+    threshold_rule,
+)
 from melanoma.store import HOLDOUT_PREFIX, MODEL_FILE, ModelUnavailableError, inspect_model, load_keras_model
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
@@ -92,13 +111,13 @@ class OutputCache:
 
 
 def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | None = None) -> tuple[dict, dict]:
-    """Each predictor's calibrated probabilities on the validation and test images of `table`
-    (decoded once per input size, and not at all for outputs the cache holds), and the labels:
-    ({split: {name: scores}}, {split: labels})."""
+    """Each predictor's calibrated readings (melanoma.inference.Scores) of the validation and test
+    images of `table` (decoded once per input size, and not at all for outputs the cache holds), and
+    the labels: ({split: {name: scores}}, {split: labels})."""
     cache = cache or OutputCache(None)
     parts = {s: table[table.split == s] for s in SCORED_SPLITS}
     image_ids = {s: list(part.image_id) for s, part in parts.items()}
-    scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SCORED_SPLITS}
+    scores: dict[str, dict[str, Scores]] = {s: {} for s in SCORED_SPLITS}
     for size in sorted({p.serving.input_size for p in predictors}):
         pixels: dict[str, np.ndarray] = {}
         for predictor in (p for p in predictors if p.serving.input_size == size):
@@ -109,7 +128,7 @@ def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | Non
                         pixels[s] = load_pixels(list(part.path), size)
                     raw = predictor.raw_outputs(pixels[s])
                     cache.keep(predictor, image_ids[s], raw)
-                scores[s][predictor.name] = predictor.calibrate(raw).melanoma
+                scores[s][predictor.name] = predictor.calibrate(raw)
     return scores, {s: part.label.to_numpy() for s, part in parts.items()}
 
 
@@ -165,14 +184,61 @@ def held_out_readings(
             continue
         table = join_split(labelled, splits[0])
         scores, labels = score_splits(predictors, table, cache)
-        combined = {s: mean_probability(list(scores[s].values())) for s in SCORED_SPLITS}
+        combined = {s: mean_probability([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
         threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
         metrics = combined_metrics(table, labels, combined, threshold)
         metrics["split"] = f"held-out source {source}"
         metrics["validation_roc_auc"] = float(roc_auc_score(labels["val"], combined["val"]))
-        metrics["members_roc_auc"] = {m: float(roc_auc_score(labels["test"], scores["test"][m])) for m in members}
+        metrics["members_roc_auc"] = {
+            m: float(roc_auc_score(labels["test"], scores["test"][m].melanoma)) for m in members
+        }
         measured[source] = metrics
     return measured, not_measured
+
+
+def averaged_differential(
+    table: pd.DataFrame, scores: dict, melanoma: dict, target_sensitivity: float
+) -> tuple[dict | None, dict | None, str]:
+    """The averaged differential of the diagnosis candidates: (its combined.json section, its test
+    metrics, why there is none). Members by validation balanced multi-class accuracy, the
+    skin-cancer threshold by the sensitivity rule on validation, the MEL column the combined
+    melanoma probability `melanoma` ({split: (n,)}); the test split only measures."""
+    candidates = [name for name, readings in scores["val"].items() if readings.diagnoses is not None]
+    codes = {s: list(table.dx[table.split == s]) for s in SCORED_SPLITS}
+    if not candidates:
+        return None, None, "no candidate is a diagnosis model (train.run --target diagnosis)"
+    if not all(codes["val"]) or not all(codes["test"]):
+        return None, None, "some validation or test images have no diagnosis (a dx column) to choose and measure it"
+    selection = select_differential(codes["val"], {name: scores["val"][name].equal_prior for name in candidates})
+    members = selection["members"]
+    probabilities = {
+        s: combined_diagnoses([scores[s][m].diagnoses for m in members], melanoma[s]) for s in SCORED_SPLITS
+    }
+    malignant_val = np.isin(codes["val"], diagnoses.MALIGNANT).astype(int)
+    malignant_threshold = threshold_for_sensitivity(
+        malignant_val, diagnoses.malignant_probability(probabilities["val"]), target_sensitivity
+    )
+    equal_prior = mean_probability([scores["test"][m].equal_prior for m in members])
+    metrics = evaluate_diagnoses(
+        codes["test"], probabilities["test"], malignant_threshold, predicted=equal_prior.argmax(1)
+    )
+    metrics["validation_balanced_multiclass_accuracy"] = selection["validation_balanced_multiclass_accuracy"]
+    test_true = [diagnoses.index_of(code) for code in codes["test"]]
+    selection["candidates_test_balanced_multiclass_accuracy"] = {
+        name: float(balanced_accuracy_score(test_true, scores["test"][name].predicted)) for name in candidates
+    }
+    section = {
+        "members": members,
+        "combination": "mean of the members' calibrated diagnosis probabilities, its melanoma column the combined "
+        "melanoma probability",
+        "selection_rule": "forward selection by validation balanced multi-class accuracy (the most probable diagnosis "
+        f"of the members' mean softmax under equal class priors; each member must add at least "
+        f"{DIFFERENTIAL_MIN_GAIN}); the test split chooses nothing",
+        "malignant_threshold": malignant_threshold,
+        "malignant_threshold_rule": threshold_rule(target_sensitivity),
+        "selection": selection,
+    }
+    return section, metrics, ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,17 +270,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     left_out.update(other_split)
     scores, labels = score_splits(candidates, table, cache)
-    selection = select_members(labels["val"], scores["val"])
+    selection = select_members(labels["val"], {name: readings.melanoma for name, readings in scores["val"].items()})
     selection["left_out"].update(left_out)
     members = selection["members"]
-    combined = {s: mean_probability([scores[s][m] for m in members]) for s in SCORED_SPLITS}
+    combined = {s: mean_probability([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
     threshold = threshold_for_sensitivity(labels["val"], combined["val"], args.target_sensitivity)
     metrics = combined_metrics(table, labels, combined, threshold)
     metrics["split"] = "test"
     metrics["validation_roc_auc"] = selection["validation_roc_auc"]
+    differential, differential_metrics, no_differential = averaged_differential(
+        table, scores, combined, args.target_sensitivity
+    )
+    if differential_metrics:
+        metrics["diagnoses"] = differential_metrics
     held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity, cache)
     selection["candidates_test_roc_auc"] = {
-        name: float(roc_auc_score(labels["test"], p)) for name, p in scores["test"].items()
+        name: float(roc_auc_score(labels["test"], readings.melanoma)) for name, readings in scores["test"].items()
     }
     write_json(
         f"{args.models_dir}/{COMBINED_FILE}",
@@ -230,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             "metrics": metrics,
             "holdout_metrics": held_out,
             "holdout_not_measured": not_measured,
+            **({"differential": differential} if differential else {"no_differential": no_differential}),
         },
     )
     print(
@@ -239,6 +311,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, reason in selection["left_out"].items():
         print(f"  left out {name}: {reason}")
+    if differential:
+        print(
+            f"averaged differential of {', '.join(differential['members'])}: validation balanced multi-class "
+            f"accuracy {differential_metrics['validation_balanced_multiclass_accuracy']:.3f}, test "
+            f"{differential_metrics['balanced_multiclass_accuracy']:.3f}, skin-cancer threshold "
+            f"{differential['malignant_threshold']:.3f}, test malignant ROC AUC "
+            f"{differential_metrics['malignant']['roc_auc']:.3f}"
+        )
+        for name, reason in differential["selection"]["left_out"].items():
+            print(f"  left out of the differential {name}: {reason}")
+    else:
+        print(f"no averaged differential: {no_differential}")
     for source, measured in held_out.items():
         members_auc = ", ".join(f"{m} {auc:.3f}" for m, auc in measured["members_roc_auc"].items())
         print(f"  held-out source {source}: ROC AUC {measured['roc_auc']:.3f} (members: {members_auc})")
