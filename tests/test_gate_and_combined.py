@@ -222,8 +222,28 @@ def test_the_differential_members_are_chosen_by_validation_balanced_accuracy():
     candidates = {"good": model(1.5), "helper": model(1.5), "noise": model(50.0)}
     selection = select_differential(codes, candidates)
     assert set(selection["members"]) == {"good", "helper"} and set(selection["left_out"]) == {"noise"}
+    # Cross-validation within validation decides between the selection and the mean of every candidate:
+    cross_validated = selection["cross_validated"]
+    assert selection["rule"] == "forward selection" and cross_validated["forward selection"] > 0.5
+    assert cross_validated["the mean of every candidate"] < cross_validated["forward selection"] - 0.1
     key = "validation_balanced_multiclass_accuracy"
     assert selection[key] > max(selection["candidates"]["good"], selection["candidates"]["helper"]) + 0.01
     assert selection["left_out"]["noise"].startswith(
         f"adding it would change the combination's validation balanced multi-class accuracy from {selection[key]:.4f}"
     )
+
+
+def test_many_equally_good_diagnosis_models_are_all_averaged_when_cross_validation_says_so():
+    """Forward selection keeps the few whose sum happens to fit the validation split's rare
+    diagnoses; the mean of many independent, equally good models does better on images it did
+    not choose on, and cross-validation within validation sees that."""
+    rng = np.random.default_rng(1)
+    codes = [CODES[i % 7] for i in range(350)]
+    truth = np.eye(7)[[CODES.index(code) for code in codes]]
+    candidates = {f"m{i}": truth + rng.normal(0, 0.9, truth.shape) for i in range(8)}
+    candidates = {name: np.exp(x) / np.exp(x).sum(axis=1, keepdims=True) for name, x in candidates.items()}
+    selection = select_differential(codes, candidates)
+    cross_validated = selection["cross_validated"]
+    assert cross_validated["the mean of every candidate"] > cross_validated["forward selection"]
+    assert selection["rule"] == "the mean of every candidate" and selection["members"] == list(candidates)
+    assert selection["left_out"] == {} and len(selection["steps"]) < len(candidates)

@@ -233,7 +233,8 @@ def averaged_differential(
         "melanoma probability",
         "selection_rule": "forward selection by validation balanced multi-class accuracy (the most probable diagnosis "
         f"of the members' mean softmax under equal class priors; each member must add at least "
-        f"{DIFFERENTIAL_MIN_GAIN}); the test split chooses nothing",
+        f"{DIFFERENTIAL_MIN_GAIN}), or the mean of every candidate where repeated 5-fold cross-validation within "
+        "the validation split scores that higher; the test split chooses nothing",
         "malignant_threshold": malignant_threshold,
         "malignant_threshold_rule": threshold_rule(target_sensitivity),
         "selection": selection,
@@ -319,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{differential['malignant_threshold']:.3f}, test malignant ROC AUC "
             f"{differential_metrics['malignant']['roc_auc']:.3f}"
         )
-        for name, reason in differential["selection"]["left_out"].items():
+        chosen = differential["selection"]
+        if "cross_validated" in chosen:
+            scored = ", ".join(f"{rule} {value:.3f}" for rule, value in chosen["cross_validated"].items())
+            print(f"  chosen by {chosen['rule']} (cross-validated within validation: {scored})")
+        for name, reason in chosen["left_out"].items():
             print(f"  left out of the differential {name}: {reason}")
     else:
         print(f"no averaged differential: {no_differential}")
