@@ -112,3 +112,29 @@ def test_the_shipped_models_score_as_they_did_before_this_round():
     for name, expected in reference["probabilities"].items():
         probabilities = load_predictor(name, SHIPPED_MODELS_DIR).probabilities(images)
         np.testing.assert_allclose(probabilities, expected, atol=1e-6, err_msg=name)
+
+
+@needs_images
+def test_the_shipped_combined_differential_is_the_mean_its_file_says():
+    """The shipped combined reading's averaged differential, recomputed from its members on 150 test
+    images: one set of numbers (MEL = the combined melanoma probability), and a balanced accuracy
+    near the one combined.json records."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from melanoma import diagnoses
+    from melanoma.combined import CombinedPredictor
+
+    combined = CombinedPredictor.load(SHIPPED_MODELS_DIR)
+    differential = combined.spec.differential
+    assert differential is not None and set(differential.members) <= set(SHIPPED)
+    split = pd.read_csv(combined.members[0].entry.folder / "split.csv", dtype={"image_id": str})
+    test = split[split.split == "test"].sample(n=150, random_state=2)
+    labelled = pd.read_csv(SHARED_DATA / "HAM10000_metadata.csv").set_index("image_id")
+    images = [read_image(str(SHARED_DATA / "images" / f"{image_id}.jpg")).pixels for image_id in test.image_id]
+    scores = combined.read(images).scores
+    np.testing.assert_allclose(scores.diagnoses[:, diagnoses.index_of("MEL")], scores.melanoma, atol=1e-9)
+    np.testing.assert_allclose(scores.diagnoses.sum(axis=1), 1.0, atol=1e-9)
+    truth = [diagnoses.index_of(labelled.dx[image_id].upper()) for image_id in test.image_id]
+    recorded = combined.spec.metrics["diagnoses"]["balanced_multiclass_accuracy"]
+    # 150 images hold a handful of the rare diagnoses, so only a large change shows here.
+    assert abs(balanced_accuracy_score(truth, scores.predicted) - recorded) < 0.2
