@@ -95,6 +95,9 @@ def results_row(case: Case) -> dict:
         row["combined probability"] = case.combined.probability if case.combined.assessed else None
         row["combined decision"] = case.combined.verdict
         row["models disagree"] = case.combined.disagreement
+        if (averaged := case.combined.averaged) is not None:
+            row["combined skin cancer"] = averaged.skin_cancer_verdict
+            row["combined differential"] = short_differential(averaged.differential)
     return row
 
 

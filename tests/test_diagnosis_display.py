@@ -125,3 +125,48 @@ def test_validate_shows_the_share_of_each_diagnosis_flagged_on_a_zip_with_dx(ope
     measured = next(model for model in result.results if model.name == DIAGNOSIS_MODEL).metrics["diagnoses"]
     assert table.Model.tolist() == [DIAGNOSIS_MODEL] and shows(table.iloc[0], measured)
     assert diagnosis_matrices(at) == [measured["confusion_matrix"]]
+
+
+def test_diagnose_shows_the_combined_readings_averaged_differential(trained_models, tmp_path, monkeypatch):
+    """With "Combined reading" chosen, the banner and the results table carry the library's averaged
+    differential and its skin-cancer verdict: one differential, not one per diagnosis model."""
+    import io
+
+    from melanoma.cases import decide
+    from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
+    from melanoma.images import decode_image
+    from melanoma.inference import load_predictor
+    from tests.synthetic import lesion_image
+
+    _, output_dir = trained_models
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("efficientnet_lite0", DIAGNOSIS_MODEL, "imagenet_features.keras"):
+        (models / name).symlink_to(output_dir / name)
+    stored = {
+        "members": ["efficientnet_lite0", DIAGNOSIS_MODEL],
+        "threshold": 0.3,
+        "metrics": {"roc_auc": 0.99},
+        "differential": {"members": [DIAGNOSIS_MODEL], "malignant_threshold": 0.2},
+    }
+    (models / COMBINED_FILE).write_text(json.dumps(stored))
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(models))
+    buffer = io.BytesIO()
+    lesion_image(False, np.random.default_rng(4)).save(buffer, format="JPEG", quality=95)  # in both gates' scope
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    combined = next(option for option in at.selectbox[0].options if option.startswith("Combined reading"))
+    assert combined.endswith(f"; differential of {DIAGNOSIS_MODEL}")
+    at.selectbox[0].set_value(combined).run()
+    at.file_uploader[0].set_value(("lesion.jpg", buffer.getvalue(), "image/jpeg")).run()
+    assert not at.exception
+
+    pixels = decode_image(buffer.getvalue()).pixels
+    decisions = [decide(load_predictor(name, models), pixels) for name in stored["members"]]
+    reading = combine(decisions, CombinedSpec.read(models))
+    assert reading.averaged is not None and reading.assessed
+    banners = [element.value for kind in ("info", "error", "warning") for element in at.get(kind)]
+    assert "  \n".join(reading.summary_lines()) in banners
+    assert f"Averaged differential of 1 diagnosis model ({DIAGNOSIS_MODEL}): " in reading.summary_lines()[-2]
+    row = at.dataframe[0].value.iloc[0]
+    assert row["combined skin cancer"] == reading.averaged.skin_cancer_verdict
+    assert row["combined differential"].startswith(reading.differential[0][0])
