@@ -32,12 +32,12 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
+from melanoma.cases import Decision
 from melanoma.images import to_model_input
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from melanoma.cases import Decision
     from melanoma.inference import Scores
 
 COMBINED_FILE = "combined.json"
@@ -251,8 +251,6 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
     diagnosis member is among the decisions, is read as one; otherwise each diagnosis model among
     the averaged ones adds its skin-cancer reading and differential, in its own name.
     """
-    from melanoma.cases import Decision
-
     by_model = {decision.model: decision for decision in decisions}
     validated = spec is not None and all(member in by_model for member in spec.members)
     chosen = [by_model[member] for member in spec.members] if validated else decisions
