@@ -20,7 +20,7 @@ from melanoma.store import SHIPPED_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
 # Two of the study's three (inception_v3's 89 MB are not shipped, to keep models/ well under 200 MB),
-# Lite0 with and without colour constancy, and the four Lite0s trained on the seven diagnoses.
+# Lite0 with and without colour constancy, and the five Lite0s trained on the seven diagnoses.
 SHIPPED = [
     "scratch_cnn",
     "efficientnet_b3",
@@ -30,6 +30,7 @@ SHIPPED = [
     "efficientnet_lite0_diagnosis_plain",
     "efficientnet_lite0_diagnosis_sampled",
     "efficientnet_lite0_diagnosis_sampled_192",
+    "efficientnet_lite0_diagnosis_sampled_cc_192",
 ]
 needs_images = pytest.mark.skipif(
     not (SHARED_DATA / "HAM10000_metadata.csv").is_file(), reason=f"shared HAM10000 data not found at {SHARED_DATA}"
