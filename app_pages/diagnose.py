@@ -291,7 +291,8 @@ with st.expander("Explanation settings", expanded=False):
 
 if case.combined is not None:
     reading = case.combined
-    show = st.warning if not reading.assessed or reading.disagreement else st.error if reading.melanoma else st.info
+    flagged = reading.melanoma or reading.skin_cancer
+    show = st.warning if not reading.assessed or reading.disagreement else st.error if flagged else st.info
     show("  \n".join(reading.summary_lines()))  # a Markdown line break between sentences
 columns = st.columns(len(chosen))
 for column, result in zip(columns, case.decisions):

@@ -56,7 +56,8 @@ def main() -> int:
     combined = load_predictor(COMBINED_NAME, args.models_dir)
     baseline = load_predictor(args.baseline, args.models_dir)
     print(
-        f"combined reading of {', '.join(m.name for m in combined.members)}; baseline {baseline.name}; "
+        f"combined reading of {', '.join(combined.spec.members)}, reading {len(combined.members)} models "
+        f"({', '.join(m.name for m in combined.members)}); baseline {baseline.name}; "
         f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
     )
     for count in (1, len(images)):

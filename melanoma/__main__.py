@@ -119,8 +119,8 @@ def write_bundle(folder: Path, image_name: str, dicom, models: list, decisions: 
 
 def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str:
     """One image's line from its verdict (a melanoma.cases.Decision, or a CombinedReading): JSON, or
-    tab-separated path, probability, verdict (and a diagnosis model's skin-cancer probability,
-    verdict and short differential)."""
+    tab-separated path, probability, verdict (and, from a diagnosis model or the combined reading's
+    averaged differential, the skin-cancer probability, verdict and short differential)."""
     skin_cancer = getattr(verdict, "skin_cancer", None)
     if as_json:  # unrounded: a rounded probability could contradict the decision at the threshold
         line = {

@@ -64,7 +64,11 @@ class DifferentialSpec:
 
     @classmethod
     def from_dict(cls, stored: dict | None) -> "DifferentialSpec | None":
-        return cls(tuple(stored["members"]), float(stored["malignant_threshold"])) if stored else None
+        if not stored:
+            return None
+        if not stored["members"]:
+            raise ValueError("its differential names no members")
+        return cls(tuple(stored["members"]), float(stored["malignant_threshold"]))
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,8 @@ class CombinedReading:
         return "no validated threshold" if self.melanoma is None else "suspicious" if self.melanoma else "not flagged"
 
     def summary_lines(self) -> tuple[str, ...]:
-        """The reading in sentences the page shows one per line: the verdict, any disagreement, then each
-        diagnosis member's skin-cancer line and differential."""
+        """The reading in sentences the page shows one per line: the verdict, any disagreement, then the
+        averaged differential's skin-cancer line and differential (without one, each diagnosis member's)."""
         if not self.assessed:
             return (
                 "Combined reading: not assessed, because at least one model finds this image unlike the "
@@ -257,7 +261,7 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
     probability = float(mean_probability([np.array([d.probability]) for d in chosen])[0])
     verdicts = {decision.melanoma for decision in chosen}
     differential = spec.differential if validated else None
-    if differential and all(member in by_model for member in differential.members):
+    if differential and all(by_model.get(member) and by_model[member].differential for member in differential.members):
         members = [by_model[member] for member in differential.members]
         vectors = [np.array([[dict(d.differential)[code] for code in diagnoses.CODES]]) for d in members]
         mean = combined_diagnoses(vectors, np.array([probability]))
@@ -368,21 +372,22 @@ def select_differential(
     folds = min(5, int(np.bincount(true).max()))  # a tiny validation split gets fewer folds
     if len(equal_prior) < 2 or folds < 2:
         return selection
-    scores: dict[str, list[float]] = {FORWARD_SELECTION: [], EVERY_CANDIDATE: []}
+    # The mean of every candidate fits nothing, so its validation score needs no cross-validation.
     every = mean_probability(list(equal_prior.values())).argmax(axis=1)
+    forward_scores = []
     for repeat in range(repeats):
         chosen = np.empty(len(true), dtype=int)
         splitter = StratifiedKFold(folds, shuffle=True, random_state=repeat)
         for fitted, held in splitter.split(true, true):
             members = select(fitted)["members"]
             chosen[held] = mean_probability([equal_prior[m][held] for m in members]).argmax(axis=1)
-        scores[FORWARD_SELECTION].append(balanced_accuracy_score(true, chosen))
-        scores[EVERY_CANDIDATE].append(balanced_accuracy_score(true, every))
-    selection["cross_validated"] = {rule: float(np.mean(values)) for rule, values in scores.items()}
-    if selection["cross_validated"][EVERY_CANDIDATE] > selection["cross_validated"][FORWARD_SELECTION]:
+        forward_scores.append(balanced_accuracy_score(true, chosen))
+    every_score = float(balanced_accuracy_score(true, every))
+    selection["cross_validated"] = {FORWARD_SELECTION: float(np.mean(forward_scores)), EVERY_CANDIDATE: every_score}
+    if every_score > selection["cross_validated"][FORWARD_SELECTION]:
         selection["rule"] = EVERY_CANDIDATE
         selection["members"] = list(equal_prior)
-        selection["validation_balanced_multiclass_accuracy"] = float(balanced_accuracy_score(true, every))
+        selection["validation_balanced_multiclass_accuracy"] = every_score
         selection["left_out"] = {}
     return selection
 
@@ -414,6 +419,15 @@ class CombinedPredictor:
                     f"{member} (from git, or retrain it), or recreate the combination without it with python -m "
                     "train.combine --data-dir DIR. Every other model still serves on its own."
                 ) from None
+        not_diagnosis = [
+            m.name for m in members if spec.differential and m.name in spec.differential.members and not m.is_diagnosis
+        ]
+        if not_diagnosis:
+            raise CombinedUnavailableError(
+                f"The combined reading cannot be served: its differential member(s) {', '.join(not_diagnosis)} "
+                "are not diagnosis models (retrained with another target under the same name?). Recreate the "
+                "combination with python -m train.combine --data-dir DIR. Every model still serves on its own."
+            )
         return cls(spec, members)
 
     @property

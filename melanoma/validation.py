@@ -479,7 +479,7 @@ def validate(
     """Score labelled images with every predictor (and their validated combination) and measure them.
 
     An image that does not decode is named in `skipped` and the others are scored. The combined
-    reading is added when every member of `combined` is among the predictors. The results by
+    reading is added when every model it reads (`combined.models`) is among the predictors. The results by
     diagnosis are added when every scored image has its dx, and a note says why when they are not.
     Raises DataError when the scored images lack a class (no AUC without both).
     """
@@ -522,6 +522,11 @@ def validate(
     if combined is not None:
         by_name = {result.name: result for result in results}
         missing = [member for member in combined.models if member not in by_name]
+        if missing and not set(missing) & set(combined.members):  # as the Diagnose page: the mean, no differential
+            notes.append(
+                f"The combined reading has no averaged differential: {', '.join(missing)} could not be loaded."
+            )
+            combined, missing = dataclasses.replace(combined, differential=None), []
         if missing:
             notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
         else:

@@ -172,12 +172,14 @@ def test_the_combined_map_is_the_drop_of_the_mean_calibrated_probability(trained
     combined = CombinedPredictor.load(output_dir)
     image = read_image(str(sorted((data_dir / "images").glob("*.jpg"))[0])).pixels
     scores = combined.occlusion(image, 25)
-    size = combined.members[0].serving.input_size
-    assert all(member.serving.input_size == size for member in combined.members)  # the exact case
+    size = combined.melanoma_members[0].serving.input_size
+    assert all(member.serving.input_size == size for member in combined.melanoma_members)  # the exact case
     view = to_model_input(image, size).astype(np.float32)
     grey = view.copy()
     grey[:25, :25] = 127.5
-    drops = [member.calibrated_model.predict_on_batch(np.stack([view, grey]))[:, 0] for member in combined.members]
+    drops = [
+        member.calibrated_model.predict_on_batch(np.stack([view, grey]))[:, 0] for member in combined.melanoma_members
+    ]
     assert scores[5, 5] == pytest.approx(np.mean([d[0] - d[1] for d in drops]), abs=1e-4)
     out = tmp_path / "overlay.png"
     assert (
@@ -295,3 +297,22 @@ def test_a_combined_differential_of_one_diagnosis_model_is_that_models_own(train
     measured = json.loads(out.read_text())["diagnoses"]
     assert measured["balanced_multiclass_accuracy"] == pytest.approx(own["balanced_multiclass_accuracy"])
     assert measured["malignant"]["roc_auc"] == pytest.approx(own["malignant"]["roc_auc"])
+
+
+def test_a_differential_naming_no_member_or_a_melanoma_model_is_refused_with_what_to_do(trained_models, tmp_path):
+    _, output_dir = trained_models
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("efficientnet_lite0", "imagenet_features.keras"):
+        (models / name).symlink_to(output_dir / name)
+    stored = {"members": ["efficientnet_lite0"], "threshold": 0.1, "metrics": {"roc_auc": 0.9}}
+    (models / COMBINED_FILE).write_text(
+        json.dumps({**stored, "differential": {"members": [], "malignant_threshold": 0.2}})
+    )
+    with pytest.raises(CombinedUnavailableError, match=r"its differential names no members\); recreate it with python -m train.combine"):
+        CombinedSpec.read(models)
+    differential = {"members": ["efficientnet_lite0"], "malignant_threshold": 0.2}
+    (models / COMBINED_FILE).write_text(json.dumps({**stored, "differential": differential}))
+    with pytest.raises(CombinedUnavailableError, match="efficientnet_lite0 are not diagnosis models"):
+        CombinedPredictor.load(models)
+    assert load_predictor("efficientnet_lite0", models).name == "efficientnet_lite0"  # still serves alone

@@ -233,8 +233,8 @@ def averaged_differential(
         "melanoma probability",
         "selection_rule": "forward selection by validation balanced multi-class accuracy (the most probable diagnosis "
         f"of the members' mean softmax under equal class priors; each member must add at least "
-        f"{DIFFERENTIAL_MIN_GAIN}), or the mean of every candidate where repeated 5-fold cross-validation within "
-        "the validation split scores that higher; the test split chooses nothing",
+        f"{DIFFERENTIAL_MIN_GAIN}), or the mean of every candidate where repeated (up to 5-fold) cross-validation "
+        "within the validation split scores that higher; the test split chooses nothing",
         "malignant_threshold": malignant_threshold,
         "malignant_threshold_rule": threshold_rule(target_sensitivity),
         "selection": selection,
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             f"accuracy {differential_metrics['validation_balanced_multiclass_accuracy']:.3f}, test "
             f"{differential_metrics['balanced_multiclass_accuracy']:.3f}, skin-cancer threshold "
             f"{differential['malignant_threshold']:.3f}, test malignant ROC AUC "
-            f"{differential_metrics['malignant']['roc_auc']:.3f}"
+            f"{differential_metrics['malignant']['roc_auc'] or float('nan'):.3f}"
         )
         chosen = differential["selection"]
         if "cross_validated" in chosen:
