@@ -309,7 +309,7 @@ def test_a_differential_naming_no_member_or_a_melanoma_model_is_refused_with_wha
     (models / COMBINED_FILE).write_text(
         json.dumps({**stored, "differential": {"members": [], "malignant_threshold": 0.2}})
     )
-    with pytest.raises(CombinedUnavailableError, match=r"its differential names no members\); recreate it with python -m train.combine"):
+    with pytest.raises(CombinedUnavailableError, match=r"names no members\); recreate it with python -m train.combine"):
         CombinedSpec.read(models)
     differential = {"members": ["efficientnet_lite0"], "malignant_threshold": 0.2}
     (models / COMBINED_FILE).write_text(json.dumps({**stored, "differential": differential}))
