@@ -105,8 +105,7 @@ def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:
     """The picker's label for a model or the combined reading."""
     if name == COMBINED_NAME:
-        differential = f"; differential of {', '.join(spec.differential.members)}" if spec.differential else ""
-        return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f}){differential}"
+        return f"Combined reading of {', '.join(spec.members)} (test AUC {spec.test_auc:.3f}){spec.differential_note}"
     return describe(next(entry for entry in models if entry.name == name))
 
 

@@ -99,6 +99,11 @@ class CombinedSpec:
         return self.differential.malignant_threshold if self.differential else None
 
     @property
+    def differential_note(self) -> str:
+        """'; differential of c, d' after a description of the melanoma members, or '' without one."""
+        return f"; differential of {', '.join(self.differential.members)}" if self.differential else ""
+
+    @property
     def test_auc(self) -> float | None:
         return self.metrics.get("roc_auc")
 
@@ -153,6 +158,11 @@ class CombinedReading:
     @property
     def melanoma(self) -> bool | None:
         return None if self.threshold is None else self.probability >= self.threshold
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model this reading read: the averaged members, then the differential's others."""
+        return self.members + tuple(m for m in self.averaged_members if m not in self.members)
 
     # The averaged differential's numbers under the names a diagnosis model's Decision gives them, so
     # `predict --json`, the audit trail and FHIR read either alike.
@@ -231,6 +241,18 @@ def combined_diagnoses(member_diagnoses: list[np.ndarray], melanoma: np.ndarray)
     return diagnoses.with_melanoma_probability(np.log(np.clip(mean, diagnoses.EPSILON, 1.0)), melanoma)
 
 
+def averaged_scores(members: list[Scores], melanoma: np.ndarray) -> Scores:
+    """The averaged differential of diagnosis models' scores of a batch, around the combined
+    melanoma probability: `combined_diagnoses`, and the mean of their equal-prior softmaxes."""
+    from melanoma.inference import Scores
+
+    return Scores(
+        melanoma,
+        combined_diagnoses([member.diagnoses for member in members], melanoma),
+        mean_probability([member.equal_prior for member in members]),
+    )
+
+
 def combined_scores(spec: CombinedSpec, scores: dict[str, Scores]) -> Scores:
     """The combined reading's scores of a batch from its models' (`scores[name]` for each of `spec.models`)."""
     from melanoma.inference import Scores
@@ -238,12 +260,7 @@ def combined_scores(spec: CombinedSpec, scores: dict[str, Scores]) -> Scores:
     melanoma = mean_probability([scores[member].melanoma for member in spec.members])
     if spec.differential is None:
         return Scores(melanoma)
-    members = [scores[member] for member in spec.differential.members]
-    return Scores(
-        melanoma,
-        combined_diagnoses([member.diagnoses for member in members], melanoma),
-        mean_probability([member.equal_prior for member in members]),
-    )
+    return averaged_scores([scores[member] for member in spec.differential.members], melanoma)
 
 
 def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
@@ -265,7 +282,7 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
         members = [by_model[member] for member in differential.members]
         vectors = [np.array([[dict(d.differential)[code] for code in diagnoses.CODES]]) for d in members]
         mean = combined_diagnoses(vectors, np.array([probability]))
-        read = list({d.model: d for d in (*chosen, *members)}.values())
+        read = [by_model[name] for name in spec.models]
         averaged = Decision(
             "averaged differential",
             probability,

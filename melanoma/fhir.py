@@ -356,14 +356,12 @@ class _Builder:
 
     def combined_observation(self, combined: CombinedReading, members: dict[str, str]) -> str:
         method = f"Mean of the calibrated melanoma probabilities of {', '.join(combined.members)}"
-        read = combined.members
         if combined.averaged:
-            averaged = combined.averaged_members
-            method += f"; differential: mean of the calibrated diagnosis probabilities of {', '.join(averaged)}"
-            read += tuple(name for name in averaged if name not in read)
+            averaged = ", ".join(combined.averaged_members)
+            method += f"; differential: mean of the calibrated diagnosis probabilities of {averaged}"
         fields: dict = {
             "method": {"text": method},
-            "derivedFrom": [_reference(members[name], name) for name in read if name in members],
+            "derivedFrom": [_reference(members[name], name) for name in combined.models if name in members],
             "component": [
                 _gate(combined.assessed, COMBINED_NOT_ASSESSED),
                 {

@@ -35,7 +35,7 @@ from melanoma import diagnoses
 from melanoma.combined import (
     COMBINED_FILE,
     DIFFERENTIAL_MIN_GAIN,
-    combined_diagnoses,
+    averaged_scores,
     mean_probability,
     select_differential,
     select_members,
@@ -211,17 +211,11 @@ def averaged_differential(
         return None, None, "some validation or test images have no diagnosis (a dx column) to choose and measure it"
     selection = select_differential(codes["val"], {name: scores["val"][name].equal_prior for name in candidates})
     members = selection["members"]
-    probabilities = {
-        s: combined_diagnoses([scores[s][m].diagnoses for m in members], melanoma[s]) for s in SCORED_SPLITS
-    }
+    averaged = {s: averaged_scores([scores[s][m] for m in members], melanoma[s]) for s in SCORED_SPLITS}
     malignant_val = np.isin(codes["val"], diagnoses.MALIGNANT).astype(int)
-    malignant_threshold = threshold_for_sensitivity(
-        malignant_val, diagnoses.malignant_probability(probabilities["val"]), target_sensitivity
-    )
-    equal_prior = mean_probability([scores["test"][m].equal_prior for m in members])
-    metrics = evaluate_diagnoses(
-        codes["test"], probabilities["test"], malignant_threshold, predicted=equal_prior.argmax(1)
-    )
+    malignant_threshold = threshold_for_sensitivity(malignant_val, averaged["val"].malignant, target_sensitivity)
+    test = averaged["test"]
+    metrics = evaluate_diagnoses(codes["test"], test.diagnoses, malignant_threshold, predicted=test.predicted)
     metrics["validation_balanced_multiclass_accuracy"] = selection["validation_balanced_multiclass_accuracy"]
     test_true = [diagnoses.index_of(code) for code in codes["test"]]
     selection["candidates_test_balanced_multiclass_accuracy"] = {
