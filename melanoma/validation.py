@@ -104,6 +104,7 @@ class ModelResult:
     metrics: dict  # evaluate_predictions over every scored image, the rejected ones included, and by diagnosis
     measured: Measured  # the model or combination with these metrics, as melanoma.plots shows it
     diagnoses: np.ndarray | None = None  # a diagnosis model's calibrated (n, 7) probabilities
+    predicted: np.ndarray | None = None  # its predicted class per image, as the multi-class metrics count it
 
     @property
     def not_assessed(self) -> int:
@@ -449,6 +450,7 @@ def _result(
         metrics,
         dataclasses.replace(shown, metrics=metrics),
         scores.diagnoses,
+        None if scores.diagnoses is None else scores.predicted,
     )
 
 
@@ -585,7 +587,9 @@ def target_table(validation: Validation, target_sensitivity: float) -> pd.DataFr
 
 def per_image_table(validation: Validation) -> pd.DataFrame:
     """One row per scored image: its label (and diagnosis, where known), and each model's calibrated
-    probability and gate verdict (and a diagnosis model's most probable diagnosis and P(skin cancer))."""
+    probability and gate verdict; for a diagnosis model also the diagnosis the multi-class metrics
+    count (the most probable under equal class priors), the most probable calibrated one (the first
+    of the differential a clinician reads; it favours the common diagnoses) and P(skin cancer)."""
     table = pd.DataFrame(
         {
             "image_id": [image.image_id for image in validation.images],
@@ -599,6 +603,7 @@ def per_image_table(validation: Validation) -> pd.DataFrame:
         table[f"{result.name} probability"] = result.probabilities
         table[f"{result.name} assessed"] = result.in_distribution
         if result.diagnoses is not None:
+            table[f"{result.name} predicted diagnosis"] = np.array(diagnoses.CODES)[result.predicted]
             table[f"{result.name} most probable diagnosis"] = np.array(diagnoses.CODES)[result.diagnoses.argmax(axis=1)]
             table[f"{result.name} malignant probability"] = diagnoses.malignant_probability(result.diagnoses)
     return table

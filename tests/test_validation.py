@@ -200,6 +200,10 @@ def test_a_zip_with_diagnoses_gives_the_share_flagged_and_the_diagnosis_models_m
     per_image = validation.per_image_table(result)
     assert list(per_image.dx) == list(codes)
     assert list(per_image[f"{DIAGNOSIS_MODEL} most probable diagnosis"]) == list(predicted)
+    # The diagnosis the confusion matrix counts, per image: each row of the matrix adds up from it.
+    counted = per_image[f"{DIAGNOSIS_MODEL} predicted diagnosis"]
+    assert confusion_matrix(codes, counted, labels=list(diagnoses.CODES)).tolist() == measured["confusion_matrix"]
+    assert list(counted) == list(np.array(diagnoses.CODES)[predictors[1].scores(pixels).predicted])
 
     # train.evaluate on the same folder writes the same numbers and prints them.
     out = tmp_path / "metrics.json"
