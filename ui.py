@@ -2,9 +2,9 @@
 
 Model weights load once per server process (st.cache_resource): the default reading's in the
 background from the first visit, any other model's when a page first needs it; listing the models
-reads their cards, not their weights. Results are cached in memory per image content, model and
-setting (st.cache_data without persistence: nothing is written to disk), so moving a slider never
-recomputes a prediction.
+reads their cards, not their weights. Results are cached in memory only (nothing is written to
+disk) per image content, model and setting, so moving a slider never recomputes a prediction:
+decisions in each model's queue by image sha256 (`_reader`), maps with st.cache_data.
 
 Readings come before maps on the whole server (`PRIORITY`): each session's script runs in its own
 thread and they share the cores, so without it a clinic's maps hold back every pending probability.
@@ -19,6 +19,7 @@ import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from PIL import Image
 from melanoma import plots
 from melanoma.access import SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
-from melanoma.batching import BatchedCalls
+from melanoma.batching import CachedBatchedCalls
 from melanoma.cases import Decision, decide_all, model_view
 from melanoma.combined import COMBINED_NAME, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
@@ -206,16 +207,12 @@ def describe(entry: InstalledModel) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _reader(name: str, folder: str) -> BatchedCalls[np.ndarray, Decision]:
-    """The model's one queue on this server: images that sessions send while it reads others are
-    read together in its next batch (melanoma.batching)."""
+def _reader(name: str, folder: str) -> CachedBatchedCalls[str, np.ndarray, Decision]:
+    """The model's one queue on this server, with its latest decisions by image sha256 (a decision
+    holds nothing of who asked): images that sessions send while it reads others are read together
+    in its next batch (melanoma.batching)."""
     active = _load(name, folder)
-    return BatchedCalls(lambda images: decide_all(active, images))
-
-
-@st.cache_data(max_entries=1024, show_spinner=False)
-def _decision(key: str, model: str, folder: str, _pixels: np.ndarray) -> Decision:
-    return _reader(model, folder)(_pixels)
+    return CachedBatchedCalls(lambda images: decide_all(active, images))
 
 
 def explained_network(active: Predictor, output: str):
@@ -250,9 +247,23 @@ def occlusion_stages(entry: InstalledModel, patch_size: int, fine: bool) -> list
     return occlusion_stages(entry.input_size, patch_size, fine)
 
 
-def decision(key: str, model: str, pixels: np.ndarray) -> Decision:
-    """The model's decision for an image, cached by image content, model and models folder."""
-    return _decision(key, model, models_dir(), pixels)
+def decisions(
+    images: list[tuple[str, np.ndarray]], models: list[str], done: Callable[[int, int], None]
+) -> list[tuple[Decision, ...]]:
+    """Every model's decision for every (sha256, pixels) image: one tuple per image, in `models`' order.
+
+    Each model gets all of a session's images at once, so it reads them in one batch (with whatever
+    other sessions sent meanwhile) instead of one turn per image, and the models read side by side.
+    `done(finished, total)` is called in the script's thread as each model finishes.
+    """
+    readers = [_reader(model, models_dir()) for model in models]
+    with ThreadPoolExecutor(len(readers), thread_name_prefix="reading") as pool:
+        futures = {pool.submit(reader.many, images): model for reader, model in zip(readers, models)}
+        for finished, future in enumerate(as_completed(futures), 1):
+            future.result()  # a failed reading stops the page here
+            done(finished, len(futures))
+    read = {futures[future]: future.result() for future in futures}
+    return [tuple(read[model][index] for model in models) for index in range(len(images))]
 
 
 def occlusion(

@@ -57,10 +57,14 @@ def decoded_uploads(uploads) -> list[tuple[str, str, DecodedImage]]:
 
 
 def read_case(
-    name: str, key: str, image: DecodedImage, chosen: list[InstalledModel], spec: CombinedSpec | None
+    name: str,
+    key: str,
+    image: DecodedImage,
+    decisions: tuple[Decision, ...],
+    chosen: list[InstalledModel],
+    spec: CombinedSpec | None,
 ) -> Case:
-    """Each chosen model's decision and, for several, their combined reading: recorded before any of it is shown."""
-    decisions = tuple(ui.decision(key, entry.name, image.pixels) for entry in chosen)
+    """The case with its decisions and, for several models, their combined reading: recorded before it is shown."""
     recorded = [Reading.of(d, Model(d.model, entry.card.sha256)) for d, entry in zip(decisions, chosen)]
     combined = combine(list(decisions), spec) if len(decisions) > 1 else None
     if combined is not None:
@@ -70,15 +74,17 @@ def read_case(
 
 
 def read_all(uploads, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[Case]:
-    """Every readable upload, read by the chosen models, with a progress bar."""
+    """Every readable upload, read by the chosen models all at once, with a progress bar."""
     decoded = decoded_uploads(uploads)
     if not decoded:
         st.stop()
-    progress = st.progress(0.0, text="Scoring images…")
-    cases = []
-    for index, (name, key, image) in enumerate(decoded):
-        cases.append(read_case(name, key, image, chosen, spec))
-        progress.progress((index + 1) / len(decoded), text=f"Scored {index + 1} of {len(decoded)} images")
+    progress = st.progress(0.0, text=f"Reading {len(decoded)} images…")
+    decisions = ui.decisions(
+        [(key, image.pixels) for _, key, image in decoded],
+        [entry.name for entry in chosen],
+        lambda finished, total: progress.progress(finished / total, text=f"Read by {finished} of {total} models"),
+    )
+    cases = [read_case(name, key, image, read, chosen, spec) for (name, key, image), read in zip(decoded, decisions)]
     progress.empty()
     return cases
 

@@ -9,15 +9,19 @@ when no batch is running, taking every request queued by then (oldest first, at 
 `max_batch`), and returns once its own request is answered. While one batch runs, the requests
 that arrive meanwhile queue for the next, so batches grow exactly when the load does and a lone
 request runs at once.
+
+`CachedBatchedCalls` adds memory by key (an image's sha256): a caller asks for all its items at
+once (`many`), those already answered come back at once, and the rest join one batch together.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -45,21 +49,27 @@ class BatchedCalls(Generic[Item, Result]):
         self.batch_sizes: deque[int] = deque(maxlen=1024)  # requests per call, latest last (benchmarks, tests)
 
     def __call__(self, item: Item) -> Result:
-        request: _Request[Item, Result] = _Request(item)
+        return self.many([item])[0]
+
+    def many(self, items: Sequence[Item]) -> list[Result]:
+        """Every item's result, in order: the items are queued together, so they are read in one batch
+        (with whatever other callers queued by then) unless they exceed `max_batch`."""
+        requests: list[_Request[Item, Result]] = [_Request(item) for item in items]
         with self._changed:
-            self._queue.append(request)
+            self._queue.extend(requests)
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: request.done or not self._running)
-                if request.done:
+                self._changed.wait_for(lambda: all(r.done for r in requests) or not self._running)
+                if all(request.done for request in requests):
                     break
                 self._running = True
                 batch = self._queue[: self._max_batch]
                 del self._queue[: len(batch)]
             self._run(batch)
-        if request.error is not None:
-            raise request.error
-        return request.result
+        for request in requests:
+            if request.error is not None:
+                raise request.error
+        return [request.result for request in requests]
 
     def _run(self, batch: list[_Request[Item, Result]]) -> None:
         """Answer every request of the batch, then let the next caller run the next batch."""
@@ -77,3 +87,38 @@ class BatchedCalls(Generic[Item, Result]):
             self.batch_sizes.append(len(batch))
             self._running = False
             self._changed.notify_all()
+
+
+class CachedBatchedCalls(Generic[Key, Item, Result]):
+    """`BatchedCalls` that remembers the latest `max_entries` results by key: a key answered before
+    is not read again, whoever asks, and the keys not yet answered are read in one batch."""
+
+    def __init__(
+        self, function: Callable[[list[Item]], Sequence[Result]], max_entries: int = 1024, max_batch: int = 32
+    ) -> None:
+        self._calls = BatchedCalls(function, max_batch)
+        self._max_entries = max_entries
+        self._answers: OrderedDict[Key, Result] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+
+    @property
+    def batch_sizes(self) -> deque[int]:
+        return self._calls.batch_sizes
+
+    def many(self, keyed: Sequence[tuple[Key, Item]]) -> list[Result]:
+        """The result for each (key, item), in order; an item is read only when its key has no answer."""
+        with self._lock:
+            known = {key: self._answers[key] for key, _ in keyed if key in self._answers}
+            for key in known:
+                self._answers.move_to_end(key)
+        missing = {key: item for key, item in keyed if key not in known}  # one read per key
+        if missing:
+            read = dict(zip(missing, self._calls.many(list(missing.values()))))
+            with self._lock:
+                for key, result in read.items():
+                    self._answers[key] = result
+                    self._answers.move_to_end(key)
+                while len(self._answers) > self._max_entries:
+                    self._answers.popitem(last=False)
+            known.update(read)
+        return [known[key] for key, _ in keyed]

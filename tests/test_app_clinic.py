@@ -125,6 +125,30 @@ def test_the_page_reads_at_once_but_starts_its_map_after_another_sessions_pendin
     assert "Occlusion sensitivity overlay" in captions
 
 
+def test_a_sessions_uploads_reach_each_model_in_one_batch_and_read_as_one_by_one(app):  # noqa: F811
+    """Three new uploads, every model side by side: each model reads the three in one call, and each
+    probability is the one the library gives for that image alone."""
+    from melanoma.images import decode_image
+    from melanoma.inference import load_predictor
+
+    at, output_dir = app
+    at.selectbox[0].set_value(at.selectbox[0].options[-1]).run()
+    uploads = [(f"lesion-{index}.jpg", jpeg(index % 2 == 0, seed=60 + index), "image/jpeg") for index in range(3)]
+    at.file_uploader[0].set_value(uploads).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["File"]) == [name for name, _, _ in uploads]
+    models = [column.removesuffix(" probability") for column in table if column.endswith(" probability")]
+    models.remove("combined")
+    assert len(models) >= 2
+    for model in models:
+        assert list(ui._reader(model, ui.models_dir()).batch_sizes)[-1] == 3, model
+        alone = [
+            load_predictor(model, output_dir).probabilities([decode_image(data).pixels])[0] for _, data, _ in uploads
+        ]
+        assert list(table[f"{model} probability"]) == pytest.approx([100 * p for p in alone], rel=1e-6)
+
+
 def test_downloads_are_built_and_recorded_only_when_asked_for(app, downloads, monkeypatch):  # noqa: F811
     import melanoma.report
 

@@ -1,10 +1,10 @@
-"""melanoma.batching: concurrent callers share a call, each gets its own answer, and errors reach them all."""
+"""melanoma.batching: callers share a call, each gets its answer, errors reach them all, answers kept by key."""
 
 import threading
 
 import pytest
 
-from melanoma.batching import BatchedCalls
+from melanoma.batching import BatchedCalls, CachedBatchedCalls
 
 WAIT = 10
 
@@ -106,3 +106,55 @@ def test_a_function_that_loses_results_is_an_error_not_a_wrong_answer():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="max_batch must be 1 or more; received 0"):
         BatchedCalls(lambda items: items, max_batch=0)
+
+
+def test_one_callers_items_are_read_in_one_batch_in_order():
+    calls = BatchedCalls(lambda items: [item * 2 for item in items])
+    assert calls.many([3, 1, 2]) == [6, 2, 4]
+    assert calls.many([]) == []
+    assert list(calls.batch_sizes) == [3]
+
+
+def test_several_callers_items_queued_during_a_batch_share_the_next_one():
+    function = Gated()
+    calls = BatchedCalls(function)
+    _, first_threads = call_in_threads(calls, [1])
+    assert function.entered.wait(WAIT)
+    answers = {}
+    threads = [
+        threading.Thread(target=lambda name=name, items=items: answers.__setitem__(name, calls.many(items)))
+        for name, items in (("a", [2, 3, 4]), ("b", [5, 6]))
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until_queued(calls, 5)
+    function.hold.set()
+    for thread in first_threads + threads:
+        thread.join(WAIT)
+    assert answers == {"a": [20, 30, 40], "b": [50, 60]}
+    assert list(calls.batch_sizes) == [1, 5]
+
+
+def test_a_cached_key_is_not_read_again_and_new_keys_are_read_together():
+    read = []
+
+    def function(items):
+        read.append(list(items))
+        return [item + 100 for item in items]
+
+    calls = CachedBatchedCalls(function, max_entries=3)
+    assert calls.many([("a", 1), ("b", 2)]) == [101, 102]
+    assert calls.many([("b", 2), ("c", 3), ("a", 1), ("c", 3)]) == [102, 103, 101, 103]  # c read once
+    assert read == [[1, 2], [3]]
+    calls.many([("d", 4)])  # the fourth key drops the least recently used: b
+    assert calls.many([("a", 1), ("b", 2)]) == [101, 102]
+    assert read == [[1, 2], [3], [4], [2]]
+    assert list(calls.batch_sizes) == [2, 1, 1, 1]
+
+
+def test_a_failed_batch_is_remembered_by_no_key():
+    calls = CachedBatchedCalls(Gated(fail_on=2))
+    calls._calls._function.hold.set()
+    with pytest.raises(ValueError, match="cannot score 2"):
+        calls.many([("a", 1), ("b", 2)])
+    assert calls.many([("a", 1)]) == [10]
