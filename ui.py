@@ -259,10 +259,10 @@ def decisions(
     readers = [_reader(model, models_dir()) for model in models]
     with ThreadPoolExecutor(len(readers), thread_name_prefix="reading") as pool:
         futures = {pool.submit(reader.many, images): model for reader, model in zip(readers, models)}
+        read = {}
         for finished, future in enumerate(as_completed(futures), 1):
-            future.result()  # a failed reading stops the page here
+            read[futures[future]] = future.result()  # a failed reading stops the page here
             done(finished, len(futures))
-    read = {futures[future]: future.result() for future in futures}
     return [tuple(read[model][index] for model in models) for index in range(len(images))]
 
 

@@ -1,12 +1,12 @@
 """Concurrent requests served in one call: dynamic batching, as TensorFlow Serving and Triton do it.
 
-When a clinic's sessions upload at once, each session's thread asks a model to read one image.
+When a clinic's sessions upload at once, each session's thread asks a model to read its images.
 Scored one by one, every image pays a whole call's overhead (Keras dispatch, the gate's feature
 extractor, small matrix products that leave the cores idle); scored together, they pay it once.
 
 No timer and no worker thread: a caller whose request is waiting runs the next batch itself
 when no batch is running, taking every request queued by then (oldest first, at most
-`max_batch`), and returns once its own request is answered. While one batch runs, the requests
+`max_batch`), and returns once its own requests are answered. While one batch runs, the requests
 that arrive meanwhile queue for the next, so batches grow exactly when the load does and a lone
 request runs at once.
 
@@ -36,7 +36,7 @@ class _Request(Generic[Item, Result]):
 
 class BatchedCalls(Generic[Item, Result]):
     """Call `function(items) -> results` (one result per item, in order) on the requests of
-    concurrent callers together; each caller gets its own result, or the batch's exception."""
+    concurrent callers together; each caller gets its own results, or the batch's exception."""
 
     def __init__(self, function: Callable[[list[Item]], Sequence[Result]], max_batch: int = 32) -> None:
         if max_batch < 1:
@@ -48,19 +48,20 @@ class BatchedCalls(Generic[Item, Result]):
         self._running = False
         self.batch_sizes: deque[int] = deque(maxlen=1024)  # requests per call, latest last (benchmarks, tests)
 
-    def __call__(self, item: Item) -> Result:
-        return self.many([item])[0]
-
     def many(self, items: Sequence[Item]) -> list[Result]:
         """Every item's result, in order: the items are queued together, so they are read in one batch
         (with whatever other callers queued by then) unless they exceed `max_batch`."""
         requests: list[_Request[Item, Result]] = [_Request(item) for item in items]
+
+        def answered() -> bool:
+            return all(request.done for request in requests)
+
         with self._changed:
             self._queue.extend(requests)
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: all(r.done for r in requests) or not self._running)
-                if all(request.done for request in requests):
+                self._changed.wait_for(lambda: answered() or not self._running)
+                if answered():
                     break
                 self._running = True
                 batch = self._queue[: self._max_batch]

@@ -450,7 +450,7 @@ def _result(
         metrics,
         dataclasses.replace(shown, metrics=metrics),
         scores.diagnoses,
-        None if scores.diagnoses is None else scores.predicted,
+        scores.predicted,
     )
 
 
