@@ -45,13 +45,21 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def identity_provider(users: dict[str, dict]) -> Iterator[str]:
-    """oidc-provider-mock on 127.0.0.1 in a thread, with one-click sign-in for `users` (subject -> claims)."""
+def identity_provider(users: dict[str, dict], discovery_delay: float = 0.0) -> Iterator[str]:
+    """oidc-provider-mock on 127.0.0.1 in a thread, with one-click sign-in for `users` (subject -> claims);
+    its discovery document answers after `discovery_delay` seconds (a distant or busy provider)."""
     import oidc_provider_mock
     import werkzeug.serving
 
     claims = [oidc_provider_mock.User(sub=subject, claims=claims) for subject, claims in users.items()]
-    server = werkzeug.serving.make_server("127.0.0.1", 0, oidc_provider_mock.app(user_claims=claims), threaded=True)
+    provider = oidc_provider_mock.app(user_claims=claims)
+
+    def answer(environ, start_response):
+        if environ["PATH_INFO"] == "/.well-known/openid-configuration":
+            time.sleep(discovery_delay)
+        return provider(environ, start_response)
+
+    server = werkzeug.serving.make_server("127.0.0.1", 0, answer, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="identity-provider", daemon=True)
     # Plain http on loopback, for the provider in this process (the app's server is told in app_server).
     with mock.patch.dict(os.environ, {"AUTHLIB_INSECURE_TRANSPORT": "1"}):
@@ -70,6 +78,7 @@ def sign_in_secrets(folder: Path, port: int, issuer: str) -> Path:
         f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
         f'cookie_secret = "{secrets.token_hex(32)}"\nclient_id = "melanoma"\nclient_secret = "test"\n'
         f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n'
+        "client_kwargs = { timeout = 30 }\n"  # as the README's configuration
     )
     return path
 
@@ -211,6 +220,25 @@ def test_two_clinicians_reading_the_same_image_stay_apart_and_are_audited_withou
     assert {event["sha256"] for event in readings} == {digest}
     trail = "".join(path.read_text() for path in audit_folder.glob("audit.jsonl*"))
     assert "Kovacs" not in trail and "Ilona" not in trail and ".jpg" not in trail
+
+
+def test_a_provider_slower_than_the_http_clients_default_still_signs_the_user_in(browser, tmp_path):
+    """The server fetches the provider's discovery document at every sign-in, and Authlib's HTTP
+    client gives up after 5 s by default: twenty clinicians signing in at once on two cores lost
+    sign-ins that way (benchmarks/clinic_load.py). The README's `client_kwargs` timeout waits longer."""
+    port = free_port()
+    with (
+        identity_provider(USERS, discovery_delay=6.0) as issuer,
+        app_server(
+            port,
+            {"MELANOMA_MODELS_DIR": str(SHIPPED_MODELS), audit.AUDIT_DIR_ENV: str(tmp_path / "audit")},
+            sign_in_secrets(tmp_path, port, issuer),
+        ),
+    ):
+        page = browser.new_context().new_page()
+        sign_in(page, f"http://127.0.0.1:{port}", "alice-sub")
+        assert "Dr Alice" in page.locator('[data-testid="stSidebar"]').inner_text()
+        page.context.close()
 
 
 def test_behind_a_declared_proxy_the_user_comes_from_its_header_only(browser, tmp_path):
