@@ -142,7 +142,7 @@ def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str
         return json.dumps(line)
     if not gate.in_distribution:
         return f"{path}\t{verdict.probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
-    line = f"{path}\t{verdict.probability:.4f}\t{'MELANOMA' if verdict.melanoma else 'other'}"
+    line = f"{path}\t{verdict.probability:.4f}\t{'SUSPICIOUS for melanoma' if verdict.melanoma else 'not flagged'}"
     if skin_cancer is not None:
         line += (
             f"\tskin cancer {verdict.malignant_probability:.4f} {'SUSPICIOUS' if skin_cancer else 'not flagged'}"

@@ -127,6 +127,8 @@ def test_predict_json_and_table_carry_the_differential(trained_models, capsys):
     assert row["skin_cancer"] == (row["malignant"] >= row["malignant_threshold"])
     assert cli(["--models-dir", str(output_dir), "predict", "--model", DIAGNOSIS_MODEL, str(image)]) == 0
     line = capsys.readouterr().out.strip().split("\t")
+    assert line[2] == ("SUSPICIOUS for melanoma" if row["melanoma"] else "not flagged")  # as the app's verdicts
+    assert line[3].startswith(f"skin cancer {row['malignant']:.4f} ")
     assert line[4] == diagnoses.short_differential(diagnoses.ranked(scores.diagnoses[0])) and line[4].startswith("BCC")
 
 
