@@ -49,11 +49,10 @@ def models_dir() -> str:
 
 @st.cache_resource(show_spinner="Loading model weights…")
 def _load(name: str, folder: str) -> Predictor:
-    """The model, having read a blank image once: its prediction graphs are traced here, once,
-    under the cache's lock, not side by side by every session whose first reading comes at once."""
+    """The model with its prediction graphs traced for any batch size: here, once, under the
+    cache's lock, not in the first batch of a clinic's readings, which every queued image waits for."""
     active = load_predictor(name, folder)
-    size = active.serving.input_size
-    active.read([np.zeros((size, size, 3), np.uint8)])
+    active.trace_graphs()
     return active
 
 

@@ -176,6 +176,17 @@ class Predictor:
         """Calibrated scores and gate verdicts for RGB images of any size, resized once."""
         return read_together([self], images)[0]
 
+    def trace_graphs(self) -> None:
+        """Build the prediction graphs (the network's and the gate extractor's) for every batch size
+        now, before a clinician's images queue behind them: Keras traces its predict function at
+        the first batch shape and again, with the batch dimension left open, at the second. On a
+        loaded server that second trace, met by the first batch of several images, held every
+        queued image for up to 30 s (benchmarks/clinic_load.py)."""
+        size = self.serving.input_size
+        blank = np.zeros((size, size, 3), np.uint8)
+        self.read([blank])
+        self.read([blank, blank])
+
     def gate(
         self, images: list[np.ndarray], views: np.ndarray | None = None, features: np.ndarray | None = None
     ) -> list[GateResult]:

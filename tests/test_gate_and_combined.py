@@ -93,6 +93,19 @@ def test_images_read_in_one_batch_get_the_decisions_they_get_alone(trained_model
     assert [decision.assessed for decision in together] == [True, True, True, False]
 
 
+def test_traced_graphs_read_any_batch_size_without_tracing_again(trained_models):
+    """What the app's model loading (ui._load) relies on: after trace_graphs, a clinic's batches of
+    any size reuse the network's and the gate extractor's prediction graphs."""
+    _, output_dir = trained_models
+    predictor = load_predictor("efficientnet_lite0", output_dir)
+    predictor.trace_graphs()
+    graphs = [predictor.network.predict_function, predictor.features.predict_function]
+    traced = [graph.experimental_get_tracing_count() for graph in graphs]
+    for count in (3, 5, 1):
+        predictor.read(lesions(count, seed=count))
+    assert [graph.experimental_get_tracing_count() for graph in graphs] == traced
+
+
 def test_the_gate_statistics_are_covered_by_the_sha256_check(trained_models, tmp_path):
     import shutil
 
