@@ -1,12 +1,17 @@
 """A clinic's morning on one server: N signed-in sessions each upload real images at once.
 
     .venv/bin/python benchmarks/clinic_load.py [--sessions 20] [--images-per-session 3] [--warm]
-        [--browsers-yield] [--timeout 900]
+        [--browsers K] [--browsers-yield] [--timeout 900]
 
 Starts oidc-provider-mock and `streamlit run app.py` with sign-in, both on 127.0.0.1 only (never
 another address), on the installed models, with a throw-away audit folder. Each session signs in
-as its own user through the provider, uploads its images in one go, waits for the results table,
-lets the page finish (its map), downloads the results CSV and closes its tab at once. Reports:
+as its own user through the provider in Chromium; once every session has signed in, all upload
+their images at the same moment. A session in a Chromium page waits for the results table, lets
+the page finish (its map), downloads the results CSV and closes its tab. With --browsers K, only K
+sessions keep their page; the others close it once signed in and speak Streamlit's own websocket
+protocol with the same cookies, as the page does (file URLs, uploads, the rerun with the
+uploader's state), reading the results table's data and drawing nothing: browsers on computers of
+their own, whose drawing costs the server's cores nothing. Reports:
 failed sessions; whether every probability in every CSV equals the command line's
 (melanoma.inference.load_predictor(name).probabilities on the same file, unrounded); median and
 p95 over sessions of upload -> its readings recorded on the server (the audit trail's times: the
@@ -116,17 +121,44 @@ class Outcome(NamedTuple):
     subject: str
     uploaded_at: float  # time.time() as the upload began (the audit trail's clock: this machine's)
     delivered: float  # seconds from the upload to the websocket frame that carries the results table
-    shown: float  # seconds from the upload to the results table on the page
+    shown: float | None  # seconds from the upload to the results table on the page; None over the protocol
     finished: float  # seconds from the upload to the finished page (its map drawn)
-    rows: list[dict]  # the results CSV
+    rows: list[dict]  # the results CSV, or the results table's data over the protocol
 
 
-async def session(browser, url: str, subject: str, paths: list[Path], timeout_ms: int) -> Outcome:
+class StartLine:
+    """Every session uploads at the same moment, once all have signed in and see the uploader (a
+    session that fails before steps aside): the clinic's twenty signed-in clinicians at once."""
+
+    def __init__(self, sessions: int) -> None:
+        self._waiting, self._go = sessions, asyncio.Event()
+
+    def step_aside(self) -> None:
+        self._waiting -= 1
+        if self._waiting <= 0:
+            self._go.set()
+
+    async def ready(self) -> None:
+        self.step_aside()
+        await self._go.wait()
+
+
+async def sign_in(page, url: str, subject: str, timeout_ms: int) -> None:
+    """Through the app's sign-in screen and the provider's one-click form, as `subject`."""
+    await page.goto(url, timeout=timeout_ms)
+    await page.get_by_role("button", name="Sign in").click(timeout=timeout_ms)
+    await page.get_by_role("button", name=subject, exact=True).click(timeout=timeout_ms)
+    await page.get_by_text("Signed in as").wait_for(timeout=timeout_ms)
+
+
+async def browser_session(
+    browser, url: str, subject: str, paths: list[Path], timeout_ms: int, start: StartLine
+) -> Outcome:
     """Sign in as `subject`, upload `paths` at once, let the page finish and download the results."""
     context = await browser.new_context(accept_downloads=True)
     delivered = []  # perf_counter of each websocket frame from the server that carries the results
     page = await context.new_page()
-    stage = "opening the page"
+    stage, arrived = "opening the page", False
     try:
         page.on(
             "websocket",
@@ -140,13 +172,11 @@ async def session(browser, url: str, subject: str, paths: list[Path], timeout_ms
             ),
         )
         stage = "signing in"
-        await page.goto(url, timeout=timeout_ms)
-        await page.get_by_role("button", name="Sign in").click(timeout=timeout_ms)
-        await page.get_by_role("button", name=subject, exact=True).click(timeout=timeout_ms)
-        await page.get_by_text("Signed in as").wait_for(timeout=timeout_ms)
+        await sign_in(page, url, subject, timeout_ms)
         uploader = page.locator("input[type=file]")
         await uploader.wait_for(state="attached", timeout=timeout_ms)
-        stage = "waiting for the results table"
+        stage, arrived = "waiting for the results table", True
+        await start.ready()
         uploaded_at, started = time.time(), time.perf_counter()
         await uploader.set_input_files([str(path) for path in paths])
         await page.get_by_role("button", name=RESULTS).wait_for(timeout=timeout_ms)
@@ -164,6 +194,8 @@ async def session(browser, url: str, subject: str, paths: list[Path], timeout_ms
             subject, uploaded_at, delivered[0] - started, shown, finished, list(csv.DictReader(io.StringIO(text)))
         )
     except Exception as error:
+        if not arrived:
+            start.step_aside()
         try:
             page_text = " ".join((await page.locator("body").inner_text(timeout=5000)).split())[-400:]
         except Exception:  # a closed or hung page: the step and its error still say what went wrong
@@ -171,6 +203,128 @@ async def session(browser, url: str, subject: str, paths: list[Path], timeout_ms
         raise RuntimeError(f"{subject}, {stage}: {error}; the page read: {page_text}") from error
     finally:
         await context.close()
+
+
+async def protocol_session(
+    browser, url: str, subject: str, paths: list[Path], timeout_ms: int, start: StartLine
+) -> Outcome:
+    """Sign in as `subject` in Chromium and close the page; then upload `paths` and read the results
+    over Streamlit's own websocket protocol, as the page does, drawing nothing: a browser on a
+    computer of its own, whose drawing costs the server's cores nothing. Downloads nothing."""
+    context = await browser.new_context()
+    try:
+        await sign_in(await context.new_page(), url, subject, timeout_ms)
+        cookies = {cookie["name"]: cookie["value"] for cookie in await context.cookies()}
+    except Exception as error:
+        start.step_aside()
+        raise RuntimeError(f"{subject}, signing in: {error}") from error
+    finally:
+        await context.close()
+    arrived = asyncio.Event()
+
+    async def at_the_start_line() -> None:
+        arrived.set()
+        await start.ready()
+
+    try:
+        return await asyncio.wait_for(
+            read_over_protocol(url, subject, cookies, paths, at_the_start_line), timeout_ms / 1000
+        )
+    except Exception as error:
+        if not arrived.is_set():
+            start.step_aside()
+        raise RuntimeError(f"{subject}, reading over the protocol: {error!r}") from error
+
+
+async def read_over_protocol(
+    url: str, subject: str, cookies: dict[str, str], paths: list[Path], at_the_start_line
+) -> Outcome:
+    """The Diagnose page's first run, then the upload (file URLs, one PUT per file) and the rerun
+    with the uploader's state, timed from the upload to the results' download button (delivered)
+    and to the end of the run (finished); the rows come from the results table's Arrow data."""
+    import httpx
+    import pyarrow
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.Common_pb2 import UploadedFileInfo
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    xsrf = cookies["_streamlit_xsrf"]
+    async with websockets.connect(
+        url.replace("http://", "ws://") + "/_stcore/stream",
+        subprotocols=["streamlit", xsrf],
+        additional_headers={"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items()), "Origin": url},
+        max_size=None,
+        open_timeout=None,  # as a browser's; the whole read is bounded
+    ) as socket:
+
+        async def received() -> tuple[str | None, ForwardMsg]:
+            message = ForwardMsg()
+            message.ParseFromString(await socket.recv())
+            return message.WhichOneof("type"), message
+
+        def element(message: ForwardMsg):
+            delta = message.delta
+            return delta.new_element if delta.WhichOneof("type") == "new_element" else None
+
+        first_run = BackMsg()
+        first_run.rerun_script.query_string = ""
+        await socket.send(first_run.SerializeToString())
+        session_id = page_hash = uploader = None
+        while (kind := (reply := await received())[0]) != "script_finished":
+            message = reply[1]
+            if kind == "new_session":
+                session_id, page_hash = message.new_session.initialize.session_id, message.new_session.page_script_hash
+            elif kind == "delta" and (shown := element(message)) and shown.WhichOneof("type") == "file_uploader":
+                uploader = shown.file_uploader.id
+        if uploader is None:
+            raise RuntimeError("the Diagnose page showed no uploader")
+        await at_the_start_line()
+
+        uploaded_at, started = time.time(), time.perf_counter()
+        request = BackMsg()
+        request.file_urls_request.request_id, request.file_urls_request.session_id = subject, session_id
+        request.file_urls_request.file_names.extend(path.name for path in paths)
+        await socket.send(request.SerializeToString())
+        while (reply := await received())[0] != "file_urls_response":
+            pass
+        uploaded = []
+        # No timeout of its own (httpx's is 5 s): a browser waits for its upload, and the whole read is bounded.
+        async with httpx.AsyncClient(
+            base_url=url, cookies=cookies, headers={"X-Xsrftoken": xsrf}, timeout=None
+        ) as client:
+            for path, file_urls in zip(paths, reply[1].file_urls_response.file_urls):
+                data = path.read_bytes()
+                (
+                    await client.put(file_urls.upload_url, files={"file": (path.name, data, "image/jpeg")})
+                ).raise_for_status()
+                uploaded.append(
+                    UploadedFileInfo(name=path.name, size=len(data), file_id=file_urls.file_id, file_urls=file_urls)
+                )
+        rerun = BackMsg()
+        rerun.rerun_script.page_script_hash = page_hash
+        state = rerun.rerun_script.widget_states.widgets.add()
+        state.id = uploader
+        state.file_uploader_state_value.uploaded_file_info.extend(uploaded)
+        await socket.send(rerun.SerializeToString())
+        table, delivered = None, None
+        while (kind := (reply := await received())[0]) != "script_finished" or delivered is None:
+            shown = element(reply[1]) if kind == "delta" else None
+            if shown is None:
+                continue
+            if shown.WhichOneof("type") == "dataframe" and table is None:
+                table = pyarrow.ipc.open_stream(shown.dataframe.arrow_data.data).read_all().to_pandas()
+            elif shown.WhichOneof("type") == "download_button" and shown.download_button.label == RESULTS:
+                delivered = time.perf_counter() - started
+        finished = time.perf_counter() - started
+    rows = [
+        {
+            column: ("" if value != value else repr(value / 100)) if column.endswith(" probability") else value
+            for column, value in row.items()
+        }
+        for row in table.to_dict("records")
+    ]  # the page shows percent; NaN (not assessed) becomes the CSV's empty cell
+    return Outcome(subject, uploaded_at, delivered, None, finished, rows)
 
 
 def compare(rows: list[dict], expected: dict[tuple[str, str], float]) -> tuple[int, int, list[str], float]:
@@ -234,6 +388,7 @@ async def run(args: argparse.Namespace) -> None:
         for i, subject in enumerate(subjects)
     }
     timeout_ms = args.timeout * 1000 // 3
+    in_pages = set(subjects[: args.sessions if args.browsers is None else args.browsers])
     with tempfile.TemporaryDirectory() as scratch:
         folder, port = Path(scratch), free_port()
         users = {subject: {"email": f"{subject}@clinic.example", "name": subject} for subject in [*subjects, WARM_UP]}
@@ -250,10 +405,16 @@ async def run(args: argparse.Namespace) -> None:
                     args=["--no-sandbox", "--disable-gpu"],
                 )
                 if args.warm:
-                    await session(browser, url, WARM_UP, [warm_up_image], timeout_ms)
+                    await browser_session(browser, url, WARM_UP, [warm_up_image], timeout_ms, StartLine(1))
+                start_line = StartLine(args.sessions)
                 started, server_cpu, all_cpu = time.perf_counter(), cpu_seconds(server.pid), machine_cpu_seconds()
                 outcomes = await asyncio.gather(
-                    *(session(browser, url, subject, batches[subject], timeout_ms) for subject in subjects),
+                    *(
+                        (browser_session if subject in in_pages else protocol_session)(
+                            browser, url, subject, batches[subject], timeout_ms, start_line
+                        )
+                        for subject in subjects
+                    ),
                     return_exceptions=True,
                 )
                 wall, server_cpu = time.perf_counter() - started, cpu_seconds(server.pid) - server_cpu
@@ -268,7 +429,8 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"{args.sessions} signed-in sessions x {args.images_per_session} images uploaded at once to a "
         f"{'warm' if args.warm else 'cold'} server"
-        f"{', browsers at the lowest CPU priority' if args.browsers_yield else ''}, in {wall:.1f} s; "
+        f"{', browsers at the lowest CPU priority' if args.browsers_yield else ''}; {len(in_pages)} in Chromium "
+        f"pages, {args.sessions - len(in_pages)} over Streamlit's protocol; in {wall:.1f} s; "
         f"failed sessions {len(failures)}"
     )
     for failure in failures:
@@ -284,10 +446,12 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  {line}")
         for label, seconds in (
             ("all readings recorded on the server", [server_read_seconds(o, trail) for o in finished]),
-            ("results delivered to the browser (websocket frame)", [o.delivered for o in finished]),
-            ("all probabilities shown in the browser", [o.shown for o in finished]),
+            ("results delivered to the client (websocket frame)", [o.delivered for o in finished]),
+            ("all probabilities shown in the browser", [o.shown for o in finished if o.shown is not None]),
             ("page finished (map drawn)", [o.finished for o in finished]),
         ):
+            if not seconds:
+                continue
             median, p95 = median_p95(seconds)
             print(f"upload -> {label}: median {median:.1f} s, p95 {p95:.1f} s")
     print(
@@ -297,7 +461,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(f"server peak resident memory {peak:.0f} MiB")
     recorded = events[audit.Action.RESULTS_DOWNLOAD.value]
-    print(f"audit events: {dict(events)}; downloads recorded {recorded} of {len(finished)} made")
+    made = sum(outcome.subject in in_pages for outcome in finished)
+    print(f"audit events: {dict(events)}; downloads recorded {recorded} of {made} made (by the Chromium pages)")
 
 
 def main() -> None:
@@ -306,6 +471,11 @@ def main() -> None:
     parser.add_argument("--images-per-session", type=int, default=3)
     parser.add_argument("--images", type=Path, default=IMAGES, help="folder of real dermoscopic JPEGs")
     parser.add_argument("--warm", action="store_true", help="one untimed session reads an image first")
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        help="how many sessions run in Chromium pages (default: all); the others read over Streamlit's protocol",
+    )
     parser.add_argument(
         "--browsers-yield", action="store_true", help="run the browsers at nice 19: the server's cores serve it first"
     )
