@@ -11,14 +11,14 @@ the page finish (its map), downloads the results CSV and closes its tab. With --
 sessions keep their page; the others close it once signed in and speak Streamlit's own websocket
 protocol with the same cookies, as the page does (file URLs, uploads, the rerun with the
 uploader's state), reading the results table's data and drawing nothing: browsers on computers of
-their own, whose drawing costs the server's cores nothing. Reports:
-failed sessions; whether every probability in every CSV equals the command line's
+their own, whose drawing costs the server's cores nothing. Reports: failed sessions; whether every
+probability (each page's CSV, each client's table) equals the command line's
 (melanoma.inference.load_predictor(name).probabilities on the same file, unrounded); median and
 p95 over sessions of upload -> its readings recorded on the server (the audit trail's times: the
-server's share of the wait), -> the websocket frame carrying the results reaching the browser, ->
-all probabilities shown in the browser, and -> page finished; the CPU time of the server and of
-everything else; the server's peak resident memory; the audit events written, by action, and
-whether each finished session's download is among them. A failed session names the step it was at
+server's share of the wait), -> the websocket frame with the results reaching the client, -> all
+probabilities shown on a Chromium page, and -> the run finished (its map sent); the CPU time of
+the server and of everything else; the server's peak resident memory; the audit events written,
+by action, and whether each page's download is among them. A failed session names the step it was at
 and what its page read. By default the sessions meet a cold server, whose first visit starts loading
 the models (the morning's first clinicians); with --warm, one session reads one other image first,
 untimed and left out of every figure (a server in use). The twenty browsers share the server's
@@ -120,7 +120,7 @@ class Outcome(NamedTuple):
 
     subject: str
     uploaded_at: float  # time.time() as the upload began (the audit trail's clock: this machine's)
-    delivered: float  # seconds from the upload to the websocket frame that carries the results table
+    delivered: float  # seconds from the upload to the websocket frame with the results' download button
     shown: float | None  # seconds from the upload to the results table on the page; None over the protocol
     finished: float  # seconds from the upload to the finished page (its map drawn)
     rows: list[dict]  # the results CSV, or the results table's data over the protocol
@@ -155,11 +155,12 @@ async def browser_session(
     browser, url: str, subject: str, paths: list[Path], timeout_ms: int, start: StartLine
 ) -> Outcome:
     """Sign in as `subject`, upload `paths` at once, let the page finish and download the results."""
-    context = await browser.new_context(accept_downloads=True)
     delivered = []  # perf_counter of each websocket frame from the server that carries the results
-    page = await context.new_page()
+    context = page = None
     stage, arrived = "opening the page", False
     try:
+        context = await browser.new_context(accept_downloads=True)
+        page = await context.new_page()
         page.on(
             "websocket",
             lambda socket: socket.on(
@@ -202,7 +203,8 @@ async def browser_session(
             page_text = "(unreadable)"
         raise RuntimeError(f"{subject}, {stage}: {error}; the page read: {page_text}") from error
     finally:
-        await context.close()
+        if context is not None:
+            await context.close()
 
 
 async def protocol_session(
@@ -227,9 +229,7 @@ async def protocol_session(
         await start.ready()
 
     try:
-        return await asyncio.wait_for(
-            read_over_protocol(url, subject, cookies, paths, at_the_start_line), timeout_ms / 1000
-        )
+        return await read_over_protocol(url, subject, cookies, paths, at_the_start_line, timeout_ms / 1000)
     except Exception as error:
         if not arrived.is_set():
             start.step_aside()
@@ -237,11 +237,12 @@ async def protocol_session(
 
 
 async def read_over_protocol(
-    url: str, subject: str, cookies: dict[str, str], paths: list[Path], at_the_start_line
+    url: str, subject: str, cookies: dict[str, str], paths: list[Path], at_the_start_line, seconds: float
 ) -> Outcome:
     """The Diagnose page's first run, then the upload (file URLs, one PUT per file) and the rerun
     with the uploader's state, timed from the upload to the results' download button (delivered)
-    and to the end of the run (finished); the rows come from the results table's Arrow data."""
+    and to the end of the run (finished); the rows come from the results table's Arrow data. The
+    steps before and after the start line each get `seconds`."""
     import httpx
     import pyarrow
     import websockets
@@ -255,7 +256,7 @@ async def read_over_protocol(
         subprotocols=["streamlit", xsrf],
         additional_headers={"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items()), "Origin": url},
         max_size=None,
-        open_timeout=None,  # as a browser's; the whole read is bounded
+        open_timeout=seconds,
     ) as socket:
 
         async def received() -> tuple[str | None, ForwardMsg]:
@@ -271,52 +272,61 @@ async def read_over_protocol(
         first_run.rerun_script.query_string = ""
         await socket.send(first_run.SerializeToString())
         session_id = page_hash = uploader = None
-        while (kind := (reply := await received())[0]) != "script_finished":
-            message = reply[1]
-            if kind == "new_session":
-                session_id, page_hash = message.new_session.initialize.session_id, message.new_session.page_script_hash
-            elif kind == "delta" and (shown := element(message)) and shown.WhichOneof("type") == "file_uploader":
-                uploader = shown.file_uploader.id
+        async with asyncio.timeout(seconds):
+            while (kind := (reply := await received())[0]) != "script_finished":
+                message = reply[1]
+                if kind == "new_session":
+                    session_id = message.new_session.initialize.session_id
+                    page_hash = message.new_session.page_script_hash
+                elif kind == "delta" and (shown := element(message)) and shown.WhichOneof("type") == "file_uploader":
+                    uploader = shown.file_uploader.id
         if uploader is None:
             raise RuntimeError("the Diagnose page showed no uploader")
         await at_the_start_line()
 
-        uploaded_at, started = time.time(), time.perf_counter()
-        request = BackMsg()
-        request.file_urls_request.request_id, request.file_urls_request.session_id = subject, session_id
-        request.file_urls_request.file_names.extend(path.name for path in paths)
-        await socket.send(request.SerializeToString())
-        while (reply := await received())[0] != "file_urls_response":
-            pass
-        uploaded = []
-        # No timeout of its own (httpx's is 5 s): a browser waits for its upload, and the whole read is bounded.
-        async with httpx.AsyncClient(
-            base_url=url, cookies=cookies, headers={"X-Xsrftoken": xsrf}, timeout=None
-        ) as client:
-            for path, file_urls in zip(paths, reply[1].file_urls_response.file_urls):
-                data = path.read_bytes()
-                (
-                    await client.put(file_urls.upload_url, files={"file": (path.name, data, "image/jpeg")})
-                ).raise_for_status()
-                uploaded.append(
-                    UploadedFileInfo(name=path.name, size=len(data), file_id=file_urls.file_id, file_urls=file_urls)
-                )
-        rerun = BackMsg()
-        rerun.rerun_script.page_script_hash = page_hash
-        state = rerun.rerun_script.widget_states.widgets.add()
-        state.id = uploader
-        state.file_uploader_state_value.uploaded_file_info.extend(uploaded)
-        await socket.send(rerun.SerializeToString())
-        table, delivered = None, None
-        while (kind := (reply := await received())[0]) != "script_finished" or delivered is None:
-            shown = element(reply[1]) if kind == "delta" else None
-            if shown is None:
-                continue
-            if shown.WhichOneof("type") == "dataframe" and table is None:
-                table = pyarrow.ipc.open_stream(shown.dataframe.arrow_data.data).read_all().to_pandas()
-            elif shown.WhichOneof("type") == "download_button" and shown.download_button.label == RESULTS:
-                delivered = time.perf_counter() - started
-        finished = time.perf_counter() - started
+        async with asyncio.timeout(seconds):
+            uploaded_at, started = time.time(), time.perf_counter()
+            request = BackMsg()
+            request.file_urls_request.request_id, request.file_urls_request.session_id = subject, session_id
+            request.file_urls_request.file_names.extend(path.name for path in paths)
+            await socket.send(request.SerializeToString())
+            while (reply := await received())[0] != "file_urls_response":
+                pass
+            uploaded = []
+            # No timeout of its own (httpx's is 5 s): a browser waits for its upload, and this step is bounded.
+            async with httpx.AsyncClient(
+                base_url=url, cookies=cookies, headers={"X-Xsrftoken": xsrf}, timeout=None
+            ) as client:
+                for path, file_urls in zip(paths, reply[1].file_urls_response.file_urls, strict=True):
+                    data = path.read_bytes()
+                    (
+                        await client.put(file_urls.upload_url, files={"file": (path.name, data, "image/jpeg")})
+                    ).raise_for_status()
+                    uploaded.append(
+                        UploadedFileInfo(name=path.name, size=len(data), file_id=file_urls.file_id, file_urls=file_urls)
+                    )
+            rerun = BackMsg()
+            rerun.rerun_script.page_script_hash = page_hash
+            state = rerun.rerun_script.widget_states.widgets.add()
+            state.id = uploader
+            state.file_uploader_state_value.uploaded_file_info.extend(uploaded)
+            await socket.send(rerun.SerializeToString())
+            table, delivered = None, None
+            while True:
+                kind, message = await received()
+                if kind == "script_finished":
+                    if delivered is not None:
+                        break
+                    if message.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                        raise RuntimeError("the page's run ended without the results table")
+                shown = element(message) if kind == "delta" else None
+                if shown is None:
+                    continue
+                if shown.WhichOneof("type") == "dataframe" and table is None:
+                    table = pyarrow.ipc.open_stream(shown.dataframe.arrow_data.data).read_all().to_pandas()
+                elif shown.WhichOneof("type") == "download_button" and shown.download_button.label == RESULTS:
+                    delivered = time.perf_counter() - started
+            finished = time.perf_counter() - started
     rows = [
         {
             column: ("" if value != value else repr(value / 100)) if column.endswith(" probability") else value
@@ -447,8 +457,8 @@ async def run(args: argparse.Namespace) -> None:
         for label, seconds in (
             ("all readings recorded on the server", [server_read_seconds(o, trail) for o in finished]),
             ("results delivered to the client (websocket frame)", [o.delivered for o in finished]),
-            ("all probabilities shown in the browser", [o.shown for o in finished if o.shown is not None]),
-            ("page finished (map drawn)", [o.finished for o in finished]),
+            ("all probabilities shown on a page", [o.shown for o in finished if o.shown is not None]),
+            ("run finished (its map sent; drawn on the pages)", [o.finished for o in finished]),
         ):
             if not seconds:
                 continue
@@ -456,7 +466,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"upload -> {label}: median {median:.1f} s, p95 {p95:.1f} s")
     print(
         f"CPU time in the {wall:.0f} s run on {os.cpu_count()} cores: server {server_cpu:.0f} s, everything else "
-        f"(the browsers, the identity provider) {all_cpu - server_cpu:.0f} s, "
+        f"(the browsers, this script's clients and Playwright, the identity provider) {all_cpu - server_cpu:.0f} s, "
         f"idle {wall * os.cpu_count() - all_cpu:.0f} s"
     )
     print(f"server peak resident memory {peak:.0f} MiB")
@@ -479,8 +489,12 @@ def main() -> None:
     parser.add_argument(
         "--browsers-yield", action="store_true", help="run the browsers at nice 19: the server's cores serve it first"
     )
-    parser.add_argument("--timeout", type=int, default=900, help="seconds: each wait, and the whole run")
+    parser.add_argument(
+        "--timeout", type=int, default=900, help="seconds for the whole run; each wait gets a third of it"
+    )
     args = parser.parse_args()
+    if args.browsers is not None and not 0 <= args.browsers <= args.sessions:
+        parser.error(f"--browsers must be from 0 to --sessions ({args.sessions}); received {args.browsers}")
     asyncio.run(asyncio.wait_for(run(args), timeout=args.timeout))
 
 
