@@ -222,16 +222,17 @@ async def protocol_session(
         raise RuntimeError(f"{subject}, signing in: {error}") from error
     finally:
         await context.close()
-    arrived = asyncio.Event()
+    arrived = False
 
     async def at_the_start_line() -> None:
-        arrived.set()
+        nonlocal arrived
+        arrived = True
         await start.ready()
 
     try:
         return await read_over_protocol(url, subject, cookies, paths, at_the_start_line, timeout_ms / 1000)
     except Exception as error:
-        if not arrived.is_set():
+        if not arrived:
             start.step_aside()
         raise RuntimeError(f"{subject}, reading over the protocol: {error!r}") from error
 

@@ -599,11 +599,12 @@ def per_image_table(validation: Validation) -> pd.DataFrame:
     )
     if validation.has_diagnoses:
         table["dx"] = validation.codes
+    codes = np.array(diagnoses.CODES)
     for result in validation.results:
         table[f"{result.name} probability"] = result.probabilities
         table[f"{result.name} assessed"] = result.in_distribution
         if result.diagnoses is not None:
-            table[f"{result.name} predicted diagnosis"] = np.array(diagnoses.CODES)[result.predicted]
-            table[f"{result.name} most probable diagnosis"] = np.array(diagnoses.CODES)[result.diagnoses.argmax(axis=1)]
+            table[f"{result.name} predicted diagnosis"] = codes[result.predicted]
+            table[f"{result.name} most probable diagnosis"] = codes[result.diagnoses.argmax(axis=1)]
             table[f"{result.name} malignant probability"] = diagnoses.malignant_probability(result.diagnoses)
     return table
