@@ -115,7 +115,9 @@ class Training:
         ('weights' for cards from before train.run --class-balance, which had no other way)."""
         names = CODES if len(self.class_weights) == len(CODES) else ("other", "melanoma")
         weights = ", ".join(f"{names[int(index)]} {weight:.2f}" for index, weight in self.class_weights.items())
-        return f"by {self.config.get('class_balance', 'weights')}; loss weights {weights}"
+        emphasis = ", ".join(f"{code} x{factor:g}" for code, factor in self.config.get("emphasis") or ())
+        emphasised = f", emphasising {emphasis}" if emphasis else ""
+        return f"by {self.config.get('class_balance', 'weights')}{emphasised}; loss weights {weights}"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field, replace
 
+from melanoma import diagnoses
 from melanoma.data import LAYOUT_FILES
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.models.architectures import architecture_names
@@ -124,6 +125,25 @@ def _numbers(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _emphasis(text: str) -> tuple[tuple[str, float], ...]:
+    """'BKL=2,MEL=1.5' -> (('BKL', 2.0), ('MEL', 1.5)): diagnosis codes and their loss-share factors."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        code, _, factor = item.partition("=")
+        code = code.strip().upper()
+        try:
+            value = float(factor)
+        except ValueError:
+            value = 0.0
+        if code not in diagnoses.CODES or not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"expected CODE=FACTOR pairs such as BKL=2, a code from {diagnoses.ALLOWED_TEXT} and a factor "
+                f"above 0; got {item!r}"
+            )
+        pairs.append((code, value))
+    return tuple(pairs)
+
+
 def option(help: str, **argparse_keywords) -> dict:
     """A TrainConfig field's command-line option: `python -m train.run` builds its parser from
     these, so each default and help text is written once, beside the field it belongs to."""
@@ -204,6 +224,15 @@ class TrainConfig:
             "study's), sampling (draw each class equally often, loss unweighted) or sqrt-sampling (draw each class in "
             "proportion to the square root of its size and weight the rest); default weights",
             choices=["weights", "sampling", "sqrt-sampling"],
+        ),
+    )
+    emphasis: tuple[tuple[str, float], ...] = field(
+        default=(),
+        metadata=option(
+            "CODE=FACTOR[,CODE=FACTOR]: give these diagnoses FACTOR times the others' share of the loss (drawn that "
+            "much more often by sampling), e.g. BKL=2 for benign keratoses, melanoma's look-alike; needs "
+            "--target diagnosis; default none, every class equal",
+            type=_emphasis,
         ),
     )
     max_images: int | None = field(

@@ -45,6 +45,19 @@ def test_the_methods_trade_repetitions_for_weights():
     assert root.draw_probabilities.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_an_emphasised_class_gets_its_factor_times_the_others_share_of_the_loss(method):
+    balancing = balance(CLASSES, 3, method, {1: 2.0})
+    draws = balancing.draw_probabilities
+    draws = np.full(len(CLASSES), 1 / len(CLASSES)) if draws is None else draws
+    weights = np.array([balancing.class_weights[c] for c in CLASSES])
+    shares = np.bincount(CLASSES, weights=draws * weights, minlength=3)
+    assert shares == pytest.approx([0.25, 0.5, 0.25])
+    assert np.sum(draws * weights) == pytest.approx(1.0)  # still a mean weight of 1 over the draws
+    if method == "sampling":  # drawn twice as often, weighted like the others
+        assert draws[CLASSES == 1].sum() == pytest.approx(0.5) and set(balancing.class_weights.values()) == {1.0}
+
+
 def test_a_class_without_training_images_or_an_unknown_method_is_refused():
     with pytest.raises(DataError, match="no image of class 2"):
         balance(np.array([0, 0, 1]), 3, "sampling")

@@ -48,3 +48,21 @@ def test_a_run_that_builds_its_own_gate_extractor_says_how_to_install_its_models
     assert "python -m train.calibrate --models-dir DIR --models NAME --data-dir somewhere" in note
     (tmp_path / FEATURES_FILE).write_bytes(b"the extractor")
     assert new_extractor_note(config) is None
+
+
+def test_emphasis_is_read_as_diagnosis_factors_and_refused_where_it_cannot_apply(capsys):
+    import pytest
+
+    from train.run import parse_args
+
+    common = ["--data-dir", "somewhere", "--models", "efficientnet_lite0"]
+    config = parse_args([*common, "--target", "diagnosis", "--emphasis", "bkl=2, MEL=1.5"])
+    assert config.emphasis == (("BKL", 2.0), ("MEL", 1.5))
+    for arguments, message in [
+        (["--emphasis", "BKL=2"], "--emphasis names diagnoses, so it needs --target diagnosis"),
+        (["--target", "diagnosis", "--emphasis", "SCC=2"], "a code from MEL, NV, BCC, AKIEC, BKL, DF, VASC"),
+        (["--target", "diagnosis", "--emphasis", "BKL=0"], "and a factor above 0; got 'BKL=0'"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args([*common, *arguments])
+        assert message in capsys.readouterr().err

@@ -90,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         parser.error(f"--ema-momentum takes a number from 0 (off) up to (not including) 1; got {args.ema_momentum}.")
     if not 0 <= args.label_smoothing < 0.5:
         parser.error(f"--label-smoothing takes a number from 0 up to (not including) 0.5; got {args.label_smoothing}.")
+    if args.emphasis and args.target != "diagnosis":
+        parser.error(
+            f"--emphasis names diagnoses, so it needs --target diagnosis; got --target {args.target}. "
+            "Add --target diagnosis, or leave --emphasis out."
+        )
     split = args.split_fractions
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
         parser.error(f"--split takes three non-negative fractions train,val,test that sum to 1; got {split}.")
@@ -202,11 +207,13 @@ class SplitData:
     labels: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
 
-    def balance(self, method: str) -> Balance:
-        """The class weights and draw probabilities over the training split (`train.balance`)."""
+    def balance(self, method: str, emphasis: tuple[tuple[str, float], ...] = ()) -> Balance:
+        """The class weights and draw probabilities over the training split (`train.balance`),
+        with the emphasised diagnoses' shares raised (a diagnosis model's only)."""
         targets = self.targets["train"]
         if targets.ndim == 2:
-            return balance(targets.argmax(axis=1), targets.shape[1], method)
+            factors = {diagnoses.index_of(code): factor for code, factor in emphasis}
+            return balance(targets.argmax(axis=1), targets.shape[1], method, factors)
         return balance(targets.astype(int), 2, method)
 
 
@@ -352,7 +359,7 @@ def train_phases(
     from train.schedule import plan_phases
 
     recipe = config.recipe_object
-    balancing = split.balance(config.class_balance)
+    balancing = split.balance(config.class_balance, config.emphasis)
     print(
         f"[{name}] class balance by {config.class_balance}: class weights "
         + ", ".join(f"{c} -> {w:.3f}" for c, w in balancing.class_weights.items())
@@ -485,7 +492,9 @@ def training_record(
             "split_file": SPLIT_FILE,
             "grouped_by": "lesion/group id (no group in two splits)",
         },
-        class_weights={str(k): v for k, v in split.balance(config.class_balance).class_weights.items()},
+        class_weights={
+            str(k): v for k, v in split.balance(config.class_balance, config.emphasis).class_weights.items()
+        },
         seed=config.seed,
         epochs_trained=progress.epochs_done,
         best_validation_auc=float(progress.best_val_auc),
