@@ -74,6 +74,9 @@ class OperatingPoints:
     malignant_threshold_rule: str | None = None
 
 
+RANDOM_INITIALISATION = "random (trained from scratch)"  # a card's weights_initialisation without pretraining
+
+
 @dataclass(frozen=True)
 class Network:
     """What the network is and where its weights started."""
@@ -87,6 +90,11 @@ class Network:
     initial_weights: dict = field(default_factory=dict)  # the ImageNet checkpoint's package, file and sha256
     parameters: int = 0
     occlusion_maps: dict | None = None  # which occlusion path the model takes, and why
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether its weights started from a pretrained checkpoint (ImageNet, or a file), as far as the card says."""
+        return self.weights_initialisation not in (RANDOM_INITIALISATION, "unknown")
 
 
 @dataclass(frozen=True)

@@ -379,7 +379,8 @@ class _Builder:
             LOCAL_CODES,
             "combined-melanoma-probability",
             "Combined calibrated melanoma probability",
-            "Combined reading: mean calibrated melanoma probability (computer-aided, not a diagnosis)",
+            "Combined reading: calibrated melanoma probability averaged over the validated models "
+            "(computer-aided, not a diagnosis)",
         )
         return self.observation(code, fields)
 

@@ -6,10 +6,21 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.special import expit
+from sklearn.metrics import roc_auc_score
 
 from melanoma import plots
 from melanoma.__main__ import main as cli
-from melanoma.combined import COMBINED_FILE, CombinedPredictor, CombinedSpec, CombinedUnavailableError, select_members
+from melanoma.combined import (
+    COMBINED_FILE,
+    LOG_ODDS_MEAN,
+    PROBABILITY_MEAN,
+    CombinedPredictor,
+    CombinedSpec,
+    CombinedUnavailableError,
+    mean_log_odds,
+    select_members,
+)
 from melanoma.images import read_image, to_model_input
 from melanoma.inference import load_predictor
 from melanoma.measured import Measured
@@ -20,8 +31,8 @@ def test_forward_selection_adds_what_helps_on_validation_and_says_why_the_rest_i
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
     truth = labels + rng.normal(0, 1.0, 400)
-    good, helper = truth + rng.normal(0, 0.4, 400), truth + rng.normal(0, 0.4, 400)
-    noise = rng.normal(0, 1, 400)
+    good, helper = expit(truth + rng.normal(0, 0.4, 400)), expit(truth + rng.normal(0, 0.4, 400))
+    noise = expit(rng.normal(0, 1, 400))
     selection = select_members(labels, {"good": good, "helper": helper, "noise": noise})
     assert selection["members"] == ["good", "helper"] or selection["members"] == ["helper", "good"]
     assert selection["steps"][-1]["validation_roc_auc"] == selection["validation_roc_auc"]
@@ -30,6 +41,26 @@ def test_forward_selection_adds_what_helps_on_validation_and_says_why_the_rest_i
     assert selection["left_out"]["noise"].startswith(
         f"adding it would change the combination's validation ROC AUC from {selection['validation_roc_auc']:.4f} to"
     )
+
+
+def test_the_log_odds_mean_is_the_geometric_mean_of_the_odds():
+    assert mean_log_odds([np.array([0.5, 0.0]), np.array([0.9, 1.0])]) == pytest.approx([0.75, 0.5])
+
+
+def test_cross_validation_within_validation_chooses_how_to_average_the_members():
+    """A member whose probabilities are small but well ranked moves the plain mean by little; in the
+    mean of the log-odds it counts as much as the other, and held-out validation images say so."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    small = expit(2 * (1.5 * labels + rng.normal(0, 1, 400)) - 6)
+    even = expit(2 * (1.5 * labels + rng.normal(0, 1, 400)) - 1.5)
+    selection = select_members(labels, {"small": small, "even": even})
+    scores = selection["cross_validated"]
+    assert selection["combination"] == LOG_ODDS_MEAN.name and set(selection["members"]) == {"small", "even"}
+    assert scores[LOG_ODDS_MEAN.name] > scores[PROBABILITY_MEAN.name] + 0.03
+    assert selection["validation_roc_auc"] == pytest.approx(roc_auc_score(labels, mean_log_odds([small, even])))
+    alone = select_members(labels, {"even": even})  # nothing to average: the plain mean, without a comparison
+    assert alone["combination"] == PROBABILITY_MEAN.name and "cross_validated" not in alone
 
 
 def test_the_combinations_metrics_say_where_its_flags_fall_when_every_test_image_has_a_diagnosis():
@@ -59,6 +90,28 @@ def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another
     assert selection["left_out"][DIAGNOSIS_MODEL].startswith("validated and tested on other images than")
     assert stored["metrics"]["validation_roc_auc"] == selection["validation_roc_auc"]
     assert stored["members"][0] == max(selection["candidates"], key=selection["candidates"].get)
+
+    assert stored["combination"] == selection["combination"]
+    assert set(selection.get("cross_validated", {})) in (set(), {PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name})
+
+
+def test_pretrained_only_leaves_the_randomly_initialised_models_out_and_says_so(trained_models, tmp_path):
+    from train.combine import main as combine
+
+    data_dir, output_dir = trained_models
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in output_dir.iterdir():
+        if path.name != COMBINED_FILE:
+            (models / path.name).symlink_to(path)
+    assert combine(["--data-dir", str(data_dir), "--models-dir", str(models), "--pretrained-only"]) == 0
+    stored = json.loads((models / COMBINED_FILE).read_text())
+    assert stored["members"] == ["efficientnet_lite0"]  # the one ImageNet model on this split
+    for name in ("scratch_cnn", "inception_v3", "efficientnet_b3"):
+        assert stored["selection"]["left_out"][name] == (
+            "not a candidate under --pretrained-only: its card gives its initial weights as "
+            "'random (trained from scratch)'"
+        )
 
 
 def test_train_combine_measures_the_combination_where_every_member_has_a_held_out_run(trained_models, tmp_path):
@@ -125,7 +178,6 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
     one name, and the 'combination' was the last member alone."""
     from sklearn.metrics import brier_score_loss
 
-    from melanoma.combined import mean_probability
     from melanoma.data import join_split, load_labelled_images, read_split
     from train.combine import held_out_readings, score_splits
 
@@ -136,13 +188,15 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
         (tmp_path / name / "holdout-clinic_x").symlink_to(output_dir / name)
         (tmp_path / name / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")  # its gate
     labelled = load_labelled_images(data_dir).table
-    measured, not_measured = held_out_readings(members, str(tmp_path), labelled, 0.9)
+    measured, not_measured = held_out_readings(members, PROBABILITY_MEAN, str(tmp_path), labelled, 0.9)
     assert not not_measured and set(measured["clinic_x"]["members_roc_auc"]) == set(members)
     # The held-out runs are copies of the members, so the combination is the mean of the members' own readings.
     table = join_split(labelled, read_split(output_dir / members[0]))
     scores, labels = score_splits([load_predictor(name, str(output_dir)) for name in members], table)
     brier = {name: brier_score_loss(labels["test"], scores["test"][name].melanoma) for name in members}
-    mean = brier_score_loss(labels["test"], mean_probability([scores["test"][name].melanoma for name in members]))
+    mean = brier_score_loss(
+        labels["test"], PROBABILITY_MEAN.average([scores["test"][name].melanoma for name in members])
+    )
     assert measured["clinic_x"]["brier_score"] == pytest.approx(mean, abs=1e-9)
     assert all(abs(mean - alone) > 1e-4 for alone in brier.values())
 
@@ -310,6 +364,9 @@ def test_a_differential_naming_no_member_or_a_melanoma_model_is_refused_with_wha
         json.dumps({**stored, "differential": {"members": [], "malignant_threshold": 0.2}})
     )
     with pytest.raises(CombinedUnavailableError, match=r"names no members\); recreate it with python -m train.combine"):
+        CombinedSpec.read(models)
+    (models / COMBINED_FILE).write_text(json.dumps({**stored, "combination": "median"}))
+    with pytest.raises(CombinedUnavailableError, match="its combination 'median' is not one of: mean of the members'"):
         CombinedSpec.read(models)
     differential = {"members": ["efficientnet_lite0"], "malignant_threshold": 0.2}
     (models / COMBINED_FILE).write_text(json.dumps({**stored, "differential": differential}))

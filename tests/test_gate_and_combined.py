@@ -10,7 +10,14 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from melanoma.cases import Decision, decide, decide_all
-from melanoma.combined import COMBINED_FILE, CombinedSpec, DifferentialSpec, combine, select_differential
+from melanoma.combined import (
+    COMBINED_FILE,
+    LOG_ODDS_MEAN,
+    CombinedSpec,
+    DifferentialSpec,
+    combine,
+    select_differential,
+)
 from melanoma.config import DEFAULT_MODELS
 from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
 from melanoma.diagnoses import CODES
@@ -165,6 +172,14 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
+
+
+def test_a_combination_validated_on_log_odds_reads_and_names_them():
+    decisions = [Decision("a", 0.05, 0.5, 0.9, 0.6), Decision("b", 0.9, 0.5, 0.9, 0.6)]
+    reading = combine(decisions, CombinedSpec(("a", "b"), 0.45, {}, combination=LOG_ODDS_MEAN))
+    assert reading.probability == pytest.approx(1 / (1 + np.sqrt(19 / 9)))  # odds (1/19 * 9) ** 0.5
+    assert reading.melanoma is False  # the plain mean, 0.475, would have been above 0.45
+    assert "combined calibrated probability (mean log-odds) of 2 models (a, b) 40.8%" in reading.summary()
 
 
 def test_the_combined_reading_names_the_other_skin_cancer_its_diagnosis_member_reads():

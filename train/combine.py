@@ -2,10 +2,12 @@
 
 The candidates (every installed model, or `--models`) that share one split (the same validation
 and test images, as runs with the same data and seed have) are scored on it. Members are chosen
-by forward selection on the validation split's ROC AUC (melanoma.combined.select_members); the
-mean of their calibrated probabilities gets the highest threshold whose validation sensitivity
-reaches the target; the test split only measures the result. `<models-dir>/combined.json` records
-the members, why every other candidate was left out, the threshold, and validation and test metrics.
+by forward selection on the validation split's ROC AUC (melanoma.combined.select_members), and
+averaged by the mean of their calibrated probabilities or of their log-odds, whichever
+cross-validation within the validation split scores higher; the average gets the highest
+threshold whose validation sensitivity reaches the target; the test split only measures the
+result. `<models-dir>/combined.json` records the members, how they are averaged, why every other
+candidate was left out, the threshold, and validation and test metrics.
 
 Where the candidates include diagnosis models and every image has a diagnosis, the averaged
 differential's members are chosen the same way by validation balanced multi-class accuracy
@@ -14,7 +16,7 @@ validation; combined.json's "differential" records them and its test metrics gai
 
 Where every member also has a source-held-out run with its weights (`train.run --holdout-source`,
 `<member>/holdout-<source>/`), the same combination is measured at that clinic: the held-out runs
-score its images and their mean gets its threshold from their validation split, as one model's
+score its images and their average gets its threshold from their validation split, as one model's
 held-out run does. Sources some member lacks are named in combined.json with what to train.
 """
 
@@ -35,8 +37,10 @@ from melanoma import diagnoses
 from melanoma.combined import (
     COMBINED_FILE,
     DIFFERENTIAL_MIN_GAIN,
+    MIN_GAIN,
+    Combination,
     averaged_scores,
-    mean_probability,
+    combination_named,
     select_differential,
     select_members,
 )
@@ -144,6 +148,7 @@ def combined_metrics(table: pd.DataFrame, labels: dict, combined: dict, threshol
 
 def held_out_readings(
     members: list[str],
+    combination: Combination,
     models_dir: str,
     labelled: pd.DataFrame,
     target_sensitivity: float,
@@ -184,7 +189,7 @@ def held_out_readings(
             continue
         table = join_split(labelled, splits[0])
         scores, labels = score_splits(predictors, table, cache)
-        combined = {s: mean_probability([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
+        combined = {s: combination.average([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
         threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
         metrics = combined_metrics(table, labels, combined, threshold)
         metrics["split"] = f"held-out source {source}"
@@ -240,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = installed_models_parser("python -m train.combine", __doc__.splitlines()[0])
     add_target_sensitivity_option(parser)
     parser.add_argument(
+        "--pretrained-only",
+        action="store_true",
+        help="consider only candidates whose weights started from a pretrained checkpoint (ImageNet): on other "
+        "clinics' images, randomly initialised members made the combined reading worse than its best member",
+    )
+    parser.add_argument(
         "--output-cache",
         metavar="DIR",
         help="keep each model's raw outputs on the validation and test images here, so that a rerun after one more "
@@ -250,9 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     predictors, left_out = [], {}
     for name in chosen_models(args):
         try:
-            predictors.append(load_predictor(name, args.models_dir))
+            predictor = load_predictor(name, args.models_dir)
         except ModelUnavailableError as error:
             left_out[name] = f"unavailable: {error}"
+            continue
+        if args.pretrained_only and not predictor.entry.card.network.pretrained:
+            initialisation = predictor.entry.card.network.weights_initialisation
+            left_out[name] = (
+                f"not a candidate under --pretrained-only: its card gives its initial weights as {initialisation!r}"
+            )
+            continue
+        predictors.append(predictor)
     if not predictors:
         print(f"error: no candidate model could be loaded from {args.models_dir}.", file=sys.stderr)
         return 2
@@ -268,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     selection = select_members(labels["val"], {name: readings.melanoma for name, readings in scores["val"].items()})
     selection["left_out"].update(left_out)
     members = selection["members"]
-    combined = {s: mean_probability([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
+    combination = combination_named(selection["combination"])
+    combined = {s: combination.average([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
     threshold = threshold_for_sensitivity(labels["val"], combined["val"], args.target_sensitivity)
     metrics = combined_metrics(table, labels, combined, threshold)
     metrics["split"] = "test"
@@ -278,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if differential_metrics:
         metrics["diagnoses"] = differential_metrics
-    held_out, not_measured = held_out_readings(members, args.models_dir, labelled, args.target_sensitivity, cache)
+    held_out, not_measured = held_out_readings(
+        members, combination, args.models_dir, labelled, args.target_sensitivity, cache
+    )
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], readings.melanoma)) for name, readings in scores["test"].items()
     }
@@ -286,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.models_dir}/{COMBINED_FILE}",
         {
             "members": members,
-            "combination": "mean of the members' calibrated probabilities",
-            "selection_rule": "forward selection by validation ROC AUC (each member must add at least 0.001); "
-            "the test split chooses nothing",
+            "combination": combination.name,
+            "selection_rule": f"forward selection by validation ROC AUC (each member must add at least {MIN_GAIN}), "
+            "averaging by whichever combination repeated (up to 5-fold) cross-validation within the validation split "
+            "scores higher; the test split chooses nothing",
             "threshold": threshold,
             "threshold_rule": threshold_rule(args.target_sensitivity),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -304,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         f"test ROC AUC {metrics['roc_auc']:.3f}, threshold {threshold:.3f}, sensitivity "
         f"{metrics['at_threshold']['sensitivity']:.3f}, specificity {metrics['at_threshold']['specificity']:.3f}"
     )
+    if "cross_validated" in selection:
+        scored = ", ".join(f"{name} {value:.4f}" for name, value in selection["cross_validated"].items())
+        print(f"  averaged by the {combination.name} (cross-validated within validation: {scored})")
     for name, reason in selection["left_out"].items():
         print(f"  left out {name}: {reason}")
     if differential:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma import diagnoses
-from melanoma.card import ModelCard, Network, Training
+from melanoma.card import RANDOM_INITIALISATION, ModelCard, Network, Training
 from melanoma.config import RECIPES, TrainConfig
 from melanoma.data import (
     SPLIT_FILE,
@@ -450,7 +450,7 @@ def network_facts(name: str, config: TrainConfig, weights: str, serving_model) -
     from melanoma.explain.occlusion import occlusion_path
 
     architecture = get_architecture(name)
-    initialisation = {"imagenet": "ImageNet", "none": "random (trained from scratch)"}.get(weights, f"file {weights}")
+    initialisation = {"imagenet": "ImageNet", "none": RANDOM_INITIALISATION}.get(weights, f"file {weights}")
     return Network(
         architecture_name=name,
         target=config.target,
