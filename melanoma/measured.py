@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from melanoma.store import InstalledModel
 
 COMBINED_INPUT = "each member's"
-COMBINED_INITIALISATION = "mean of the members"
+COMBINED_INITIALISATION = "its members (averaged)"
 
 
 @dataclass(frozen=True)
