@@ -53,7 +53,7 @@ def command_models(args: argparse.Namespace) -> int:
     if spec is not None:
         print(
             f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  "
-            f"mean of {', '.join(spec.members)}{spec.differential_note}"
+            f"{spec.combination.name}: {', '.join(spec.members)}{spec.differential_note}"
         )
     return 0
 

@@ -75,6 +75,7 @@ class OperatingPoints:
 
 
 RANDOM_INITIALISATION = "random (trained from scratch)"  # a card's weights_initialisation without pretraining
+UNKNOWN_INITIALISATION = "unknown"  # a card that does not say
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Network:
     architecture: str = ""  # in words
     input: str = ""
     preprocessing: str = ""
-    weights_initialisation: str = "unknown"
+    weights_initialisation: str = UNKNOWN_INITIALISATION
     initial_weights: dict = field(default_factory=dict)  # the ImageNet checkpoint's package, file and sha256
     parameters: int = 0
     occlusion_maps: dict | None = None  # which occlusion path the model takes, and why
@@ -94,7 +95,7 @@ class Network:
     @property
     def pretrained(self) -> bool:
         """Whether its weights started from a pretrained checkpoint (ImageNet, or a file), as far as the card says."""
-        return self.weights_initialisation not in (RANDOM_INITIALISATION, "unknown")
+        return self.weights_initialisation not in (RANDOM_INITIALISATION, UNKNOWN_INITIALISATION)
 
 
 @dataclass(frozen=True)

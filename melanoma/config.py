@@ -7,6 +7,7 @@ always be traced to exactly the values that produced it.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from melanoma import diagnoses
@@ -135,11 +136,13 @@ def _emphasis(text: str) -> tuple[tuple[str, float], ...]:
             value = float(factor)
         except ValueError:
             value = 0.0
-        if code not in diagnoses.CODES or not value > 0:
+        if code not in diagnoses.CODES or not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(
-                f"expected CODE=FACTOR pairs such as BKL=2, a code from {diagnoses.ALLOWED_TEXT} and a factor "
+                f"expected CODE=FACTOR pairs such as BKL=2, a code from {diagnoses.ALLOWED_TEXT} and a finite factor "
                 f"above 0; got {item!r}"
             )
+        if code in dict(pairs):
+            raise argparse.ArgumentTypeError(f"expected each code once; got {code} twice in {text!r}")
         pairs.append((code, value))
     return tuple(pairs)
 
@@ -230,8 +233,8 @@ class TrainConfig:
         default=(),
         metadata=option(
             "CODE=FACTOR[,CODE=FACTOR]: give these diagnoses FACTOR times the others' share of the loss (drawn that "
-            "much more often by sampling), e.g. BKL=2 for benign keratoses, melanoma's look-alike; needs "
-            "--target diagnosis; default none, every class equal",
+            "much more often by sampling, or weighted that much more by weights), e.g. BKL=2 for benign keratoses, "
+            "melanoma's look-alike; needs --target diagnosis; default none, every class equal",
             type=_emphasis,
         ),
     )

@@ -355,7 +355,8 @@ class _Builder:
         )
 
     def combined_observation(self, combined: CombinedReading, members: dict[str, str]) -> str:
-        method = f"Mean of the calibrated melanoma probabilities of {', '.join(combined.members)}"
+        name = combined.combination.name
+        method = f"{name[0].upper()}{name[1:]}, melanoma: {', '.join(combined.members)}"
         if combined.averaged:
             averaged = ", ".join(combined.averaged_members)
             method += f"; differential: mean of the calibrated diagnosis probabilities of {averaged}"
@@ -379,7 +380,7 @@ class _Builder:
             LOCAL_CODES,
             "combined-melanoma-probability",
             "Combined calibrated melanoma probability",
-            "Combined reading: calibrated melanoma probability averaged over the validated models "
+            "Combined reading: calibrated melanoma probability averaged over several models "
             "(computer-aided, not a diagnosis)",
         )
         return self.observation(code, fields)

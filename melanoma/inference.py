@@ -137,13 +137,22 @@ class Predictor:
     def calibrated_model(self):
         """`model` with the card's Platt scaling after it: the calibrated melanoma probability as a
         Keras model (one image at a time, without test-time augmentation), for explanations."""
+        return self._with_platt_output(log_odds=False)
+
+    @functools.cached_property
+    def calibrated_log_odds_model(self):
+        """`calibrated_model` stopped before its sigmoid: the calibrated melanoma log-odds."""
+        return self._with_platt_output(log_odds=True)
+
+    def _with_platt_output(self, log_odds: bool):
         import keras
 
         from melanoma.models.layers import PlattOutput
 
         calibration = self.serving.calibration
-        output = PlattOutput(calibration.slope, calibration.intercept, name="calibrated")(self.model.output)
-        return keras.Model(self.model.inputs, output, name=f"{self.model.name}_calibrated")
+        name = "calibrated_log_odds" if log_odds else "calibrated"
+        output = PlattOutput(calibration.slope, calibration.intercept, log_odds, name=name)(self.model.output)
+        return keras.Model(self.model.inputs, output, name=f"{self.model.name}_{name}")
 
     def raw_outputs(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """The network's outputs (with TTA) for images already at its input size: (n,) melanoma

@@ -95,7 +95,7 @@ def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another
     assert set(selection.get("cross_validated", {})) in (set(), {PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name})
 
 
-def test_pretrained_only_leaves_the_randomly_initialised_models_out_and_says_so(trained_models, tmp_path):
+def test_pretrained_only_leaves_the_randomly_initialised_models_out_and_says_so(trained_models, tmp_path, capsys):
     from train.combine import main as combine
 
     data_dir, output_dir = trained_models
@@ -112,6 +112,11 @@ def test_pretrained_only_leaves_the_randomly_initialised_models_out_and_says_so(
             "not a candidate under --pretrained-only: its card gives its initial weights as "
             "'random (trained from scratch)'"
         )
+    arguments = ["--data-dir", str(data_dir), "--models-dir", str(models), "--models", "scratch_cnn"]
+    assert combine([*arguments, "--pretrained-only"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: no candidate model is left in {models}:\n  scratch_cnn: not a candidate under --pretrained-only"
+    )
 
 
 def test_train_combine_measures_the_combination_where_every_member_has_a_held_out_run(trained_models, tmp_path):
@@ -219,6 +224,26 @@ def test_models_lists_the_combined_reading_with_its_test_auc(trained_models, cap
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("combined ")).split()
     spec = CombinedSpec.read(output_dir)
     assert row[1:4] == ["-", f"{spec.threshold:.3f}", f"{spec.test_auc:.3f}"]
+
+
+def test_a_log_odds_combinations_map_is_the_drop_of_its_combined_probability(trained_models):
+    """Averaging the members' drops of probability would misstate a log-odds combination: a member
+    at 0.01 that a patch moves to 0.03 moves their mean log-odds more than one moved from 0.5 to 0.4."""
+    data_dir, output_dir = trained_models
+    members = [load_predictor(name, output_dir) for name in ("scratch_cnn", "efficientnet_lite0")]
+    spec = CombinedSpec(tuple(member.name for member in members), 0.5, {}, combination=LOG_ODDS_MEAN)
+    image = read_image(str(sorted((data_dir / "images").glob("*.jpg"))[1])).pixels
+    scores = CombinedPredictor(spec, members).occlusion(image, 25)
+    size = members[0].serving.input_size
+    assert members[1].serving.input_size == size  # the exact case
+    view = to_model_input(image, size).astype(np.float32)
+    grey = view.copy()
+    grey[:25, :25] = 127.5
+    calibrated = [member.calibrated_model.predict_on_batch(np.stack([view, grey]))[:, 0] for member in members]
+    intact, occluded = (LOG_ODDS_MEAN.average([p[row : row + 1] for p in calibrated])[0] for row in (0, 1))
+    assert scores[5, 5] == pytest.approx(intact - occluded, abs=1e-4)
+    plain = np.mean([p[0] - p[1] for p in calibrated])
+    assert abs(plain - (intact - occluded)) > 1e-4  # the two averages differ here, so the test tells them apart
 
 
 def test_the_combined_map_is_the_drop_of_the_mean_calibrated_probability(trained_models, tmp_path):

@@ -4,6 +4,7 @@ from it is the number the page showed."""
 import base64
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -12,7 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from melanoma.card import ModelCard
 from melanoma.cases import Decision
-from melanoma.combined import CombinedReading, CombinedSpec, DifferentialSpec, combine
+from melanoma.combined import LOG_ODDS_MEAN, CombinedReading, CombinedSpec, DifferentialSpec, combine
 from melanoma.dicom import read_dicom
 from melanoma.fhir import (
     AI_ASSERTED,
@@ -304,9 +305,16 @@ def test_the_combined_observation_carries_its_averaged_differential():
     reading = combine([MELANOMA_MODEL, DIAGNOSIS_MODEL], spec)
     found = resources(bundle_json(case([MELANOMA_MODEL, DIAGNOSIS_MODEL], combined=reading)))
     combined = observation_of(found, "combined-melanoma-probability")
-    assert combined["method"]["text"].endswith(
+    assert combined["method"]["text"] == (
+        "Mean of the members' calibrated probabilities, melanoma: efficientnet_lite0"
         "; differential: mean of the calibrated diagnosis probabilities of efficientnet_lite0_diagnosis"
     )
+    log_odds = combine([MELANOMA_MODEL, DIAGNOSIS_MODEL], replace(spec, combination=LOG_ODDS_MEAN))
+    text = observation_of(
+        resources(bundle_json(case([MELANOMA_MODEL, DIAGNOSIS_MODEL], combined=log_odds))),
+        "combined-melanoma-probability",
+    )["method"]["text"]
+    assert text.startswith("Mean of the members' calibrated log-odds (the geometric mean of their odds), melanoma:")
     assert len(combined["derivedFrom"]) == 2  # the melanoma member and the diagnosis member
     cancer = component(combined, LOCAL_CODES, "skin-cancer-probability")
     assert percent(cancer["valueQuantity"]) == pytest.approx(reading.malignant_probability, abs=1e-6)

@@ -61,7 +61,9 @@ def test_emphasis_is_read_as_diagnosis_factors_and_refused_where_it_cannot_apply
     for arguments, message in [
         (["--emphasis", "BKL=2"], "--emphasis names diagnoses, so it needs --target diagnosis"),
         (["--target", "diagnosis", "--emphasis", "SCC=2"], "a code from MEL, NV, BCC, AKIEC, BKL, DF, VASC"),
-        (["--target", "diagnosis", "--emphasis", "BKL=0"], "and a factor above 0; got 'BKL=0'"),
+        (["--target", "diagnosis", "--emphasis", "BKL=0"], "and a finite factor above 0; got 'BKL=0'"),
+        (["--target", "diagnosis", "--emphasis", "BKL=inf"], "and a finite factor above 0; got 'BKL=inf'"),
+        (["--target", "diagnosis", "--emphasis", "BKL=2,bkl=3"], "expected each code once; got BKL twice"),
     ]:
         with pytest.raises(SystemExit):
             parse_args([*common, *arguments])

@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pretrained-only",
         action="store_true",
-        help="consider only candidates whose weights started from a pretrained checkpoint (ImageNet): on other "
-        "clinics' images, randomly initialised members made the combined reading worse than its best member",
+        help="consider only candidates whose cards say their weights started from a pretrained checkpoint (ImageNet "
+        "or a file): on other clinics' images, randomly initialised members made the combined reading worse than its "
+        "best member",
     )
     parser.add_argument(
         "--output-cache",
@@ -273,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         predictors.append(predictor)
     if not predictors:
-        print(f"error: no candidate model could be loaded from {args.models_dir}.", file=sys.stderr)
+        reasons = "".join(f"\n  {name}: {reason}" for name, reason in left_out.items())
+        advice = " Leave out --pretrained-only, or install a pretrained model." if args.pretrained_only else ""
+        print(f"error: no candidate model is left in {args.models_dir}:{reasons}{advice}", file=sys.stderr)
         return 2
     try:
         split, candidates, other_split = shared_split(predictors)
@@ -330,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if "cross_validated" in selection:
         scored = ", ".join(f"{name} {value:.4f}" for name, value in selection["cross_validated"].items())
         print(f"  averaged by the {combination.name} (cross-validated within validation: {scored})")
+    else:
+        print(f"  averaged by the {combination.name} (one candidate, or too few melanomas to cross-validate)")
     for name, reason in selection["left_out"].items():
         print(f"  left out {name}: {reason}")
     if differential:

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)
-        # The combined reading is measured by the same code as on the Validate page: its members, then their mean.
+        # The combined reading is measured by the same code as on the Validate page: its members, then their average.
         combined = args.model == COMBINED_NAME
         predictors, spec = (predictor.members, predictor.spec) if combined else ([predictor], None)
         if args.split:  # a combined reading's members share one split (train.combine)

@@ -214,6 +214,8 @@ class SplitData:
         if targets.ndim == 2:
             factors = {diagnoses.index_of(code): factor for code, factor in emphasis}
             return balance(targets.argmax(axis=1), targets.shape[1], method, factors)
+        if emphasis:
+            raise ValueError(f"emphasis names diagnoses, so it needs a diagnosis model's targets; got {emphasis}.")
         return balance(targets.astype(int), 2, method)
 
 
@@ -361,7 +363,9 @@ def train_phases(
     recipe = config.recipe_object
     balancing = split.balance(config.class_balance, config.emphasis)
     print(
-        f"[{name}] class balance by {config.class_balance}: class weights "
+        f"[{name}] class balance by {config.class_balance}"
+        + "".join(f", {code} emphasised x{factor:g}" for code, factor in config.emphasis)
+        + ": class weights "
         + ", ".join(f"{c} -> {w:.3f}" for c, w in balancing.class_weights.items())
     )
     images_per_epoch = config.epoch_images or len(split.labels["train"])

@@ -55,15 +55,17 @@ class ClassSum(keras.layers.Layer):
 class PlattOutput(keras.layers.Layer):
     """Platt scaling inside the graph: sigmoid(slope · logit(p) + intercept), as
     `melanoma.calibration.PlattScaling` does in numpy, so an explanation can measure drops of the
-    calibrated probability that a combined reading averages."""
+    calibrated probability that a combined reading averages; with `log_odds`, the calibrated
+    log-odds before the sigmoid, for a combination that averages those."""
 
-    def __init__(self, slope: float = 1.0, intercept: float = 0.0, **kwargs):
+    def __init__(self, slope: float = 1.0, intercept: float = 0.0, log_odds: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.slope, self.intercept = float(slope), float(intercept)
+        self.slope, self.intercept, self.log_odds = float(slope), float(intercept), bool(log_odds)
 
     def call(self, probabilities):
         p = ops.clip(ops.cast(probabilities, "float32"), 1e-7, 1.0 - 1e-7)
-        return ops.sigmoid(self.slope * ops.log(p / (1.0 - p)) + self.intercept)
+        odds = self.slope * ops.log(p / (1.0 - p)) + self.intercept
+        return odds if self.log_odds else ops.sigmoid(odds)
 
     def get_config(self):
-        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
+        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept, "log_odds": self.log_odds}
