@@ -116,6 +116,12 @@ def write_bundle(folder: Path, image_name: str, dicom, models: list, decisions: 
     (folder / bundle_file_name(image_name, dicom)).write_text(bundle_json(case), encoding="utf-8")
 
 
+def skin_cancer_word(skin_cancer: bool, melanoma: bool) -> str:
+    """The table's skin-cancer verdict, as the page words it: below its own threshold beside a melanoma
+    verdict, it says "melanoma only" rather than a "not flagged" that would contradict that verdict."""
+    return "SUSPICIOUS" if skin_cancer else "melanoma only" if melanoma else "not flagged"
+
+
 def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str:
     """One image's line from its verdict (a melanoma.cases.Decision, or a CombinedReading): JSON, or
     tab-separated path, probability, verdict (and, from a diagnosis model or the combined reading's
@@ -145,7 +151,7 @@ def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str
     line = f"{path}\t{verdict.probability:.4f}\t{'SUSPICIOUS for melanoma' if verdict.melanoma else 'not flagged'}"
     if skin_cancer is not None:
         line += (
-            f"\tskin cancer {verdict.malignant_probability:.4f} {'SUSPICIOUS' if skin_cancer else 'not flagged'}"
+            f"\tskin cancer {verdict.malignant_probability:.4f} {skin_cancer_word(skin_cancer, verdict.melanoma)}"
             f"\t{diagnoses.short_differential(verdict.differential)}"
         )
     return line

@@ -84,6 +84,8 @@ class Decision:
             f"probability of a skin cancer ({cancers}) {self.malignant_probability:.1%}, "
             f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {self.malignant_threshold:.1%}"
         )
+        if not self.skin_cancer and self.melanoma:  # "not flagged" would contradict the melanoma verdict
+            return f"Skin cancer: melanoma only (the verdict above); no other skin cancer suspected: {measured}."
         if not self.skin_cancer:
             return f"Skin cancer: not flagged: {measured}."
         if self.melanoma:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from melanoma.__main__ import skin_cancer_word
 from melanoma.cases import Decision, decide, decide_all
 from melanoma.combined import (
     COMBINED_FILE,
@@ -172,6 +173,16 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
+
+
+def test_a_melanoma_verdict_is_not_contradicted_by_a_skin_cancer_line_below_its_own_threshold():
+    differential = (("NV", 0.8), ("MEL", 0.11), ("BKL", 0.07), ("BCC", 0.01), ("AKIEC", 0.005), ("VASC", 0.003))
+    decision = Decision("d", 0.11, 0.09, 0.9, 0.7, None, True, "", 0.125, 0.16, (*differential, ("DF", 0.002)))
+    assert decision.melanoma is True and decision.skin_cancer is False
+    assert decision.skin_cancer_summary().startswith(
+        "Skin cancer: melanoma only (the verdict above); no other skin cancer suspected: probability of a skin cancer"
+    )
+    assert skin_cancer_word(False, True) == "melanoma only" and skin_cancer_word(False, False) == "not flagged"
 
 
 def test_a_combination_validated_on_log_odds_reads_and_names_them():
