@@ -17,7 +17,8 @@ EPSILON = 1e-7
 ECE_BINS = 15
 
 
-def _logit(probabilities: np.ndarray) -> np.ndarray:
+def clipped_logit(probabilities: np.ndarray) -> np.ndarray:
+    """log(p / (1 − p)), with p kept EPSILON away from 0 and 1 so that no log-odds is infinite."""
     p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
     return np.log(p / (1 - p))
 
@@ -32,7 +33,7 @@ class PlattScaling:
     fitted_on: str = "none"
 
     def __call__(self, probabilities: np.ndarray) -> np.ndarray:
-        z = self.slope * _logit(probabilities) + self.intercept
+        z = self.slope * clipped_logit(probabilities) + self.intercept
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float64)
 
     def to_dict(self) -> dict:
@@ -56,7 +57,7 @@ def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "v
         raise ValueError("cannot calibrate: the validation split holds only one class.")
     positives, negatives = int(labels.sum()), int((1 - labels).sum())
     targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
-    logits = _logit(probabilities)[:, None]
+    logits = clipped_logit(probabilities)[:, None]
     regression = LogisticRegression(C=np.inf, max_iter=1000).fit(
         np.concatenate([logits, logits]),
         np.r_[np.ones(len(labels)), np.zeros(len(labels))],

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from scipy.special import expit, logit
+from scipy.special import expit
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
+from melanoma.calibration import clipped_logit
 from melanoma.cases import Decision
 from melanoma.images import to_model_input
 
@@ -52,7 +53,6 @@ COMBINATION_CV_REPEATS = 10  # repeats of the 5-fold cross-validation that choos
 DIFFERENTIAL_MIN_GAIN = 0.01
 DIFFERENTIAL_CV_REPEATS = 10  # repeats of the 5-fold cross-validation that chooses the differential's rule
 FORWARD_SELECTION = "forward selection"
-PROBABILITY_FLOOR = 1e-6  # keeps a member's 0 or 1 from making its log-odds infinite
 EVERY_CANDIDATE = "the mean of every candidate"
 
 
@@ -64,8 +64,7 @@ def mean_probability(probabilities: list[np.ndarray]) -> np.ndarray:
 def mean_log_odds(probabilities: list[np.ndarray]) -> np.ndarray:
     """The probability whose log-odds are the mean of the members' (the geometric mean of their odds):
     one confident member moves it more than the plain mean lets it."""
-    odds = logit(np.clip(np.stack(probabilities), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
-    return expit(odds.mean(axis=0))
+    return expit(clipped_logit(np.stack(probabilities)).mean(axis=0))
 
 
 @dataclass(frozen=True)
