@@ -68,7 +68,7 @@ def read_case(
     recorded = [Reading.of(d, Model(d.model, entry.card.sha256)) for d, entry in zip(decisions, chosen)]
     combined = combine(list(decisions), spec) if len(decisions) > 1 else None
     if combined is not None:
-        recorded.append(Reading.of(combined, Model(COMBINED_NAME, None)))
+        recorded.append(Reading.of(combined, Model(COMBINED_NAME, combined.definition_sha256)))
     ui.audit(Action.READING, sha256=key, readings=recorded)
     return Case(name, key, image, decisions, combined)
 

@@ -148,8 +148,9 @@ PROXY = User("proxy")  # behind an authenticating reverse proxy that does not na
 
 @dataclass(frozen=True)
 class Model:
-    """A model by name and the sha256 of its weights (its card's "sha256"); None for the combined
-    reading, whose members are recorded beside it."""
+    """A model by name and the sha256 of its weights (its card's "sha256"). For the combined reading,
+    whose members are recorded beside it, the sha256 of the combined.json it followed (its members,
+    average and threshold), or None for a plain mean of models chosen together without one."""
 
     name: str
     weights_sha256: str | None

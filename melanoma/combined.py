@@ -23,6 +23,7 @@ input size, one feature extraction for the gates).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,7 @@ class CombinedSpec:
     holdout_metrics: dict = field(default_factory=dict)  # source -> the members' held-out runs combined
     differential: DifferentialSpec | None = None  # None: no diagnosis models were combined
     combination: Combination = PROBABILITY_MEAN
+    sha256: str | None = None  # of the combined.json read: which definition a reading followed
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -161,7 +163,8 @@ class CombinedSpec:
                 "--data-dir DIR (it chooses the members on the validation split), or choose a single model."
             )
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
+            stored = json.loads(raw.decode("utf-8"))
             return cls(
                 tuple(stored["members"]),
                 float(stored["threshold"]),
@@ -170,6 +173,7 @@ class CombinedSpec:
                 stored.get("holdout_metrics", {}),
                 DifferentialSpec.from_dict(stored.get("differential")),
                 combination_named(stored.get("combination", PROBABILITY_MEAN.name)),
+                hashlib.sha256(raw).hexdigest(),
             )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CombinedUnavailableError(
@@ -200,6 +204,7 @@ class CombinedReading:
     averaged_members: tuple[str, ...] = ()  # the diagnosis models whose differentials `averaged` is the mean of
     diagnosis_members: tuple[Decision, ...] = ()
     combination: Combination = PROBABILITY_MEAN  # how `probability` averages the members'
+    definition_sha256: str | None = None  # the validated combined.json's (CombinedSpec.sha256); None for a plain mean
 
     @property
     def melanoma(self) -> bool | None:
@@ -345,6 +350,7 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
             averaged,
             differential.members,
             combination=combination,
+            definition_sha256=spec.sha256,
         )
     return CombinedReading(
         probability,
@@ -354,6 +360,7 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
         all(d.assessed for d in chosen),
         diagnosis_members=tuple(d for d in chosen if d.skin_cancer is not None),
         combination=combination,
+        definition_sha256=spec.sha256 if validated else None,
     )
 
 
@@ -399,6 +406,30 @@ def forward_selection(
     return {"members": members, "steps": steps, key: current, "candidates": own, "left_out": left_out}
 
 
+def cross_validated_score(
+    held_out: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    strata: np.ndarray,
+    folds: int,
+    repeats: int,
+    score: Callable[[np.ndarray], float],
+) -> float:
+    """How well a selection rule does on images it did not choose by: repeated stratified k-fold
+    cross-validation within the validation split. `held_out(fitted, held)` selects on the rows
+    `fitted` and returns its outputs for the rows `held`; each repeat's outputs, pooled over its
+    folds, are scored once by `score`, so that a rare class's few images count in one score rather
+    than in noisy per-fold ones. The mean over the repeats."""
+    scores = []
+    for repeat in range(repeats):
+        pooled = None
+        for fitted, held in StratifiedKFold(folds, shuffle=True, random_state=repeat).split(strata, strata):
+            outputs = held_out(fitted, held)
+            if pooled is None:
+                pooled = np.empty((len(strata), *outputs.shape[1:]), dtype=outputs.dtype)
+            pooled[held] = outputs
+        scores.append(score(pooled))
+    return float(np.mean(scores))
+
+
 def select_members(
     labels: np.ndarray,
     probabilities: dict[str, np.ndarray],
@@ -410,9 +441,9 @@ def select_members(
     With about a hundred validation melanomas, the ROC AUCs of different averages of the same members
     differ by less than their noise, so the average is chosen as the differential's rule is: for each
     `Combination`, forward selection refitted on four fifths of the validation split and scored by
-    the ROC AUC of the rest (repeated stratified 5-fold cross-validation); the better one then
+    the ROC AUC of the rest (`cross_validated_score`, 5 folds); the better one then
     selects the members on the whole split. The result is forward_selection's, with "combination"
-    and "cross_validated" (combination -> mean held-out ROC AUC) added.
+    and "cross_validated" (combination -> held-out ROC AUC) added.
     """
     labels = np.asarray(labels).astype(int)
 
@@ -430,14 +461,14 @@ def select_members(
     cross_validated = {}
     if len(probabilities) > 1 and folds >= 2:
         for combination in COMBINATIONS.values():
-            held_out = []
-            for repeat in range(repeats):
-                splitter = StratifiedKFold(folds, shuffle=True, random_state=repeat)
-                for fitted, held in splitter.split(labels, labels):
-                    members = select(combination, fitted)["members"]
-                    average = combination.average([probabilities[m][held] for m in members])
-                    held_out.append(roc_auc_score(labels[held], average))
-            cross_validated[combination.name] = float(np.mean(held_out))
+
+            def held_out(fitted: np.ndarray, held: np.ndarray, combination=combination) -> np.ndarray:
+                members = select(combination, fitted)["members"]
+                return combination.average([probabilities[m][held] for m in members])
+
+            cross_validated[combination.name] = cross_validated_score(
+                held_out, labels, folds, repeats, lambda average: roc_auc_score(labels, average)
+            )
     # The plain mean stays unless another scores higher by more than float rounding (folds whose
     # selection keeps one member score every average alike).
     chosen = PROBABILITY_MEAN
@@ -485,16 +516,16 @@ def select_differential(
         return selection
     # The mean of every candidate fits nothing, so its validation score needs no cross-validation.
     every = mean_probability(list(equal_prior.values())).argmax(axis=1)
-    forward_scores = []
-    for repeat in range(repeats):
-        chosen = np.empty(len(true), dtype=int)
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=repeat)
-        for fitted, held in splitter.split(true, true):
-            members = select(fitted)["members"]
-            chosen[held] = mean_probability([equal_prior[m][held] for m in members]).argmax(axis=1)
-        forward_scores.append(balanced_accuracy_score(true, chosen))
+
+    def held_out(fitted: np.ndarray, held: np.ndarray) -> np.ndarray:
+        members = select(fitted)["members"]
+        return mean_probability([equal_prior[m][held] for m in members]).argmax(axis=1)
+
+    forward_score = cross_validated_score(
+        held_out, true, folds, repeats, lambda chosen: balanced_accuracy_score(true, chosen)
+    )
     every_score = float(balanced_accuracy_score(true, every))
-    selection["cross_validated"] = {FORWARD_SELECTION: float(np.mean(forward_scores)), EVERY_CANDIDATE: every_score}
+    selection["cross_validated"] = {FORWARD_SELECTION: forward_score, EVERY_CANDIDATE: every_score}
     if every_score > selection["cross_validated"][FORWARD_SELECTION]:
         selection["rule"] = EVERY_CANDIDATE
         selection["members"] = list(equal_prior)

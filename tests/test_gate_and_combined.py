@@ -1,5 +1,6 @@
 """What a clinician is told besides the probability: whether the image is in scope, and one combined reading."""
 
+import hashlib
 import io
 import json
 from dataclasses import replace
@@ -149,6 +150,8 @@ def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
     reading = combine(decisions, spec)
     assert reading.probability == pytest.approx(np.mean([d.probability for d in decisions]))
     assert reading.threshold == spec.threshold and reading.melanoma == (reading.probability >= spec.threshold)
+    # The audit trail's record of which definition the reading followed: the file's own sha256.
+    assert reading.definition_sha256 == hashlib.sha256((output_dir / COMBINED_FILE).read_bytes()).hexdigest()
     # The stored metrics are those of the same mean on the members' shared test split, at the stored threshold.
     test = join_split(load_labelled_images(data_dir).table, read_split(output_dir / spec.members[0])).query(
         "split == 'test'"
@@ -173,6 +176,7 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
+    assert reading.definition_sha256 is None  # a plain mean follows no combined.json
 
 
 def test_a_melanoma_verdict_is_not_contradicted_by_a_skin_cancer_line_below_its_own_threshold():
