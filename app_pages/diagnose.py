@@ -171,6 +171,8 @@ def show_decision(result: Decision) -> None:
     if result.skin_cancer is not None:
         (st.error if result.skin_cancer else st.success)(result.skin_cancer_summary())
         st.markdown(result.differential_text())
+    elif note := result.scope_note():
+        st.info(note)
     st.caption(result.calibration_meaning())
     st.caption(result.threshold_meaning())
 

@@ -94,6 +94,17 @@ class Decision:
         named = ", ".join(f"{NAMES[code]} {others[code]:.1%}" for code in OTHER_CANCERS)
         return f"Other skin cancer: suspicious: {measured}; {named}."
 
+    def scope_note(self) -> str | None:
+        """For a melanoma-only model, what its verdict does not cover: "not flagged" beside a basal cell
+        carcinoma must not read as reassurance from a model never trained to name one."""
+        if self.skin_cancer is not None or not self.assessed:
+            return None
+        others = " and ".join(NAMES[code] for code in OTHER_CANCERS)
+        return (
+            f"Other skin cancers ({others}): not assessed. This model reads melanoma only, so its verdict says "
+            "nothing about them; a diagnosis model, or a combined reading with a differential, reads them too."
+        )
+
     def differential_text(self) -> str | None:
         """The diagnoses most probable first, in a clinician's words, with calibrated probabilities."""
         if not self.differential or not self.assessed:

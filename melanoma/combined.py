@@ -272,6 +272,9 @@ class CombinedReading:
                 for line in (f"{d.model} (diagnosis model): {d.skin_cancer_summary()}", d.differential_text())
                 if line
             ]
+        if not self.averaged and not self.diagnosis_members:
+            others = " and ".join(diagnoses.NAMES[code] for code in diagnoses.OTHER_CANCERS)
+            lines.append(f"Other skin cancers ({others}): not assessed; every model averaged here reads melanoma only.")
         return tuple(lines)
 
     def summary(self) -> str:

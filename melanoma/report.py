@@ -58,8 +58,8 @@ class ModelReading:
     sha256: str  # of the weights file, from the model's card (checked when the weights load)
     probability: str  # the page's metric: "73.2%", or "not assessed"
     summary: str  # Decision.summary(): the verdict at the threshold, or why the image was not assessed
-    # A diagnosis model's skin-cancer line and differential, then what the probability and the
-    # threshold mean; empty when not assessed.
+    # A diagnosis model's skin-cancer line and differential (a melanoma model's note that it reads
+    # melanoma only), then what the probability and the threshold mean; empty when not assessed.
     meanings: tuple[str, ...]
     overlay: np.ndarray  # the explanation overlay as shown, RGB uint8
 
@@ -68,7 +68,11 @@ class ModelReading:
         """The reading the page shows for `decision`, identified by the model's card."""
         if not decision.assessed:
             return cls(decision.model, card.version_text, card.sha256, "not assessed", decision.summary(), (), overlay)
-        diagnosis_lines = tuple(line for line in (decision.skin_cancer_summary(), decision.differential_text()) if line)
+        diagnosis_lines = tuple(
+            line
+            for line in (decision.skin_cancer_summary(), decision.differential_text(), decision.scope_note())
+            if line
+        )
         return cls(
             decision.model,
             card.version_text,

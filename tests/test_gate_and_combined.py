@@ -176,6 +176,9 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.probability == pytest.approx(0.5) and reading.disagreement and reading.melanoma is None
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
+    # Two melanoma-only models: the reading says that the other skin cancers went unread.
+    assert reading.summary_lines()[-1].startswith("Other skin cancers (basal cell carcinoma and actinic keratosis")
+    assert [d.scope_note() is not None for d in decisions] == [True, True]
     assert reading.definition_sha256 is None  # a plain mean follows no combined.json
 
 
@@ -187,6 +190,7 @@ def test_a_melanoma_verdict_is_not_contradicted_by_a_skin_cancer_line_below_its_
         "Skin cancer: melanoma only (the verdict above); no other skin cancer suspected: probability of a skin cancer"
     )
     assert skin_cancer_word(False, True) == "melanoma only" and skin_cancer_word(False, False) == "not flagged"
+    assert decision.scope_note() is None  # a diagnosis model reads the other skin cancers itself
 
 
 def test_a_combination_validated_on_log_odds_reads_and_names_them():
