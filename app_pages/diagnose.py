@@ -160,8 +160,9 @@ def show_image_facts(case: Case) -> None:
         )
 
 
-def show_decision(result: Decision) -> None:
-    """One model's probability and verdicts, as the clinician reads them before any map."""
+def show_decision(result: Decision, alone: bool) -> None:
+    """One model's probability and verdicts, as the clinician reads them before any map. Read `alone`
+    (no combined reading above it), a melanoma-only model says what its verdict does not cover."""
     if not result.assessed:
         st.metric(f"{result.model}: melanoma probability", "not assessed")
         st.warning(result.summary())
@@ -171,7 +172,7 @@ def show_decision(result: Decision) -> None:
     if result.skin_cancer is not None:
         (st.error if result.skin_cancer else st.success)(result.skin_cancer_summary())
         st.markdown(result.differential_text())
-    elif note := result.scope_note():
+    elif alone and (note := result.scope_note()):
         st.info(note)
     st.caption(result.calibration_meaning())
     st.caption(result.threshold_meaning())
@@ -305,7 +306,7 @@ if case.combined is not None:
 columns = st.columns(len(chosen))
 for column, result in zip(columns, case.decisions):
     with column:
-        show_decision(result)  # every verdict is on the page before this session starts a map
+        show_decision(result, case.combined is None)  # every verdict is on the page before this session starts a map
 
 signed = method == "Occlusion sensitivity"
 settings = MapSettings(signed, patch_size, fine, opacity, colourmap, output)
@@ -344,7 +345,7 @@ for column, entry, model, result in zip(columns, chosen, models_used, case.decis
             key=f"download-{entry.name}",
             on_click="ignore",
         )
-        readings.append(ModelReading.from_decision(result, entry.card, blended))
+        readings.append(ModelReading.from_decision(result, entry.card, blended, alone=case.combined is None))
 
 # One report per case, covering every chosen model: the record a clinician files for this lesion.
 st.subheader("Report")

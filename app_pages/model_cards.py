@@ -65,7 +65,9 @@ for entry in ui.available_models():
                     f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
                     f"on {held_out['n_images']} images"
                 )
-            st.markdown(f"**Recipe**: {training.recipe_text}. About the recipe: {training.recipe.get('notes', '')}")
+            st.markdown(f"**Recipe**: {training.recipe_text}.")
+            if training.recipe.get("notes"):
+                st.caption(f"The recipe as written: {training.recipe['notes']}")
             st.markdown(
                 f"**Trained**: {training.epochs_trained} epochs in {training.training_seconds / 60:.0f} min "
                 f"on {training.machine}"

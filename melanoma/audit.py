@@ -2,9 +2,10 @@
 
 A clinic must be able to say afterwards who saw which reading. Each event is one JSON line: the UTC
 time, the user (the identity provider's subject and e-mail, or "local"), the action, the sha256 of
-the uploaded bytes, and per model its name, weights' sha256, calibrated probability, threshold,
-gate result and verdict. Never pixels, never file names: every field is typed and checked, so a
-free-form value (a file name, an array) is refused when the event is built, not found in the log.
+the uploaded bytes, and per model its name, weights' sha256 (for the combined reading, its
+combined.json's), calibrated probability, threshold, gate result and verdict. Never pixels, never
+file names: every field is typed and checked, so a free-form value (a file name, an array) is
+refused when the event is built, not found in the log.
 
 The log is append-only (O_APPEND; a line is never rewritten), each line is flushed and fsynced
 before `record` returns, and appends are serialised across threads (a lock) and processes (flock

@@ -135,29 +135,44 @@ class Training:
 
     @property
     def recipe_text(self) -> str:
-        """The recipe by name with the values the run used, and the recipe's own where the command
-        line changed them: a recipe's notes give its defaults, which a run's flags may override."""
-        name = self.recipe.get("name", "")
-        settings = [
-            ("image_size", "input {} px", str),
-            ("epochs", "{} epochs", str),
-            ("batch_size", "batch {}", str),
-            ("learning_rates", "learning rates {}", lambda rates: " / ".join(f"{rate:g}" for rate in rates)),
-        ]
-        used, changed = [], []
-        for key, words, value_text in settings:
-            if self.config.get(key) is None:
-                continue
-            used.append(words.format(value_text(self.config[key])))
-            default = self.recipe.get(key)
-            if default is not None and _as_list(default) != _as_list(self.config[key]):
-                changed.append(words.format(value_text(default)))
-        if self.config.get("epoch_images"):
-            used.append(f"{self.config['epoch_images']:,} images per epoch")
-        text = f"{name}, run with {', '.join(used)}" if used else name
-        if changed:
-            text += f" (the recipe's own: {', '.join(changed)})"
-        return text
+        """The recipe by name with the values the run used, and the recipe's own where they differ: a
+        recipe's notes give its defaults, which a run's flags may override. The epochs and learning
+        rates come from `phases`, as run: a resumed run's `config` holds only its last command."""
+        run, own = [], []
+
+        def compare(used: str, default: str | None) -> None:
+            run.append(used)
+            if default is not None and default != used:
+                own.append(default)
+
+        def rates(values) -> str:
+            return " / ".join(f"{rate:g}" for rate in values)
+
+        recipe, config = self.recipe, self.config
+        if config.get("image_size"):
+            compare(f"input {config['image_size']} px", recipe.get("image_size") and f"input {recipe['image_size']} px")
+        if config.get("batch_size"):
+            compare(f"batch {config['batch_size']}", recipe.get("batch_size") and f"batch {recipe['batch_size']}")
+        full_pass = "a full pass of the training split per epoch"
+        compare(f"{config['epoch_images']:,} images per epoch" if config.get("epoch_images") else full_pass, full_pass)
+        recipe_epochs = recipe.get("epochs") and f"{recipe['epochs']} epochs"
+        recipe_rates = recipe.get("learning_rates") and f"learning rates {rates(recipe['learning_rates'])}"
+        if self.phases:
+            compare(f"{self.phases[-1]['end_epoch']} epochs", recipe_epochs)
+            run.append(
+                "learning rate "
+                + ", ".join(
+                    f"{p['learning_rate']:g} (epochs {p['start_epoch'] + 1}–{p['end_epoch']})" for p in self.phases
+                )
+            )
+            if recipe_rates and _as_list(recipe["learning_rates"]) != [p["learning_rate"] for p in self.phases]:
+                own.append(recipe_rates)
+        elif config.get("epochs"):
+            compare(f"{config['epochs']} epochs", recipe_epochs)
+            if config.get("learning_rates"):
+                compare(f"learning rates {rates(config['learning_rates'])}", recipe_rates)
+        text = f"{recipe.get('name') or 'unnamed recipe'}, run with {', '.join(run)}"
+        return f"{text} (the recipe's own: {', '.join(own)})" if own else text
 
 
 @dataclass(frozen=True)

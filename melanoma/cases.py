@@ -15,6 +15,12 @@ from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked
 from melanoma.images import DecodedImage, ImageError, decode_image, to_model_input
 from melanoma.metrics import Evidence, evidence_for
 
+# What a melanoma-only model's verdict leaves open, said under it wherever it is shown.
+SCOPE_NOTE = (
+    f"This model separates melanoma from all other lesions; it was not trained to recognise "
+    f'{NAMES["BCC"]}, {NAMES["AKIEC"]} or other non-melanoma skin cancers, so "not flagged" does not rule them out.'
+)
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -96,14 +102,10 @@ class Decision:
 
     def scope_note(self) -> str | None:
         """For a melanoma-only model, what its verdict does not cover: "not flagged" beside a basal cell
-        carcinoma must not read as reassurance from a model never trained to name one."""
-        if self.skin_cancer is not None or not self.assessed:
+        carcinoma must not read as reassurance from a model never trained to recognise one."""
+        if self.malignant_probability is not None or self.differential or not self.assessed:
             return None
-        others = " and ".join(NAMES[code] for code in OTHER_CANCERS)
-        return (
-            f"Other skin cancers ({others}): not assessed. This model reads melanoma only, so its verdict says "
-            "nothing about them; a diagnosis model, or a combined reading with a differential, reads them too."
-        )
+        return SCOPE_NOTE
 
     def differential_text(self) -> str | None:
         """The diagnoses most probable first, in a clinician's words, with calibrated probabilities."""

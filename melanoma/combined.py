@@ -273,8 +273,11 @@ class CombinedReading:
                 if line
             ]
         if not self.averaged and not self.diagnosis_members:
-            others = " and ".join(diagnoses.NAMES[code] for code in diagnoses.OTHER_CANCERS)
-            lines.append(f"Other skin cancers ({others}): not assessed; every model averaged here reads melanoma only.")
+            lines.append(
+                "None of the models averaged here was trained to recognise "
+                f"{diagnoses.NAMES['BCC']}, {diagnoses.NAMES['AKIEC']} or other non-melanoma skin cancers, so "
+                '"not flagged" does not rule them out.'
+            )
         return tuple(lines)
 
     def summary(self) -> str:
@@ -444,7 +447,7 @@ def select_members(
     With about a hundred validation melanomas, the ROC AUCs of different averages of the same members
     differ by less than their noise, so the average is chosen as the differential's rule is: for each
     `Combination`, forward selection refitted on four fifths of the validation split and scored by
-    the ROC AUC of the rest (`cross_validated_score`, 5 folds); the better one then
+    the ROC AUC of the rest (`cross_validated_score`: up to 5 folds, 10 repeats); the better one then
     selects the members on the whole split. The result is forward_selection's, with "combination"
     and "cross_validated" (combination -> held-out ROC AUC) added.
     """
@@ -497,8 +500,8 @@ def select_differential(
 
     Balanced accuracy rests on a few images of the rare diagnoses, so forward selection can fit
     the validation split's noise. Which rule to trust is therefore decided on validation too: the
-    forward selection, refitted on four fifths and scored on the rest (repeated stratified 5-fold
-    cross-validation), against the mean of every candidate; the better one chooses the members.
+    forward selection, refitted on four fifths and scored on the rest (`cross_validated_score`),
+    against the mean of every candidate; the better one chooses the members.
     The result is forward_selection's, with "rule" and "cross_validated" (rule -> score) added.
     """
     true = np.array([diagnoses.index_of(code) for code in codes])

@@ -52,7 +52,7 @@ def test_diagnose_shows_the_library_probability_and_the_overlay(app):
     assert at.dataframe[0].value[f"{model} probability"].iloc[0] == pytest.approx(100 * expected, rel=1e-6)
     assert any("not a diagnosis" in info.value for info in at.info)
     # A melanoma-only model's "not flagged" must not pass for a word on basal cell carcinoma.
-    reads_melanoma_only = any("This model reads melanoma only" in info.value for info in at.info)
+    reads_melanoma_only = any("it was not trained to recognise basal cell carcinoma" in info.value for info in at.info)
     assert reads_melanoma_only == (not load_predictor(model, output_dir).serving.is_diagnosis)
     captions = [caption for image in at.image for caption in image.captions]
     assert "Uploaded image" in captions and "Occlusion sensitivity overlay" in captions
@@ -81,7 +81,9 @@ def test_diagnose_offers_a_pdf_report_with_the_probability_shown_and_the_notes(a
     model = at.selectbox[0].value.split(" ")[0]
     shown = metric_values(at)[f"{model}: melanoma probability"]
     assert f"{model}: melanoma probability {shown}" in text
-    assert ("This model reads melanoma only" in text) == (not load_predictor(model, output_dir).serving.is_diagnosis)
+    assert ("it was not trained to recognise basal cell carcinoma" in text) == (
+        not load_predictor(model, output_dir).serving.is_diagnosis
+    )
     assert len(reader.pages) == 1 and len(reader.pages[0].images) == 2
     assert "naevus — >= 6 mm, café, [U+75E3]" in text and " ".join(ui.DISCLAIMER.split()) in text
     card = json.loads((output_dir / model / "card.json").read_text())

@@ -7,13 +7,31 @@ from melanoma.card import Training, read_card
 from melanoma.config import TrainConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+PHASES = [
+    {"start_epoch": 0, "end_epoch": 6, "learning_rate": 3e-4},
+    {"start_epoch": 6, "end_epoch": 13, "learning_rate": 1e-4},
+    {"start_epoch": 13, "end_epoch": 16, "learning_rate": 3e-5},
+]
 
 
 def test_a_run_with_the_recipes_defaults_names_no_departure():
     config = TrainConfig(data_dir="data", recipe="cpu_transfer_plain").resolved()
-    training = Training(recipe=config.recipe_values, config=asdict(config))
+    training = Training(recipe=config.recipe_values, config=asdict(config), phases=PHASES)
     assert training.recipe_text == (
-        "cpu_transfer_plain, run with input 160 px, 16 epochs, batch 32, learning rates 0.0003 / 0.0001 / 3e-05"
+        "cpu_transfer_plain, run with input 160 px, batch 32, a full pass of the training split per epoch, 16 epochs, "
+        "learning rate 0.0003 (epochs 1–6), 0.0001 (epochs 7–13), 3e-05 (epochs 14–16)"
+    )
+
+
+def test_a_resumed_run_is_described_by_its_phases_not_its_last_command():
+    """Resumed with other flags, a card's config holds only the last command's: its phases say what ran."""
+    config = TrainConfig(data_dir="data", recipe="cpu_transfer_plain", epochs=20, learning_rates=(3e-4, 1e-4, 1e-4))
+    config = config.resolved()
+    phases = [*PHASES, {"start_epoch": 16, "end_epoch": 20, "learning_rate": 1e-4}]
+    training = Training(recipe=config.recipe_values, config=asdict(config), phases=phases)
+    assert training.recipe_text.endswith(
+        "20 epochs, learning rate 0.0003 (epochs 1–6), 0.0001 (epochs 7–13), 3e-05 (epochs 14–16), 0.0001 "
+        "(epochs 17–20) (the recipe's own: 16 epochs, learning rates 0.0003 / 0.0001 / 3e-05)"
     )
 
 
@@ -21,6 +39,7 @@ def test_a_shipped_card_says_which_of_its_recipes_values_the_command_line_change
     """Its recipe's notes say 160 px; the run was at 192 px, which the card must not hide."""
     training = read_card(MODELS / "efficientnet_lite0_diagnosis_sampled_192").training
     assert training.recipe_text == (
-        "cpu_transfer_plain, run with input 192 px, 20 epochs, batch 32, learning rates 0.0001 / 0.0001 / 5e-05, "
-        "4,000 images per epoch (the recipe's own: input 160 px, 16 epochs, learning rates 0.0003 / 0.0001 / 3e-05)"
+        "cpu_transfer_plain, run with input 192 px, batch 32, 4,000 images per epoch, 20 epochs, learning rate "
+        "0.0001 (epochs 1–8), 0.0001 (epochs 9–16), 5e-05 (epochs 17–20) (the recipe's own: input 160 px, a full "
+        "pass of the training split per epoch, 16 epochs, learning rates 0.0003 / 0.0001 / 3e-05)"
     )

@@ -177,7 +177,9 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert "disagree" in reading.summary() and "no combined verdict" in reading.summary()
     assert combine(decisions, CombinedSpec(("a", "b"), 0.4, {})).melanoma is True
     # Two melanoma-only models: the reading says that the other skin cancers went unread.
-    assert reading.summary_lines()[-1].startswith("Other skin cancers (basal cell carcinoma and actinic keratosis")
+    assert reading.summary_lines()[-1].startswith(
+        "None of the models averaged here was trained to recognise basal cell carcinoma, actinic keratosis"
+    )
     assert [d.scope_note() is not None for d in decisions] == [True, True]
     assert reading.definition_sha256 is None  # a plain mean follows no combined.json
 

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from melanoma.card import ModelCard, Training
-from melanoma.cases import Decision
+from melanoma.cases import SCOPE_NOTE, Decision
 from melanoma.combined import CombinedSpec, combine
 from melanoma.metrics import Evidence
 from melanoma.report import (
@@ -53,7 +53,8 @@ def decision(model="scratch_cnn", probability=0.7319, in_distribution=True) -> D
 
 def report(decisions=(None,), notes=UNICODE_NOTE, **changes) -> CaseReport:
     decisions = [d or decision() for d in decisions]
-    readings = tuple(ModelReading.from_decision(d, CARD, pixels(10 + i)) for i, d in enumerate(decisions))
+    alone = changes.get("combined") is None  # as the page builds them: beside a combined reading or alone
+    readings = tuple(ModelReading.from_decision(d, CARD, pixels(10 + i), alone) for i, d in enumerate(decisions))
     case = CaseReport(
         "lesion.jpg",
         pixels(1),
@@ -99,6 +100,8 @@ def test_the_report_holds_what_the_page_shows_on_one_page_with_both_images():
     assert "scratch_cnn: melanoma probability 73.2%" in text  # the page's metric, f"{p:.1%}"
     for sentence in (shown.summary(), shown.calibration_meaning(), shown.threshold_meaning(), DISCLAIMER):
         assert flat(sentence) in text
+    # A melanoma-only model's report says what its "not flagged" would not cover.
+    assert shown.scope_note() == SCOPE_NOTE and flat(SCOPE_NOTE) in text
     assert "Suspicious for melanoma: probability 73.2%, at or above the operating threshold 41.0%." in text
     assert "Model version: trained 2026-11-26T22:57:52Z" in text and f"Weights sha256: {SHA}" in text
     assert "Occlusion sensitivity, patch size 20 pixels of the model input" in text
@@ -157,6 +160,8 @@ def test_several_models_give_every_overlay_and_the_combined_reading():
         assert f"{d.model}: melanoma probability {d.probability:.1%}" in text and flat(d.summary()) in text
     assert "Clinician's notes (none)" in text
     assert lowest_text(reader) > 36  # above the bottom margin: nothing runs off the page
+    # Four melanoma-only models: the combined reading says once what none of them covers.
+    assert flat(text).count("trained to recognise basal cell carcinoma") == 1
 
 
 def test_grad_cam_says_it_has_no_patch_size():

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             "combination": combination.name,
             "selection_rule": f"forward selection by validation ROC AUC (each member must add at least {MIN_GAIN}), "
             "averaging by whichever combination repeated (up to 5-fold) cross-validation within the validation split "
-            "scores higher; the test split chooses nothing",
+            "scores higher (each repeat's held-out outputs pooled into one ROC AUC); the test split chooses nothing",
             "threshold": threshold,
             "threshold_rule": threshold_rule(args.target_sensitivity),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
