@@ -98,11 +98,6 @@ class Network:
         return self.weights_initialisation not in (RANDOM_INITIALISATION, UNKNOWN_INITIALISATION)
 
 
-def _as_list(value):
-    """A sequence as a list (a card read from JSON holds lists where a fresh one holds tuples)."""
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
 @dataclass(frozen=True)
 class Training:
     """The run that made the weights: enough to repeat it and to judge it."""
@@ -165,7 +160,7 @@ class Training:
                     f"{p['learning_rate']:g} (epochs {p['start_epoch'] + 1}–{p['end_epoch']})" for p in self.phases
                 )
             )
-            if recipe_rates and _as_list(recipe["learning_rates"]) != [p["learning_rate"] for p in self.phases]:
+            if recipe_rates and list(recipe["learning_rates"]) != [p["learning_rate"] for p in self.phases]:
                 own.append(recipe_rates)
         elif config.get("epochs"):
             compare(f"{config['epochs']} epochs", recipe_epochs)

@@ -15,11 +15,12 @@ from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked
 from melanoma.images import DecodedImage, ImageError, decode_image, to_model_input
 from melanoma.metrics import Evidence, evidence_for
 
-# What a melanoma-only model's verdict leaves open, said under it wherever it is shown.
-SCOPE_NOTE = (
-    f"This model separates melanoma from all other lesions; it was not trained to recognise "
+# What a melanoma-only verdict leaves open: said under one model's (SCOPE_NOTE), and under a combined
+# reading's when none of its models names these cancers.
+NOT_RECOGNISED = (
     f'{NAMES["BCC"]}, {NAMES["AKIEC"]} or other non-melanoma skin cancers, so "not flagged" does not rule them out.'
 )
+SCOPE_NOTE = f"This model separates melanoma from all other lesions; it was not trained to recognise {NOT_RECOGNISED}"
 
 
 @dataclass(frozen=True)

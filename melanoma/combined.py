@@ -37,7 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
 from melanoma.calibration import clipped_logit
-from melanoma.cases import Decision
+from melanoma.cases import NOT_RECOGNISED, Decision
 from melanoma.images import to_model_input
 
 if TYPE_CHECKING:
@@ -273,11 +273,7 @@ class CombinedReading:
                 if line
             ]
         if not self.averaged and not self.diagnosis_members:
-            lines.append(
-                "None of the models averaged here was trained to recognise "
-                f"{diagnoses.NAMES['BCC']}, {diagnoses.NAMES['AKIEC']} or other non-melanoma skin cancers, so "
-                '"not flagged" does not rule them out.'
-            )
+            lines.append(f"None of the models averaged here was trained to recognise {NOT_RECOGNISED}")
         return tuple(lines)
 
     def summary(self) -> str:
