@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from melanoma import diagnoses
+from melanoma.card import ServingSpec
 from melanoma.images import to_model_input
 from melanoma.ood import (
     FeatureGate,
@@ -65,6 +66,16 @@ class Scores:
     def predicted(self) -> np.ndarray | None:
         """The predicted diagnosis index per image, under equal class priors."""
         return None if self.equal_prior is None else self.equal_prior.argmax(axis=1)
+
+
+def calibrated_scores(serving: ServingSpec, raw: np.ndarray) -> Scores:
+    """Calibrated readings from a network's raw outputs, by its card's serving section alone (so that
+    outputs recorded without their weights can still be read as the model would read them)."""
+    melanoma = serving.calibration(diagnoses.melanoma_column(raw))
+    if not serving.is_diagnosis:
+        return Scores(melanoma)
+    calibrated = diagnoses.with_melanoma_probability(serving.class_calibration.logits(raw), melanoma)
+    return Scores(melanoma, calibrated, np.asarray(raw))
 
 
 def class_output(network, codes: tuple[str, ...], name: str):
@@ -165,11 +176,7 @@ class Predictor:
 
     def calibrate(self, raw: np.ndarray) -> Scores:
         """Calibrated readings from the network's raw outputs."""
-        melanoma = self.serving.calibration(diagnoses.melanoma_column(raw))
-        if not self.is_diagnosis:
-            return Scores(melanoma)
-        calibrated = diagnoses.with_melanoma_probability(self.serving.class_calibration.logits(raw), melanoma)
-        return Scores(melanoma, calibrated, np.asarray(raw))
+        return calibrated_scores(self.serving, raw)
 
     def scores(self, images: list[np.ndarray], batch_size: int = 32) -> Scores:
         """Calibrated readings for RGB images of any size."""

@@ -143,7 +143,9 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     assert held_out.get("flagged_by_diagnosis") == stored["metrics"].get("flagged_by_diagnosis")
     assert held_out["members_roc_auc"] == {"scratch_cnn": held_out["roc_auc"]}
     assert list(stored["holdout_not_measured"]) == ["clinic_y", "clinic_z"]
-    assert "scratch_cnn has no servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]
+    assert (
+        "scratch_cnn has neither a servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]
+    )
     assert "does not match the sha256" in stored["holdout_not_measured"]["clinic_z"]
     assert "train.calibrate --models NAME --holdout-source clinic_z" in stored["holdout_not_measured"]["clinic_z"]
     row = plots.holdout_table([Measured.of_combined(CombinedSpec.read(models))]).iloc[0]
@@ -178,6 +180,19 @@ def test_a_rerun_with_an_output_cache_scores_nothing_and_selects_the_same(traine
     assert third == first
 
 
+def install_held_out_copies(output_dir, models_dir, members: list[str]) -> None:
+    """Each member's trained fixture copied in as its own held-out run at "clinic_x" (copies, since
+    scoring records outputs in the held-out folder)."""
+    for name in members:
+        (models_dir / name).mkdir()
+        shutil.copytree(
+            output_dir / name,
+            models_dir / name / "holdout-clinic_x",
+            ignore=shutil.ignore_patterns("logs", "checkpoint"),
+        )
+        (models_dir / name / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")  # its gate
+
+
 def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, tmp_path):
     """Every held-out folder is called holdout-<source>: two members' runs once collided under that
     one name, and the 'combination' was the last member alone."""
@@ -188,10 +203,7 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
 
     data_dir, output_dir = trained_models
     members = ["scratch_cnn", "efficientnet_b3"]
-    for name in members:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "holdout-clinic_x").symlink_to(output_dir / name)
-        (tmp_path / name / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")  # its gate
+    install_held_out_copies(output_dir, tmp_path, members)
     labelled = load_labelled_images(data_dir).table
     measured, not_measured = held_out_readings(members, PROBABILITY_MEAN, str(tmp_path), labelled, 0.9)
     assert not not_measured and set(measured["clinic_x"]["members_roc_auc"]) == set(members)
@@ -206,6 +218,33 @@ def test_each_members_held_out_run_is_scored_under_its_own_name(trained_models, 
     # Not one member's alone (the collision's symptom): apart by more than float rounding. How far
     # apart depends on the fixture's weights (once 9e-5), so the margin tests rounding, not size.
     assert all(alone != pytest.approx(mean, abs=1e-7) for alone in brier.values()), (mean, brier)
+
+
+def test_a_held_out_combination_is_measured_again_from_recorded_outputs_without_weights(trained_models, tmp_path):
+    """Held-out weights stay out of git: the outputs their first scoring recorded (tracked beside the
+    card) measure the combination again on a fresh clone, and stop counting once the weights change."""
+    from melanoma.data import load_labelled_images
+    from melanoma.files import read_json_object, write_json
+    from train.combine import RECORDED_OUTPUTS, held_out_readings
+
+    data_dir, output_dir = trained_models
+    members = ["scratch_cnn", "efficientnet_b3"]
+    install_held_out_copies(output_dir, tmp_path, members)
+    labelled = load_labelled_images(data_dir).table
+    with_weights, _ = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled, 0.9)
+    for name in members:
+        run = tmp_path / name / "holdout-clinic_x"
+        assert len(list((run / RECORDED_OUTPUTS).glob("*.npy"))) == 2  # validation and test
+        (run / "model.keras").unlink()
+    recorded, not_measured = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled, 0.9)
+    assert not not_measured and recorded == with_weights
+    # New weights (a retrained run's card) make the old outputs someone else's.
+    card_path = tmp_path / "efficientnet_b3" / "holdout-clinic_x" / "card.json"
+    write_json(card_path, {**read_json_object(card_path), "sha256": "0" * 64})
+    measured, not_measured = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled, 0.9)
+    assert not measured
+    assert "efficientnet_b3 has neither a servable holdout-clinic_x/model.keras" in not_measured["clinic_x"]
+    assert "--holdout-source clinic_x" in not_measured["clinic_x"]
 
 
 def test_predict_combined_is_the_mean_of_its_members(trained_models, capsys):

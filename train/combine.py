@@ -26,7 +26,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from melanoma import diagnoses
+from melanoma.card import ServingSpec
 from melanoma.combined import (
     COMBINED_FILE,
     DIFFERENTIAL_MIN_GAIN,
@@ -46,7 +47,7 @@ from melanoma.combined import (
 )
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
 from melanoma.files import atomic_write, write_json
-from melanoma.inference import Predictor, Scores, load_predictor
+from melanoma.inference import Predictor, Scores, calibrated_scores, load_predictor
 from melanoma.metrics import (
     evaluate_diagnoses,
     evaluate_predictions,
@@ -54,10 +55,18 @@ from melanoma.metrics import (
     threshold_for_sensitivity,
     threshold_rule,
 )
-from melanoma.store import HOLDOUT_PREFIX, MODEL_FILE, ModelUnavailableError, inspect_model, load_keras_model
+from melanoma.store import (
+    HOLDOUT_PREFIX,
+    MODEL_FILE,
+    InstalledModel,
+    ModelUnavailableError,
+    inspect_model,
+    load_keras_model,
+)
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 SCORED_SPLITS = ("val", "test")
+RECORDED_OUTPUTS = "outputs"  # a held-out run's recorded raw outputs, beside its card
 
 
 def split_key(split: pd.DataFrame) -> frozenset:
@@ -93,15 +102,19 @@ class OutputCache:
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder) if folder else None
 
-    def _path(self, predictor: Predictor, image_ids: list[str]) -> Path:
+    @staticmethod
+    def key(predictor, image_ids: list[str]) -> str:
         serving = predictor.serving
         fingerprint = [predictor.entry.card.sha256, serving.input_size, serving.test_time_augmentation, image_ids]
-        key = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:32]
-        return self.folder / f"{key}.npy"
+        return hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:32]
 
-    def get(self, predictor: Predictor, image_ids: list[str]) -> np.ndarray | None:
+    def path(self, predictor, image_ids: list[str]) -> Path | None:
+        """Where the entry lives; None when nothing is kept."""
+        return None if self.folder is None else self.folder / f"{self.key(predictor, image_ids)}.npy"
+
+    def get(self, predictor, image_ids: list[str]) -> np.ndarray | None:
         """The cached outputs, or None when there are none (or the file is damaged: it is then rescored)."""
-        if self.folder is None or not (path := self._path(predictor, image_ids)).is_file():
+        if (path := self.path(predictor, image_ids)) is None or not path.is_file():
             return None
         try:
             raw = np.load(path)
@@ -109,9 +122,61 @@ class OutputCache:
             return None
         return raw if len(raw) == len(image_ids) else None
 
-    def keep(self, predictor: Predictor, image_ids: list[str], raw: np.ndarray) -> None:
-        if self.folder is not None:
-            atomic_write(self._path(predictor, image_ids), lambda temporary: np.save(temporary, raw))
+    def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
+        if (path := self.path(predictor, image_ids)) is not None:
+            atomic_write(path, lambda temporary: np.save(temporary, raw))
+
+
+class RecordedOutputs(OutputCache):
+    """A held-out run's raw outputs on its own validation and test images, recorded in its folder
+    (`holdout-<source>/outputs/`, tracked in git) whenever its weights score them. Its weights stay
+    out of git, so a fresh clone measures the combination at that source from these: the card's
+    calibration reads them as the model would. Entries start with the weights' sha256, so retrained
+    weights miss them, and recording for new weights removes the old weights' entries."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def path(self, predictor, image_ids: list[str]) -> Path:
+        weights = predictor.entry.card.sha256[:16]
+        return predictor.entry.folder / RECORDED_OUTPUTS / f"{weights}-{self.key(predictor, image_ids)}.npy"
+
+    def covers(self, predictor, image_ids: dict[str, list[str]]) -> bool:
+        """Whether outputs for these weights are recorded for every split's images."""
+        return all(self.get(predictor, ids) is not None for ids in image_ids.values())
+
+    def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
+        path = self.path(predictor, image_ids)
+        path.parent.mkdir(exist_ok=True)
+        weights = path.name.split("-")[0]
+        for stale in path.parent.glob("*.npy"):
+            if not stale.name.startswith(f"{weights}-"):
+                stale.unlink()
+        super().keep(predictor, image_ids, raw)
+
+
+@dataclass
+class RecordedRun:
+    """A held-out run read from its recorded outputs (RecordedOutputs), with or without its weights:
+    through its card's calibration, as the model would read them; it cannot score new images."""
+
+    entry: InstalledModel
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def serving(self) -> ServingSpec:
+        return self.entry.serving
+
+    def calibrate(self, raw: np.ndarray) -> Scores:
+        return calibrated_scores(self.serving, raw)
+
+    def raw_outputs(self, pixels: np.ndarray) -> np.ndarray:
+        raise ModelUnavailableError(
+            f"{self.entry.folder}: its weights are missing and its recorded outputs do not cover these images."
+        )
 
 
 def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | None = None) -> tuple[dict, dict]:
@@ -152,7 +217,6 @@ def held_out_readings(
     models_dir: str,
     labelled: pd.DataFrame,
     target_sensitivity: float,
-    cache: OutputCache | None = None,
 ) -> tuple[dict, dict]:
     """The combination at each source its members' held-out runs never saw: (metrics by source,
     why each other source was not measured)."""
@@ -160,35 +224,47 @@ def held_out_readings(
         {run.name[len(HOLDOUT_PREFIX) :] for m in members for run in (Path(models_dir) / m).glob(f"{HOLDOUT_PREFIX}*")}
     )
     measured, not_measured = {}, {}
+    recorded = RecordedOutputs()
     for source in sources:
         # Named after their members: every held-out folder is called holdout-<source>.
         runs = {m: replace(inspect_model(Path(models_dir) / m / f"{HOLDOUT_PREFIX}{source}"), name=m) for m in members}
-        missing = [m for m, run in runs.items() if not run.available]
+        missing = [m for m, run in runs.items() if run.card is None]
+        if not missing:
+            splits = [read_split(run.folder) for run in runs.values()]
+            if len({split_key(split) for split in splits}) > 1:
+                not_measured[source] = (
+                    f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
+                    "same split seed (--seed, or --split-seed)."
+                )
+                continue
+            table = join_split(labelled, splits[0])
+            image_ids = {s: list(table.image_id[table.split == s]) for s in SCORED_SPLITS}
+            readers = {m: RecordedRun(run) for m, run in runs.items()}
+            readers = {m: reader if recorded.covers(reader, image_ids) else runs[m] for m, reader in readers.items()}
+            missing = [
+                m for m, reader in readers.items() if not isinstance(reader, RecordedRun) and not reader.available
+            ]
         if missing:
             not_measured[source] = (
-                f"needs every member's held-out run with its weights; {', '.join(missing)} "
-                f"{'has' if len(missing) == 1 else 'have'} no servable "
-                f"{HOLDOUT_PREFIX}{source}/{MODEL_FILE} (held-out weights are not kept in git). Train it again "
-                f"with its own options and --holdout-source {source}, then run train.combine again."
-            )
-            continue
-        splits = [read_split(run.folder) for run in runs.values()]
-        if len({split_key(split) for split in splits}) > 1:
-            not_measured[source] = (
-                f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
-                "same split seed (--seed, or --split-seed)."
+                f"needs every member's held-out run with its weights or its recorded outputs; {', '.join(missing)} "
+                f"{'has' if len(missing) == 1 else 'have'} neither a servable {HOLDOUT_PREFIX}{source}/{MODEL_FILE} "
+                f"(held-out weights are not kept in git) nor {HOLDOUT_PREFIX}{source}/{RECORDED_OUTPUTS}/ for its "
+                f"card's weights. Train it again with its own options and --holdout-source {source}, then run "
+                "train.combine again (it records the outputs there, to commit)."
             )
             continue
         try:  # held-out weights stay out of git, so they can be older than their tracked card
-            predictors = [Predictor(run, load_keras_model(run)) for run in runs.values()]
+            predictors = [
+                reader if isinstance(reader, RecordedRun) else Predictor(reader, load_keras_model(reader))
+                for reader in readers.values()
+            ]
         except ModelUnavailableError as error:
             not_measured[source] = (
                 f"{HOLDOUT_PREFIX}{source}: {error} Retrain that run with --holdout-source {source}, or refit it with "
                 f"python -m train.calibrate --models NAME --holdout-source {source}; then run train.combine again."
             )
             continue
-        table = join_split(labelled, splits[0])
-        scores, labels = score_splits(predictors, table, cache)
+        scores, labels = score_splits(predictors, table, recorded)
         combined = {s: combination.average([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
         threshold = threshold_for_sensitivity(labels["val"], combined["val"], target_sensitivity)
         metrics = combined_metrics(table, labels, combined, threshold)
@@ -301,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if differential_metrics:
         metrics["diagnoses"] = differential_metrics
-    held_out, not_measured = held_out_readings(
-        members, combination, args.models_dir, labelled, args.target_sensitivity, cache
-    )
+    held_out, not_measured = held_out_readings(members, combination, args.models_dir, labelled, args.target_sensitivity)
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], readings.melanoma)) for name, readings in scores["test"].items()
     }
