@@ -15,12 +15,24 @@ from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked
 from melanoma.images import DecodedImage, ImageError, decode_image, to_model_input
 from melanoma.metrics import Evidence, evidence_for
 
-# What a melanoma-only verdict leaves open: said under one model's (SCOPE_NOTE), and under a combined
-# reading's when none of its models names these cancers.
-NOT_RECOGNISED = (
-    f'{NAMES["BCC"]}, {NAMES["AKIEC"]} or other non-melanoma skin cancers, so "not flagged" does not rule them out.'
-)
-SCOPE_NOTE = f"This model separates melanoma from all other lesions; it was not trained to recognise {NOT_RECOGNISED}"
+
+def not_recognised(flagged: bool) -> str:
+    """The skin cancers a melanoma-only verdict leaves open, and what that means for this verdict:
+    said under one model's (scope_sentence), and under a combined reading's when none of its models
+    names these cancers."""
+    meaning = (
+        "a flagged lesion may be one of them rather than a melanoma"
+        if flagged
+        else '"not flagged" does not rule them out'
+    )
+    return f"{NAMES['BCC']}, {NAMES['AKIEC']} or other non-melanoma skin cancers, so {meaning}."
+
+
+def scope_sentence(flagged: bool) -> str:
+    """What a melanoma-only model's verdict does not cover."""
+    return "This model separates melanoma from all other lesions; it was not trained to recognise " + not_recognised(
+        flagged
+    )
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ class Decision:
         carcinoma must not read as reassurance from a model never trained to recognise one."""
         if self.malignant_probability is not None or self.differential or not self.assessed:
             return None
-        return SCOPE_NOTE
+        return scope_sentence(self.melanoma)
 
     def differential_text(self) -> str | None:
         """The diagnoses most probable first, in a clinician's words, with calibrated probabilities."""

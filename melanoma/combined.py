@@ -37,7 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
 from melanoma.calibration import clipped_logit
-from melanoma.cases import NOT_RECOGNISED, Decision
+from melanoma.cases import Decision, not_recognised
 from melanoma.images import to_model_input
 
 if TYPE_CHECKING:
@@ -273,7 +273,9 @@ class CombinedReading:
                 if line
             ]
         if not self.averaged and not self.diagnosis_members:
-            lines.append(f"None of the models averaged here was trained to recognise {NOT_RECOGNISED}")
+            lines.append(
+                f"None of the models averaged here was trained to recognise {not_recognised(bool(self.melanoma))}"
+            )
         return tuple(lines)
 
     def summary(self) -> str:

@@ -12,7 +12,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from melanoma.card import ModelCard
-from melanoma.cases import SCOPE_NOTE, Decision
+from melanoma.cases import Decision
 from melanoma.combined import LOG_ODDS_MEAN, CombinedReading, CombinedSpec, DifferentialSpec, combine
 from melanoma.dicom import read_dicom
 from melanoma.fhir import (
@@ -187,7 +187,7 @@ def test_the_bundle_validates_and_reads_back_the_numbers_shown():
     assert report["status"] == "preliminary" and report["code"]["coding"][0]["code"] == "1237125003"
     assert report["conclusion"].startswith("Computer-aided assessment, not a diagnosis. Combined reading: ")
     # Beside the combined reading, whose diagnosis member names the other cancers, no scope note per model.
-    assert MELANOMA_MODEL.summary() in report["conclusion"] and SCOPE_NOTE not in report["conclusion"]
+    assert MELANOMA_MODEL.summary() in report["conclusion"] and MELANOMA_MODEL.scope_note() not in report["conclusion"]
     assert [r["reference"] for r in report["result"]] == [combined["url"], melanoma["url"], diagnosis["url"]]
     form = report["presentedForm"][0]
     assert base64.b64decode(form["data"]) == pdf and form["size"] == len(pdf)
@@ -209,7 +209,7 @@ def test_the_bundle_validates_and_reads_back_the_numbers_shown():
 
 def test_a_melanoma_only_model_read_alone_says_what_its_verdict_does_not_cover():
     conclusion = resources(bundle_json(case([MELANOMA_MODEL])))["DiagnosticReport"][0]["conclusion"]
-    assert f"{MELANOMA_MODEL.summary()} {SCOPE_NOTE}" in conclusion
+    assert f"{MELANOMA_MODEL.summary()} {MELANOMA_MODEL.scope_note()}" in conclusion
 
 
 def test_an_image_the_gate_refuses_has_no_value_but_says_why():

@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from melanoma.card import ModelCard, Training
-from melanoma.cases import SCOPE_NOTE, Decision
+from melanoma.cases import Decision, scope_sentence
 from melanoma.combined import CombinedSpec, combine
 from melanoma.metrics import Evidence
 from melanoma.report import (
@@ -100,8 +100,9 @@ def test_the_report_holds_what_the_page_shows_on_one_page_with_both_images():
     assert "scratch_cnn: melanoma probability 73.2%" in text  # the page's metric, f"{p:.1%}"
     for sentence in (shown.summary(), shown.calibration_meaning(), shown.threshold_meaning(), DISCLAIMER):
         assert flat(sentence) in text
-    # A melanoma-only model's report says what its "not flagged" would not cover.
-    assert shown.scope_note() == SCOPE_NOTE and flat(SCOPE_NOTE) in text
+    # A melanoma-only model's report says what its verdict does not cover, in the verdict's terms.
+    assert shown.scope_note() == scope_sentence(flagged=True) and flat(shown.scope_note()) in text
+    assert "so a flagged lesion may be one of them rather than a melanoma." in flat(shown.scope_note())
     assert "Suspicious for melanoma: probability 73.2%, at or above the operating threshold 41.0%." in text
     assert "Model version: trained 2026-11-26T22:57:52Z" in text and f"Weights sha256: {SHA}" in text
     assert "Occlusion sensitivity, patch size 20 pixels of the model input" in text
