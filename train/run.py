@@ -242,7 +242,8 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     model, progress = start_or_resume(name, config, weights, folder, strategy)
     started = time.monotonic()
     previous_seconds = float(sum(row.get("seconds", 0) for row in progress.history))
-    train_phases(model, name, config, weights, split, folder, progress, strategy)
+    balancing = class_balance(name, config, split)
+    train_phases(model, name, config, weights, split, balancing, folder, progress, strategy)
     training_seconds = previous_seconds + time.monotonic() - started
 
     # The shipped model: best validation AUC weights, without optimizer state.
@@ -274,7 +275,9 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
         network=network_facts(name, config, weights, serving),
         serving=fitted.serving(config.image_size, tta, ood),
         operating=fitted.operating_points(config.target_sensitivity),
-        training=training_record(config, data, split, progress, training_seconds, strategy.num_replicas_in_sync),
+        training=training_record(
+            config, data, split, balancing, progress, training_seconds, strategy.num_replicas_in_sync
+        ),
     ).save(folder)
     summary = {
         "model": config.folder_name(name),
@@ -346,8 +349,28 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
 
 
+def class_balance(name: str, config: TrainConfig, split: SplitData) -> Balance:
+    """The run's class weights and draw probabilities (`train.balance`), said once in the log."""
+    balancing = split.balance(config.class_balance, config.emphasis)
+    print(
+        f"[{name}] class balance by {config.class_balance}"
+        + "".join(f", {code} emphasised x{factor:g}" for code, factor in config.emphasis)
+        + ": class weights "
+        + ", ".join(f"{c} -> {w:.3f}" for c, w in balancing.class_weights.items())
+    )
+    return balancing
+
+
 def train_phases(
-    model, name: str, config: TrainConfig, weights: str, split: SplitData, folder: Path, progress: Progress, strategy
+    model,
+    name: str,
+    config: TrainConfig,
+    weights: str,
+    split: SplitData,
+    balancing: Balance,
+    folder: Path,
+    progress: Progress,
+    strategy,
 ) -> None:
     """The recipe's phases from where `progress` stands. Each phase starts a fresh optimizer at its
     learning rate; the model is compiled again only when its trainable layers change, since a
@@ -361,13 +384,6 @@ def train_phases(
     from train.schedule import plan_phases
 
     recipe = config.recipe_object
-    balancing = split.balance(config.class_balance, config.emphasis)
-    print(
-        f"[{name}] class balance by {config.class_balance}"
-        + "".join(f", {code} emphasised x{factor:g}" for code, factor in config.emphasis)
-        + ": class weights "
-        + ", ".join(f"{c} -> {w:.3f}" for c, w in balancing.class_weights.items())
-    )
     images_per_epoch = config.epoch_images or len(split.labels["train"])
     val_ds = evaluation_batches(split.pixels["val"], split.targets["val"], config.batch_size)
     phases = plan_phases(
@@ -473,6 +489,7 @@ def training_record(
     config: TrainConfig,
     data: LabelledImages,
     split: SplitData,
+    balancing: Balance,
     progress: Progress,
     training_seconds: float,
     replicas: int,
@@ -496,9 +513,7 @@ def training_record(
             "split_file": SPLIT_FILE,
             "grouped_by": "lesion/group id (no group in two splits)",
         },
-        class_weights={
-            str(k): v for k, v in split.balance(config.class_balance, config.emphasis).class_weights.items()
-        },
+        class_weights={str(k): v for k, v in balancing.class_weights.items()},
         seed=config.seed,
         epochs_trained=progress.epochs_done,
         best_validation_auc=float(progress.best_val_auc),
