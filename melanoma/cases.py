@@ -16,15 +16,15 @@ from melanoma.images import DecodedImage, ImageError, decode_image, to_model_inp
 from melanoma.metrics import Evidence, evidence_for
 
 
-def not_recognised(flagged: bool) -> str:
-    """The skin cancers a melanoma-only verdict leaves open, and what that means for this verdict:
-    said under one model's (scope_sentence), and under a combined reading's when none of its models
-    names these cancers."""
-    meaning = (
-        "a flagged lesion may be one of them rather than a melanoma"
-        if flagged
-        else '"not flagged" does not rule them out'
-    )
+def not_recognised(flagged: bool | None) -> str:
+    """The skin cancers a melanoma-only verdict leaves open, and what that means for this verdict
+    (None: a reading without one): said under one model's (scope_sentence), and under a combined
+    reading's when none of its models names these cancers."""
+    meaning = {
+        True: "a flagged lesion may be one of them rather than a melanoma",
+        False: '"not flagged" does not rule them out',
+        None: "this reading does not rule them out",
+    }[flagged]
     return f"{NAMES['BCC']}, {NAMES['AKIEC']} or other non-melanoma skin cancers, so {meaning}."
 
 
@@ -115,7 +115,8 @@ class Decision:
 
     def scope_note(self) -> str | None:
         """For a melanoma-only model, what its verdict does not cover: "not flagged" beside a basal cell
-        carcinoma must not read as reassurance from a model never trained to recognise one."""
+        carcinoma must not read as reassurance from a model never trained to recognise one, and a flag
+        may be one of those cancers rather than a melanoma."""
         if self.malignant_probability is not None or self.differential or not self.assessed:
             return None
         return scope_sentence(self.melanoma)

@@ -273,9 +273,7 @@ class CombinedReading:
                 if line
             ]
         if not self.averaged and not self.diagnosis_members:
-            lines.append(
-                f"None of the models averaged here was trained to recognise {not_recognised(bool(self.melanoma))}"
-            )
+            lines.append(f"None of the models averaged here was trained to recognise {not_recognised(self.melanoma)}")
         return tuple(lines)
 
     def summary(self) -> str:

@@ -143,9 +143,7 @@ def test_train_combine_measures_the_combination_where_every_member_has_a_held_ou
     assert held_out.get("flagged_by_diagnosis") == stored["metrics"].get("flagged_by_diagnosis")
     assert held_out["members_roc_auc"] == {"scratch_cnn": held_out["roc_auc"]}
     assert list(stored["holdout_not_measured"]) == ["clinic_y", "clinic_z"]
-    assert (
-        "scratch_cnn has neither a servable holdout-clinic_y/model.keras" in stored["holdout_not_measured"]["clinic_y"]
-    )
+    assert "scratch_cnn has no readable holdout-clinic_y/card.json" in stored["holdout_not_measured"]["clinic_y"]
     assert "does not match the sha256" in stored["holdout_not_measured"]["clinic_z"]
     assert "train.calibrate --models NAME --holdout-source clinic_z" in stored["holdout_not_measured"]["clinic_z"]
     row = plots.holdout_table([Measured.of_combined(CombinedSpec.read(models))]).iloc[0]
@@ -231,13 +229,20 @@ def test_a_held_out_combination_is_measured_again_from_recorded_outputs_without_
     members = ["scratch_cnn", "efficientnet_b3"]
     install_held_out_copies(output_dir, tmp_path, members)
     labelled = load_labelled_images(data_dir).table
+    stale = tmp_path / "scratch_cnn" / "holdout-clinic_x" / RECORDED_OUTPUTS / "0123456789abcdef-earlier-weights.npy"
+    stale.parent.mkdir()
+    np.save(stale, np.zeros(3))
     with_weights, _ = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled, 0.9)
+    assert not stale.exists()  # recording for new weights removes the old weights' outputs
     for name in members:
         run = tmp_path / name / "holdout-clinic_x"
         assert len(list((run / RECORDED_OUTPUTS).glob("*.npy"))) == 2  # validation and test
         (run / "model.keras").unlink()
     recorded, not_measured = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled, 0.9)
     assert not not_measured and recorded == with_weights
+    # Another data folder, without the run's images, is named as the cause instead of failing.
+    _, not_measured = held_out_readings(members, LOG_ODDS_MEAN, str(tmp_path), labelled.iloc[:0], 0.9)
+    assert "this data folder holds 0 val and 0 test images" in not_measured["clinic_x"]
     # New weights (a retrained run's card) make the old outputs someone else's.
     card_path = tmp_path / "efficientnet_b3" / "holdout-clinic_x" / "card.json"
     write_json(card_path, {**read_json_object(card_path), "sha256": "0" * 64})

@@ -180,6 +180,7 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     assert reading.summary_lines()[-1].startswith(
         "None of the models averaged here was trained to recognise basal cell carcinoma, actinic keratosis"
     )
+    assert reading.summary_lines()[-1].endswith("so this reading does not rule them out.")  # it has no verdict
     # Each model's note follows its own verdict: a flag may be another cancer; no flag rules none out.
     assert decisions[0].scope_note().endswith("so a flagged lesion may be one of them rather than a melanoma.")
     assert decisions[1].scope_note().endswith('so "not flagged" does not rule them out.')

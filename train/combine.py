@@ -14,10 +14,12 @@ differential's members are chosen the same way by validation balanced multi-clas
 (melanoma.combined.select_differential), its skin-cancer threshold by the sensitivity rule on
 validation; combined.json's "differential" records them and its test metrics gain the multi-class ones.
 
-Where every member also has a source-held-out run with its weights (`train.run --holdout-source`,
+Where every member also has a source-held-out run (`train.run --holdout-source`,
 `<member>/holdout-<source>/`), the same combination is measured at that clinic: the held-out runs
 score its images and their average gets its threshold from their validation split, as one model's
-held-out run does. Sources some member lacks are named in combined.json with what to train.
+held-out run does. Held-out weights stay out of git, so their outputs are recorded beside their
+cards (RecordedOutputs) and read from there when the weights are gone. Sources some member lacks
+are named in combined.json with what to train.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from melanoma import diagnoses
-from melanoma.card import ServingSpec
+from melanoma.card import CARD_FILE, ServingSpec
 from melanoma.combined import (
     COMBINED_FILE,
     DIFFERENTIAL_MIN_GAIN,
@@ -142,17 +144,25 @@ class RecordedOutputs(OutputCache):
         return predictor.entry.folder / RECORDED_OUTPUTS / f"{weights}-{self.key(predictor, image_ids)}.npy"
 
     def covers(self, predictor, image_ids: dict[str, list[str]]) -> bool:
-        """Whether outputs for these weights are recorded for every split's images."""
-        return all(self.get(predictor, ids) is not None for ids in image_ids.values())
+        """Whether outputs for these weights are recorded for every split's images (none for an empty split)."""
+        return all(ids and self.get(predictor, ids) is not None for ids in image_ids.values())
 
     def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
+        """Record the outputs, first removing other weights' entries; a folder that cannot be written
+        leaves them unrecorded (said on stderr) rather than losing the whole combine run."""
         path = self.path(predictor, image_ids)
-        path.parent.mkdir(exist_ok=True)
         weights = path.name.split("-")[0]
-        for stale in path.parent.glob("*.npy"):
-            if not stale.name.startswith(f"{weights}-"):
-                stale.unlink()
-        super().keep(predictor, image_ids, raw)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            for stale in path.parent.glob("*.npy"):
+                if not stale.name.startswith(f"{weights}-"):
+                    stale.unlink()
+            super().keep(predictor, image_ids, raw)
+        except OSError as error:
+            print(
+                f"warning: {predictor.name}'s held-out outputs were not recorded in {path.parent}: {error}",
+                file=sys.stderr,
+            )
 
 
 @dataclass
@@ -174,8 +184,9 @@ class RecordedRun:
         return calibrated_scores(self.serving, raw)
 
     def raw_outputs(self, pixels: np.ndarray) -> np.ndarray:
-        raise ModelUnavailableError(
-            f"{self.entry.folder}: its weights are missing and its recorded outputs do not cover these images."
+        raise RuntimeError(
+            f"internal error: {self.entry.folder} was read from its recorded outputs, which do not cover these "
+            "images (held_out_readings checks that they do before scoring); please report it."
         )
 
 
@@ -219,7 +230,8 @@ def held_out_readings(
     target_sensitivity: float,
 ) -> tuple[dict, dict]:
     """The combination at each source its members' held-out runs never saw: (metrics by source,
-    why each other source was not measured)."""
+    why each other source was not measured). Runs scored with their weights have their outputs
+    recorded in their folders (RecordedOutputs); runs with recorded outputs are read from them."""
     sources = sorted(
         {run.name[len(HOLDOUT_PREFIX) :] for m in members for run in (Path(models_dir) / m).glob(f"{HOLDOUT_PREFIX}*")}
     )
@@ -228,35 +240,44 @@ def held_out_readings(
     for source in sources:
         # Named after their members: every held-out folder is called holdout-<source>.
         runs = {m: replace(inspect_model(Path(models_dir) / m / f"{HOLDOUT_PREFIX}{source}"), name=m) for m in members}
-        missing = [m for m, run in runs.items() if run.card is None]
-        if not missing:
-            splits = [read_split(run.folder) for run in runs.values()]
-            if len({split_key(split) for split in splits}) > 1:
-                not_measured[source] = (
-                    f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
-                    "same split seed (--seed, or --split-seed)."
-                )
-                continue
-            table = join_split(labelled, splits[0])
-            image_ids = {s: list(table.image_id[table.split == s]) for s in SCORED_SPLITS}
-            readers = {m: RecordedRun(run) for m, run in runs.items()}
-            readers = {m: reader if recorded.covers(reader, image_ids) else runs[m] for m, reader in readers.items()}
-            missing = [
-                m for m, reader in readers.items() if not isinstance(reader, RecordedRun) and not reader.available
-            ]
-        if missing:
+        if unreadable := [m for m, run in runs.items() if run.card is None]:
+            not_measured[source] = (
+                f"needs every member's held-out run; {', '.join(unreadable)} "
+                f"{'has' if len(unreadable) == 1 else 'have'} no readable {HOLDOUT_PREFIX}{source}/{CARD_FILE}. Train "
+                f"it with its own options and --holdout-source {source}, then run train.combine again."
+            )
+            continue
+        splits = [read_split(run.folder) for run in runs.values()]
+        if len({split_key(split) for split in splits}) > 1:
+            not_measured[source] = (
+                f"the members' {HOLDOUT_PREFIX}{source} runs validated on different images; train them with the "
+                "same split seed (--seed, or --split-seed)."
+            )
+            continue
+        # In image-id order, so that the recorded outputs' keys do not depend on the labels file's row order.
+        table = join_split(labelled, splits[0]).sort_values("image_id", kind="stable")
+        image_ids = {s: list(table.image_id[table.split == s]) for s in SCORED_SPLITS}
+        if lacking := [s for s in SCORED_SPLITS if len(set(table.label[table.split == s])) < 2]:
+            found = " and ".join(f"{len(image_ids[s])} {s}" for s in SCORED_SPLITS)
+            not_measured[source] = (
+                f"of the {HOLDOUT_PREFIX}{source} runs' split, this data folder holds {found} images, and the "
+                f"{' and '.join(lacking)} ones are not both melanomas and other lesions; pass the data set they "
+                "were trained on with --data-dir."
+            )
+            continue
+        covered = {m for m, run in runs.items() if recorded.covers(RecordedRun(run), image_ids)}
+        if missing := [m for m, run in runs.items() if m not in covered and not run.available]:
             not_measured[source] = (
                 f"needs every member's held-out run with its weights or its recorded outputs; {', '.join(missing)} "
                 f"{'has' if len(missing) == 1 else 'have'} neither a servable {HOLDOUT_PREFIX}{source}/{MODEL_FILE} "
-                f"(held-out weights are not kept in git) nor {HOLDOUT_PREFIX}{source}/{RECORDED_OUTPUTS}/ for its "
-                f"card's weights. Train it again with its own options and --holdout-source {source}, then run "
-                "train.combine again (it records the outputs there, to commit)."
+                f"(held-out weights are not kept in git) nor outputs recorded in {HOLDOUT_PREFIX}{source}/"
+                f"{RECORDED_OUTPUTS}/ for its card's weights and these images. Train it again with its own options and "
+                f"--holdout-source {source}, then run train.combine again (it records the outputs there, to commit)."
             )
             continue
         try:  # held-out weights stay out of git, so they can be older than their tracked card
             predictors = [
-                reader if isinstance(reader, RecordedRun) else Predictor(reader, load_keras_model(reader))
-                for reader in readers.values()
+                RecordedRun(run) if m in covered else Predictor(run, load_keras_model(run)) for m, run in runs.items()
             ]
         except ModelUnavailableError as error:
             not_measured[source] = (
