@@ -223,7 +223,8 @@ def test_a_held_out_combination_is_measured_again_from_recorded_outputs_without_
     card) measure the combination again on a fresh clone, and stop counting once the weights change."""
     from melanoma.data import load_labelled_images
     from melanoma.files import read_json_object, write_json
-    from train.combine import RECORDED_OUTPUTS, held_out_readings
+    from train.combine import held_out_readings
+    from train.outputs import RECORDED_OUTPUTS
 
     data_dir, output_dir = trained_models
     members = ["scratch_cnn", "efficientnet_b3"]

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from melanoma.combined import LOG_ODDS_MEAN
 from melanoma.config import STUDY_MODELS
-from melanoma.data import load_pixels
+from melanoma.data import load_labelled_images, load_pixels
 from melanoma.files import sha256_of
 from melanoma.inference import load_predictor
 from melanoma.models.pretrained import CHECKPOINTS
 from melanoma.store import find_model, load_keras_model
+from train.combine import held_out_readings
 from train.run import export_for_serving, main
 
 ARCHITECTURES = list(STUDY_MODELS)  # the fixture trains these from random initialisation
@@ -149,6 +151,12 @@ def test_holdout_source_tests_on_that_source_alone(tmp_path):
     assert set(split.source[split.split == "test"]) == {"clinic_b"}
     assert set(split.source[split.split.isin(["train", "val"])]) == {"clinic_a"}
     assert not (tmp_path / "models" / "scratch_cnn" / "model.keras").exists()  # the diagnostic never replaces the model
+    # Its outputs are recorded for train.combine, which reads them once the weights (kept out of git) are gone.
+    assert len(list((folder / "outputs").glob("*.npy"))) == 2
+    (folder / "model.keras").unlink()
+    labelled = load_labelled_images(data_dir).table
+    measured, _ = held_out_readings(["scratch_cnn"], LOG_ODDS_MEAN, str(tmp_path / "models"), labelled, 0.9)
+    assert measured["clinic_b"]["roc_auc"] == pytest.approx(metrics["roc_auc"], abs=1e-6)
 
 
 def test_the_same_seed_trains_the_same_weights_and_a_split_seed_keeps_the_split(tmp_path):

@@ -24,11 +24,9 @@ are named in combined.json with what to train.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from melanoma import diagnoses
-from melanoma.card import CARD_FILE, ServingSpec
+from melanoma.card import CARD_FILE
 from melanoma.combined import (
     COMBINED_FILE,
     DIFFERENTIAL_MIN_GAIN,
@@ -48,8 +46,8 @@ from melanoma.combined import (
     select_members,
 )
 from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
-from melanoma.files import atomic_write, write_json
-from melanoma.inference import Predictor, Scores, calibrated_scores, load_predictor
+from melanoma.files import write_json
+from melanoma.inference import Predictor, Scores, load_predictor
 from melanoma.metrics import (
     evaluate_diagnoses,
     evaluate_predictions,
@@ -60,15 +58,14 @@ from melanoma.metrics import (
 from melanoma.store import (
     HOLDOUT_PREFIX,
     MODEL_FILE,
-    InstalledModel,
     ModelUnavailableError,
     inspect_model,
     load_keras_model,
 )
+from train.outputs import RECORDED_OUTPUTS, OutputCache, RecordedOutputs, RecordedRun
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 SCORED_SPLITS = ("val", "test")
-RECORDED_OUTPUTS = "outputs"  # a held-out run's recorded raw outputs, beside its card
 
 
 def split_key(split: pd.DataFrame) -> frozenset:
@@ -93,101 +90,6 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
         if p not in chosen
     }
     return splits[reference], chosen, left_out
-
-
-class OutputCache:
-    """Each model's raw network outputs on the scored images, kept in a folder between runs, so that
-    a rerun after one more training scores only the new model. An entry is keyed by the weights'
-    sha256, the input size, the test-time augmentation and the image ids: recalibrating a model
-    reuses it (calibration is applied after), new weights or other images miss it."""
-
-    def __init__(self, folder: str | Path | None):
-        self.folder = Path(folder) if folder else None
-
-    @staticmethod
-    def key(predictor, image_ids: list[str]) -> str:
-        serving = predictor.serving
-        fingerprint = [predictor.entry.card.sha256, serving.input_size, serving.test_time_augmentation, image_ids]
-        return hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:32]
-
-    def path(self, predictor, image_ids: list[str]) -> Path | None:
-        """Where the entry lives; None when nothing is kept."""
-        return None if self.folder is None else self.folder / f"{self.key(predictor, image_ids)}.npy"
-
-    def get(self, predictor, image_ids: list[str]) -> np.ndarray | None:
-        """The cached outputs, or None when there are none (or the file is damaged: it is then rescored)."""
-        if (path := self.path(predictor, image_ids)) is None or not path.is_file():
-            return None
-        try:
-            raw = np.load(path)
-        except (OSError, ValueError):
-            return None
-        return raw if len(raw) == len(image_ids) else None
-
-    def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
-        if (path := self.path(predictor, image_ids)) is not None:
-            atomic_write(path, lambda temporary: np.save(temporary, raw))
-
-
-class RecordedOutputs(OutputCache):
-    """A held-out run's raw outputs on its own validation and test images, recorded in its folder
-    (`holdout-<source>/outputs/`, tracked in git) whenever its weights score them. Its weights stay
-    out of git, so a fresh clone measures the combination at that source from these: the card's
-    calibration reads them as the model would. Entries start with the weights' sha256, so retrained
-    weights miss them, and recording for new weights removes the old weights' entries."""
-
-    def __init__(self):
-        super().__init__(None)
-
-    def path(self, predictor, image_ids: list[str]) -> Path:
-        weights = predictor.entry.card.sha256[:16]
-        return predictor.entry.folder / RECORDED_OUTPUTS / f"{weights}-{self.key(predictor, image_ids)}.npy"
-
-    def covers(self, predictor, image_ids: dict[str, list[str]]) -> bool:
-        """Whether outputs for these weights are recorded for every split's images (none for an empty split)."""
-        return all(ids and self.get(predictor, ids) is not None for ids in image_ids.values())
-
-    def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
-        """Record the outputs, first removing other weights' entries; a folder that cannot be written
-        leaves them unrecorded (said on stderr) rather than losing the whole combine run."""
-        path = self.path(predictor, image_ids)
-        weights = path.name.split("-")[0]
-        try:
-            path.parent.mkdir(exist_ok=True)
-            for stale in path.parent.glob("*.npy"):
-                if not stale.name.startswith(f"{weights}-"):
-                    stale.unlink()
-            super().keep(predictor, image_ids, raw)
-        except OSError as error:
-            print(
-                f"warning: {predictor.name}'s held-out outputs were not recorded in {path.parent}: {error}",
-                file=sys.stderr,
-            )
-
-
-@dataclass
-class RecordedRun:
-    """A held-out run read from its recorded outputs (RecordedOutputs), with or without its weights:
-    through its card's calibration, as the model would read them; it cannot score new images."""
-
-    entry: InstalledModel
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def serving(self) -> ServingSpec:
-        return self.entry.serving
-
-    def calibrate(self, raw: np.ndarray) -> Scores:
-        return calibrated_scores(self.serving, raw)
-
-    def raw_outputs(self, pixels: np.ndarray) -> np.ndarray:
-        raise RuntimeError(
-            f"internal error: {self.entry.folder} was read from its recorded outputs, which do not cover these "
-            "images (held_out_readings checks that they do before scoring); please report it."
-        )
 
 
 def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | None = None) -> tuple[dict, dict]:

@@ -232,6 +232,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     """Train, calibrate, choose the threshold, evaluate and write every artefact for one model."""
     from melanoma.inference import predict_pixels
     from train.calibrate import calibrate_outputs, fit_gate
+    from train.outputs import record_trained_outputs
 
     architecture = get_architecture(name)
     weights = "none" if not architecture.is_transfer else config.weights
@@ -279,6 +280,8 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
             config, data, split, balancing, progress, training_seconds, strategy.num_replicas_in_sync
         ),
     ).save(folder)
+    if config.holdout_source:  # its weights stay out of git; its outputs can be committed
+        record_trained_outputs(folder, split.table, raw)
     summary = {
         "model": config.folder_name(name),
         "epochs": progress.epochs_done,
