@@ -57,7 +57,8 @@ class OutputCache:
 
 class RecordedOutputs(OutputCache):
     """A held-out run's raw outputs on its own validation and test images, recorded in its folder
-    (`holdout-<source>/outputs/`, tracked in git) whenever its weights score them. Its weights stay
+    (`holdout-<source>/outputs/`, tracked in git) by train.run as the run finishes and by
+    train.combine whenever the run's weights score them. Its weights stay
     out of git, so a fresh clone measures the combination at that source from these: the card's
     calibration reads them as the model would. Entries start with the weights' sha256, so retrained
     weights miss them, and recording for new weights removes the old weights' entries."""
