@@ -30,8 +30,9 @@ def not_recognised(flagged: bool | None) -> str:
 
 def scope_sentence(flagged: bool) -> str:
     """What a melanoma-only model's verdict does not cover."""
-    return "This model separates melanoma from all other lesions; it was not trained to recognise " + not_recognised(
-        flagged
+    return (
+        "This model separates melanoma from all other lesions; "
+        f"it was not trained to recognise {not_recognised(flagged)}"
     )
 
 

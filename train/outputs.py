@@ -66,9 +66,14 @@ class RecordedOutputs(OutputCache):
     def __init__(self):
         super().__init__(None)
 
+    @staticmethod
+    def weights_prefix(predictor) -> str:
+        """What every entry for the predictor's weights starts with."""
+        return f"{predictor.entry.card.sha256[:16]}-"
+
     def path(self, predictor, image_ids: list[str]) -> Path:
-        weights = predictor.entry.card.sha256[:16]
-        return predictor.entry.folder / RECORDED_OUTPUTS / f"{weights}-{self.key(predictor, image_ids)}.npy"
+        name = f"{self.weights_prefix(predictor)}{self.key(predictor, image_ids)}.npy"
+        return predictor.entry.folder / RECORDED_OUTPUTS / name
 
     def covers(self, predictor, image_ids: dict[str, list[str]]) -> bool:
         """Whether outputs for these weights are recorded for every split's images (none for an empty split)."""
@@ -78,11 +83,10 @@ class RecordedOutputs(OutputCache):
         """Record the outputs, first removing other weights' entries; a folder that cannot be written
         leaves them unrecorded (said on stderr) rather than losing the whole combine run."""
         path = self.path(predictor, image_ids)
-        weights = path.name.split("-")[0]
         try:
             path.parent.mkdir(exist_ok=True)
             for stale in path.parent.glob("*.npy"):
-                if not stale.name.startswith(f"{weights}-"):
+                if not stale.name.startswith(self.weights_prefix(predictor)):
                     stale.unlink()
             super().keep(predictor, image_ids, raw)
         except OSError as error:
@@ -121,8 +125,8 @@ def record_trained_outputs(folder: Path, table: pd.DataFrame, raw: dict[str, np.
     """A held-out run's outputs as `train.run` computed them on its validation and test images (`raw`
     by split, in `table`'s order), recorded as `train.combine` would record them: a run trained
     today can be measured in a combination after its weights are gone."""
-    run = RecordedRun(inspect_model(folder))
+    run, recorded = RecordedRun(inspect_model(folder)), RecordedOutputs()
     for split, outputs in raw.items():
         ids = table.image_id[table.split == split].to_numpy()
         order = np.argsort(ids, kind="stable")  # train.combine reads them in image-id order
-        RecordedOutputs().keep(run, [str(i) for i in ids[order]], np.asarray(outputs)[order])
+        recorded.keep(run, [str(i) for i in ids[order]], np.asarray(outputs)[order])
