@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
@@ -313,6 +314,20 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def column_grid(count: int, per_row: int) -> list:
+    """`count` equal columns, `per_row` to a row: ten models in one row left each a sliver."""
+    columns = []
+    for start in range(0, count, per_row):
+        columns += st.columns(min(per_row, count))[: count - start]
+    return columns
+
+
+def figure_rows(figures: dict[str, go.Figure], per_row: int) -> None:
+    """Figures (by widget key) side by side in rows of `per_row`."""
+    for column, (key, figure) in zip(column_grid(len(figures), per_row), figures.items()):
+        column.plotly_chart(figure, key=key)
 
 
 def show_table(table: pd.DataFrame, best: dict[str, str] | None = None) -> None:

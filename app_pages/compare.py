@@ -48,13 +48,12 @@ st.subheader("Mean predicted probability per true label (the study's table)")
 ui.show_table(plots.mean_probability_table(rows))
 
 st.subheader("Confusion matrices at the operating threshold")
-for column, entry in zip(st.columns(len(rows)), rows):
-    column.plotly_chart(plots.confusion_figure(entry), key=f"cm-{entry.name}")
+ui.figure_rows({f"cm-{entry.name}": plots.confusion_figure(entry) for entry in rows}, plots.MATRICES_PER_ROW)
 
 left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(rows, "roc"), width="stretch")
 right.plotly_chart(plots.curves_figure(rows, "pr"), width="stretch")
-st.plotly_chart(plots.calibration_figure(rows), width="stretch")
+st.plotly_chart(plots.calibration_figure(rows, legend_columns=3), width="stretch")  # the page's full width
 st.caption(
     "Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
     "which class weighting pushes towards melanoma."
@@ -70,8 +69,10 @@ if measured:
         f"threshold. A dash: the model does not tell the diagnoses apart. {plots.diagnosis_legend()}."
     )
     st.dataframe(plots.diagnosis_table(rows), hide_index=True, width="stretch")
-    for column, entry in zip(st.columns(len(measured)), measured):
-        column.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"dx-cm-{entry.name}")
+    ui.figure_rows(
+        {f"dx-cm-{entry.name}": plots.diagnosis_confusion_figure(entry) for entry in measured},
+        plots.WIDE_MATRICES_PER_ROW,
+    )
 flagged = plots.flagged_table(rows)
 if not flagged.empty:
     st.subheader("Flagged as suspicious for melanoma, by true diagnosis")

@@ -250,6 +250,7 @@ st.title("Diagnose")
 st.info(ui.DISCLAIMER, icon="⚕️")
 models = ui.available_models()
 ALL = "All installed models, side by side"
+READINGS_PER_ROW = 3  # each model's verdict, image and map; more to a row shrinks the map past reading
 combined_spec = ui.combined_spec()  # read once per page run, not once per image
 choice = st.selectbox(
     "Model",
@@ -303,7 +304,7 @@ if case.combined is not None:
     flagged = reading.melanoma or reading.skin_cancer
     show = st.warning if not reading.assessed or reading.disagreement else st.error if flagged else st.info
     show("  \n".join(reading.summary_lines()))  # a Markdown line break between sentences
-columns = st.columns(len(chosen))
+columns = ui.column_grid(len(chosen), READINGS_PER_ROW)
 for column, result in zip(columns, case.decisions):
     with column:
         show_decision(result, case.combined is None)  # every verdict is on the page before this session starts a map

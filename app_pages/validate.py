@@ -110,8 +110,9 @@ st.caption(
 
 st.subheader("Confusion matrices at the shipped threshold")
 entries = [model.measured for model in result.results]
-for column, entry in zip(st.columns(len(entries)), entries):
-    column.plotly_chart(plots.confusion_figure(entry), key=f"validation-cm-{entry.name}")
+ui.figure_rows(
+    {f"validation-cm-{entry.name}": plots.confusion_figure(entry) for entry in entries}, plots.MATRICES_PER_ROW
+)
 left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(entries, "roc"), width="stretch")
 right.plotly_chart(plots.calibration_figure(entries), width="stretch")
@@ -134,8 +135,10 @@ if measured:
         "rest at the model's shipped malignant threshold."
     )
     st.dataframe(plots.diagnosis_table(measured), hide_index=True, width="stretch")
-    for column, entry in zip(st.columns(len(measured)), measured):
-        column.plotly_chart(plots.diagnosis_confusion_figure(entry), key=f"validation-dx-cm-{entry.name}")
+    ui.figure_rows(
+        {f"validation-dx-cm-{entry.name}": plots.diagnosis_confusion_figure(entry) for entry in measured},
+        plots.WIDE_MATRICES_PER_ROW,
+    )
 st.download_button(
     "Download per-image results (CSV)",
     ui.recorded(

@@ -16,12 +16,13 @@ from melanoma.measured import Measured
 from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-# Curve legends go under the plot: beside it, long names (a combined reading names its members)
-# squeeze the plot area to a sliver in the half-width columns of the Validate page.
-LEGEND_BELOW = dict(height=520, legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
 LEGEND_LINE = 48  # characters: a legend entry of a half-width chart, which Plotly never wraps itself
-TITLE_LINE = 24  # characters: a confusion matrix title, five of which share the page's width
-WIDE_TITLE_LINE = 48  # characters: the title of a diagnosis matrix, at least half the page wide
+PLOT_HEIGHT = 420  # pixels: a curves chart's title and axes; its legend adds its own height below
+LEGEND_LINE_HEIGHT = 19  # pixels per line of legend text, the gap between entries included
+TICKS_AND_AXIS_TITLE = 60  # pixels between the plot area and a legend beneath it
+# Confusion matrices sit side by side in rows of a fixed width, so their titles wrap to fit it.
+MATRICES_PER_ROW, TITLE_LINE = 5, 24  # two-class matrices; title characters per line
+WIDE_MATRICES_PER_ROW, WIDE_TITLE_LINE = 2, 48  # 7 × 7 diagnosis matrices, at least half the page wide
 DASH = "–"  # a value a model did not measure
 MALIGNANT_TEXT = ", ".join(diagnoses.MALIGNANT)
 
@@ -266,8 +267,32 @@ def flagged_table(models: list[Measured]) -> pd.DataFrame:
     )
 
 
-def curves_figure(models: list[Measured], kind: str) -> go.Figure:
-    """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid."""
+def _legend_below(figure: go.Figure, columns: int) -> None:
+    """The legend under the axes, `columns` entries to a row, and the chart as tall as both: beside the
+    plot, long names (a combined reading names its members) squeeze the plot area to a sliver, and under
+    it in a fixed height ten models' entries covered the axis title and scrolled."""
+    lines = [trace.name.count("<br>") + 1 for trace in figure.data]
+    legend_height = LEGEND_LINE_HEIGHT * sum(max(lines[i : i + columns]) for i in range(0, len(lines), columns))
+    below_axes = TICKS_AND_AXIS_TITLE + legend_height
+    figure.update_layout(
+        height=PLOT_HEIGHT + below_axes,
+        margin=dict(b=below_axes),
+        legend=dict(
+            orientation="h",
+            yref="container",
+            y=0,
+            yanchor="bottom",
+            x=0,
+            xanchor="left",
+            entrywidth=1 / columns,
+            entrywidthmode="fraction",
+        ),
+    )
+
+
+def curves_figure(models: list[Measured], kind: str, legend_columns: int = 1) -> go.Figure:
+    """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid; the legend beneath
+    in `legend_columns` (one for a half-width chart)."""
     figure = go.Figure()
     for entry in models:
         if kind == "roc":
@@ -297,12 +322,14 @@ def curves_figure(models: list[Measured], kind: str) -> go.Figure:
         figure.update_layout(xaxis_title="1 − specificity (false-positive rate)", yaxis_title="Sensitivity")
     else:
         figure.update_layout(xaxis_title="Recall (sensitivity)", yaxis_title="Precision (PPV)")
-    figure.update_layout(title="ROC curves" if kind == "roc" else "Precision–recall curves", **LEGEND_BELOW)
+    figure.update_layout(title="ROC curves" if kind == "roc" else "Precision–recall curves")
+    _legend_below(figure, legend_columns)
     return figure
 
 
-def calibration_figure(models: list[Measured]) -> go.Figure:
-    """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted)."""
+def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Figure:
+    """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted);
+    the legend beneath in `legend_columns`."""
     figure = go.Figure()
     for index, entry in enumerate(models):
         colour = PALETTE[index % len(PALETTE)]
@@ -331,9 +358,8 @@ def calibration_figure(models: list[Measured]) -> go.Figure:
                 )
             )
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))
-    figure.update_layout(
-        title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma", **LEGEND_BELOW
-    )
+    figure.update_layout(title="Calibration", xaxis_title="Mean predicted probability", yaxis_title="Fraction melanoma")
+    _legend_below(figure, legend_columns)
     return figure
 
 

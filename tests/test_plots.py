@@ -116,6 +116,23 @@ def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
     assert max(len(line) for line in title.split("<br>")) <= plots.TITLE_LINE
 
 
+def test_a_long_legend_grows_the_chart_instead_of_squeezing_its_axes():
+    """Ten models' legend under a fixed-height chart covered the axis title, scrolled, and left the curves a
+    strip; the axes now keep their height and the legend adds its own, one line per row or three entries
+    to a row."""
+    metrics = {
+        "roc_auc": 0.9,
+        "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]},
+        "brier_score": 0.1,
+        "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
+    }
+    models = [row(f"model_{index}", metrics) for index in range(10)]
+    for figure, rows in ((plots.curves_figure(models, "roc"), 11), (plots.calibration_figure(models, 3), 4)):
+        assert figure.layout.height - figure.layout.margin.b == plots.PLOT_HEIGHT
+        assert figure.layout.margin.b == plots.TICKS_AND_AXIS_TITLE + plots.LEGEND_LINE_HEIGHT * rows
+        assert (figure.layout.legend.yref, figure.layout.legend.y) == ("container", 0)
+
+
 # --- the seven diagnoses ----------------------------------------------------------------------------------
 
 
