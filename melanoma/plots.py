@@ -28,8 +28,10 @@ MALIGNANT_TEXT = ", ".join(diagnoses.MALIGNANT)
 
 
 def wrapped(text: str, width: int) -> str:
-    """`text` broken into lines of at most `width` characters at spaces, for Plotly (<br>)."""
-    return "<br>".join(textwrap.wrap(text, width))
+    """`text` broken into lines of at most `width` characters for Plotly (<br>): at spaces, and a model's
+    name longer than that after one of its underscores rather than in the middle of a word."""
+    words = (word.replace("_", "_ ") if len(word) > width else word for word in text.split(" "))
+    return "<br>".join(line.replace("_ ", "_") for line in textwrap.wrap(" ".join(words), width))
 
 
 # Higher is better for every column but the Brier score.

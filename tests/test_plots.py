@@ -116,6 +116,18 @@ def test_long_names_wrap_so_half_width_charts_keep_their_plot_area():
     assert max(len(line) for line in title.split("<br>")) <= plots.TITLE_LINE
 
 
+def test_a_name_longer_than_a_line_breaks_after_an_underscore():
+    """A 7 × 7 matrix or legend line broke 'efficientnet_lite0_diagnosis_sampled_cc_192' as '…_diagn' / 'osis_…'."""
+    name = "efficientnet_lite0_diagnosis_sampled_cc_192 (threshold 0.086)"
+    assert plots.wrapped(name, 24).split("<br>") == [
+        "efficientnet_lite0_",
+        "diagnosis_sampled_cc_",
+        "192 (threshold 0.086)",
+    ]
+    # A name that fits on a line of its own moves there whole.
+    assert plots.wrapped("combined (efficientnet_b3)", 24) == "combined<br>(efficientnet_b3)"
+
+
 def test_a_long_legend_grows_the_chart_instead_of_squeezing_its_axes():
     """Ten models' legend under a fixed-height chart covered the axis title, scrolled, and left the curves a
     strip; the axes now keep their height and the legend adds its own, one line per row or three entries
