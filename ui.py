@@ -26,6 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
 from melanoma import plots
 from melanoma.access import SESSION_USER
@@ -316,8 +317,9 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def column_grid(count: int, per_row: int) -> list:
-    """`count` equal columns, `per_row` to a row: ten models in one row left each a sliver."""
+def column_grid(count: int, per_row: int) -> list[DeltaGenerator]:
+    """`count` columns, `per_row` to a row, all of one width (fewer than `per_row` share the whole row):
+    ten models in one row left each a sliver."""
     columns = []
     for start in range(0, count, per_row):
         columns += st.columns(min(per_row, count))[: count - start]
@@ -325,7 +327,7 @@ def column_grid(count: int, per_row: int) -> list:
 
 
 def figure_rows(figures: dict[str, go.Figure], per_row: int) -> None:
-    """Figures (by widget key) side by side in rows of `per_row`."""
+    """Figures side by side in rows of `per_row`, each under its own widget key."""
     for column, (key, figure) in zip(column_grid(len(figures), per_row), figures.items()):
         column.plotly_chart(figure, key=key)
 

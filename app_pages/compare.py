@@ -53,7 +53,7 @@ ui.figure_rows({f"cm-{entry.name}": plots.confusion_figure(entry) for entry in r
 left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(rows, "roc"), width="stretch")
 right.plotly_chart(plots.curves_figure(rows, "pr"), width="stretch")
-st.plotly_chart(plots.calibration_figure(rows, legend_columns=3), width="stretch")  # the page's full width
+st.plotly_chart(plots.calibration_figure(rows, legend_columns=2), width="stretch")  # two half-width columns
 st.caption(
     "Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
     "which class weighting pushes towards melanoma."

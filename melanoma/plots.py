@@ -16,7 +16,7 @@ from melanoma.measured import Measured
 from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-LEGEND_LINE = 48  # characters: a legend entry of a half-width chart, which Plotly never wraps itself
+LEGEND_LINE = 48  # characters: a legend entry of a half-width column, which Plotly never wraps itself
 PLOT_HEIGHT = 420  # pixels: a curves chart's title and axes; its legend adds its own height below
 LEGEND_LINE_HEIGHT = 19  # pixels per line of legend text, the gap between entries included
 TICKS_AND_AXIS_TITLE = 60  # pixels between the plot area and a legend beneath it
@@ -273,7 +273,7 @@ def _legend_below(figure: go.Figure, columns: int) -> None:
     """The legend under the axes, `columns` entries to a row, and the chart as tall as both: beside the
     plot, long names (a combined reading names its members) squeeze the plot area to a sliver, and under
     it in a fixed height ten models' entries covered the axis title and scrolled."""
-    lines = [trace.name.count("<br>") + 1 for trace in figure.data]
+    lines = [(trace.name or "").count("<br>") + 1 for trace in figure.data if trace.showlegend is not False]
     legend_height = LEGEND_LINE_HEIGHT * sum(max(lines[i : i + columns]) for i in range(0, len(lines), columns))
     below_axes = TICKS_AND_AXIS_TITLE + legend_height
     figure.update_layout(
@@ -288,13 +288,13 @@ def _legend_below(figure: go.Figure, columns: int) -> None:
             xanchor="left",
             entrywidth=1 / columns,
             entrywidthmode="fraction",
+            maxheight=1,  # the whole chart's height: Plotly's default, half of it, scrolled long legends
         ),
     )
 
 
-def curves_figure(models: list[Measured], kind: str, legend_columns: int = 1) -> go.Figure:
-    """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid; the legend beneath
-    in `legend_columns` (one for a half-width chart)."""
+def curves_figure(models: list[Measured], kind: str) -> go.Figure:
+    """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid, for a half-width column."""
     figure = go.Figure()
     for entry in models:
         if kind == "roc":
@@ -325,13 +325,13 @@ def curves_figure(models: list[Measured], kind: str, legend_columns: int = 1) ->
     else:
         figure.update_layout(xaxis_title="Recall (sensitivity)", yaxis_title="Precision (PPV)")
     figure.update_layout(title="ROC curves" if kind == "roc" else "Precision–recall curves")
-    _legend_below(figure, legend_columns)
+    _legend_below(figure, 1)
     return figure
 
 
 def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Figure:
     """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted);
-    the legend beneath in `legend_columns`."""
+    the legend beneath in `legend_columns`, one for each half of the chart's width."""
     figure = go.Figure()
     for index, entry in enumerate(models):
         colour = PALETTE[index % len(PALETTE)]

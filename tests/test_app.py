@@ -204,22 +204,26 @@ def test_compare_page_renders_every_model(app):
     assert not any(frame.value.isna().any().any() for frame in at.dataframe)
 
 
-def figures_in_rows_of_three():
-    """A page with seven figures, three to a row (run by AppTest as a script of its own)."""
+def figures_in_rows_of_three(count: int):
+    """A page with `count` figures, three to a row (run by AppTest as a script of its own)."""
     import plotly.graph_objects as go
 
     import ui
 
-    ui.figure_rows({f"figure-{i}": go.Figure() for i in range(7)}, per_row=3)
+    ui.figure_rows({f"figure-{i}": go.Figure() for i in range(count)}, per_row=3)
 
 
-def test_many_figures_wrap_into_rows_of_equal_width():
-    """Ten models' matrices in one row were slivers too narrow to read; they wrap, and the last row keeps
-    the others' column width."""
-    at = AppTest.from_function(figures_in_rows_of_three, default_timeout=TIMEOUT).run()
+@pytest.mark.parametrize(
+    "count, filled, width",
+    [(7, [1] * 7 + [0, 0], 1 / 3), (6, [1] * 6, 1 / 3), (2, [1, 1], 1 / 2), (0, [], None)],
+)
+def test_many_figures_wrap_into_rows_of_equal_width(count, filled, width):
+    """Ten models' matrices in one row were slivers too narrow to read; they wrap, the last row keeps the
+    others' column width, and fewer than a row share the page."""
+    at = AppTest.from_function(figures_in_rows_of_three, args=(count,), default_timeout=TIMEOUT).run()
     assert not at.exception
-    assert [len(column.children) for column in at.columns] == [1] * 7 + [0, 0]
-    assert [column.weight for column in at.columns] == pytest.approx([1 / 3] * 9)
+    assert [len(column.children) for column in at.columns] == filled
+    assert [column.weight for column in at.columns] == pytest.approx([width] * len(filled))
 
 
 def test_model_cards_page_describes_every_model(app):

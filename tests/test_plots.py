@@ -130,19 +130,28 @@ def test_a_name_longer_than_a_line_breaks_after_an_underscore():
 
 def test_a_long_legend_grows_the_chart_instead_of_squeezing_its_axes():
     """Ten models' legend under a fixed-height chart covered the axis title, scrolled, and left the curves a
-    strip; the axes now keep their height and the legend adds its own, one line per row or three entries
-    to a row."""
+    strip; the axes now keep their height and the legend adds its own, row by row, each row as tall as its
+    longest entry."""
     metrics = {
         "roc_auc": 0.9,
         "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]},
         "brier_score": 0.1,
         "calibration": {"mean_predicted": [0.2], "fraction_melanoma": [0.3]},
     }
-    models = [row(f"model_{index}", metrics) for index in range(10)]
-    for figure, rows in ((plots.curves_figure(models, "roc"), 11), (plots.calibration_figure(models, 3), 4)):
-        assert figure.layout.height - figure.layout.margin.b == plots.PLOT_HEIGHT
-        assert figure.layout.margin.b == plots.TICKS_AND_AXIS_TITLE + plots.LEGEND_LINE_HEIGHT * rows
-        assert (figure.layout.legend.yref, figure.layout.legend.y) == ("container", 0)
+    names = [f"model_{index}" for index in range(10)]
+    names[4] = f"combined ({' + '.join(names[:4])})"  # with its AUC or Brier score, two legend lines
+    models = [row(name, metrics) for name in names]
+    # ROC: eleven rows (ten models and chance), one of two lines; calibration, two to a row: six rows
+    # (ten models and "perfect"), the third (entries 4 and 5) of two lines.
+    for figure, columns, lines in (
+        (plots.curves_figure(models, "roc"), 1, 12),
+        (plots.calibration_figure(models, 2), 2, 7),
+    ):
+        assert figure.layout.margin.b == plots.TICKS_AND_AXIS_TITLE + plots.LEGEND_LINE_HEIGHT * lines
+        assert figure.layout.height == plots.PLOT_HEIGHT + figure.layout.margin.b
+        legend = figure.layout.legend
+        assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")
+        assert (legend.entrywidth, legend.entrywidthmode, legend.maxheight) == (1 / columns, "fraction", 1)
 
 
 # --- the seven diagnoses ----------------------------------------------------------------------------------
