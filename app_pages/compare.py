@@ -90,5 +90,10 @@ for entry in models:
     if history is None or history.empty:
         st.caption(f"{entry.name}: no history.csv.")
         continue
-    for column, metric in zip(st.columns(3), ("loss", "accuracy", "auc")):
-        column.plotly_chart(plots.training_figure(entry, history, metric), key=f"{entry.name}-{metric}")
+    ui.figure_rows(
+        {
+            f"{entry.name}-{metric}": plots.training_figure(entry, history, metric)
+            for metric in ("loss", "accuracy", "auc")
+        },
+        per_row=3,
+    )
