@@ -82,11 +82,11 @@ class RecordedOutputs(OutputCache):
     def keep(self, predictor, image_ids: list[str], raw: np.ndarray) -> None:
         """Record the outputs, first removing other weights' entries; a folder that cannot be written
         leaves them unrecorded (said on stderr) rather than losing the whole combine run."""
-        path = self.path(predictor, image_ids)
+        path, prefix = self.path(predictor, image_ids), self.weights_prefix(predictor)
         try:
             path.parent.mkdir(exist_ok=True)
             for stale in path.parent.glob("*.npy"):
-                if not stale.name.startswith(self.weights_prefix(predictor)):
+                if not stale.name.startswith(prefix):
                     stale.unlink()
             super().keep(predictor, image_ids, raw)
         except OSError as error:
