@@ -95,5 +95,5 @@ for entry in models:
             f"{entry.name}-{metric}": plots.training_figure(entry, history, metric)
             for metric in ("loss", "accuracy", "auc")
         },
-        per_row=3,
+        plots.TRAINING_PER_ROW,
     )

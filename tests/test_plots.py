@@ -54,6 +54,19 @@ def test_each_phase_boundary_is_drawn_once_where_the_setting_changed():
     assert sorted(shape.x0 for shape in figure.layout.shapes) == [2.5, 3.5, 6.5]
 
 
+def test_a_long_training_title_wraps_and_its_margin_grows():
+    """A third-width chart cut "efficientnet_lite0_diagnosis_sampled_192: accuracy" off at its right edge."""
+    history = pd.DataFrame(
+        {"epoch": [1, 2], "learning_rate": [1e-4] * 2, "trainable_layers": [46] * 2, "auc": [0.8, 0.9], "val_auc": [0.7, 0.8]}
+    )
+    short = plots.training_figure(entry("lite", {}), history, "auc")
+    long = plots.training_figure(entry("efficientnet_lite0_diagnosis_sampled_192", {}), history, "auc")
+    lines = long.layout.title.text.split("<br>")
+    assert "".join(lines) == "efficientnet_lite0_diagnosis_sampled_192: auc"
+    assert len(lines) == 2 and max(len(line) for line in lines) <= plots.TRAINING_TITLE_LINE
+    assert long.layout.margin.t - short.layout.margin.t == long.layout.height - short.layout.height == 20
+
+
 def test_holdout_table_reports_measured_sources_and_says_when_none_was():
     held_out = {
         "rosendahl": {
