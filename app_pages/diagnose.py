@@ -304,6 +304,8 @@ if case.combined is not None:
     flagged = reading.melanoma or reading.skin_cancer
     show = st.warning if not reading.assessed or reading.disagreement else st.error if flagged else st.info
     show("  \n".join(reading.summary_lines()))  # a Markdown line break between sentences
+    if members := reading.differential_members_line():
+        st.caption(members)
 columns = ui.column_grid(len(chosen), READINGS_PER_ROW)
 for column, result in zip(columns, case.decisions):
     with column:

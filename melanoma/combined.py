@@ -263,8 +263,8 @@ class CombinedReading:
             lines.append("The models disagree about the verdict: read each one below.")
         if self.averaged:
             count = len(self.averaged_members)
-            names = f"{count} diagnosis model{'' if count == 1 else 's'} ({', '.join(self.averaged_members)})"
-            lines.append(f"Averaged differential of {names}: {self.averaged.skin_cancer_summary()}")
+            models = f"{count} diagnosis model{'' if count == 1 else 's'}"
+            lines.append(f"Averaged differential of {models}: {self.averaged.skin_cancer_summary()}")
             lines.append(self.averaged.differential_text())
         for d in self.diagnosis_members:
             lines += [
@@ -276,9 +276,16 @@ class CombinedReading:
             lines.append(f"None of the models averaged here was trained to recognise {not_recognised(self.melanoma)}")
         return tuple(lines)
 
+    def differential_members_line(self) -> str:
+        """Which diagnosis models the averaged differential averages, or '' where none is read: the page shows it
+        under the reading, small, since five long model names made its verdict hard to find."""
+        if not (self.assessed and self.averaged):
+            return ""
+        return f"Averaged differential of {', '.join(self.averaged_members)}."
+
     def summary(self) -> str:
-        """The reading as one paragraph (the report and the FHIR conclusion)."""
-        return " ".join(self.summary_lines())
+        """The reading as one paragraph, naming every model it averages (the report and the FHIR conclusion)."""
+        return " ".join(line for line in (*self.summary_lines(), self.differential_members_line()) if line)
 
 
 def combined_diagnoses(member_diagnoses: list[np.ndarray], melanoma: np.ndarray) -> np.ndarray:

@@ -57,7 +57,8 @@ def test_each_phase_boundary_is_drawn_once_where_the_setting_changed():
 def test_a_long_training_title_wraps_and_its_margin_grows():
     """A third-width chart cut "efficientnet_lite0_diagnosis_sampled_192: accuracy" off at its right edge."""
     history = pd.DataFrame(
-        {"epoch": [1, 2], "learning_rate": [1e-4] * 2, "trainable_layers": [46] * 2, "auc": [0.8, 0.9], "val_auc": [0.7, 0.8]}
+        {"epoch": [1, 2], "learning_rate": [1e-4] * 2, "trainable_layers": [46] * 2}
+        | {"auc": [0.8, 0.9], "val_auc": [0.7, 0.8]}
     )
     short = plots.training_figure(entry("lite", {}), history, "auc")
     long = plots.training_figure(entry("efficientnet_lite0_diagnosis_sampled_192", {}), history, "auc")
