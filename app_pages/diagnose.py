@@ -161,8 +161,8 @@ def show_image_facts(case: Case) -> None:
 
 
 def show_decision(result: Decision, alone: bool) -> None:
-    """One model's probability and verdicts, as the clinician reads them before any map. Read `alone`
-    (no combined reading above it), a melanoma-only model says what its verdict does not cover."""
+    """One model's probability and verdicts, as the clinician reads them before any map; `alone`: with
+    no combined reading above it (Decision.scope_note)."""
     if not result.assessed:
         st.metric(f"{result.model}: melanoma probability", "not assessed")
         st.warning(result.summary())
@@ -172,7 +172,7 @@ def show_decision(result: Decision, alone: bool) -> None:
     if result.skin_cancer is not None:
         (st.error if result.skin_cancer else st.success)(result.skin_cancer_summary())
         st.markdown(result.differential_text())
-    elif alone and (note := result.scope_note()):
+    elif note := result.scope_note(alone):
         st.info(note)
     st.caption(result.calibration_meaning())
     st.caption(result.threshold_meaning())

@@ -114,11 +114,12 @@ class Decision:
         named = ", ".join(f"{NAMES[code]} {others[code]:.1%}" for code in OTHER_CANCERS)
         return f"Other skin cancer: suspicious: {measured}; {named}."
 
-    def scope_note(self) -> str | None:
+    def scope_note(self, alone: bool = True) -> str | None:
         """For a melanoma-only model, what its verdict does not cover: "not flagged" beside a basal cell
         carcinoma must not read as reassurance from a model never trained to recognise one, and a flag
-        may be one of those cancers rather than a melanoma."""
-        if self.malignant_probability is not None or self.differential or not self.assessed:
+        may be one of those cancers rather than a melanoma. Beside a combined reading (not `alone`), whose
+        lines say it where it applies, the note is not repeated per model."""
+        if not alone or self.malignant_probability is not None or self.differential or not self.assessed:
             return None
         return scope_sentence(self.melanoma)
 

@@ -388,8 +388,7 @@ class _Builder:
     def diagnostic_report(self, results: list[str]) -> str:
         case = self.case
         summaries = ([case.combined.summary()] if case.combined else []) + [
-            # Beside a combined reading, which says it where it applies, a scope note is not repeated per model.
-            " ".join(line for line in (d.summary(), None if case.combined else d.scope_note()) if line)
+            " ".join(line for line in (d.summary(), d.scope_note(alone=case.combined is None)) if line)
             for d, _ in case.readings
         ]
         resource = {

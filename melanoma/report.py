@@ -67,13 +67,13 @@ class ModelReading:
     def from_decision(
         cls, decision: Decision, card: ModelCard, overlay: np.ndarray, alone: bool = True
     ) -> ModelReading:
-        """The reading the page shows for `decision`, identified by the model's card. Beside a combined
-        reading (not `alone`), a melanoma-only model's scope note is left to the combined reading's lines."""
+        """The reading the page shows for `decision`, identified by the model's card; `alone`: with no
+        combined reading beside it (Decision.scope_note)."""
         if not decision.assessed:
             return cls(decision.model, card.version_text, card.sha256, "not assessed", decision.summary(), (), overlay)
         diagnosis_lines = tuple(
             line
-            for line in (decision.skin_cancer_summary(), decision.differential_text(), alone and decision.scope_note())
+            for line in (decision.skin_cancer_summary(), decision.differential_text(), decision.scope_note(alone))
             if line
         )
         return cls(

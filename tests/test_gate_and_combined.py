@@ -184,6 +184,7 @@ def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without
     # Each model's note follows its own verdict: a flag may be another cancer; no flag rules none out.
     assert decisions[0].scope_note().endswith("so a flagged lesion may be one of them rather than a melanoma.")
     assert decisions[1].scope_note().endswith('so "not flagged" does not rule them out.')
+    assert decisions[0].scope_note(alone=False) is None  # beside a combined reading, which says it itself
     flagged = combine(decisions, CombinedSpec(("a", "b"), 0.4, {}))
     assert flagged.summary_lines()[-1].endswith("so a flagged lesion may be one of them rather than a melanoma.")
     assert reading.definition_sha256 is None  # a plain mean follows no combined.json
