@@ -214,7 +214,7 @@ def averaged_differential(
     if not all(codes["val"]) or not all(codes["test"]):
         return None, None, "some validation or test images have no diagnosis (a dx column) to choose and measure it"
     selection = select_differential(codes["val"], {name: scores["val"][name].equal_prior for name in candidates})
-    members = selection["members"]
+    members = selection.pop("members")  # the section's own field: each fact once in combined.json
     averaged = {s: averaged_scores([scores[s][m] for m in members], melanoma[s]) for s in SCORED_SPLITS}
     malignant_val = np.isin(codes["val"], diagnoses.MALIGNANT).astype(int)
     malignant_threshold = threshold_for_sensitivity(malignant_val, averaged["val"].malignant, target_sensitivity)
@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     scores, labels = score_splits(candidates, table, cache)
     selection = select_members(labels["val"], {name: readings.melanoma for name, readings in scores["val"].items()})
     selection["left_out"].update(left_out)
-    members = selection["members"]
-    combination = combination_named(selection["combination"])
+    # The file's own fields, which the app reads, and not again in the selection's record.
+    members = selection.pop("members")
+    combination = combination_named(selection.pop("combination"))
     combined = {s: combination.average([scores[s][m].melanoma for m in members]) for s in SCORED_SPLITS}
     threshold = threshold_for_sensitivity(labels["val"], combined["val"], args.target_sensitivity)
     metrics = combined_metrics(table, labels, combined, threshold)
