@@ -90,10 +90,8 @@ for entry in models:
     if history is None or history.empty:
         st.caption(f"{entry.name}: no history.csv.")
         continue
+    st.markdown(f"**{entry.name}**")
     ui.figure_rows(
-        {
-            f"{entry.name}-{metric}": plots.training_figure(entry, history, metric)
-            for metric in ("loss", "accuracy", "auc")
-        },
-        plots.TRAINING_PER_ROW,
+        {f"{entry.name}-{metric}": plots.training_figure(history, metric) for metric in plots.TRAINING_METRICS},
+        per_row=len(plots.TRAINING_METRICS),
     )

@@ -281,7 +281,7 @@ class CombinedReading:
         under the reading, small, since five long model names made its verdict hard to find."""
         if not (self.assessed and self.averaged):
             return ""
-        return f"Averaged differential of {', '.join(self.averaged_members)}."
+        return f"The averaged differential's models: {', '.join(self.averaged_members)}."
 
     def summary(self) -> str:
         """The reading as one paragraph, naming every model it averages (the report and the FHIR conclusion)."""

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 
 from melanoma import diagnoses
 from melanoma.measured import Measured
-from melanoma.store import InstalledModel
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 LEGEND_LINE = 48  # characters: a legend entry of a half-width column, which Plotly never wraps itself
@@ -23,7 +22,7 @@ TICKS_AND_AXIS_TITLE = 60  # pixels between the plot area and a legend beneath i
 # Confusion matrices sit side by side in rows of a fixed width, so their titles wrap to fit it.
 MATRICES_PER_ROW, TITLE_LINE = 5, 24  # two-class matrices; title characters per line
 WIDE_MATRICES_PER_ROW, WIDE_TITLE_LINE = 2, 48  # 7 × 7 diagnosis matrices, at least half the page wide
-TRAINING_PER_ROW, TRAINING_TITLE_LINE = 3, 40  # a model's loss, accuracy and AUC curves
+TRAINING_METRICS = {"loss": "Loss", "accuracy": "Accuracy", "auc": "AUC"}  # history.csv column: its chart's title
 DASH = "–"  # a value a model did not measure
 MALIGNANT_TEXT = ", ".join(diagnoses.MALIGNANT)
 
@@ -187,21 +186,18 @@ def _matrix_figure(
             z=matrix, x=labels, y=labels, text=matrix, texttemplate="%{text}", colorscale="Blues", showscale=False
         )
     )
-    figure.update_layout(xaxis_title="Predicted", yaxis_title="True", yaxis_autorange="reversed")
-    _title_on_top(figure, title, line, height)
-    return figure
-
-
-def _title_on_top(figure: go.Figure, title: str, line: int, height: int) -> None:
-    """`title` wrapped to `line` characters and anchored at the top, above a plot `height` pixels tall:
-    the margin grows by a line per line, so a long title is neither clipped nor drawn over the plot."""
     title = wrapped(title, line)
+    # Anchored at the top, with a margin that grows by a line per line, so a long title never covers the matrix.
     title_height = 20 * (title.count("<br>") + 1)
     figure.update_layout(
         title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=10), font=dict(size=14)),
+        xaxis_title="Predicted",
+        yaxis_title="True",
+        yaxis_autorange="reversed",
         height=height + title_height,
         margin=dict(l=10, r=10, t=20 + title_height, b=10),
     )
+    return figure
 
 
 def confusion_figure(entry: Measured, at: str = "at_threshold") -> go.Figure:
@@ -369,15 +365,16 @@ def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Fi
     return figure
 
 
-def training_figure(entry: InstalledModel, history: pd.DataFrame, metric: str) -> go.Figure:
-    """Training and validation `metric` per epoch, with the schedule's phase boundaries marked."""
+def training_figure(history: pd.DataFrame, metric: str) -> go.Figure:
+    """Training and validation `metric` per epoch, with the schedule's phase boundaries marked. Titled
+    by the metric alone: a row of them sits under its model's name, which at a third of the page
+    width ran off the chart's edge, and wrapped, it set one chart of the row lower than the others."""
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=history.epoch, y=history[metric], mode="lines+markers", name="training"))
     figure.add_trace(go.Scatter(x=history.epoch, y=history[f"val_{metric}"], mode="lines+markers", name="validation"))
     for boundary in phase_boundaries(history):
         figure.add_vline(x=boundary - 0.5, line_dash="dash", line_color="grey")
-    figure.update_layout(xaxis_title="Epoch")
-    _title_on_top(figure, f"{entry.name}: {metric}", TRAINING_TITLE_LINE, 280)
+    figure.update_layout(title=TRAINING_METRICS[metric], xaxis_title="Epoch", height=300, margin=dict(t=40, b=10))
     return figure
 
 

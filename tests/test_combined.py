@@ -91,8 +91,12 @@ def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another
     assert stored["metrics"]["validation_roc_auc"] == selection["validation_roc_auc"]
     assert stored["members"][0] == max(selection["candidates"], key=selection["candidates"].get)
 
-    assert stored["combination"] in (PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name)
-    assert "members" not in selection and "combination" not in selection  # each fact once in the file
+    # Each fact once in the file: the members and combination chosen, not repeated in the record of choosing.
+    assert "members" not in selection and "combination" not in selection
+    assert stored["members"] == [step["added"] for step in selection["steps"]]
+    scored = selection.get("cross_validated", {})
+    log_odds_ahead = scored.get(LOG_ODDS_MEAN.name, 0) > scored.get(PROBABILITY_MEAN.name, 0) + 1e-9
+    assert stored["combination"] == (LOG_ODDS_MEAN if log_odds_ahead else PROBABILITY_MEAN).name
     assert set(selection.get("cross_validated", {})) in (set(), {PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name})
 
 

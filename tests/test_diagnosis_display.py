@@ -167,7 +167,7 @@ def test_diagnose_shows_the_combined_readings_averaged_differential(trained_mode
     banners = [element.value for kind in ("info", "error", "warning") for element in at.get(kind)]
     assert "  \n".join(reading.summary_lines()) in banners
     assert "Averaged differential of 1 diagnosis model: " in reading.summary_lines()[-2]
-    assert f"Averaged differential of {DIAGNOSIS_MODEL}." in [caption.value for caption in at.caption]
+    assert f"The averaged differential's models: {DIAGNOSIS_MODEL}." in [caption.value for caption in at.caption]
     row = at.dataframe[0].value.iloc[0]
     assert row["combined skin cancer"] == reading.averaged.skin_cancer_verdict
     assert row["combined differential"].startswith(reading.differential[0][0])

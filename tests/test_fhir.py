@@ -327,4 +327,7 @@ def test_the_combined_observation_carries_its_averaged_differential():
     assert percent(cancer["referenceRange"][0]["high"]) == pytest.approx(0.3, abs=1e-6)
     mel = percent(component(combined, ISIC_DIAGNOSES, "MEL")["valueQuantity"])
     assert mel == pytest.approx(MELANOMA_MODEL.probability, abs=1e-6)  # the combined verdict's probability
-    assert "Averaged differential of efficientnet_lite0_diagnosis." in found["DiagnosticReport"][0]["conclusion"]
+    assert (
+        "The averaged differential's models: efficientnet_lite0_diagnosis."
+        in found["DiagnosticReport"][0]["conclusion"]
+    )

@@ -257,8 +257,8 @@ def test_the_combined_reading_reads_one_averaged_differential_when_one_was_valid
     assert lines[2].startswith(f"Differential: basal cell carcinoma {differential['BCC']:.1%}")
     assert len(lines) == 3 and not any("(diagnosis model)" in line for line in lines)
     # The page shows the averaged models' names in a caption; the report's paragraph ends with them.
-    assert reading.differential_members_line() == "Averaged differential of d1, d2."
-    assert reading.summary() == " ".join(lines) + " Averaged differential of d1, d2."
+    assert reading.differential_members_line() == "The averaged differential's models: d1, d2."
+    assert reading.summary() == " ".join(lines) + " The averaged differential's models: d1, d2."
     # Without every diagnosis member, no averaged differential: the member that is read speaks for itself.
     fallback = combine([melanoma_model, d1], spec)
     assert fallback.averaged is None and fallback.skin_cancer is None and fallback.melanoma is False

@@ -50,22 +50,21 @@ def test_each_phase_boundary_is_drawn_once_where_the_setting_changed():
         }
     )
     assert plots.phase_boundaries(history) == [3, 4, 7]
-    figure = plots.training_figure(entry("a", {}), history.assign(loss=0.5, val_loss=0.6), "loss")
+    figure = plots.training_figure(history.assign(loss=0.5, val_loss=0.6), "loss")
     assert sorted(shape.x0 for shape in figure.layout.shapes) == [2.5, 3.5, 6.5]
 
 
-def test_a_long_training_title_wraps_and_its_margin_grows():
-    """A third-width chart cut "efficientnet_lite0_diagnosis_sampled_192: accuracy" off at its right edge."""
+def test_a_models_training_curves_are_titled_by_their_metric_and_equally_tall():
+    """Titled "<model>: <metric>", a third-width chart cut a long name off at its edge; wrapped, the
+    accuracy chart of a 34-character name sat a line lower than its neighbours."""
     history = pd.DataFrame(
         {"epoch": [1, 2], "learning_rate": [1e-4] * 2, "trainable_layers": [46] * 2}
-        | {"auc": [0.8, 0.9], "val_auc": [0.7, 0.8]}
+        | {m: [0.8, 0.9] for m in plots.TRAINING_METRICS}
+        | {f"val_{m}": [0.7, 0.8] for m in plots.TRAINING_METRICS}
     )
-    short = plots.training_figure(entry("lite", {}), history, "auc")
-    long = plots.training_figure(entry("efficientnet_lite0_diagnosis_sampled_192", {}), history, "auc")
-    lines = long.layout.title.text.split("<br>")
-    assert "".join(lines) == "efficientnet_lite0_diagnosis_sampled_192: auc"
-    assert len(lines) == 2 and max(len(line) for line in lines) <= plots.TRAINING_TITLE_LINE
-    assert long.layout.margin.t - short.layout.margin.t == long.layout.height - short.layout.height == 20
+    figures = [plots.training_figure(history, metric) for metric in plots.TRAINING_METRICS]
+    assert [figure.layout.title.text for figure in figures] == ["Loss", "Accuracy", "AUC"]
+    assert {(figure.layout.height, figure.layout.margin.t) for figure in figures} == {(300, 40)}
 
 
 def test_holdout_table_reports_measured_sources_and_says_when_none_was():
