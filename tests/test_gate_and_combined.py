@@ -265,7 +265,8 @@ def test_the_combined_reading_reads_one_averaged_differential_when_one_was_valid
     assert fallback.summary_lines()[1].startswith("d1 (diagnosis model): Other skin cancer: suspicious")
     # A member whose gate refuses the image leaves the whole reading unassessed.
     refused = combine([melanoma_model, d1, replace(d2, in_distribution=False)], spec)
-    assert not refused.assessed and "Averaged differential" not in refused.summary()
+    assert not refused.assessed and "averaged differential" not in refused.summary().lower()
+    assert refused.differential_members_line() == ""  # no caption of models for a reading not given
 
 
 def test_the_differential_members_are_chosen_by_validation_balanced_accuracy():
