@@ -62,3 +62,20 @@ def test_augmented_images_keep_the_value_range_and_the_labels():
 def test_evaluation_batches_keep_the_split_order():
     images, labels = zip(*batches(evaluation_batches(PIXELS, LABELS, 16), 4))
     assert np.array_equal(np.concatenate(images), PIXELS) and np.array_equal(np.concatenate(labels), LABELS)
+
+
+def test_colour_jitter_widens_the_colour_changes_and_keeps_the_value_range():
+    """On plain mid-grey images only the colour changes move pixels (flips, rotations and zoom leave
+    them grey), so the spread of the mean brightness measures the colour ranges alone."""
+    grey = np.full((200, 16, 16, 3), 128, np.uint8)
+    recipe = replace(AUGMENTED, scale_augment=False)
+
+    def brightness_spread(colour_jitter: float) -> float:
+        dataset = training_batches(grey, np.zeros(200, int), 200, recipe, seed=5, colour_jitter=colour_jitter)
+        images = next(iter(dataset))[0].numpy()
+        assert 0.0 <= images.min() and images.max() <= 255.0
+        return float(images.mean(axis=(1, 2, 3)).std())
+
+    usual, wide = brightness_spread(1.0), brightness_spread(2.5)
+    assert 8 < usual < 15  # brightness ±0.08 of 255, uniform: a standard deviation of about 11.8
+    assert 2.0 < wide / usual < 3.0

@@ -435,6 +435,7 @@ def test_several_machines_are_refused_up_front_with_the_reason(tmp_path, monkeyp
         ("--learning-rates", "fast,slow,stop", "comma-separated numbers"),
         ("--label-smoothing", "0.5", "from 0 up to (not including) 0.5; got 0.5"),
         ("--ema-momentum", "1", "from 0 (off) up to (not including) 1; got 1.0"),
+        ("--colour-jitter", "0", "a factor above 0 and at most 10 (1: the recipe's ranges); got 0.0"),
         ("--class-balance", "oversample", "invalid choice: 'oversample' (choose from 'weights', 'sampling'"),
     ],
 )

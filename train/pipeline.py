@@ -19,10 +19,16 @@ from melanoma.config import Recipe
 RANDOM_CHOICES = 9  # independent seeds per image: two flips, rotation, zoom, crop and four colour changes
 
 
-def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor) -> tf.Tensor:
-    """Random flips, right-angle rotations, optional rescaling and small colour changes (0–255 float).
+# The colour changes' ranges at --colour-jitter 1: brightness ±0.08 (of 1), contrast and saturation
+# ×(1 ± 0.1), hue ±0.02 of the colour wheel. Other dermoscopes shift colour more than this.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.08, 0.1, 0.1, 0.02
 
-    `seed` is a [2] integer tensor; the same seed gives the same augmentation.
+
+def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor, colour_jitter: float = 1.0) -> tf.Tensor:
+    """Random flips, right-angle rotations, optional rescaling and colour changes (0–255 float).
+
+    `seed` is a [2] integer tensor; the same seed gives the same augmentation. `colour_jitter`
+    scales the colour changes' ranges (hue at most half the wheel, contrast and saturation at least ×0.1).
     """
     seeds = tf.random.experimental.stateless_split(seed, RANDOM_CHOICES)
     size = tf.shape(image)[0]
@@ -35,10 +41,11 @@ def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor) -> tf.Tensor:
         image = tf.image.stateless_random_crop(image, tf.stack([crop, crop, 3]), seeds[4])
         image = tf.image.resize(image, tf.stack([size, size]), antialias=True)
     image = image / 255.0
-    image = tf.image.stateless_random_brightness(image, 0.08, seeds[5])
-    image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seeds[6])
-    image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seeds[7])
-    image = tf.image.stateless_random_hue(image, 0.02, seeds[8])
+    contrast, saturation = min(CONTRAST * colour_jitter, 0.9), min(SATURATION * colour_jitter, 0.9)
+    image = tf.image.stateless_random_brightness(image, BRIGHTNESS * colour_jitter, seeds[5])
+    image = tf.image.stateless_random_contrast(image, 1 - contrast, 1 + contrast, seeds[6])
+    image = tf.image.stateless_random_saturation(image, 1 - saturation, 1 + saturation, seeds[7])
+    image = tf.image.stateless_random_hue(image, min(HUE * colour_jitter, 0.5), seeds[8])
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
@@ -67,6 +74,7 @@ def training_batches(
     first_epoch: int = 0,
     images_per_epoch: int | None = None,
     draw_probabilities: np.ndarray | None = None,
+    colour_jitter: float = 1.0,
 ) -> tf.data.Dataset:
     """Endless batches of (float32 0–255 images, float32 labels), epoch after epoch from `first_epoch`.
 
@@ -74,6 +82,7 @@ def training_batches(
     ceil(images_per_epoch / batch_size) batches, the last one possibly short; fit with that many
     steps per epoch. Images are augmented when the recipe says so. With `draw_probabilities` (one
     per image, summing to 1), an epoch draws its images with replacement instead of passing over them.
+    `colour_jitter` scales the augmentation's colour ranges (`augment`).
     """
     images = tf.constant(pixels)
     targets = tf.constant(labels.astype(np.float32))
@@ -90,7 +99,8 @@ def training_batches(
 
         def example(index: tf.Tensor, image_seed: tf.Tensor):
             image = tf.cast(tf.gather(images, index), tf.float32)
-            return (augment(image, recipe, image_seed) if recipe.augment else image), tf.gather(targets, index)
+            augmented = augment(image, recipe, image_seed, colour_jitter) if recipe.augment else image
+            return augmented, tf.gather(targets, index)
 
         return (
             tf.data.Dataset.from_tensor_slices((order, seeds))

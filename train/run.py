@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         parser.error(f"--name is a folder name under --output-dir, without a path; got {args.name!r}.")
     if not 0 <= args.ema_momentum < 1:
         parser.error(f"--ema-momentum takes a number from 0 (off) up to (not including) 1; got {args.ema_momentum}.")
+    if not 0 < args.colour_jitter <= 10:
+        parser.error(
+            f"--colour-jitter takes a factor above 0 and at most 10 (1: the recipe's ranges); got {args.colour_jitter}."
+        )
     if not 0 <= args.label_smoothing < 0.5:
         parser.error(f"--label-smoothing takes a number from 0 up to (not including) 0.5; got {args.label_smoothing}.")
     if args.emphasis and args.target != "diagnosis":
@@ -431,6 +435,7 @@ def train_phases(
             first_epoch,
             images_per_epoch,
             balancing.draw_probabilities,
+            config.colour_jitter,
         )
         recorder = EpochRecorder(
             folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate
