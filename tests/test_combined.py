@@ -97,7 +97,7 @@ def test_train_combine_records_the_selection_and_leaves_out_a_model_with_another
     scored = selection.get("cross_validated", {})
     log_odds_ahead = scored.get(LOG_ODDS_MEAN.name, 0) > scored.get(PROBABILITY_MEAN.name, 0) + 1e-9
     assert stored["combination"] == (LOG_ODDS_MEAN if log_odds_ahead else PROBABILITY_MEAN).name
-    assert set(selection.get("cross_validated", {})) in (set(), {PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name})
+    assert set(scored) in (set(), {PROBABILITY_MEAN.name, LOG_ODDS_MEAN.name})
 
 
 def test_pretrained_only_leaves_the_randomly_initialised_models_out_and_says_so(trained_models, tmp_path, capsys):
