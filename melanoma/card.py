@@ -166,6 +166,8 @@ class Training:
             compare(f"{config['epochs']} epochs", recipe_epochs)
             if config.get("learning_rates"):
                 compare(f"learning rates {rates(config['learning_rates'])}", recipe_rates)
+        if config.get("colour_jitter", 1.0) != 1.0:  # cards from before --colour-jitter have none: the recipe's ranges
+            compare(f"colour augmentation ranges x{config['colour_jitter']:g}", "colour augmentation ranges x1")
         text = f"{recipe.get('name') or 'unnamed recipe'}, run with {', '.join(run)}"
         return f"{text} (the recipe's own: {', '.join(own)})" if own else text
 

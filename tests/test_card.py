@@ -35,6 +35,14 @@ def test_a_resumed_run_is_described_by_its_phases_not_its_last_command():
     )
 
 
+def test_a_wider_colour_augmentation_is_named_as_a_departure():
+    config = TrainConfig(data_dir="data", recipe="cpu_transfer_plain", colour_jitter=2.5).resolved()
+    training = Training(recipe=config.recipe_values, config=asdict(config), phases=PHASES)
+    assert training.recipe_text.endswith(
+        "3e-05 (epochs 14–16), colour augmentation ranges x2.5 (the recipe's own: colour augmentation ranges x1)"
+    )
+
+
 def test_a_shipped_card_says_which_of_its_recipes_values_the_command_line_changed():
     """Its recipe's notes say 160 px; the run was at 192 px, which the card must not hide."""
     training = read_card(MODELS / "efficientnet_lite0_diagnosis_sampled_192").training
