@@ -21,8 +21,10 @@ st.caption(
     f"{first.get('n_melanoma', '?')} melanomas for {models[0].name}); the threshold was chosen on validation."
 )
 
-# The combined reading is compared like a model, but it has no training history of its own.
+# The combined reading is compared like a model (ranked with them by test ROC AUC, as the models
+# are), but it has no training history of its own.
 rows = [Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else [])
+rows.sort(key=lambda row: -(row.metrics.get("roc_auc") or 0.0))
 table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")

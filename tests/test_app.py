@@ -193,6 +193,7 @@ def test_compare_page_renders_every_model(app):
     table = at.dataframe[0].value
     assert set(table["Model"]) == {*INSTALLED, CombinedSpec.read(output_dir).label}
     assert "None" not in table.astype(str).to_string()
+    assert list(table["ROC AUC"]) == sorted(table["ROC AUC"], reverse=True)  # the combined reading ranked among them
     charts = at.get("plotly_chart")
     n = len(INSTALLED)
     # confusion matrices (with the combined reading), ROC + PR, calibration, training curves, the 7 × 7 matrix
