@@ -19,7 +19,7 @@ from melanoma.inference import load_predictor
 from melanoma.store import SHIPPED_MODELS_DIR, list_models
 from tests.conftest import SHARED_DATA
 
-# Two of the study's three (inception_v3's 89 MB are not shipped, to keep models/ well under 200 MB),
+# Two of the study's three (inception_v3's 89 MB are not shipped, to keep models/ near 200 MB),
 # Lite0 with and without colour constancy and a second seed of the former, Lite2 at 192 px, and the
 # five Lite0s trained on the seven diagnoses.
 SHIPPED = [
