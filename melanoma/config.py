@@ -214,7 +214,7 @@ class TrainConfig:
     colour_jitter: float = field(
         default=1.0,
         metadata=option(
-            "scale the training augmentation's colour ranges (brightness ±0.08, contrast and saturation ±10 %, hue "
+            "scale the training augmentation's colour ranges (brightness ±0.08, contrast and saturation ±10 %%, hue "
             "±0.02) by this factor, e.g. 2.5 for images from other dermoscopes and clinics; default 1",
             type=float,
         ),

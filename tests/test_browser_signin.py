@@ -205,7 +205,10 @@ def test_two_clinicians_reading_the_same_image_stay_apart_and_are_audited_withou
         sign_in(page, url, subject)
         page.locator("input[type=file]").set_input_files(str(photograph))
         page.get_by_text("melanoma probability").first.wait_for(timeout=3 * TIMEOUT_MS)
-    alice.get_by_role("textbox", name="Clinician's notes for the report").fill("Alice's private note")
+    # The report follows every member's map: the default combined reading draws three.
+    notes = alice.get_by_role("textbox", name="Clinician's notes for the report")
+    notes.wait_for(timeout=4 * TIMEOUT_MS)
+    notes.fill("Alice's private note")
     alice.get_by_role("textbox", name="Clinician's notes for the report").press("Control+Enter")
     alice.get_by_text("Report").first.wait_for(timeout=TIMEOUT_MS)
     bob.reload(timeout=TIMEOUT_MS)  # a fresh run of Bob's session: nothing of Alice's may appear
