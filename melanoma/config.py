@@ -24,6 +24,12 @@ DEFAULT_MODELS = (*STUDY_MODELS, "efficientnet_lite0")
 TARGETS = ("melanoma", "diagnosis")
 
 
+# The training augmentation's colour changes at --colour-jitter 1 (train.pipeline.augment): brightness
+# ±0.08 of full scale, contrast and saturation ×(1 ± 0.1), hue ±0.02 of the colour wheel. Other
+# dermoscopes shift colour more than this.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.08, 0.1, 0.1, 0.02
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train: the study's recipe is the default; others say where and why they depart."""
@@ -214,8 +220,9 @@ class TrainConfig:
     colour_jitter: float = field(
         default=1.0,
         metadata=option(
-            "scale the training augmentation's colour ranges (brightness ±0.08, contrast and saturation ±10 %%, hue "
-            "±0.02) by this factor, e.g. 2.5 for images from other dermoscopes and clinics; default 1",
+            f"scale the training augmentation's colour ranges (brightness ±{BRIGHTNESS:g}, contrast and saturation "
+            f"±{CONTRAST * 100:g} %%, hue ±{HUE:g}) by this factor, e.g. 2.5 for images from other dermoscopes and "
+            "clinics; default 1",
             type=float,
         ),
     )

@@ -14,14 +14,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from melanoma.config import Recipe
+from melanoma.config import BRIGHTNESS, CONTRAST, HUE, SATURATION, Recipe
 
 RANDOM_CHOICES = 9  # independent seeds per image: two flips, rotation, zoom, crop and four colour changes
-
-
-# The colour changes' ranges at --colour-jitter 1: brightness ±0.08 (of 1), contrast and saturation
-# ×(1 ± 0.1), hue ±0.02 of the colour wheel. Other dermoscopes shift colour more than this.
-BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.08, 0.1, 0.1, 0.02
 
 
 def augment(image: tf.Tensor, recipe: Recipe, seed: tf.Tensor, colour_jitter: float = 1.0) -> tf.Tensor:
