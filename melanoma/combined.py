@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -430,7 +431,12 @@ def cross_validated_score(
     scores = []
     for repeat in range(repeats):
         pooled = None
-        for fitted, held in StratifiedKFold(folds, shuffle=True, random_state=repeat).split(strata, strata):
+        with warnings.catch_warnings():
+            # A diagnosis with fewer validation images than folds (3 dermatofibromas) is spread over
+            # as many folds as it has images; scikit-learn warns once per repeat that it does so.
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            splits = list(StratifiedKFold(folds, shuffle=True, random_state=repeat).split(strata, strata))
+        for fitted, held in splits:
             outputs = held_out(fitted, held)
             if pooled is None:
                 pooled = np.empty((len(strata), *outputs.shape[1:]), dtype=outputs.dtype)

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -306,3 +307,17 @@ def test_many_equally_good_diagnosis_models_are_all_averaged_when_cross_validati
     assert cross_validated["the mean of every candidate"] > cross_validated["forward selection"]
     assert selection["rule"] == "the mean of every candidate" and selection["members"] == list(candidates)
     assert selection["left_out"] == {} and len(selection["steps"]) < len(candidates)
+
+
+def test_a_diagnosis_rarer_than_the_folds_is_cross_validated_without_warnings():
+    """Validation holds 3 dermatofibromas and 5 folds: each fold gets at most one, as scikit-learn
+    allows, and train.combine's output stays free of its warning."""
+    rng = np.random.default_rng(2)
+    common = [code for code in CODES if code != "DF"]
+    codes = [common[i % 6] for i in range(300)] + ["DF"] * 3
+    truth = np.eye(7)[[CODES.index(code) for code in codes]]
+    candidates = {f"m{i}": truth + rng.normal(0, 0.9, truth.shape) for i in range(3)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        selection = select_differential(codes, candidates)
+    assert set(selection["cross_validated"]) == {"forward selection", "the mean of every candidate"}
