@@ -33,7 +33,7 @@ def sign_in_screen(providers: tuple[str | None, ...]) -> None:
     st.info(
         "Sign in with your clinic account to continue. Every reading is recorded under your name in the "
         "clinic's audit trail.",
-        icon="🔒",
+        icon=":material/lock:",
     )
     for provider in providers:
         if st.button(
@@ -74,14 +74,16 @@ st.set_page_config(page_title="Melanoma decision support", page_icon="🩺", lay
 try:
     st.session_state[access.SESSION_USER] = session_user()
 except (access.AccessRefused, AuditUnavailable) as refusal:
-    st.error(str(refusal), icon="⛔")
+    st.error(str(refusal), icon=":material/block:")
     st.stop()
+# Material Symbols, which Streamlit serves itself: emoji need a colour-emoji font that a clinic's
+# locked-down workstation may lack (they drew as empty boxes in Debian's Chromium without one).
 navigation = st.navigation(
     [
-        st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
-        st.Page("app_pages/compare.py", title="Compare models", icon="📊"),
-        st.Page("app_pages/validate.py", title="Validate on your images", icon="✅"),
-        st.Page("app_pages/model_cards.py", title="Model cards", icon="📄"),
+        st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/biotech:", default=True),
+        st.Page("app_pages/compare.py", title="Compare models", icon=":material/bar_chart:"),
+        st.Page("app_pages/validate.py", title="Validate on your images", icon=":material/fact_check:"),
+        st.Page("app_pages/model_cards.py", title="Model cards", icon=":material/description:"),
     ]
 )
 navigation.run()

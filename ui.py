@@ -287,7 +287,7 @@ def audit(action: Action, **details) -> None:
     try:
         AuditLog().record(st.session_state[SESSION_USER], action, **details)
     except AuditUnavailable as error:
-        st.error(str(error), icon="⛔")
+        st.error(str(error), icon=":material/block:")
         st.stop()
     done.add(key)
 
