@@ -33,6 +33,7 @@ st.caption(
     "Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
     "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "
     "error over 15 equal-width bins."
+    + (f" The combined reading's row, {spec.legend} Chosen on validation by `python -m train.combine`." if spec else "")
 )
 
 st.subheader("At a clinic the model never saw")

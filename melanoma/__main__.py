@@ -51,10 +51,7 @@ def command_models(args: argparse.Namespace) -> int:
             print(f"{entry.name:<{width}}{'-':>8}{'-':>11}{'-':>10}  unavailable: {entry.problem}")
     spec = CombinedSpec.load(args.models_dir)
     if spec is not None:
-        print(
-            f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  "
-            f"{spec.combination.name}: {', '.join(spec.members)}{spec.differential_note}"
-        )
+        print(f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  {spec.composition}")
     return 0
 
 

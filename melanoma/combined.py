@@ -137,9 +137,21 @@ class CombinedSpec:
 
     @property
     def label(self) -> str:
-        """'combined (a + b; differential c + d)': the name a table shows, saying which models it averages."""
-        differential = f"; differential {' + '.join(self.differential.members)}" if self.differential else ""
-        return f"{COMBINED_NAME} ({' + '.join(self.members)}{differential})"
+        """'combined (3 models; differential of 5)': the name a table row, a matrix's title or a chart's
+        legend shows; short enough for them, where `composition` says which models."""
+        count = len(self.members)
+        differential = f"; differential of {len(self.differential.members)}" if self.differential else ""
+        return f"{COMBINED_NAME} ({count} model{'s' if count != 1 else ''}{differential})"
+
+    @property
+    def composition(self) -> str:
+        """'a, b (mean of …); differential of c, d': which models the reading averages, and how."""
+        return f"{', '.join(self.members)} ({self.combination.name}){self.differential_note}"
+
+    @property
+    def legend(self) -> str:
+        """'combined (3 models; …): a, b, c (…); …': the label with what it stands for, beside a table that shows it."""
+        return f"{self.label}: {self.composition}."
 
     @property
     def malignant_threshold(self) -> float | None:

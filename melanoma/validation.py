@@ -532,6 +532,7 @@ def validate(
         if missing:
             notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
         else:
+            notes.append(f"The combined reading's row, {combined.legend}")
             results.append(
                 _result(
                     Measured.of_combined(combined, metrics={}),

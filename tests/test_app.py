@@ -191,7 +191,9 @@ def test_compare_page_renders_every_model(app):
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert set(table["Model"]) == {*INSTALLED, CombinedSpec.read(output_dir).label}
+    spec = CombinedSpec.read(output_dir)
+    assert set(table["Model"]) == {*INSTALLED, spec.label}
+    assert any(spec.legend in caption.value for caption in at.caption)  # the short row name, spelled out
     assert "None" not in table.astype(str).to_string()
     assert list(table["ROC AUC"]) == sorted(table["ROC AUC"], reverse=True)  # the combined reading ranked among them
     charts = at.get("plotly_chart")

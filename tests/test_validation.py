@@ -69,7 +69,11 @@ def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_mo
     assert [r.name for r in result.results] == [
         "scratch_cnn",
         "efficientnet_lite0",
-        "combined (scratch_cnn + efficientnet_lite0)",
+        "combined (2 models)",
+    ]
+    assert result.notes == [
+        "The combined reading's row, combined (2 models): scratch_cnn, efficientnet_lite0 "
+        "(mean of the members' calibrated probabilities)."
     ]
     assert len(result.labels) == 120 and not result.skipped and upload.warnings == []
 
@@ -445,7 +449,7 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
     table = at.dataframe[0].value
     spec = CombinedSpec.load(output_dir)
     assert set(table.Model[:-1]) == {*DEFAULT_MODELS, DIAGNOSIS_MODEL}
-    assert table.Model.iloc[-1] == f"combined ({' + '.join(spec.members)})"
+    assert table.Model.iloc[-1] == spec.label and any(info.value.endswith(spec.legend) for info in at.info)
     # Binary labels: the diagnosis model's multi-class metrics are left out, and a note says why.
     assert any(info.value.startswith("Left out: the share of each diagnosis flagged") for info in at.info)
     predictor = load_predictor("scratch_cnn", output_dir)
