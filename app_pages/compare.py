@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 from melanoma import plots
 from melanoma.measured import Measured
+from melanoma.store import best_first
 
 st.title("Compare models")
 models = [m for m in ui.available_models() if m.metrics]
@@ -23,8 +24,7 @@ st.caption(
 
 # The combined reading is compared like a model (ranked with them by test ROC AUC, as the models
 # are), but it has no training history of its own.
-rows = [Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else [])
-rows.sort(key=lambda row: -(row.metrics.get("roc_auc") or 0.0))
+rows = best_first([Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else []))
 table = plots.metrics_table(rows)
 best = plots.best_per_column(table)
 st.subheader("Test metrics")

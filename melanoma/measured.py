@@ -27,6 +27,10 @@ class Measured:
     malignant_threshold: float | None = None  # a diagnosis model's
     holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics at a source never seen
 
+    @property
+    def test_auc(self) -> float | None:
+        return self.metrics.get("roc_auc")
+
     @classmethod
     def of_model(cls, entry: InstalledModel, metrics: dict | None = None) -> Measured:
         """An installed model with its stored test metrics, or with `metrics` measured elsewhere."""

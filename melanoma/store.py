@@ -12,6 +12,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pandas as pd
 
@@ -132,8 +133,16 @@ def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
     return [inspect_model(folder) for folder in folders]
 
 
-def best_first(models: list[InstalledModel]) -> list[InstalledModel]:
-    """Models ordered by test AUC, best first: the app's default choice is the first."""
+class HasTestAuc(Protocol):
+    @property
+    def test_auc(self) -> float | None: ...
+
+
+Ranked = TypeVar("Ranked", bound=HasTestAuc)
+
+
+def best_first(models: list[Ranked]) -> list[Ranked]:
+    """Models (or Compare's rows) ordered by test AUC, best first: the app's default choice is the first."""
     return sorted(models, key=lambda entry: -(entry.test_auc or 0.0))
 
 
