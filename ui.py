@@ -104,6 +104,16 @@ def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec
     return [by_name[member] for member in spec.models] if choice == COMBINED_NAME else [by_name[choice]]
 
 
+def mapped_models(choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
+    """The chosen models the page draws a map for: the combined reading's melanoma members, whose
+    probabilities it averages, else every chosen model. The differential's other models add nothing
+    to the melanoma probability, so their melanoma maps explain no number the reading shows (and
+    were four of its seven maps per image, most of a loaded server's map time)."""
+    if choice != COMBINED_NAME:
+        return chosen
+    return [entry for entry in chosen if entry.name in spec.members] or chosen
+
+
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:
     """The picker's label for a model or the combined reading."""
     if name == COMBINED_NAME:

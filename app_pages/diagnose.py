@@ -275,6 +275,10 @@ with ui.PRIORITY.reading():  # no map starts anywhere on this server while these
     cases = read_all(uploads, chosen, combined_spec)
     case = show_results(cases, models_used)
 
+mapped = ui.mapped_models(choice, chosen, combined_spec)
+unmapped = [entry for entry in chosen if entry not in mapped]
+decision_of = {entry.name: result for entry, result in zip(chosen, case.decisions)}
+
 st.subheader(f"Detail: {case.name}")
 show_image_facts(case)
 with st.expander("Explanation settings", expanded=False):
@@ -287,7 +291,7 @@ with st.expander("Explanation settings", expanded=False):
     colourmaps = DIVERGING_COLOURMAPS if method == "Occlusion sensitivity" else tuple(SEQUENTIAL_COLOURMAPS)
     colourmap = st.selectbox("Colour map", colourmaps)
     output = ui.MELANOMA_OUTPUT
-    if any(entry.serving.is_diagnosis for entry in chosen):
+    if any(entry.serving.is_diagnosis for entry in mapped):
         output = st.radio(
             "Explain",
             [ui.MELANOMA_OUTPUT, ui.MALIGNANT_OUTPUT],
@@ -306,20 +310,28 @@ if case.combined is not None:
     show("  \n".join(reading.summary_lines()))  # a Markdown line break between sentences
     if members := reading.differential_members_line():
         st.caption(members)
-columns = ui.column_grid(len(chosen), READINGS_PER_ROW)
-for column, result in zip(columns, case.decisions):
+# Every verdict is on the page before this session starts a map.
+columns = ui.column_grid(len(mapped), READINGS_PER_ROW)
+for column, entry in zip(columns, mapped):
     with column:
-        show_decision(result, case.combined is None)  # every verdict is on the page before this session starts a map
+        show_decision(decision_of[entry.name], case.combined is None)
+if unmapped:
+    with st.expander(f"The differential's other models ({len(unmapped)}): their own readings, without maps"):
+        for column, entry in zip(ui.column_grid(len(unmapped), READINGS_PER_ROW), unmapped):
+            with column:
+                show_decision(decision_of[entry.name], alone=False)
 
 signed = method == "Occlusion sensitivity"
 settings = MapSettings(signed, patch_size, fine, opacity, colourmap, output)
-final_map = ui.occlusion_stages(chosen[0], patch_size, fine)[-1] if signed else None  # the same grid for every model
+final_map = ui.occlusion_stages(mapped[0], patch_size, fine)[-1] if signed else None  # the same grid for every model
 described = f"{method}, fine map (stride {final_map.stride})" if final_map and final_map.stride else method
 shown = display_copy(case.image.pixels)
 method_used = Method.OCCLUSION if signed else Method.GRAD_CAM
-ui.audit(Action.EXPLANATION, sha256=case.key, models=models_used, method=method_used)
+mapped_used = [model for entry, model in zip(chosen, models_used) if entry in mapped]
+ui.audit(Action.EXPLANATION, sha256=case.key, models=mapped_used, method=method_used)
 readings = []
-for column, entry, model, result in zip(columns, chosen, models_used, case.decisions):
+for column, entry, model in zip(columns, mapped, mapped_used):
+    result = decision_of[entry.name]
     with column:
         left, right = st.columns(2)
         left.image(shown, caption="Uploaded image", width="stretch")
@@ -349,6 +361,7 @@ for column, entry, model, result in zip(columns, chosen, models_used, case.decis
             on_click="ignore",
         )
         readings.append(ModelReading.from_decision(result, entry.card, blended, alone=case.combined is None))
+readings += [ModelReading.from_decision(decision_of[entry.name], entry.card, None, alone=False) for entry in unmapped]
 
 # One report per case, covering every chosen model: the record a clinician files for this lesion.
 st.subheader("Report")

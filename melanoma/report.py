@@ -61,11 +61,13 @@ class ModelReading:
     # A diagnosis model's skin-cancer line and differential (a melanoma model's note that it reads
     # melanoma only), then what the probability and the threshold mean; empty when not assessed.
     meanings: tuple[str, ...]
-    overlay: np.ndarray  # the explanation overlay as shown, RGB uint8
+    # The explanation overlay as shown, RGB uint8; None for a model the page drew no map for (a
+    # combined reading's model that adds only to its differential).
+    overlay: np.ndarray | None
 
     @classmethod
     def from_decision(
-        cls, decision: Decision, card: ModelCard, overlay: np.ndarray, alone: bool = True
+        cls, decision: Decision, card: ModelCard, overlay: np.ndarray | None, alone: bool = True
     ) -> ModelReading:
         """The reading the page shows for `decision`, identified by the model's card; `alone`: with no
         combined reading beside it (Decision.scope_note)."""
@@ -112,7 +114,8 @@ class CaseReport:
                 f"The report time must carry its time zone; received the naive time {self.created}. "
                 "Pass datetime.now().astimezone()."
             )
-        for label, pixels in [("image", self.image), *((f"{r.name} overlay", r.overlay) for r in self.readings)]:
+        overlays = ((f"{r.name} overlay", r.overlay) for r in self.readings if r.overlay is not None)
+        for label, pixels in [("image", self.image), *overlays]:
             if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
                 raise ValueError(
                     f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
@@ -235,6 +238,7 @@ def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
         + [
             (r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
             for r in report.readings
+            if r.overlay is not None
         ],
         max_image_height,
     )

@@ -127,41 +127,50 @@ def test_validate_shows_the_share_of_each_diagnosis_flagged_on_a_zip_with_dx(ope
     assert diagnosis_matrices(at) == [measured["confusion_matrix"]]
 
 
-def test_diagnose_shows_the_combined_readings_averaged_differential(trained_models, tmp_path, monkeypatch):
-    """With "Combined reading" chosen, the banner and the results table carry the library's averaged
-    differential and its skin-cancer verdict: one differential, not one per diagnosis model."""
+def diagnose_on_a_combined_reading(trained_models, folder, members: list[str], monkeypatch) -> tuple[AppTest, bytes]:
+    """The Diagnose page on the combined reading of `members`, whose differential is the fixture's
+    diagnosis model, in a models folder of its own; one lesion uploaded, inside every gate's scope."""
     import io
 
-    from melanoma.cases import decide
-    from melanoma.combined import COMBINED_FILE, CombinedSpec, combine
-    from melanoma.images import decode_image
-    from melanoma.inference import load_predictor
+    from melanoma.combined import COMBINED_FILE
     from tests.synthetic import lesion_image
 
     _, output_dir = trained_models
-    models = tmp_path / "models"
-    models.mkdir()
-    for name in ("efficientnet_lite0", DIAGNOSIS_MODEL, "imagenet_features.keras"):
-        (models / name).symlink_to(output_dir / name)
+    folder.mkdir()
+    for name in {*members, DIAGNOSIS_MODEL, "imagenet_features.keras"}:
+        (folder / name).symlink_to(output_dir / name)
     stored = {
-        "members": ["efficientnet_lite0", DIAGNOSIS_MODEL],
+        "members": members,
         "threshold": 0.3,
         "metrics": {"roc_auc": 0.99},
         "differential": {"members": [DIAGNOSIS_MODEL], "malignant_threshold": 0.2},
     }
-    (models / COMBINED_FILE).write_text(json.dumps(stored))
-    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(models))
+    (folder / COMBINED_FILE).write_text(json.dumps(stored))
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(folder))
     buffer = io.BytesIO()
-    lesion_image(False, np.random.default_rng(4)).save(buffer, format="JPEG", quality=95)  # in both gates' scope
+    lesion_image(False, np.random.default_rng(4)).save(buffer, format="JPEG", quality=95)
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     combined = next(option for option in at.selectbox[0].options if option.startswith("Combined reading"))
     assert combined.endswith(f"; differential of {DIAGNOSIS_MODEL}")
     at.selectbox[0].set_value(combined).run()
     at.file_uploader[0].set_value(("lesion.jpg", buffer.getvalue(), "image/jpeg")).run()
     assert not at.exception
+    return at, buffer.getvalue()
 
-    pixels = decode_image(buffer.getvalue()).pixels
-    decisions = [decide(load_predictor(name, models), pixels) for name in stored["members"]]
+
+def test_diagnose_shows_the_combined_readings_averaged_differential(trained_models, tmp_path, monkeypatch):
+    """With "Combined reading" chosen, the banner and the results table carry the library's averaged
+    differential and its skin-cancer verdict: one differential, not one per diagnosis model."""
+    from melanoma.cases import decide
+    from melanoma.combined import CombinedSpec, combine
+    from melanoma.images import decode_image
+    from melanoma.inference import load_predictor
+
+    members, models = ["efficientnet_lite0", DIAGNOSIS_MODEL], tmp_path / "models"
+    at, upload = diagnose_on_a_combined_reading(trained_models, models, members, monkeypatch)
+
+    pixels = decode_image(upload).pixels
+    decisions = [decide(load_predictor(name, models), pixels) for name in members]
     reading = combine(decisions, CombinedSpec.read(models))
     assert reading.averaged is not None and reading.assessed
     banners = [element.value for kind in ("info", "error", "warning") for element in at.get(kind)]
@@ -171,3 +180,30 @@ def test_diagnose_shows_the_combined_readings_averaged_differential(trained_mode
     row = at.dataframe[0].value.iloc[0]
     assert row["combined skin cancer"] == reading.averaged.skin_cancer_verdict
     assert row["combined differential"].startswith(reading.differential[0][0])
+
+
+def test_the_combined_reading_maps_its_members_and_lists_the_differentials_other_models(
+    trained_models, tmp_path, monkeypatch
+):
+    """A model that only adds to the combined reading's differential gets its own reading, in an
+    expander, but no map: its melanoma output is not part of the reading. The members get their maps,
+    and the audit trail records maps for the members only."""
+    import os
+
+    from melanoma import audit
+
+    members = ["efficientnet_lite0", "scratch_cnn"]
+    at, _ = diagnose_on_a_combined_reading(trained_models, tmp_path / "models", members, monkeypatch)
+
+    [expander] = [e for e in at.expander if e.label.startswith("The differential's other models")]
+    assert expander.label.startswith("The differential's other models (1)")
+    assert [metric.label for metric in expander.metric] == [f"{DIAGNOSIS_MODEL}: melanoma probability"]
+    assert [metric.label for metric in at.metric if metric.label.endswith(": melanoma probability")] == [
+        f"{name}: melanoma probability" for name in (*members, DIAGNOSIS_MODEL)
+    ]
+    overlays = [button.label for button in at.get("download_button") if button.label.startswith("Download overlay")]
+    assert overlays == [f"Download overlay ({name})" for name in members]
+    [explained] = [
+        event for event in audit.read_events(os.environ[audit.AUDIT_DIR_ENV]) if event["action"] == "explanation"
+    ]
+    assert [model["model"] for model in explained["models"]] == members

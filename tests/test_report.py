@@ -165,6 +165,21 @@ def test_several_models_give_every_overlay_and_the_combined_reading():
     assert flat(text).count("trained to recognise basal cell carcinoma") == 1
 
 
+def test_a_reading_without_a_map_is_reported_in_words_and_draws_no_overlay():
+    """A combined reading's differential-only model: the page draws no map for it, so the report
+    shows its reading but no overlay for it."""
+    mapped, unmapped = decision("efficientnet_lite0", 0.9), decision("efficientnet_lite0_diagnosis", 0.3)
+    readings = (
+        ModelReading.from_decision(mapped, CARD, pixels(10), alone=False),
+        ModelReading.from_decision(unmapped, CARD, None, alone=False),
+    )
+    reader, text = read(case_report_pdf(report(readings=readings)))
+    assert len(reader.pages) == 1 and len(reader.pages[0].images) == 2  # the upload and one overlay
+    assert "efficientnet_lite0: Occlusion sensitivity overlay" in flat(text)
+    assert "efficientnet_lite0_diagnosis: Occlusion sensitivity overlay" not in flat(text)
+    assert f"efficientnet_lite0_diagnosis: melanoma probability {unmapped.probability:.1%}" in text
+
+
 def test_grad_cam_says_it_has_no_patch_size():
     _, text = read(case_report_pdf(report(method="Grad-CAM", patch_size=None, colourmap="inferno")))
     assert "Explanation: Grad-CAM (no occlusion patch" in text and "patch size" not in text
