@@ -44,6 +44,11 @@ DISCLAIMER = (
 )
 
 
+def disclaimer() -> None:
+    """The disclaimer at the top of every page that reads patients' images."""
+    st.info(DISCLAIMER, icon=":material/medical_information:")
+
+
 def models_dir() -> str:
     """The models folder: MELANOMA_MODELS_DIR, or the project's models/."""
     return str(resolve_models_dir())

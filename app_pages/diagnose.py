@@ -247,7 +247,7 @@ def dicom_report(report: CaseReport, source: DicomInfo) -> bytes:
 
 
 st.title("Diagnose")
-st.info(ui.DISCLAIMER, icon=":material/medical_information:")
+ui.disclaimer()
 models = ui.available_models()
 ALL = "All installed models, side by side"
 READINGS_PER_ROW = 3  # each model's verdict, image and map; more to a row shrinks the map past reading

@@ -24,7 +24,7 @@ from melanoma.validation import (
 MAX_ZIP_MB = 300
 
 st.title("Validate on your images")
-st.info(ui.DISCLAIMER, icon=":material/medical_information:")
+ui.disclaimer()
 st.caption(
     "Upload a zip of dermoscopic images with a `labels.csv` (columns `image_id,label`; 1 = melanoma, "
     "0 = other; `image_id` is the file name without its extension), at the top of the zip or in its one "
