@@ -96,11 +96,9 @@ def combined_spec() -> CombinedSpec | None:
 def readings_best_first(models: list[InstalledModel], spec: CombinedSpec | None) -> list[str]:
     """What the clinician can pick, best test AUC first (the default is the first): the installed
     models and, when every member is installed, the combined reading."""
-    by_name = {entry.name: entry for entry in models}
-    aucs = {entry.name: entry.test_auc or 0.0 for entry in models}
-    if spec is not None and all(member in by_name for member in spec.models):
-        aucs[COMBINED_NAME] = spec.test_auc or 0.0
-    return sorted(aucs, key=lambda name: -aucs[name])
+    installed = {entry.name for entry in models}
+    complete = spec is not None and all(member in installed for member in spec.models)
+    return [reading.name for reading in best_first([*models, spec] if complete else models)]
 
 
 def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:

@@ -130,6 +130,11 @@ class CombinedSpec:
     sha256: str | None = None  # of the combined.json read: which definition a reading followed
 
     @property
+    def name(self) -> str:
+        """The reading's name, as a model's: what `predict --model` and the app's picker take."""
+        return COMBINED_NAME
+
+    @property
     def models(self) -> tuple[str, ...]:
         """Every model the combined reading reads: the melanoma members, then the differential's others."""
         others = tuple(m for m in self.differential.members if m not in self.members) if self.differential else ()

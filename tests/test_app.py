@@ -186,6 +186,21 @@ def test_a_model_whose_weights_fail_to_load_is_reported_and_the_others_still_sco
     assert set(metric_values(at)) == {f"{name}: melanoma probability" for name in INSTALLED if name != "inception_v3"}
 
 
+def test_the_picker_ranks_the_combined_reading_among_the_models_by_test_auc():
+    """The default is the first: the combined reading when its test AUC is the highest, and only when
+    every model it reads is installed."""
+    from types import SimpleNamespace
+
+    import ui
+
+    models = [SimpleNamespace(name=name, test_auc=auc) for name, auc in [("a", 0.9), ("b", None), ("c", 0.8)]]
+    spec = CombinedSpec(("a", "c"), 0.3, {"roc_auc": 0.85})
+    assert ui.readings_best_first(models, spec) == ["a", "combined", "c", "b"]
+    assert ui.readings_best_first(models, CombinedSpec(("a", "c"), 0.3, {"roc_auc": 0.95}))[0] == "combined"
+    assert ui.readings_best_first(models, CombinedSpec(("a", "d"), 0.3, {"roc_auc": 0.95})) == ["a", "c", "b"]
+    assert ui.readings_best_first(models, None) == ["a", "c", "b"]
+
+
 def test_compare_page_renders_every_model(app):
     at, output_dir = app
     at.switch_page("app_pages/compare.py").run()
