@@ -111,10 +111,12 @@ def mapped_models(choice: str, chosen: list[InstalledModel], spec: CombinedSpec 
     """The chosen models the page draws a map for: the combined reading's melanoma members, whose
     probabilities it averages, else every chosen model. The differential's other models add nothing
     to the melanoma probability, so their melanoma maps explain no number the reading shows (and
-    were four of its seven maps per image, most of a loaded server's map time)."""
-    if choice != COMBINED_NAME:
+    were four of its seven maps per image, most of a loaded server's map time). With a member that
+    failed to load, the reading is the plain mean of every model read (combined.combine): all are mapped."""
+    loaded = {entry.name for entry in chosen}
+    if choice != COMBINED_NAME or not all(member in loaded for member in spec.members):
         return chosen
-    return [entry for entry in chosen if entry.name in spec.members] or chosen
+    return [entry for entry in chosen if entry.name in spec.members]
 
 
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:

@@ -201,6 +201,20 @@ def test_the_picker_ranks_the_combined_reading_among_the_models_by_test_auc():
     assert ui.readings_best_first(models, None) == ["a", "c", "b"]
 
 
+def test_the_combined_reading_maps_its_members_unless_one_failed_to_load():
+    """Only the members' maps explain the combined probability; when a member is missing the reading
+    is the plain mean of every model read, so every model is mapped, as for any other choice."""
+    from types import SimpleNamespace
+
+    import ui
+
+    a, c, d = (SimpleNamespace(name=name) for name in "acd")
+    spec = CombinedSpec(("a", "c"), 0.3, {})
+    assert ui.mapped_models("combined", [a, c, d], spec) == [a, c]
+    assert ui.mapped_models("combined", [a, d], spec) == [a, d]
+    assert ui.mapped_models("a", [a], spec) == [a]
+
+
 def test_compare_page_renders_every_model(app):
     at, output_dir = app
     at.switch_page("app_pages/compare.py").run()
