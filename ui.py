@@ -33,7 +33,7 @@ from melanoma.access import SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
 from melanoma.batching import CachedBatchedCalls
 from melanoma.cases import Decision, decide_all, model_view
-from melanoma.combined import COMBINED_NAME, CombinedSpec
+from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
 
@@ -107,16 +107,16 @@ def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec
     return [by_name[member] for member in spec.models] if choice == COMBINED_NAME else [by_name[choice]]
 
 
-def mapped_models(choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
-    """The chosen models the page draws a map for: the combined reading's melanoma members, whose
-    probabilities it averages, else every chosen model. The differential's other models add nothing
-    to the melanoma probability, so their melanoma maps explain no number the reading shows (and
-    were four of its seven maps per image, most of a loaded server's map time). With a member that
-    failed to load, the reading is the plain mean of every model read (combined.combine): all are mapped."""
-    loaded = {entry.name for entry in chosen}
-    if choice != COMBINED_NAME or not all(member in loaded for member in spec.members):
+def mapped_models(choice: str, chosen: list[InstalledModel], reading: CombinedReading | None) -> list[InstalledModel]:
+    """The chosen models the page draws a map for: for the combined reading, the models whose
+    probabilities it averaged (`reading.members`: its validated members, or with one that failed to
+    load every model read, as melanoma.combined.combine decides); else every chosen model. The
+    differential's other models add nothing to the melanoma probability, so their melanoma maps
+    explain no number the reading shows (and were four of its seven maps per image, most of a
+    loaded server's map time)."""
+    if choice != COMBINED_NAME or reading is None:
         return chosen
-    return [entry for entry in chosen if entry.name in spec.members]
+    return [entry for entry in chosen if entry.name in reading.members]
 
 
 def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec | None) -> str:

@@ -275,7 +275,7 @@ with ui.PRIORITY.reading():  # no map starts anywhere on this server while these
     cases = read_all(uploads, chosen, combined_spec)
     case = show_results(cases, models_used)
 
-mapped = ui.mapped_models(choice, chosen, combined_spec)
+mapped = ui.mapped_models(choice, chosen, case.combined)
 unmapped = [entry for entry in chosen if entry not in mapped]
 decision_of = {entry.name: result for entry, result in zip(chosen, case.decisions)}
 

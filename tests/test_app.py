@@ -207,12 +207,19 @@ def test_the_combined_reading_maps_its_members_unless_one_failed_to_load():
     from types import SimpleNamespace
 
     import ui
+    from melanoma.cases import Decision
+    from melanoma.combined import combine
 
     a, c, d = (SimpleNamespace(name=name) for name in "acd")
     spec = CombinedSpec(("a", "c"), 0.3, {})
-    assert ui.mapped_models("combined", [a, c, d], spec) == [a, c]
-    assert ui.mapped_models("combined", [a, d], spec) == [a, d]
-    assert ui.mapped_models("a", [a], spec) == [a]
+
+    def reading(entries):
+        return combine([Decision(entry.name, 0.5, 0.3, None, None) for entry in entries], spec)
+
+    assert ui.mapped_models("combined", [a, c, d], reading([a, c, d])) == [a, c]
+    assert ui.mapped_models("combined", [a, d], reading([a, d])) == [a, d]
+    assert ui.mapped_models("combined", [a], None) == [a]
+    assert ui.mapped_models("a", [a], None) == [a]
 
 
 def test_compare_page_renders_every_model(app):
