@@ -1,13 +1,15 @@
 """Streamlit glue shared by the pages: cached model loading and cached per-image results.
 
 Model weights load once per server process (st.cache_resource): the default reading's in the
-background from the first visit, any other model's when a page first needs it; listing the models
-reads their cards, not their weights. Results are cached in memory only (nothing is written to
-disk) per image content, model and setting, so moving a slider never recomputes a prediction:
+background from the first visit (the combined reading's differential only while no page reads),
+any other model's when a page first needs it; listing the models reads their cards, not their
+weights. Results are cached in memory only (nothing is written to disk) per image content, model
+and setting, so moving a slider never recomputes a prediction:
 decisions in each model's queue by image sha256 (`_reader`), maps with st.cache_data.
 
-Readings come before maps on the whole server (`PRIORITY`): each session's script runs in its own
-thread and they share the cores, so without it a clinic's maps hold back every pending probability.
+Readings come before maps on the whole server, and the probabilities a page shows first before
+any page's later ones (`PRIORITY`): each session's script runs in its own thread and they share
+the cores, so without it a clinic's maps hold back every pending probability.
 
 TensorFlow is imported lazily, in that background warm-up: its import is most of a cold start, so
 the pages render and the uploader accepts files while it loads.
@@ -107,6 +109,16 @@ def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec
     return [by_name[member] for member in spec.models] if choice == COMBINED_NAME else [by_name[choice]]
 
 
+def read_first(choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
+    """The chosen models whose readings the page shows before the others': for the combined reading,
+    its melanoma members, which alone decide its probability and verdict; else every chosen model.
+    The differential's other models then read and complete the table: on a loaded server they were
+    about half of the wait for the first probability (benchmarks/clinic_load.py)."""
+    if choice != COMBINED_NAME or spec is None:
+        return chosen
+    return [entry for entry in chosen if entry.name in spec.members]
+
+
 def mapped_models(choice: str, chosen: list[InstalledModel], reading: CombinedReading | None) -> list[InstalledModel]:
     """The chosen models the page draws a map for: for the combined reading, the models whose
     probabilities it averaged (`reading.members`: its validated members, or with one that failed to
@@ -126,8 +138,9 @@ def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec
     return describe(next(entry for entry in models if entry.name == name))
 
 
-def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
-    """The chosen models whose weights load; one that fails is reported and left out."""
+def loaded(entries: list[InstalledModel], required: bool = True) -> list[InstalledModel]:
+    """The chosen models whose weights load; one that fails is reported and left out. With none,
+    the page stops where they are `required`, else goes on without them."""
     ready = []
     for entry in entries:
         try:
@@ -135,43 +148,70 @@ def loaded(entries: list[InstalledModel]) -> list[InstalledModel]:
             ready.append(entry)
         except ModelUnavailableError as error:
             st.error(f"{error} Choose another model above.")
-    if not ready:
+    if required and not ready:
         st.stop()
     return ready
 
 
 class ReadingsFirst:
-    """Readings before maps, across every session of this server process.
+    """Readings before maps, and first readings before later ones, across every session of this
+    server process. Three kinds of work share the cores, in this order:
 
-    A map stage starts only when no reading is pending and no other map stage runs; a reading never
-    waits. Without it, twenty sessions on two cores computed their readings and maps all at once,
-    and each probability came about two minutes after its upload (benchmarks/clinic_load.py); their
-    first maps would also each build the same per-model graphs (melanoma.explain.per_model holds no
-    lock). One map at a time loses little: TensorFlow spreads one over every core.
+    1. first readings, the probabilities and verdicts a page shows first: they never wait;
+    2. later readings, what completes a page's table (the combined reading's differential): a
+       reading becomes one when its page calls the `later` that `reading` yields, and goes on once
+       no first reading is pending, so that every page's first probabilities come before any page's
+       differential (benchmarks/clinic_load.py: the differential's four models read beside other
+       pages' first readings delayed those by a third);
+    3. map stages, one at a time, once no reading of either kind is pending.
+
+    Without the map rule, twenty sessions on two cores computed their readings and maps all at once,
+    and each probability came about two minutes after its upload; their first maps would also each
+    build the same per-model graphs (melanoma.explain.per_model holds no lock). One map at a time
+    loses little: TensorFlow spreads one over every core.
     """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._readings = 0
+        self._pending = {"first": 0, "later": 0}  # readings of each kind in progress
         self._mapping = False
 
+    def _idle(self) -> bool:
+        return not any(self._pending.values()) and not self._mapping
+
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        """While a page reads its images and shows the probabilities: map stages not yet begun wait."""
+    def reading(self, when_idle: bool = False) -> Iterator[Callable[[], None]]:
+        """While a page reads its images and shows the probabilities: map stages not yet begun wait.
+        Yields `later()`, to call once the page has shown its first readings: the rest of its reading
+        then waits until no first reading is pending. `when_idle`: a later reading that begins only
+        once nothing else is pending or mapping (the warm-up's loading of models no page awaits yet)."""
+        kind = ["later" if when_idle else "first"]
         with self._changed:
-            self._readings += 1
+            if when_idle:
+                self._changed.wait_for(self._idle)
+            self._pending[kind[0]] += 1
+
+        def later() -> None:
+            with self._changed:
+                if kind[0] == "first":
+                    self._pending["first"] -= 1
+                    self._pending["later"] += 1
+                    kind[0] = "later"
+                    self._changed.notify_all()
+                self._changed.wait_for(lambda: not self._pending["first"])
+
         try:
-            yield
+            yield later
         finally:
             with self._changed:
-                self._readings -= 1
+                self._pending[kind[0]] -= 1
                 self._changed.notify_all()
 
     @contextlib.contextmanager
     def map_stage(self) -> Iterator[None]:
         """One map stage (a progressive occlusion stage, or a Grad-CAM), alone and after every pending reading."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._readings and not self._mapping)
+            self._changed.wait_for(self._idle)
             self._mapping = True
         try:
             yield
@@ -185,8 +225,11 @@ PRIORITY = ReadingsFirst()  # process-wide: it counts work, and holds nothing of
 
 
 def _warm_up() -> None:
-    """Import TensorFlow, then load the default reading's models (`_load`), as a reading: a cold
-    server's first probabilities then wait for less of it, and no map for any of it."""
+    """Import TensorFlow, then load the default reading's models (`_load`), each as a reading: a
+    cold server's first probabilities then wait for less of it, and no map for any of it. Those a
+    page reads first (`read_first`) load at once; the differential's others only while no page
+    reads, since a page that needs one loads it itself (measured: loading them beside the first
+    readings of 20 sessions delayed those by about a third, benchmarks/clinic_load.py)."""
     import keras  # noqa: F401
 
     import melanoma.explain.occlusion  # noqa: F401  TensorFlow, Keras and the explanation graphs' module
@@ -195,8 +238,11 @@ def _warm_up() -> None:
     if not usable:
         return
     spec = combined_spec()
-    with PRIORITY.reading():
-        for entry in reading_models(readings_best_first(usable, spec)[0], usable, spec):
+    default = readings_best_first(usable, spec)[0]
+    needed = reading_models(default, usable, spec)
+    first = read_first(default, needed, spec)
+    for entry in first + [entry for entry in needed if entry not in first]:
+        with PRIORITY.reading(when_idle=entry not in first):
             try:
                 predictor(entry.name)
             except ModelUnavailableError:

@@ -7,6 +7,7 @@ in the audit trail before they leave the server (ui.recorded).
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,8 +44,12 @@ class Case:
     combined: CombinedReading | None  # with several models chosen
 
 
-def decoded_uploads(uploads) -> list[tuple[str, str, DecodedImage]]:
-    """Each readable upload as (name, sha256, image); a bad file is reported alone and the others are still scored."""
+Upload = tuple[str, str, DecodedImage]  # (file name, sha256, decoded image): the name is shown, never logged
+
+
+def decoded_uploads(uploads) -> list[Upload]:
+    """Each readable upload as (name, sha256, image); a bad file is reported alone and the others are
+    still scored. With none readable, the page stops."""
     decoded = []
     for upload in uploads:
         data = upload.getvalue()
@@ -53,6 +58,8 @@ def decoded_uploads(uploads) -> list[tuple[str, str, DecodedImage]]:
             st.error(f"{image} This file was skipped; the other files are scored.")
         else:
             decoded.append((upload.name, digest(data), image))
+    if not decoded:
+        st.stop()
     return decoded
 
 
@@ -73,20 +80,54 @@ def read_case(
     return Case(name, key, image, decisions, combined)
 
 
-def read_all(uploads, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[Case]:
-    """Every readable upload, read by the chosen models all at once, with a progress bar."""
-    decoded = decoded_uploads(uploads)
-    if not decoded:
-        st.stop()
+def read_all(decoded: list[Upload], models: list[InstalledModel], which: str) -> list[tuple[Decision, ...]]:
+    """Every decoded upload's decisions by `models`, read all at once, with a progress bar naming `which` models."""
     progress = st.progress(0.0, text=f"Reading {len(decoded)} images…")
     decisions = ui.decisions(
         [(key, image.pixels) for _, key, image in decoded],
-        [entry.name for entry in chosen],
-        lambda finished, total: progress.progress(finished / total, text=f"Read by {finished} of {total} models"),
+        [entry.name for entry in models],
+        lambda finished, total: progress.progress(finished / total, text=f"Read by {finished} of {total} {which}"),
     )
-    cases = [read_case(name, key, image, read, chosen, spec) for (name, key, image), read in zip(decoded, decisions)]
     progress.empty()
-    return cases
+    return decisions
+
+
+def read_cases(
+    uploads, choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None, later: Callable[[], None]
+) -> tuple[list[Case], list[InstalledModel]]:
+    """Every readable upload as a case read by the chosen models that load, and those models.
+
+    The combined reading's melanoma members read first, and their cases are shown as soon as they
+    have (`show_first_results`): the combined probability and verdict are theirs alone. The
+    differential's other models read next, once no other page's first readings are pending
+    (`later`, ui.ReadingsFirst), and complete every case; each stage's readings are recorded
+    before they are shown. A rerun of this session on the same images (a slider moved)
+    skips the first table, which would only flash above the complete one.
+    """
+    decoded = decoded_uploads(uploads)
+    wanted_first = ui.read_first(choice, chosen, spec)
+    first = ui.loaded(wanted_first)
+    first_read = read_all(decoded, first, "models")
+    cases = [read_case(*upload, read, first, spec) for upload, read in zip(decoded, first_read)]
+    rest = [entry for entry in chosen if entry not in wanted_first]
+    if not rest:
+        return cases, first
+    completed = st.session_state.setdefault("read_completely", set())  # (image digests, models) read to the end
+    reading = (tuple(key for _, key, _ in decoded), tuple(entry.name for entry in rest))
+    shown_first = st.empty()
+    if reading not in completed:
+        with shown_first.container():
+            show_first_results(cases, len(rest))
+    later()
+    if second := ui.loaded(rest, required=False):  # loaded after the first results: a cold server may still be at it
+        second_read = read_all(decoded, second, "models of the differential")
+        cases = [
+            read_case(*upload, early + late, first + second, spec)
+            for upload, early, late in zip(decoded, first_read, second_read)
+        ]
+    shown_first.empty()
+    completed.add(reading)
+    return cases, first + second
 
 
 def results_row(case: Case) -> dict:
@@ -107,23 +148,46 @@ def results_row(case: Case) -> dict:
     return row
 
 
-def show_results(cases: list[Case], models_used: list[Model]) -> Case:
-    """The results table and its CSV; returns the case to detail: the selected row, else the newest upload."""
+def results_table(cases: list[Case]) -> tuple[pd.DataFrame, dict]:
+    """The cases' table and the column settings that show its probabilities in percent with one
+    decimal on every row, as the detail view's metric (70.9%); its CSV keeps them from 0 to 1."""
     table = pd.DataFrame([results_row(case) for case in cases])
     probability_columns = [column for column in table.columns if column.endswith(" probability")]
+    return table, {
+        column: st.column_config.ProgressColumn(column, format="%.1f%%", min_value=0.0, max_value=100.0)
+        for column in probability_columns
+    }
+
+
+def in_percent(table: pd.DataFrame, column_config: dict) -> pd.DataFrame:
+    """The table as shown: its probability columns (those `column_config` formats) in percent."""
+    return table.assign(**{column: table[column] * 100 for column in column_config})
+
+
+def show_first_results(cases: list[Case], waiting: int) -> None:
+    """The combined reading's probabilities and verdicts while the differential's `waiting` other models read."""
+    table, column_config = results_table(cases)
     st.subheader("Results")
-    # Shown in percent with one decimal on every row, as the detail view's metric (70.9%); the CSV
-    # below keeps probabilities from 0 to 1.
+    st.dataframe(in_percent(table, column_config), hide_index=True, column_config=column_config)
+    st.caption(
+        f"The combined reading's probability and verdict for each image. The differential's {waiting} other "
+        f"{'models are' if waiting != 1 else 'model is'} reading these images; its skin-cancer verdict and "
+        "differential follow here, and a model that finds an image unlike its training images makes that "
+        "image's combined reading 'not assessed'."
+    )
+
+
+def show_results(cases: list[Case], models_used: list[Model]) -> Case:
+    """The results table and its CSV; returns the case to detail: the selected row, else the newest upload."""
+    table, column_config = results_table(cases)
+    st.subheader("Results")
     selection = st.dataframe(
-        table.assign(**{column: table[column] * 100 for column in probability_columns}),
+        in_percent(table, column_config),
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
         key="results",
-        column_config={
-            column: st.column_config.ProgressColumn(column, format="%.1f%%", min_value=0.0, max_value=100.0)
-            for column in probability_columns
-        },
+        column_config=column_config,
     )
     st.download_button(
         "Download results (CSV)",
@@ -269,10 +333,9 @@ if not uploads:
     st.caption("Upload one or more images to see the melanoma probability and the regions that drove it.")
     st.stop()
 
-with ui.PRIORITY.reading():  # no map starts anywhere on this server while these images are read
-    chosen = ui.loaded(chosen)
+with ui.PRIORITY.reading() as later:  # no map starts anywhere on this server while these images are read
+    cases, chosen = read_cases(uploads, choice, chosen, combined_spec, later)
     models_used = [Model(entry.name, entry.card.sha256) for entry in chosen]
-    cases = read_all(uploads, chosen, combined_spec)
     case = show_results(cases, models_used)
 
 mapped = ui.mapped_models(choice, chosen, case.combined)

@@ -71,6 +71,53 @@ def test_a_reading_never_waits_for_a_map_and_maps_run_one_at_a_time():
     assert second_inside.wait(WAIT)
 
 
+def test_a_reading_when_idle_waits_for_a_pending_reading_and_for_a_running_map_stage():
+    """The warm-up's loading of models no page awaits yet begins only when nothing else runs."""
+    gate = ui.ReadingsFirst()
+    began = threading.Event()
+
+    def when_idle():
+        with gate.reading(when_idle=True):
+            began.set()
+
+    with gate.reading():
+        in_thread(when_idle)
+        assert not began.wait(0.3)
+    assert began.wait(WAIT)
+
+    began.clear()
+    with gate.map_stage():
+        in_thread(when_idle)
+        assert not began.wait(0.3)
+    assert began.wait(WAIT)
+
+
+def test_a_later_reading_waits_for_every_first_reading_and_maps_wait_for_it():
+    """A page that has shown its first readings reads its differential only once no other page's
+    first reading is pending; a map stage waits for that later reading too."""
+    gate = ui.ReadingsFirst()
+    went_on, mapped, release = threading.Event(), threading.Event(), threading.Event()
+
+    def page():
+        with gate.reading() as later:
+            later()
+            went_on.set()
+            release.wait(WAIT)
+
+    def map_stage():
+        with gate.map_stage():
+            mapped.set()
+
+    with gate.reading():  # another page's first reading
+        in_thread(page)
+        assert not went_on.wait(0.3)
+    assert went_on.wait(WAIT)
+    in_thread(map_stage)
+    assert not mapped.wait(0.3)
+    release.set()
+    assert mapped.wait(WAIT)
+
+
 def test_a_reading_stopped_by_an_error_or_st_stop_opens_the_gate():
     gate = ui.ReadingsFirst()
     with pytest.raises(RuntimeError), gate.reading():

@@ -127,9 +127,12 @@ def test_validate_shows_the_share_of_each_diagnosis_flagged_on_a_zip_with_dx(ope
     assert diagnosis_matrices(at) == [measured["confusion_matrix"]]
 
 
-def diagnose_on_a_combined_reading(trained_models, folder, members: list[str], monkeypatch) -> tuple[AppTest, bytes]:
+def diagnose_on_a_combined_reading(
+    trained_models, folder, members: list[str], monkeypatch, seed: int = 4
+) -> tuple[AppTest, bytes]:
     """The Diagnose page on the combined reading of `members`, whose differential is the fixture's
-    diagnosis model, in a models folder of its own; one lesion uploaded, inside every gate's scope."""
+    diagnosis model, in a models folder of its own; one lesion uploaded, inside every gate's scope
+    (that of seed 4; a test that needs an image no other has read passes another seed)."""
     import io
 
     from melanoma.combined import COMBINED_FILE
@@ -148,13 +151,12 @@ def diagnose_on_a_combined_reading(trained_models, folder, members: list[str], m
     (folder / COMBINED_FILE).write_text(json.dumps(stored))
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(folder))
     buffer = io.BytesIO()
-    lesion_image(False, np.random.default_rng(4)).save(buffer, format="JPEG", quality=95)
+    lesion_image(False, np.random.default_rng(seed)).save(buffer, format="JPEG", quality=95)
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     combined = next(option for option in at.selectbox[0].options if option.startswith("Combined reading"))
     assert combined.endswith(f"; differential of {DIAGNOSIS_MODEL}")
     at.selectbox[0].set_value(combined).run()
     at.file_uploader[0].set_value(("lesion.jpg", buffer.getvalue(), "image/jpeg")).run()
-    assert not at.exception
     return at, buffer.getvalue()
 
 
@@ -168,6 +170,7 @@ def test_diagnose_shows_the_combined_readings_averaged_differential(trained_mode
 
     members, models = ["efficientnet_lite0", DIAGNOSIS_MODEL], tmp_path / "models"
     at, upload = diagnose_on_a_combined_reading(trained_models, models, members, monkeypatch)
+    assert not at.exception
 
     pixels = decode_image(upload).pixels
     decisions = [decide(load_predictor(name, models), pixels) for name in members]
@@ -194,6 +197,7 @@ def test_the_combined_reading_maps_its_members_and_lists_the_differentials_other
 
     members = ["efficientnet_lite0", "scratch_cnn"]
     at, _ = diagnose_on_a_combined_reading(trained_models, tmp_path / "models", members, monkeypatch)
+    assert not at.exception
 
     [expander] = [e for e in at.expander if e.label.startswith("The differential's other models")]
     assert expander.label.startswith("The differential's other models (1)")
@@ -207,3 +211,55 @@ def test_the_combined_reading_maps_its_members_and_lists_the_differentials_other
         event for event in audit.read_events(os.environ[audit.AUDIT_DIR_ENV]) if event["action"] == "explanation"
     ]
     assert [model["model"] for model in explained["models"]] == members
+
+
+def readings_recorded() -> list[list[dict]]:
+    """The readings of each reading event in the audit trail, oldest first."""
+    import os
+
+    from melanoma import audit
+
+    events = audit.read_events(os.environ[audit.AUDIT_DIR_ENV])
+    return [event["readings"] for event in events if event["action"] == "reading"]
+
+
+def test_the_combined_reading_is_recorded_first_from_its_members_then_complete(trained_models, tmp_path, monkeypatch):
+    """The members' readings, and the combined probability and verdict they alone decide, are recorded
+    (and shown) before the differential's other models read; then the complete reading, with the
+    same combined probability and the averaged differential's skin-cancer reading."""
+    members = ["efficientnet_lite0", "scratch_cnn"]
+    at, _ = diagnose_on_a_combined_reading(trained_models, tmp_path / "models", members, monkeypatch)
+    assert not at.exception
+
+    first, complete = readings_recorded()
+    assert [reading["model"] for reading in first] == [*members, "combined"]
+    assert [reading["model"] for reading in complete] == [*members, DIAGNOSIS_MODEL, "combined"]
+    assert first[-1]["probability"] == complete[-1]["probability"]
+    assert "skin_cancer_probability" not in first[-1] and "skin_cancer_probability" in complete[-1]
+    [table] = at.dataframe  # the complete table replaced the first one
+    assert f"{DIAGNOSIS_MODEL} probability" in table.value.columns
+    assert not [caption for caption in at.caption if "reading these images" in caption.value]
+
+
+def test_the_members_reading_is_shown_before_the_differentials_other_models_read(trained_models, tmp_path, monkeypatch):
+    """Should the differential's other model fail as it reads, the members' reading is already on the
+    page, and in the audit trail, with the note that the differential is still to come."""
+    import ui
+    from melanoma.cases import decide_all
+
+    def diagnosis_model_fails(active, images):
+        if active.name == DIAGNOSIS_MODEL:
+            raise RuntimeError("the diagnosis model failed")
+        return decide_all(active, images)
+
+    monkeypatch.setattr(ui, "decide_all", diagnosis_model_fails)
+    members = ["efficientnet_lite0", "scratch_cnn"]
+    at, _ = diagnose_on_a_combined_reading(trained_models, tmp_path / "models", members, monkeypatch, seed=5)
+
+    assert "the diagnosis model failed" in at.exception[0].message
+    [first] = readings_recorded()
+    assert [reading["model"] for reading in first] == [*members, "combined"]
+    [table] = at.dataframe
+    assert table.value.iloc[0]["combined probability"] == pytest.approx(100 * first[-1]["probability"])
+    assert f"{DIAGNOSIS_MODEL} probability" not in table.value.columns
+    assert [caption for caption in at.caption if "1 other model is reading these images" in caption.value]
