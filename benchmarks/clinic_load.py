@@ -15,7 +15,9 @@ their own, whose drawing costs the server's cores nothing. Reports: failed sessi
 probability (each page's CSV, each client's table) equals the command line's
 (melanoma.inference.load_predictor(name).probabilities on the same file, unrounded); median and
 p95 over sessions of upload -> its readings recorded on the server (the audit trail's times: the
-server's share of the wait), -> the websocket frame with the results reaching the client, -> all
+server's share of the wait), -> the websocket frame with the first results table reaching the
+client (for the combined reading, its members' probabilities and verdicts while the differential's
+other models read), -> the one with the complete results (their download button), -> all
 probabilities shown on a Chromium page, and -> the run finished (its map sent); the CPU time of
 the server and of everything else; the server's peak resident memory; the audit events written,
 by action, and whether each page's download is among them. A failed session names the step it was at
@@ -120,6 +122,7 @@ class Outcome(NamedTuple):
 
     subject: str
     uploaded_at: float  # time.time() as the upload began (the audit trail's clock: this machine's)
+    first: float  # seconds from the upload to the websocket frame with the first results table
     delivered: float  # seconds from the upload to the websocket frame with the results' download button
     shown: float | None  # seconds from the upload to the results table on the page; None over the protocol
     finished: float  # seconds from the upload to the finished page (its map drawn)
@@ -151,27 +154,37 @@ async def sign_in(page, url: str, subject: str, timeout_ms: int) -> None:
     await page.get_by_text("Signed in as").wait_for(timeout=timeout_ms)
 
 
+def adds_a_table(payload: bytes) -> bool:
+    """Whether a websocket frame from the server adds a table: on the Diagnose page after an upload,
+    the first is the results (for the combined reading, its members' while the differential reads)."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    message = ForwardMsg()
+    message.ParseFromString(payload)
+    delta = message.delta if message.WhichOneof("type") == "delta" else None
+    return delta is not None and delta.WhichOneof("type") == "new_element" and delta.new_element.HasField("dataframe")
+
+
 async def browser_session(
     browser, url: str, subject: str, paths: list[Path], timeout_ms: int, start: StartLine
 ) -> Outcome:
     """Sign in as `subject`, upload `paths` at once, let the page finish and download the results."""
     delivered = []  # perf_counter of each websocket frame from the server that carries the results
+    tables = []  # perf_counter of each websocket frame from the server that adds a table
+
+    def received(payload) -> None:
+        if isinstance(payload, bytes):
+            if RESULTS.encode() in payload:
+                delivered.append(time.perf_counter())
+            if adds_a_table(payload):
+                tables.append(time.perf_counter())
+
     context = page = None
     stage, arrived = "opening the page", False
     try:
         context = await browser.new_context(accept_downloads=True)
         page = await context.new_page()
-        page.on(
-            "websocket",
-            lambda socket: socket.on(
-                "framereceived",
-                lambda payload: (
-                    delivered.append(time.perf_counter())
-                    if isinstance(payload, bytes) and RESULTS.encode() in payload
-                    else None
-                ),
-            ),
-        )
+        page.on("websocket", lambda socket: socket.on("framereceived", received))
         stage = "signing in"
         await sign_in(page, url, subject, timeout_ms)
         uploader = page.locator("input[type=file]")
@@ -192,7 +205,13 @@ async def browser_session(
             await page.get_by_role("button", name=RESULTS).click(timeout=timeout_ms)
         text = Path(await (await download.value).path()).read_text()
         return Outcome(
-            subject, uploaded_at, delivered[0] - started, shown, finished, list(csv.DictReader(io.StringIO(text)))
+            subject,
+            uploaded_at,
+            min(tables) - started,
+            delivered[0] - started,
+            shown,
+            finished,
+            list(csv.DictReader(io.StringIO(text))),
         )
     except Exception as error:
         if not arrived:
@@ -312,7 +331,7 @@ async def read_over_protocol(
             state.id = uploader
             state.file_uploader_state_value.uploaded_file_info.extend(uploaded)
             await socket.send(rerun.SerializeToString())
-            table, delivered = None, None
+            table = first = delivered = None
             while True:
                 kind, message = await received()
                 if kind == "script_finished":
@@ -323,8 +342,9 @@ async def read_over_protocol(
                 shown = element(message) if kind == "delta" else None
                 if shown is None:
                     continue
-                if shown.WhichOneof("type") == "dataframe" and table is None:
+                if shown.WhichOneof("type") == "dataframe" and delivered is None:  # the last: the complete table
                     table = pyarrow.ipc.open_stream(shown.dataframe.arrow_data.data).read_all().to_pandas()
+                    first = first or time.perf_counter() - started
                 elif shown.WhichOneof("type") == "download_button" and shown.download_button.label == RESULTS:
                     delivered = time.perf_counter() - started
             finished = time.perf_counter() - started
@@ -335,7 +355,7 @@ async def read_over_protocol(
         }
         for row in table.to_dict("records")
     ]  # the page shows percent; NaN (not assessed) becomes the CSV's empty cell
-    return Outcome(subject, uploaded_at, delivered, None, finished, rows)
+    return Outcome(subject, uploaded_at, first, delivered, None, finished, rows)
 
 
 def compare(rows: list[dict], expected: dict[tuple[str, str], float]) -> tuple[int, int, list[str], float]:
@@ -457,6 +477,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  {line}")
         for label, seconds in (
             ("all readings recorded on the server", [server_read_seconds(o, trail) for o in finished]),
+            ("first results delivered to the client (websocket frame)", [o.first for o in finished]),
             ("results delivered to the client (websocket frame)", [o.delivered for o in finished]),
             ("all probabilities shown on a page", [o.shown for o in finished if o.shown is not None]),
             ("run finished (its map sent; drawn on the pages)", [o.finished for o in finished]),
