@@ -131,13 +131,9 @@ def read_cases(
 
 
 def results_row(case: Case) -> dict:
+    """One image's row: the combined reading first, where there is one (the verdict the page leads
+    with, in view without scrolling past seven models' columns), then each model's."""
     row = {"File": case.name}
-    for result in case.decisions:
-        row[f"{result.model} probability"] = result.probability if result.assessed else None
-        row[f"{result.model} decision"] = result.verdict
-        if result.skin_cancer is not None:
-            row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
-            row[f"{result.model} differential"] = short_differential(result.differential)
     if case.combined is not None:
         row["combined probability"] = case.combined.probability if case.combined.assessed else None
         row["combined decision"] = case.combined.verdict
@@ -145,6 +141,12 @@ def results_row(case: Case) -> dict:
         if (averaged := case.combined.averaged) is not None:
             row["combined skin cancer"] = averaged.skin_cancer_verdict
             row["combined differential"] = short_differential(averaged.differential)
+    for result in case.decisions:
+        row[f"{result.model} probability"] = result.probability if result.assessed else None
+        row[f"{result.model} decision"] = result.verdict
+        if result.skin_cancer is not None:
+            row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
+            row[f"{result.model} differential"] = short_differential(result.differential)
     return row
 
 

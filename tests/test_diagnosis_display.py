@@ -180,7 +180,16 @@ def test_diagnose_shows_the_combined_readings_averaged_differential(trained_mode
     assert "  \n".join(reading.summary_lines()) in banners
     assert "Averaged differential of 1 diagnosis model: " in reading.summary_lines()[-2]
     assert f"The averaged differential's models: {DIAGNOSIS_MODEL}." in [caption.value for caption in at.caption]
-    row = at.dataframe[0].value.iloc[0]
+    table = at.dataframe[0].value
+    assert list(table.columns[:6]) == [
+        "File",
+        "combined probability",
+        "combined decision",
+        "models disagree",
+        "combined skin cancer",
+        "combined differential",
+    ]  # the reading the page leads with, before each model's columns
+    row = table.iloc[0]
     assert row["combined skin cancer"] == reading.averaged.skin_cancer_verdict
     assert row["combined differential"].startswith(reading.differential[0][0])
 
