@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages: cached model loading and cached per-image results.
 
 Model weights load once per server process (st.cache_resource): the default reading's in the
-background from the first visit (the combined reading's differential only while no page reads),
+background from the first visit (the combined reading's differential once no page reads),
 any other model's when a page first needs it; listing the models reads their cards, not their
 weights. Results are cached in memory only (nothing is written to disk) per image content, model
 and setting, so moving a slider never recomputes a prediction:
@@ -109,7 +109,7 @@ def reading_models(choice: str, models: list[InstalledModel], spec: CombinedSpec
     return [by_name[member] for member in spec.models] if choice == COMBINED_NAME else [by_name[choice]]
 
 
-def read_first(choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
+def models_read_first(choice: str, chosen: list[InstalledModel], spec: CombinedSpec | None) -> list[InstalledModel]:
     """The chosen models whose readings the page shows before the others': for the combined reading,
     its melanoma members, which alone decide its probability and verdict; else every chosen model.
     The differential's other models then read and complete the table: on a loaded server they were
@@ -161,8 +161,8 @@ class ReadingsFirst:
     2. later readings, what completes a page's table (the combined reading's differential): a
        reading becomes one when its page calls the `later` that `reading` yields, and goes on once
        no first reading is pending, so that every page's first probabilities come before any page's
-       differential (benchmarks/clinic_load.py: the differential's four models read beside other
-       pages' first readings delayed those by a third);
+       differential (benchmarks/clinic_load.py, 20 sessions on a cold server: the first results at
+       p95 18.9 and 22.7 s, against 24.7 s with the differential's four models read beside them);
     3. map stages, one at a time, once no reading of either kind is pending.
 
     Without the map rule, twenty sessions on two cores computed their readings and maps all at once,
@@ -224,12 +224,20 @@ class ReadingsFirst:
 PRIORITY = ReadingsFirst()  # process-wide: it counts work, and holds nothing of any session
 
 
+def _load_if_usable(entry: InstalledModel) -> None:
+    try:
+        predictor(entry.name)
+    except ModelUnavailableError:
+        pass  # the page says why, should the clinician choose it
+
+
 def _warm_up() -> None:
-    """Import TensorFlow, then load the default reading's models (`_load`), each as a reading: a
-    cold server's first probabilities then wait for less of it, and no map for any of it. Those a
-    page reads first (`read_first`) load at once; the differential's others only while no page
-    reads, since a page that needs one loads it itself (measured: loading them beside the first
-    readings of 20 sessions delayed those by about a third, benchmarks/clinic_load.py)."""
+    """Import TensorFlow, then load the default reading's models (`_load`) as readings: a cold
+    server's first probabilities then wait for less of it, and no map for any of it. Those a page
+    reads first (`models_read_first`) load at once; each of the differential's others begins to
+    load only when nothing else is pending or mapping, since a page that needs one loads it itself
+    (measured with 20 sessions uploading to a cold server, benchmarks/clinic_load.py: loading them
+    beside the first readings put those at p95 27.1 s, against 24.7 s when they waited)."""
     import keras  # noqa: F401
 
     import melanoma.explain.occlusion  # noqa: F401  TensorFlow, Keras and the explanation graphs' module
@@ -240,13 +248,14 @@ def _warm_up() -> None:
     spec = combined_spec()
     default = readings_best_first(usable, spec)[0]
     needed = reading_models(default, usable, spec)
-    first = read_first(default, needed, spec)
-    for entry in first + [entry for entry in needed if entry not in first]:
-        with PRIORITY.reading(when_idle=entry not in first):
-            try:
-                predictor(entry.name)
-            except ModelUnavailableError:
-                continue  # the page says why, should the clinician choose it
+    first = models_read_first(default, needed, spec)
+    with PRIORITY.reading():
+        for entry in first:
+            _load_if_usable(entry)
+    for entry in needed:
+        if entry not in first:
+            with PRIORITY.reading(when_idle=True):
+                _load_if_usable(entry)
 
 
 _warm_up_started = threading.Lock()  # acquired once, never released: unlike functools.cache, atomic

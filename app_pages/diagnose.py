@@ -98,27 +98,30 @@ def read_cases(
     """Every readable upload as a case read by the chosen models that load, and those models.
 
     The combined reading's melanoma members read first, and their cases are shown as soon as they
-    have (`show_first_results`): the combined probability and verdict are theirs alone. The
+    have (`show_first_results`): the combined probability and verdict are theirs alone (with a
+    member that fails to load, every model reads in one step, as combine then averages them all). The
     differential's other models read next, once no other page's first readings are pending
     (`later`, ui.ReadingsFirst), and complete every case; each stage's readings are recorded
     before they are shown. A rerun of this session on the same images (a slider moved)
     skips the first table, which would only flash above the complete one.
     """
     decoded = decoded_uploads(uploads)
-    wanted_first = ui.read_first(choice, chosen, spec)
-    first = ui.loaded(wanted_first)
+    wanted_first = ui.models_read_first(choice, chosen, spec)
+    rest = [entry for entry in chosen if entry not in wanted_first]
+    first = ui.loaded(wanted_first, required=not rest)
+    if len(first) < len(wanted_first):  # a member failed: the reading is the mean of every model read, in one step
+        first, rest = ui.loaded(first + rest), []
     first_read = read_all(decoded, first, "models")
     cases = [read_case(*upload, read, first, spec) for upload, read in zip(decoded, first_read)]
-    rest = [entry for entry in chosen if entry not in wanted_first]
     if not rest:
         return cases, first
     completed = st.session_state.setdefault("read_completely", set())  # (image digests, models) read to the end
-    reading = (tuple(key for _, key, _ in decoded), tuple(entry.name for entry in rest))
+    images_and_models = (tuple(key for _, key, _ in decoded), tuple(entry.name for entry in rest))
     shown_first = st.empty()
-    if reading not in completed:
+    if images_and_models not in completed:  # else every reading below is cached: no table to flash, no turn to wait
         with shown_first.container():
             show_first_results(cases, len(rest))
-    later()
+        later()
     if second := ui.loaded(rest, required=False):  # loaded after the first results: a cold server may still be at it
         second_read = read_all(decoded, second, "models of the differential")
         cases = [
@@ -126,7 +129,7 @@ def read_cases(
             for upload, early, late in zip(decoded, first_read, second_read)
         ]
     shown_first.empty()
-    completed.add(reading)
+    completed.add(images_and_models)
     return cases, first + second
 
 
@@ -173,7 +176,7 @@ def show_first_results(cases: list[Case], waiting: int) -> None:
     st.dataframe(in_percent(table, column_config), hide_index=True, column_config=column_config)
     st.caption(
         f"The combined reading's probability and verdict for each image. The differential's {waiting} other "
-        f"{'models are' if waiting != 1 else 'model is'} reading these images; its skin-cancer verdict and "
+        f"{'models read' if waiting != 1 else 'model reads'} these images next; its skin-cancer verdict and "
         "differential follow here, and a model that finds an image unlike its training images makes that "
         "image's combined reading 'not assessed'."
     )

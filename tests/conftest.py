@@ -133,7 +133,8 @@ def wait_for_the_apps_warm_up() -> None:
 
     for thread in threading.enumerate():
         if thread.name == WARM_UP_THREAD:
-            thread.join()
+            thread.join(600)
+            assert not thread.is_alive(), "the app's warm-up still runs after 10 minutes: is a reading left pending?"
 
 
 @pytest.fixture(autouse=True)

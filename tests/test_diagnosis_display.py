@@ -128,20 +128,26 @@ def test_validate_shows_the_share_of_each_diagnosis_flagged_on_a_zip_with_dx(ope
 
 
 def diagnose_on_a_combined_reading(
-    trained_models, folder, members: list[str], monkeypatch, seed: int = 4
+    trained_models, folder, members: list[str], monkeypatch, seed: int = 4, corrupt: str | None = None
 ) -> tuple[AppTest, bytes]:
     """The Diagnose page on the combined reading of `members`, whose differential is the fixture's
     diagnosis model, in a models folder of its own; one lesion uploaded, inside every gate's scope
-    (that of seed 4; a test that needs an image no other has read passes another seed)."""
+    (that of seed 4; a test that needs an image no other has read passes another seed). The model
+    named `corrupt` gets weights that fail their sha256 check."""
     import io
+    import shutil
 
     from melanoma.combined import COMBINED_FILE
     from tests.synthetic import lesion_image
 
     _, output_dir = trained_models
     folder.mkdir()
-    for name in {*members, DIAGNOSIS_MODEL, "imagenet_features.keras"}:
+    for name in {*members, DIAGNOSIS_MODEL, "imagenet_features.keras"} - {corrupt}:
         (folder / name).symlink_to(output_dir / name)
+    if corrupt:
+        shutil.copytree(output_dir / corrupt, folder / corrupt)
+        with open(folder / corrupt / "model.keras", "ab") as weights:
+            weights.write(b"tampered")
     stored = {
         "members": members,
         "threshold": 0.3,
@@ -247,7 +253,7 @@ def test_the_combined_reading_is_recorded_first_from_its_members_then_complete(t
     assert "skin_cancer_probability" not in first[-1] and "skin_cancer_probability" in complete[-1]
     [table] = at.dataframe  # the complete table replaced the first one
     assert f"{DIAGNOSIS_MODEL} probability" in table.value.columns
-    assert not [caption for caption in at.caption if "reading these images" in caption.value]
+    assert not [caption for caption in at.caption if "these images next" in caption.value]
 
 
 def test_the_members_reading_is_shown_before_the_differentials_other_models_read(trained_models, tmp_path, monkeypatch):
@@ -271,4 +277,20 @@ def test_the_members_reading_is_shown_before_the_differentials_other_models_read
     [table] = at.dataframe
     assert table.value.iloc[0]["combined probability"] == pytest.approx(100 * first[-1]["probability"])
     assert f"{DIAGNOSIS_MODEL} probability" not in table.value.columns
-    assert [caption for caption in at.caption if "1 other model is reading these images" in caption.value]
+    assert [caption for caption in at.caption if "1 other model reads these images next" in caption.value]
+
+
+def test_with_a_member_that_fails_to_load_every_other_model_reads_in_one_step(trained_models, tmp_path, monkeypatch):
+    """The reading is then the plain mean of every model read, without a verdict (melanoma.combined.combine):
+    no first table from the members that loaded, whose mean would differ from it."""
+    members = ["efficientnet_lite0", "scratch_cnn"]
+    at, _ = diagnose_on_a_combined_reading(
+        trained_models, tmp_path / "models", members, monkeypatch, seed=6, corrupt="scratch_cnn"
+    )
+
+    assert not at.exception
+    assert [error.value for error in at.error if "scratch_cnn" in error.value]
+    [readings] = readings_recorded()
+    assert [reading["model"] for reading in readings] == ["efficientnet_lite0", DIAGNOSIS_MODEL, "combined"]
+    assert readings[-1]["threshold"] is None
+    assert at.dataframe[0].value.iloc[0]["combined decision"] == "no validated threshold"
