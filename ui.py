@@ -185,18 +185,19 @@ class ReadingsFirst:
         Yields `later()`, to call once the page has shown its first readings: the rest of its reading
         then waits until no first reading is pending. `when_idle`: a later reading that begins only
         once nothing else is pending or mapping (the warm-up's loading of models no page awaits yet)."""
-        kind = ["later" if when_idle else "first"]
+        kind = "later" if when_idle else "first"
         with self._changed:
             if when_idle:
                 self._changed.wait_for(self._idle)
-            self._pending[kind[0]] += 1
+            self._pending[kind] += 1
 
         def later() -> None:
+            nonlocal kind
             with self._changed:
-                if kind[0] == "first":
+                if kind == "first":
                     self._pending["first"] -= 1
                     self._pending["later"] += 1
-                    kind[0] = "later"
+                    kind = "later"
                     self._changed.notify_all()
                 self._changed.wait_for(lambda: not self._pending["first"])
 
@@ -204,7 +205,7 @@ class ReadingsFirst:
             yield later
         finally:
             with self._changed:
-                self._pending[kind[0]] -= 1
+                self._pending[kind] -= 1
                 self._changed.notify_all()
 
     @contextlib.contextmanager
