@@ -114,13 +114,18 @@ class CaseReport:
                 f"The report time must carry its time zone; received the naive time {self.created}. "
                 "Pass datetime.now().astimezone()."
             )
-        overlays = ((f"{r.name} overlay", r.overlay) for r in self.readings if r.overlay is not None)
+        overlays = ((f"{r.name} overlay", r.overlay) for r in self.mapped_readings)
         for label, pixels in [("image", self.image), *overlays]:
             if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
                 raise ValueError(
                     f"The {label} must be an RGB uint8 array of shape (height, width, 3); received "
                     f"{pixels.dtype} of shape {pixels.shape}. Pass the pixels the page shows."
                 )
+
+    @property
+    def mapped_readings(self) -> tuple[ModelReading, ...]:
+        """The readings that carry a map, in the report's order."""
+        return tuple(r for r in self.readings if r.overlay is not None)
 
 
 def format_time(moment: datetime) -> str:
@@ -237,8 +242,7 @@ def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
         [(report.image, "Uploaded image")]
         + [
             (r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
-            for r in report.readings
-            if r.overlay is not None
+            for r in report.mapped_readings
         ],
         max_image_height,
     )
