@@ -160,9 +160,11 @@ class ReadingsFirst:
     1. first readings, the probabilities and verdicts a page shows first: they never wait;
     2. later readings, what completes a page's table (the combined reading's differential): a
        reading becomes one when its page calls the `later` that `reading` yields, and goes on once
-       no first reading is pending, so that every page's first probabilities come before any page's
-       differential (benchmarks/clinic_load.py, 20 sessions on a cold server: the first results at
-       p95 18.9 and 22.7 s, against 24.7 s with the differential's four models read beside them);
+       every first reading begun before that call has ended, so that the first probabilities of
+       pages already reading come before this page's differential (benchmarks/clinic_load.py, 20
+       sessions on a cold server: the first results at p95 18.9 and 22.7 s, against 24.7 s with the
+       differential's four models read beside them). First readings begun after that call share
+       the cores with it: a steady stream of uploads cannot hold a differential back for ever;
     3. map stages, one at a time, once no reading of either kind is pending.
 
     Without the map rule, twenty sessions on two cores computed their readings and maps all at once,
@@ -173,39 +175,42 @@ class ReadingsFirst:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._pending = {"first": 0, "later": 0}  # readings of each kind in progress
+        self._begun = 0  # readings begun so far: each reading's ticket is the count before it
+        self._first: set[int] = set()  # tickets of the first readings in progress
+        self._later: set[int] = set()  # tickets of the later readings in progress
         self._mapping = False
 
     def _idle(self) -> bool:
-        return not any(self._pending.values()) and not self._mapping
+        return not self._first and not self._later and not self._mapping
 
     @contextlib.contextmanager
     def reading(self, when_idle: bool = False) -> Iterator[Callable[[], None]]:
         """While a page reads its images and shows the probabilities: map stages not yet begun wait.
         Yields `later()`, to call once the page has shown its first readings: the rest of its reading
-        then waits until no first reading is pending. `when_idle`: a later reading that begins only
-        once nothing else is pending or mapping (the warm-up's loading of models no page awaits yet)."""
-        kind = "later" if when_idle else "first"
+        then waits until every first reading begun before the call has ended. `when_idle`: a later
+        reading that begins only once nothing else is pending or mapping (the warm-up's loading of
+        models no page awaits yet)."""
         with self._changed:
             if when_idle:
                 self._changed.wait_for(self._idle)
-            self._pending[kind] += 1
+            ticket, self._begun = self._begun, self._begun + 1
+            (self._later if when_idle else self._first).add(ticket)
 
         def later() -> None:
-            nonlocal kind
             with self._changed:
-                if kind == "first":
-                    self._pending["first"] -= 1
-                    self._pending["later"] += 1
-                    kind = "later"
+                if ticket in self._first:
+                    self._first.remove(ticket)
+                    self._later.add(ticket)
                     self._changed.notify_all()
-                self._changed.wait_for(lambda: not self._pending["first"])
+                begun = self._begun
+                self._changed.wait_for(lambda: all(other >= begun for other in self._first))
 
         try:
             yield later
         finally:
             with self._changed:
-                self._pending[kind] -= 1
+                self._first.discard(ticket)
+                self._later.discard(ticket)
                 self._changed.notify_all()
 
     @contextlib.contextmanager

@@ -118,6 +118,37 @@ def test_a_later_reading_waits_for_every_first_reading_and_maps_wait_for_it():
     assert mapped.wait(WAIT)
 
 
+def test_a_later_reading_does_not_wait_for_first_readings_begun_after_it():
+    """Uploads that keep arriving cannot hold a page's differential back for ever: it waits for the
+    first reading begun before it, not for one begun while it waited."""
+    gate = ui.ReadingsFirst()
+    began, went_on, earlier_done, newer_done = (threading.Event() for _ in range(4))
+
+    def first_reading(done):
+        with gate.reading():
+            began.set()
+            done.wait(WAIT)
+
+    def page():
+        with gate.reading() as later:
+            later()
+            went_on.set()
+
+    in_thread(lambda: first_reading(earlier_done))
+    assert began.wait(WAIT)
+    in_thread(page)
+    deadline = time.monotonic() + WAIT
+    while not gate._later and time.monotonic() < deadline:  # the page is waiting in later()
+        time.sleep(0.01)
+    began.clear()
+    in_thread(lambda: first_reading(newer_done))
+    assert began.wait(WAIT)
+    assert not went_on.wait(0.3)
+    earlier_done.set()
+    assert went_on.wait(WAIT / 4), "the later reading waited for a first reading begun after it"
+    newer_done.set()
+
+
 def test_a_reading_stopped_by_an_error_or_st_stop_opens_the_gate():
     gate = ui.ReadingsFirst()
     with pytest.raises(RuntimeError), gate.reading():
