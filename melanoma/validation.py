@@ -31,6 +31,7 @@ import os
 import posixpath
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -363,6 +364,10 @@ def match_labels(
     return images, warnings
 
 
+# What reading one file can raise: a damaged zip member fails its CRC check or decompression.
+UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def read_zip(data: bytes, upload: str = "the upload") -> LabelledZip:
     """Check an uploaded zip and pair its labels file with its images, all in memory; raises DataError."""
     try:
@@ -392,7 +397,16 @@ def read_zip(data: bytes, upload: str = "the upload") -> LabelledZip:
                 for stem, paths in repeated.items()
             ]
         )
-    labels = parse_labels(archive.read(labels_name), labels_name)
+    try:
+        labels_data = archive.read(labels_name)
+    except UNREADABLE as error:
+        raise DataError(
+            [
+                f"{upload}: {labels_name} is damaged in the zip ({error}). Zip the images and labels again and "
+                "upload that."
+            ]
+        ) from None
+    labels = parse_labels(labels_data, labels_name)
     images, warnings = match_labels(labels, files, upload, posixpath.basename(labels_name))
     return LabelledZip(images, warnings, archive)
 
@@ -401,7 +415,7 @@ def _decode_chunk(chunk: list[LabelledImage], read: Callable[[LabelledImage], by
     def decode(image: LabelledImage):
         try:
             return decode_upload(read(image), image.name)
-        except OSError as error:
+        except UNREADABLE as error:
             return ImageError(f"{image.name}: cannot be read ({error}).")
 
     return list(pool.map(decode, chunk))  # PIL releases the GIL while decoding

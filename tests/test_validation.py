@@ -30,6 +30,15 @@ def make_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
     return buffer.getvalue()
 
 
+def damaged(data: bytes, member: str) -> bytes:
+    """The zip with one byte of `member`'s stored data flipped: it fails its CRC check or decompression."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # past the local header
+    flipped = bytearray(data)
+    flipped[start + info.compress_size // 2] ^= 0xFF
+    return bytes(flipped)
+
+
 def labels_csv(rows) -> bytes:
     return ("image_id,label\n" + "".join(f"{image_id},{label}\n" for image_id, label in rows)).encode()
 
@@ -122,6 +131,19 @@ def test_a_corrupt_image_is_reported_and_the_others_are_scored(trained_models):
     )
     assert len(result.labels) == 40 and result.results[0].metrics["n_images"] == 40
     assert "broken" not in {image.image_id for image in result.images}
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_an_image_damaged_in_the_zip_is_reported_and_the_others_are_scored(trained_models, compression):
+    data_dir, output_dir = trained_models
+    table = load_labelled_images(data_dir).table.head(40)
+    files = {f"{row.image_id}.jpg": Path(row.path).read_bytes() for row in table.itertuples()}
+    files["labels.csv"] = labels_csv(zip(table.image_id, table.label))
+    broken = f"{table.image_id.iloc[3]}.jpg"
+    upload = read_zip(damaged(make_zip(files, compression), broken))
+    result = validation.validate([load_predictor("scratch_cnn", output_dir)], upload.images, upload.read)
+    assert len(result.skipped) == 1 and result.skipped[0].startswith(f"{broken}: cannot be read")
+    assert result.results[0].metrics["n_images"] == 39
 
 
 def test_the_gate_count_is_reported_and_the_rejected_images_are_counted(trained_models):
@@ -295,6 +317,11 @@ def test_threshold_for_a_target_sensitivity_on_hand_made_scores():
 
 def test_not_a_zip():
     assert "notes.zip: not a zip archive" in problems(b"image_id,label\n", "notes.zip")
+
+
+def test_a_labels_csv_damaged_in_the_zip_is_refused_by_name():
+    data = damaged(make_zip({"a.jpg": b"x" * 100, "labels.csv": labels_csv([("a", 1)] * 20)}), "labels.csv")
+    assert "upload.zip: labels.csv is damaged in the zip" in problems(data)
 
 
 def test_missing_labels_csv_names_where_it_was_found():
