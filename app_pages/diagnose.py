@@ -19,7 +19,6 @@ import ui
 from melanoma.audit import Action, Method, Model, Reading
 from melanoma.cases import Decision, decode_upload, digest
 from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec, combine
-from melanoma.diagnoses import short_differential
 from melanoma.dicom import NO_STUDY_UID, DicomInfo, encapsulated_pdf
 from melanoma.explain.render import (
     DIVERGING_COLOURMAPS,
@@ -143,13 +142,13 @@ def results_row(case: Case) -> dict:
         row["models disagree"] = case.combined.disagreement
         if (averaged := case.combined.averaged) is not None:
             row["combined skin cancer"] = averaged.skin_cancer_verdict
-            row["combined differential"] = short_differential(averaged.differential)
+            row["combined differential"] = averaged.brief_differential()
     for result in case.decisions:
         row[f"{result.model} probability"] = result.probability if result.assessed else None
         row[f"{result.model} decision"] = result.verdict
         if result.skin_cancer is not None:
             row[f"{result.model} skin cancer"] = result.skin_cancer_verdict
-            row[f"{result.model} differential"] = short_differential(result.differential)
+            row[f"{result.model} differential"] = result.brief_differential()
     return row
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked
+from melanoma.diagnoses import MALIGNANT, NAMES, OTHER_CANCERS, ranked, short_differential
 from melanoma.images import DecodedImage, ImageError, decode_image, to_model_input
 from melanoma.metrics import Evidence, evidence_for
 
@@ -123,11 +123,20 @@ class Decision:
             return None
         return scope_sentence(self.melanoma)
 
+    @property
+    def shows_differential(self) -> bool:
+        """A differential to show: a diagnosis model's, on an image its gate did not refuse."""
+        return bool(self.differential) and self.assessed
+
     def differential_text(self) -> str | None:
         """The diagnoses most probable first, in a clinician's words, with calibrated probabilities."""
-        if not self.differential or not self.assessed:
+        if not self.shows_differential:
             return None
         return "Differential: " + "; ".join(f"{NAMES[code]} {p:.1%}" for code, p in self.differential) + "."
+
+    def brief_differential(self) -> str | None:
+        """The leading diagnoses in one line for a table's cell ('BCC 61%, BKL 20%, MEL 9%'), or None."""
+        return short_differential(self.differential) if self.shows_differential else None
 
     def summary(self) -> str:
         if not self.assessed:

@@ -213,7 +213,7 @@ class CombinedReading:
     probability: float
     threshold: float | None  # None: no validated threshold for this set of models
     members: tuple[str, ...]
-    disagreement: bool
+    disagreement: bool  # the members' verdicts differ on an image that every model read assessed
     assessed: bool  # False when any member's gate says the image is not a dermoscopic lesion image
     # The validated averaged differential, read like one diagnosis model's decision; without one, the
     # diagnosis members' own decisions, whose skin-cancer lines and differentials the summary repeats:
@@ -350,20 +350,21 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
     chosen = [by_model[member] for member in spec.members] if validated else decisions
     combination = spec.combination if validated else PROBABILITY_MEAN
     probability = float(combination.average([np.array([d.probability]) for d in chosen])[0])
-    verdicts = {decision.melanoma for decision in chosen}
+    # Reported only where the reading is assessed: an image a gate refused has no verdict to disagree about.
+    verdicts_differ = len({decision.melanoma for decision in chosen}) > 1
     differential = spec.differential if validated else None
     if differential and all(by_model.get(member) and by_model[member].differential for member in differential.members):
         members = [by_model[member] for member in differential.members]
         vectors = [np.array([[dict(d.differential)[code] for code in diagnoses.CODES]]) for d in members]
         mean = combined_diagnoses(vectors, np.array([probability]))
-        read = [by_model[name] for name in spec.models]
+        assessed = all(by_model[name].assessed for name in spec.models)
         averaged = Decision(
             "averaged differential",
             probability,
             spec.threshold,
             None,
             None,
-            in_distribution=all(d.assessed for d in read),
+            in_distribution=assessed,
             malignant_probability=float(diagnoses.malignant_probability(mean)[0]),
             malignant_threshold=differential.malignant_threshold,
             differential=tuple(diagnoses.ranked(mean[0])),
@@ -372,19 +373,20 @@ def combine(decisions: list, spec: CombinedSpec | None) -> CombinedReading:
             probability,
             spec.threshold,
             tuple(d.model for d in chosen),
-            len(verdicts) > 1,
-            averaged.assessed,
+            assessed and verdicts_differ,
+            assessed,
             averaged,
             differential.members,
             combination=combination,
             definition_sha256=spec.sha256,
         )
+    assessed = all(d.assessed for d in chosen)
     return CombinedReading(
         probability,
         spec.threshold if validated else None,
         tuple(d.model for d in chosen),
-        len(verdicts) > 1,
-        all(d.assessed for d in chosen),
+        assessed and verdicts_differ,
+        assessed,
         diagnosis_members=tuple(d for d in chosen if d.skin_cancer is not None),
         combination=combination,
         definition_sha256=spec.sha256 if validated else None,

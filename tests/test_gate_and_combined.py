@@ -171,6 +171,14 @@ def test_combined_reading_is_the_mean_of_the_calibrated_members(trained_models):
     assert stored["brier_score"] == pytest.approx(np.mean((mean - test.label.to_numpy()) ** 2), rel=1e-5)
 
 
+def test_models_do_not_disagree_about_an_image_a_gate_refused():
+    """A refused member's raw output is no verdict: the reading is not assessed, and not a disagreement."""
+    refused = Decision("a", 0.9, 0.5, 0.9, 0.6, in_distribution=False, ood_reason="unlike the training images")
+    for spec in (None, CombinedSpec(("a", "b"), 0.5, {})):
+        reading = combine([refused, Decision("b", 0.1, 0.5, 0.9, 0.6)], spec)
+        assert not reading.assessed and not reading.disagreement and reading.verdict == "not assessed"
+
+
 def test_combined_reading_says_when_models_disagree_and_gives_no_verdict_without_a_validated_threshold():
     decisions = [Decision("a", 0.8, 0.5, 0.9, 0.6), Decision("b", 0.2, 0.5, 0.9, 0.6)]
     reading = combine(decisions, None)
@@ -268,6 +276,9 @@ def test_the_combined_reading_reads_one_averaged_differential_when_one_was_valid
     refused = combine([melanoma_model, d1, replace(d2, in_distribution=False)], spec)
     assert not refused.assessed and "averaged differential" not in refused.summary().lower()
     assert refused.differential_members_line() == ""  # no caption of models for a reading not given
+    # Nor does a table cell give a differential for it, nor for a model whose gate refused the image.
+    assert refused.averaged.brief_differential() is None and d1.brief_differential() == "BCC 60%, BKL 20%, NV 10%"
+    assert replace(d1, in_distribution=False).brief_differential() is None
 
 
 def test_the_differential_members_are_chosen_by_validation_balanced_accuracy():
