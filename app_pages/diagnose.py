@@ -190,7 +190,9 @@ def show_results(cases: list[Case], models_used: list[Model]) -> Case:
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
-        key="results",
+        # One key per set of images: a selected row belongs to the images it was selected among, so
+        # removing an upload clears it instead of pointing it at another image, or past the last one.
+        key="results-" + digest("".join(case.key for case in cases).encode()),
         column_config=column_config,
     )
     st.download_button(

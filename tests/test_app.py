@@ -1,6 +1,7 @@
 """The Streamlit app through AppTest: what a clinician sees equals what the library computes."""
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -151,6 +152,37 @@ def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):
     assert "notes.jpg: this is not a readable image" in errors and "empty.png: the file is empty" in errors
     table = at.dataframe[0].value
     assert list(table["File"]) == ["good.jpg"]
+
+
+def detail(at) -> str:
+    """The detail view's heading: which image it shows."""
+    return next(heading.value for heading in at.subheader if heading.value.startswith("Detail: "))
+
+
+def run_with_selected_row(at, row: int, table_id: str):
+    """Run the page as the browser does after a click on a row of the results table with this element id."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    states = at._tree.get_widget_states()
+    state = WidgetState(id=table_id, string_value=json.dumps({"selection": {"rows": [row], "columns": []}}))
+    states.widgets.append(state)
+    return at._run(states)
+
+
+def test_a_selected_row_opens_its_image_and_does_not_outlive_the_uploads_it_was_chosen_among(app):
+    """Removing an upload while the browser still sends the old selection: the detail view falls back
+    to the newest upload, neither another image nor an error."""
+    at, _ = app
+    uploads = [(f"f{index}.jpg", jpeg(index % 2 == 0, seed=30 + index), "image/jpeg") for index in range(3)]
+    at.file_uploader[0].set_value(uploads).run()
+    assert detail(at) == "Detail: f2.jpg"  # no row selected: the newest upload
+    table_id = at.dataframe[0].proto.id
+    at = run_with_selected_row(at, 0, table_id)
+    assert not at.exception and detail(at) == "Detail: f0.jpg"
+    at.file_uploader[0].set_value(uploads[1:])
+    for row in (0, 2):  # a row that now holds another image (f1), and one past the last
+        at = run_with_selected_row(at, row, table_id)
+        assert not at.exception and detail(at) == "Detail: f2.jpg"
 
 
 def test_all_models_side_by_side(app):
