@@ -27,7 +27,7 @@ from melanoma.explain.render import (
     overlay,
 )
 from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
-from melanoma.images import IMAGE_EXTENSIONS, DecodedImage, ImageError, display_copy
+from melanoma.images import IMAGE_EXTENSIONS, DecodedImage, ImageError, display_copy, file_stem
 from melanoma.report import CaseReport, ModelReading, case_report_pdf
 from melanoma.store import InstalledModel
 
@@ -349,6 +349,7 @@ unmapped = [entry for entry in chosen if entry not in mapped]
 decision_of = {entry.name: result for entry, result in zip(chosen, case.decisions)}
 
 st.subheader(f"Detail: {case.name}")
+stem = file_stem(case.name, case.image.dicom)  # of every download's name
 show_image_facts(case)
 with st.expander("Explanation settings", expanded=False):
     method = st.radio("Map", ["Occlusion sensitivity", "Grad-CAM"], horizontal=True)
@@ -424,7 +425,7 @@ for column, entry, model in zip(columns, mapped, mapped_used):
                 models=[model],
                 method=method_used,
             ),
-            f"{case.name.rsplit('.', 1)[0]}_{entry.name}_overlay.png",
+            f"{stem}_{entry.name}_overlay.png",
             "image/png",
             key=f"download-{entry.name}",
             on_click="ignore",
@@ -462,7 +463,7 @@ downloads = {"sha256": case.key, "models": models_used}
 st.download_button(
     "Download report (PDF)",
     ui.recorded(functools.partial(case_report_pdf, report), Action.REPORT_DOWNLOAD, **downloads),
-    f"{case.name.rsplit('.', 1)[0]}_report.pdf",
+    f"{stem}_report.pdf",
     "application/pdf",
     key=f"report-{case.key}",
     on_click="ignore",
@@ -484,8 +485,7 @@ elif case.image.dicom is not None:
     st.download_button(
         "Download report for PACS (DICOM Encapsulated PDF, same study)",
         ui.recorded(functools.partial(dicom_report, report, case.image.dicom), Action.REPORT_DOWNLOAD, **downloads),
-        # Named before the report exists: after the image's UID, as its FHIR Bundle, never the upload's name.
-        bundle_file_name(case.name, case.image.dicom).removesuffix(".fhir.json") + "_report.dcm",
+        f"{stem}_report.dcm",
         "application/dicom",
         key=f"dicom-{case.key}",
         on_click="ignore",

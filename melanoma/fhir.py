@@ -24,7 +24,6 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePath
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -36,6 +35,7 @@ from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.cases import Decision
 from melanoma.combined import CombinedReading
 from melanoma.diagnoses import MALIGNANT, NAMES
+from melanoma.images import file_stem
 
 if TYPE_CHECKING:
     from melanoma.dicom import DicomInfo
@@ -476,7 +476,5 @@ def bundle_json(case: FhirCase, identify_patient: bool = False) -> str:
 
 
 def bundle_file_name(image_name: str, dicom: DicomInfo | None = None) -> str:
-    """A file name for the case's Bundle: a DICOM image's SOP Instance UID (a PACS export's file
-    name may be the patient's), else the image's own name."""
-    stem = (dicom.sop_instance_uid or "dicom-image") if dicom else PurePath(image_name).stem
-    return f"{stem}.fhir.json"
+    """A file name for the case's Bundle, after the image (melanoma.dicom.file_stem)."""
+    return f"{file_stem(image_name, dicom)}.fhir.json"

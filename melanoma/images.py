@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +41,12 @@ class DecodedImage:
     pixels: np.ndarray  # (height, width, 3) uint8
     notes: tuple[str, ...] = ()
     dicom: DicomInfo | None = None  # what a DICOM file said about itself (melanoma.dicom); None for other formats
+
+
+def file_stem(image_name: str, dicom: DicomInfo | None = None) -> str:
+    """The stem of every file made from an image (its maps, report and FHIR Bundle): a DICOM image's
+    SOP Instance UID, since a PACS export's file name may be the patient's; else the image's own name."""
+    return (dicom.sop_instance_uid or "dicom-image") if dicom else PurePath(image_name).stem
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:

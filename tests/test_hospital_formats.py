@@ -119,6 +119,13 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
             )
             text = PdfReader(io.BytesIO(bytes(report.EncapsulatedDocument).rstrip(b"\0"))).pages[0].extract_text()
             assert f"{probability:.1%}" in text
+    # Every file made from the image is named after its UID: a PACS export's file name may be the patient's.
+    names = {label: downloads[button][2] for label, button in buttons.items() if label != "Download results (CSV)"}
+    assert "Download report (PDF)" in names and any(label.startswith("Download overlay") for label in names)
+    assert all(
+        name.startswith(f"{source.SOPInstanceUID}_") or name == f"{source.SOPInstanceUID}.fhir.json"
+        for name in names.values()
+    ), names
 
 
 def test_a_validation_zip_of_dicom_photographs_scores_them_as_their_pixels(trained_models):
