@@ -368,15 +368,23 @@ def read_dicom(data: bytes, name: str = "image") -> DecodedImage:
     class in a transfer syntax an installed plugin decodes.
     """
     dataset = _parse(data, name)
-    _check_complete(dataset, name)
-    sop_class = _check_object(dataset, name)
-    syntax = _check_pixels(dataset, name)
-    pixels = _decode(dataset, syntax, name)
-    notes = [f"DICOM {sop_class} read ({syntax.name})"]
-    photometric = str(dataset.PhotometricInterpretation)
-    if photometric != "RGB":
-        notes.append(f"{photometric} colour converted to RGB")
-    return DecodedImage(pixels=pixels, notes=tuple(notes), dicom=_info(dataset, syntax))
+    try:
+        _check_complete(dataset, name)
+        sop_class = _check_object(dataset, name)
+        syntax = _check_pixels(dataset, name)
+        pixels = _decode(dataset, syntax, name)
+        notes = [f"DICOM {sop_class} read ({syntax.name})"]
+        photometric = str(dataset.PhotometricInterpretation)
+        if photometric != "RGB":
+            notes.append(f"{photometric} colour converted to RGB")
+        return DecodedImage(pixels=pixels, notes=tuple(notes), dicom=_info(dataset, syntax))
+    except ImageError:
+        raise
+    except Exception as error:  # pydicom decodes each element when it is first read: a damaged one fails there
+        raise ImageError(
+            f"{name}: an element of this DICOM file is damaged ({type(error).__name__}); it is corrupt. Export it "
+            "from the PACS again."
+        ) from error
 
 
 def _dicom_time(moment: datetime) -> tuple[str, str, str]:

@@ -90,15 +90,28 @@ def check_size(width: int, height: int, name: str) -> None:
         )
 
 
+def _pillow_identifies(data: bytes) -> bool:
+    """Whether the bytes open as an image of a supported format (reading the header only): a PACS
+    export may name a JPEG .dcm."""
+    try:
+        Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS).close()
+    except Exception:  # anything Pillow cannot open is for the DICOM reader to judge
+        return False
+    return True
+
+
 def decode_image(data: bytes, name: str = "image") -> DecodedImage:
     """Decode image bytes to RGB uint8, honouring EXIF orientation; raise ImageError if unusable.
 
-    DICOM files (the "DICM" preamble, or a .dcm name) go to melanoma.dicom, imported only then so
-    that pydicom loads only when a DICOM file arrives.
+    DICOM files (the "DICM" preamble, or a .dcm name on bytes that are not an image Pillow knows) go
+    to melanoma.dicom, imported only then so that pydicom loads only when a DICOM file arrives.
     """
     if not data:
         raise ImageError(f"{name}: the file is empty (0 bytes). Upload the original image file.")
-    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC or name.lower().endswith(".dcm"):
+    named_dicom = name.lower().endswith(".dcm")
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC or (
+        named_dicom and not _pillow_identifies(data)
+    ):
         from melanoma.dicom import read_dicom
 
         return read_dicom(data, name)
@@ -111,7 +124,7 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
                     f"{name}: {image.format} images are not supported. Use one of: {', '.join(SUPPORTED_FORMATS)}."
                 )
             check_size(*image.size, name)  # before the pixels are decoded; EXIF rotation changes none of it
-            notes: list[str] = []
+            notes = [f"named .dcm, but a {image.format} image: read as one, without DICOM facts"] if named_dicom else []
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"animated or multi-page file: only the first of {image.n_frames} frames used")
                 image.seek(0)
@@ -120,6 +133,7 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
                 notes.append("rotated according to its EXIF orientation")
             image = transposed if transposed is not None else image
             image.load()
+            rgb, conversion_notes = _to_rgb(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -132,11 +146,11 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
             f"{name}: this is not a readable image ({type(error).__name__}). "
             f"Upload a JPEG, PNG, BMP or TIFF dermoscopic image."
         ) from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # Pillow's decoders fail on damaged data in many ways: IndexError, TypeError, ...
         raise ImageError(
-            f"{name}: the image data is corrupt or truncated ({error}). Export or copy the original file again."
+            f"{name}: the image data is corrupt or truncated ({type(error).__name__}: {error}). Export or copy the "
+            "original file again."
         ) from error
-    rgb, conversion_notes = _to_rgb(image)
     return DecodedImage(
         pixels=np.asarray(rgb, dtype=np.uint8),
         notes=tuple(notes + conversion_notes),

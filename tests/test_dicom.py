@@ -220,6 +220,26 @@ def test_what_is_not_a_photograph_is_refused_with_its_own_message(make, fragment
     assert not any(value in message for value in IDENTIFYING)
 
 
+def test_a_damaged_element_is_refused_and_nothing_else_escapes():
+    """pydicom decodes an element when it is first read, after the file has parsed: a number of
+    frames that is no number, then random damage to the header and cut-off files, are each read or
+    refused with an ImageError, never another exception."""
+    data = dicom_bytes(lesion_pixels(), NumberOfFrames="7")
+    not_a_number = data.replace(b"\x28\x00\x08\x00IS\x02\x007 ", b"\x28\x00\x08\x00IS\x02\x00ab")
+    assert not_a_number != data
+    with pytest.raises(ImageError, match="export.dcm: an element of this DICOM file is damaged"):
+        decode_image(not_a_number, name="export.dcm")
+    data, rng = lesion_file()[0], np.random.default_rng(2)
+    for attempt in range(300):
+        damaged = bytearray(data[: rng.integers(1, len(data))] if attempt % 2 else data)
+        for position in rng.integers(0, min(len(damaged), 1200), 3):
+            damaged[position] = rng.integers(0, 256)
+        try:
+            decode_image(bytes(damaged), name="export.dcm")
+        except ImageError as refused:
+            assert not any(value in str(refused) for value in IDENTIFYING)
+
+
 def lesion_file() -> tuple[bytes, np.ndarray]:
     pixels = lesion_pixels()
     return dicom_bytes(pixels, AnatomicRegionSequence=region(), ImageLaterality="R", PatientAge="063Y"), pixels

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from melanoma.images import MAX_PIXELS, ImageError, decode_image, to_model_input
+from tests.synthetic import lesion_image
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -42,6 +43,38 @@ def test_truncated_jpeg_is_refused():
     data = encode(rgb(400, 300), "JPEG")
     with pytest.raises(ImageError, match="corrupt or truncated"):
         decode_image(data[: len(data) // 2], name="cut.jpg")
+
+
+def test_a_cut_off_animated_gif_is_refused():
+    """Pillow fails on this one with an IndexError while counting its frames."""
+    image = lesion_image(True, np.random.default_rng(0))
+    data = encode(image, "GIF", save_all=True, append_images=[image.rotate(90)])
+    with pytest.raises(ImageError, match="cut.gif: the image data is corrupt or truncated"):
+        decode_image(data[: int(len(data) * 0.6)], name="cut.gif")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "TIFF", "BMP", "WEBP"])
+def test_damaged_files_of_every_format_are_refused_or_read_never_crash(fmt):
+    """Bytes changed at random in the header and pixel data: each damaged file decodes or is refused
+    with an ImageError; Pillow's other exceptions (TypeError from a damaged TIFF, ...) do not escape."""
+    data = encode(rgb(120, 90), fmt)
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        damaged = bytearray(data)
+        for position in rng.integers(0, min(len(data), 300), 3):
+            damaged[position] = rng.integers(0, 256)
+        try:
+            decoded = decode_image(bytes(damaged), name=f"damaged.{fmt.lower()}")
+        except ImageError:
+            continue
+        assert decoded.pixels.dtype == np.uint8 and decoded.pixels.shape[2] == 3
+
+
+def test_a_jpeg_named_dcm_is_read_as_the_jpeg_it_is():
+    data = encode(rgb(64, 48), "JPEG")
+    decoded = decode_image(data, name="export.dcm")
+    assert decoded.dicom is None and decoded.pixels.shape == (48, 64, 3)
+    assert decoded.notes[0] == "named .dcm, but a JPEG image: read as one, without DICOM facts"
 
 
 def test_alpha_is_flattened_onto_white():
