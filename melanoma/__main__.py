@@ -24,6 +24,41 @@ from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import ModelUnavailableError, add_models_dir_option, list_models
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}")
+    return value
+
+
+def opacity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected an opacity from 0 (image only) to 1 (map only); got {text!r}")
+    return value
+
+
+def output_problem(path: str | None, option: str, suffix: str) -> str | None:
+    """What is wrong with a file the command would write, found before any work: the wrong kind, or
+    nowhere to put it."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.suffix.lower() != suffix:
+        return f"{option} must name a {suffix} file; received {path!r}. Give a name ending in {suffix}."
+    if not target.parent.is_dir():
+        return f"{option}: the folder {target.parent} does not exist. Create it, or write elsewhere."
+    if target.is_dir():
+        return f"{option}: {path} is a folder. Give a file name inside it."
+    return None
+
+
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given, and the image files inside given folders (recursively, sorted)."""
     files: list[Path] = []
@@ -61,10 +96,14 @@ def command_predict(args: argparse.Namespace) -> int:
     from melanoma.inference import load_predictor, read_together
     from melanoma.progress import TerminalProgress
 
+    if args.fhir and Path(args.fhir).exists() and not Path(args.fhir).is_dir():
+        print(f"error: --fhir {args.fhir} is a file; give a folder for the Bundles.", file=sys.stderr)
+        return 2
     predictor = load_predictor(args.model, args.models_dir)
     combined = args.model == COMBINED_NAME
     models = predictor.members if combined else [predictor]
     skipped = 0
+    bundles: dict[str, Path] = {}  # Bundle file name -> the image whose Bundle it is, in this run
     files = expand_paths(args.paths)
     progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
     for start in range(0, len(files), args.batch_size):
@@ -87,11 +126,12 @@ def command_predict(args: argparse.Namespace) -> int:
                 if args.fhir:
                     write_bundle(
                         Path(args.fhir),
-                        path.name,
+                        path,
                         decoded[index].dicom,
                         models,
                         decisions,
                         verdict if combined else None,
+                        bundles,
                     )
         progress(min(start + args.batch_size, len(files)), len(files))
     if not files:
@@ -100,17 +140,29 @@ def command_predict(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-def write_bundle(folder: Path, image_name: str, dicom, models: list, decisions: list, combined) -> None:
+def write_bundle(
+    folder: Path, image: Path, dicom, models: list, decisions: list, combined, bundles: dict[str, Path]
+) -> None:
     """One image's FHIR Bundle in `folder`: an Observation and a Device per model (and the combined
-    reading's Observation), named after the DICOM instance or the image file."""
+    reading's Observation), named after the DICOM instance or the image file. Two images of one run
+    with the same name (lesion.jpg and lesion.png, a/x.jpg and b/x.jpg) get -2, -3, ... rather than
+    one Bundle in place of the other; `bundles` records the names this run has written."""
     from datetime import datetime
 
     from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
 
     facts = [ModelFacts.from_card(model.entry.card, model.entry.metrics) for model in models]
     case = FhirCase(tuple(zip(decisions, facts)), datetime.now().astimezone(), combined=combined, dicom=dicom)
+    name = wanted = bundle_file_name(image.name, dicom)
+    repeat = 1
+    while name in bundles:
+        repeat += 1
+        name = wanted.replace(".fhir.json", f"-{repeat}.fhir.json")
+    if name != wanted:
+        print(f"note: {image}'s Bundle is {name}: {wanted} holds {bundles[wanted]}'s", file=sys.stderr)
+    bundles[name] = image
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / bundle_file_name(image_name, dicom)).write_text(bundle_json(case), encoding="utf-8")
+    (folder / name).write_text(bundle_json(case), encoding="utf-8")
 
 
 def skin_cancer_word(skin_cancer: bool, melanoma: bool) -> str:
@@ -167,21 +219,24 @@ def command_explain(args: argparse.Namespace) -> int:
     signed = args.method == "occlusion"
     try:  # every option is checked before the image is decoded or a model loaded
         colourmap = check_colourmap(args.colourmap or ("blue-white-red" if signed else "inferno"), signed)
+        if problem := output_problem(args.out, "--out", ".png") or output_problem(args.npy, "--npy", ".npy"):
+            raise ValueError(problem)
         pixels = read_image(args.image).pixels
     except (ImageError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor = load_predictor(args.model, args.models_dir)
+    if args.output == "malignant" and (args.model == COMBINED_NAME or not predictor.is_diagnosis):
+        reads = "its map explains its melanoma probability" if args.model == COMBINED_NAME else "it reads melanoma only"
+        print(
+            f"error: --output malignant needs a diagnosis model; {predictor.name}: {reads}. Leave out --output, "
+            "or choose a diagnosis model (python -m melanoma models).",
+            file=sys.stderr,
+        )
+        return 2
     if args.model == COMBINED_NAME:
         scores = predictor.occlusion(pixels, args.patch_size) if signed else predictor.grad_cam(pixels)
     else:
-        if args.output == "malignant" and not predictor.is_diagnosis:
-            print(
-                f"error: --output malignant needs a diagnosis model; {predictor.name} reads melanoma only. Leave "
-                "out --output, or choose a diagnosis model (python -m melanoma models).",
-                file=sys.stderr,
-            )
-            return 2
         network = predictor.malignant_model if args.output == "malignant" else predictor.model
         view = model_view(predictor, pixels)
         scores = (
@@ -220,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one FHIR R4 Bundle per image into DIR (a DiagnosticReport "
         "with an Observation and a Device per model)",
     )
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("paths", nargs="+")
     explain = commands.add_parser("explain", parents=[shared], help="write an explanation overlay for one image")
     explain.add_argument("--model", required=True, help="an installed model's name, or combined")
@@ -231,8 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="melanoma",
         help="what the map explains: the melanoma probability, or a diagnosis model's skin-cancer one",
     )
-    explain.add_argument("--patch-size", type=int, default=20, help="occlusion patch, in pixels of the model input")
-    explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    explain.add_argument(
+        "--patch-size", type=positive_int, default=20, help="occlusion patch, in pixels of the model input"
+    )
+    explain.add_argument("--alpha", type=opacity, default=0.5, help="overlay opacity, from 0 to 1")
     explain.add_argument(
         "--colourmap", help="blue-white-red / green-white-purple (occlusion), inferno / jet / viridis / magma"
     )

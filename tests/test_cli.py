@@ -250,3 +250,91 @@ def test_training_tools_print_no_framework_noise_and_offer_its_logs(tool):
     )
     assert result.returncode == 0 and "--framework-logs" in result.stdout
     assert result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["predict", "--model", "scratch_cnn", "--batch-size", "0", "x.jpg"], "--batch-size: expected a whole number"),
+        (["explain", "--model", "scratch_cnn", "--patch-size", "-5", "--out", "m.png", "x.jpg"], "--patch-size"),
+        (["explain", "--model", "scratch_cnn", "--alpha", "5", "--out", "m.png", "x.jpg"], "expected an opacity"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error(options, expected, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(options)
+    assert stopped.value.code == 2 and expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "out, npy, expected",
+    [
+        ("map.xyz", None, "--out must name a .png file; received"),
+        ("missing/map.png", None, "--out: the folder"),
+        ("map.png", "missing/map.npy", "--npy: the folder"),
+    ],
+)
+def test_explain_checks_where_it_writes_before_it_computes(
+    trained_models, tmp_path, capsys, monkeypatch, out, npy, expected
+):
+    """Nothing is computed, and nothing half-written, when a file could not be written at the end."""
+    import melanoma.inference
+
+    data_dir, output_dir = trained_models
+    monkeypatch.setattr(melanoma.inference, "load_predictor", lambda *args: pytest.fail("a model was loaded"))
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    options = ["--out", str(tmp_path / out)] + (["--npy", str(tmp_path / npy)] if npy else [])
+    code = main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", *options, str(image)])
+    assert code == 2 and expected in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("model", ["scratch_cnn", "combined"])
+def test_a_skin_cancer_map_needs_a_diagnosis_model(trained_models, tmp_path, capsys, model):
+    data_dir, output_dir = trained_models
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    out = tmp_path / "map.png"
+    options = ["explain", "--model", model, "--output", "malignant", "--out", str(out), str(image)]
+    assert main(["--models-dir", str(output_dir), *options]) == 2
+    assert "--output malignant needs a diagnosis model" in capsys.readouterr().err and not out.exists()
+
+
+def test_images_of_one_name_get_a_bundle_each(trained_models, tmp_path, capsys):
+    """lesion.jpg and lesion.png, or a/x.jpg and b/x.jpg, would otherwise share one Bundle file."""
+    data_dir, output_dir = trained_models
+    first, second = sorted((data_dir / "images").glob("*.jpg"))[:2]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    shutil.copy(first, tmp_path / "a" / "lesion.jpg")
+    shutil.copy(second, tmp_path / "b" / "lesion.jpg")
+    Image.open(first).save(tmp_path / "a" / "lesion.png")
+    fhir = tmp_path / "fhir"
+    options = [
+        "predict",
+        "--model",
+        "scratch_cnn",
+        "--json",
+        "--fhir",
+        str(fhir),
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+    ]
+    assert main(["--models-dir", str(output_dir), *options]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3
+    assert sorted(path.name for path in fhir.iterdir()) == [
+        "lesion-2.fhir.json",
+        "lesion-3.fhir.json",
+        "lesion.fhir.json",
+    ]
+    assert f"{tmp_path / 'a' / 'lesion.png'}'s Bundle is lesion-2.fhir.json" in captured.err
+
+
+def test_predict_refuses_a_file_as_the_fhir_folder_before_scoring(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    (tmp_path / "fhir").write_text("notes")
+    image = sorted((data_dir / "images").glob("*.jpg"))[0]
+    options = ["predict", "--model", "scratch_cnn", "--fhir", str(tmp_path / "fhir"), str(image)]
+    assert main(["--models-dir", str(output_dir), *options]) == 2
+    captured = capsys.readouterr()
+    assert "is a file; give a folder for the Bundles" in captured.err and not captured.out
