@@ -99,8 +99,8 @@ def read_cases(
     The combined reading's melanoma members read first, and their cases are shown as soon as they
     have (`show_first_results`): the combined probability and verdict are theirs alone (with a
     member that fails to load, every model reads in one step, as combine then averages them all). The
-    differential's other models read next, once no other page's first readings are pending
-    (`later`, ui.ReadingsFirst), and complete every case; each stage's readings are recorded
+    differential's other models read next, once the other pages' first readings begun by then have
+    ended (`later`, ui.ReadingsFirst), and complete every case; each stage's readings are recorded
     before they are shown. A rerun of this session on the same images (a slider moved)
     skips the first table, which would only flash above the complete one.
     """
