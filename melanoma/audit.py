@@ -388,6 +388,22 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _parsed(line: bytes) -> tuple[dict, datetime, User]:
+    """One line as the event, its time and its user, checked as far as the export relies on them;
+    ValueError, KeyError or TypeError when `record` could not have written it."""
+    event = json.loads(line.decode("ascii"))  # `record` writes ASCII only
+    if not isinstance(event, dict):
+        raise ValueError(f"expected a JSON object; found {type(event).__name__}")
+    moment, who = datetime.fromisoformat(event["time"]), User(**event["user"])
+    if moment.tzinfo is None:  # `record` writes UTC with its offset; a bare time cannot be compared with --since
+        raise ValueError(f"its time {event['time']!r} names no time zone")
+    for key in ("readings", "models"):
+        details = event.get(key, [])
+        if not isinstance(details, list) or not all(isinstance(detail, dict) for detail in details):
+            raise ValueError(f"its {key} must be a list of JSON objects; found {details!r:.80}")
+    return event, moment, who
+
+
 def read_events(
     folder: str | Path | None = None, *, since: datetime | None = None, user: str | None = None
 ) -> Iterator[dict]:
@@ -396,12 +412,11 @@ def read_events(
     path = (Path(folder) if folder is not None else audit_dir()) / LOG_NAME
     files = [p for _, p in _rotated(path)] + ([path] if path.exists() else [])
     for file in files:
-        with open(file, encoding="ascii") as lines:
+        with open(file, "rb") as lines:  # bytes: a stray non-ASCII byte is one corrupt line, not a crash
             for number, line in enumerate(lines, 1):
                 try:
-                    event = json.loads(line)
-                    moment, who = datetime.fromisoformat(event["time"]), User(**event["user"])
-                except (ValueError, KeyError, TypeError) as error:
+                    event, moment, who = _parsed(line)
+                except (ValueError, KeyError, TypeError) as error:  # UnicodeDecodeError is a ValueError
                     raise AuditCorrupt(
                         f"{file}, line {number}, is not an audit event ({error}); expected one JSON "
                         "object per line as `record` writes it. A line cut short by a crash is the "

@@ -215,6 +215,32 @@ def test_a_torn_line_is_reported_with_its_file_and_line(tmp_path):
         list(audit.read_events(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "damage, since, reason",
+    [
+        (lambda line: line[:20] + b"\xff" + line[20:], None, "can't decode byte 0xff"),
+        (lambda line: line.replace(b"+00:00", b""), datetime(2023, 1, 1), "names no time zone"),
+        (lambda line: line.replace(b'"action"', b'"readings":"abc","action"'), None, "its readings must be a list"),
+        (lambda line: line.replace(b'"action"', b'"models":[1],"action"'), None, "its models must be a list"),
+        (lambda line: b"[1]\n", None, "expected a JSON object"),
+    ],
+)
+def test_a_damaged_line_is_reported_with_its_file_and_line_never_a_traceback(tmp_path, capsys, damage, since, reason):
+    """A stray byte, a time without its zone or a list that is not one was a UnicodeDecodeError or
+    TypeError from the export; each is AuditCorrupt naming the file and line, and the command says so."""
+    from melanoma.__main__ import main as cli
+
+    log = AuditLog(tmp_path)
+    log.record(ALICE, Action.SESSION)
+    log.record(BOB, Action.SESSION)
+    first, second = (tmp_path / audit.LOG_NAME).read_bytes().splitlines(keepends=True)
+    (tmp_path / audit.LOG_NAME).write_bytes(first + damage(second))
+    with pytest.raises(AuditCorrupt, match=f"{audit.LOG_NAME}, line 2, is not an audit event .*{reason}"):
+        list(audit.read_events(tmp_path, since=since))
+    assert cli(["audit", "--audit-dir", str(tmp_path), "--since", "2023-01-01", "--csv"]) == 2
+    assert f"{audit.LOG_NAME}, line 2" in capsys.readouterr().err
+
+
 def test_csv_has_one_row_per_reading_and_per_model(tmp_path):
     log = AuditLog(tmp_path)
     log.record(ALICE, Action.READING, sha256=IMAGE, readings=[reading(), reading(0.1)])
