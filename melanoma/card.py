@@ -5,12 +5,14 @@ where its weights started, how to serve it, its operating points, and the traini
 it. On disk the sections share one flat JSON object (the layout every shipped card has), except
 `serving`, which is its own object. Cards written before a key existed still read: each missing
 key takes the default below, and a card from before the "serving" object gets one from its older
-`input_size` and `test_time_augmentation` keys.
+`input_size` and `test_time_augmentation` keys. Every value that serving or a listing uses is
+checked here, so a malformed card is refused with the field named, never a crash later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,61 @@ from melanoma.diagnoses import CODES, ClassCalibration
 from melanoma.files import read_json_object, write_json
 
 CARD_FILE = "card.json"
+OOD_FILES = ("file", "sha256", "features", "features_sha256")  # what serving.ood must name: the gate and its extractor
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def proportion(value: object, key: str) -> float:
+    """A number from 0 to 1 read from a JSON file (a threshold, an AUC); ValueError naming `key` otherwise."""
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} must be a number from 0 to 1; found {value!r:.80}")
+    return float(value)
+
+
+def json_object(value: object, key: str) -> dict:
+    """A JSON object read from a file; ValueError naming `key` when it is another kind of value."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a JSON object; found {value!r:.80}")
+    return value
+
+
+def _optional_object(value: object, key: str) -> dict | None:
+    return None if value is None else json_object(value, key)
+
+
+def names(value: object, key: str) -> tuple[str, ...]:
+    """A list of names (a diagnosis model's classes, a combination's members); ValueError naming `key` otherwise."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{key} must be a list of names; found {value!r:.80}")
+    return tuple(value)
+
+
+def _calibration(value: object, key: str, fields: tuple[str, ...]) -> dict | None:
+    """A calibration object whose `fields` (those it has) are numbers, or lists of them: scoring computes with them."""
+    section = _optional_object(value, key)
+    for name in fields if section is not None else ():
+        values = section.get(name, [])
+        if not all(map(_is_number, values if isinstance(values, list) else [values])):
+            raise ValueError(f"{key}.{name} must be a number (or a list of numbers); found {values!r:.80}")
+    return section
+
+
+def _input_size(value: object, key: str) -> int:
+    if not _is_number(value) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a whole number of pixels, at least 1; found {value!r:.80}")
+    return value
+
+
+def _ood(value: object) -> dict | None:
+    """The gate's files and their sha256, each named as text: serving opens and verifies them."""
+    ood = _optional_object(value, "serving.ood")
+    for key in OOD_FILES if ood is not None else ():
+        if not isinstance(ood.get(key), str) or not ood[key]:
+            raise ValueError(f"serving.ood.{key} must be text naming a file or its sha256; found {ood.get(key)!r:.80}")
+    return ood
 
 
 @dataclass(frozen=True)
@@ -39,17 +96,26 @@ class ServingSpec:
     @classmethod
     def from_card(cls, card: dict) -> ServingSpec:
         """The serving object of a card.json, or its older keys (before that object existed)."""
-        serving = card.get("serving")
-        if serving is None:
-            return cls(int(card["input_size"]), card.get("test_time_augmentation", "none") != "none", PlattScaling())
-        classes = tuple(serving.get("classes") or ())
+        if card.get("serving") is None:
+            tta = card.get("test_time_augmentation", "none") != "none"
+            return cls(_input_size(card["input_size"], "input_size"), tta, PlattScaling())
+        serving = json_object(card["serving"], "serving")
+        if not isinstance(serving["test_time_augmentation"], bool):
+            raise ValueError(
+                f"serving.test_time_augmentation must be true or false; found {serving['test_time_augmentation']!r:.80}"
+            )
+        classes = names(serving.get("classes") or [], "serving.classes")
+        calibration = _calibration(serving.get("calibration"), "serving.calibration", ("slope", "intercept"))
+        class_calibration = _calibration(
+            serving.get("class_calibration"), "serving.class_calibration", ("temperature", "biases")
+        )
         return cls(
-            int(serving["input_size"]),
-            bool(serving["test_time_augmentation"]),
-            PlattScaling.from_dict(serving.get("calibration")),
-            serving.get("ood"),
+            _input_size(serving["input_size"], "serving.input_size"),
+            serving["test_time_augmentation"],
+            PlattScaling.from_dict(calibration),
+            _ood(serving.get("ood")),
             classes,
-            ClassCalibration.from_dict(serving.get("class_calibration")) if classes else None,
+            ClassCalibration.from_dict(class_calibration) if classes else None,
         )
 
     def to_dict(self) -> dict:
@@ -200,13 +266,15 @@ class ModelCard:
                 raise ValueError(f"missing key {key!r}")
         if "serving" not in card and "input_size" not in card:  # the latter: cards before "serving"
             raise ValueError("missing key 'serving'")
+        if not isinstance(card["sha256"], str):
+            raise ValueError(f"sha256 must be text (model.keras' sha256); found {card['sha256']!r:.80}")
         name = card.get("name", folder_name)
         return cls(
             name=name,
             sha256=card["sha256"],
             network=_section(Network, {"architecture_name": name, **card}),
             serving=ServingSpec.from_card(card),
-            operating=_section(OperatingPoints, card),
+            operating=_operating_points(card),
             training=_section(Training, card),
             version=card.get("version"),
         )
@@ -228,6 +296,15 @@ class ModelCard:
 def _section(kind: type, card: dict):
     """One flat section of a card: its keys that the card has; the others keep their defaults."""
     return kind(**{f.name: card[f.name] for f in dataclasses.fields(kind) if f.name in card})
+
+
+def _operating_points(card: dict) -> OperatingPoints:
+    """The card's thresholds, checked: verdicts compare probabilities with them."""
+    points = _section(OperatingPoints, card)
+    proportion(points.threshold, "threshold")
+    if points.malignant_threshold is not None:
+        proportion(points.malignant_threshold, "malignant_threshold")
+    return points
 
 
 def read_card(folder: Path) -> ModelCard:

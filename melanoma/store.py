@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import pandas as pd
 
-from melanoma.card import CARD_FILE, ModelCard, ServingSpec, read_card
+from melanoma.card import CARD_FILE, ModelCard, ServingSpec, proportion, read_card
 from melanoma.files import read_json_object, sha256_of
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -84,22 +84,32 @@ def inspect_model(folder: Path) -> InstalledModel:
     except FileNotFoundError:
         entry.problem = f"{CARD_FILE} is missing; retrain with python -m train.run --models {folder.name}."
         return entry
-    except (ValueError, TypeError, KeyError) as error:  # json's decode error is a ValueError
-        entry.problem = f"{CARD_FILE} is malformed ({error}); retrain or restore it from git."
+    except (OSError, ValueError, TypeError, KeyError) as error:  # json's decode error is a ValueError
+        reason = f"missing key {error}" if isinstance(error, KeyError) else error
+        entry.problem = f"{CARD_FILE} is malformed ({reason}); retrain or restore it from git."
         return entry
     if not (folder / MODEL_FILE).is_file():
         entry.problem = f"{MODEL_FILE} is missing; retrain with python -m train.run --models {folder.name}."
         return entry
     try:
-        entry.metrics = read_json_object(folder / METRICS_FILE)
+        entry.metrics = _read_metrics(folder / METRICS_FILE)
     except (OSError, ValueError):
-        entry.metrics = {}
+        entry.metrics = {}  # no test metrics shown (AUC "-"); the model itself still serves
     for holdout in sorted(folder.glob(f"{HOLDOUT_PREFIX}*/{METRICS_FILE}")):
         try:
-            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = read_json_object(holdout)
+            entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = _read_metrics(holdout)
         except (OSError, ValueError):
             continue  # a broken diagnostic leaves the model itself usable
     return entry
+
+
+def _read_metrics(path: Path) -> dict:
+    """A metrics.json; ValueError when it is no object or its test ROC AUC is no number from 0 to 1,
+    so every listing and ranking that uses the AUC gets a number or None."""
+    metrics = read_json_object(path)
+    if metrics.get("roc_auc") is not None:
+        proportion(metrics["roc_auc"], f"{path}'s roc_auc")
+    return metrics
 
 
 def resolve_models_dir(chosen: str | Path | None = None) -> Path:

@@ -54,6 +54,60 @@ def test_broken_folders_are_listed_unavailable(models_copy, damage, reason):
     assert entries["efficientnet_b3"].available
 
 
+def edit_json(path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda card: card.update(serving=[]), "serving must be a JSON object; found []"),
+        (lambda card: card.update(threshold="abc"), "threshold must be a number from 0 to 1; found 'abc'"),
+        (lambda card: card.update(threshold=True), "threshold must be a number from 0 to 1"),
+        (lambda card: card.update(malignant_threshold=1.5), "malignant_threshold must be a number from 0 to 1"),
+        (lambda card: card.update(sha256=5), "sha256 must be text"),
+        (lambda card: card["serving"].update(ood="ood.npz"), "serving.ood must be a JSON object; found 'ood.npz'"),
+        (lambda card: card["serving"]["ood"].pop("features_sha256"), "serving.ood.features_sha256 must be text"),
+        (lambda card: card["serving"].update(input_size=0), "serving.input_size must be a whole number of pixels"),
+        (lambda card: card["serving"].update(input_size="75"), "serving.input_size must be a whole number of pixels"),
+        (lambda card: card["serving"].update(test_time_augmentation="no"), "must be true or false; found 'no'"),
+        (lambda card: card["serving"].update(classes="MEL"), "serving.classes must be a list of names"),
+        (lambda card: card["serving"]["calibration"].update(slope="1"), "serving.calibration.slope must be a number"),
+        (lambda card: card["serving"].pop("input_size"), "missing key 'input_size'"),
+    ],
+)
+def test_a_malformed_card_makes_only_its_model_unavailable_naming_the_field(models_copy, capsys, change, reason):
+    """Each was an AttributeError, TypeError or ValueError from listing, serving or the CLI's formatting
+    (serving: [] escaped inspect_model, so no model was listed); now the card is refused when read."""
+    from melanoma.__main__ import main
+
+    edit_json(models_copy / "scratch_cnn" / "card.json", change)
+    entries = {entry.name: entry for entry in list_models(models_copy)}
+    problem = entries["scratch_cnn"].problem
+    assert problem.startswith("card.json is malformed (") and reason in problem
+    assert entries["efficientnet_b3"].available
+    assert main(["--models-dir", str(models_copy), "models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert f"unavailable: {problem}" in rows["scratch_cnn"] and "  available" in rows["efficientnet_b3"]
+    with pytest.raises(ModelUnavailableError, match="card.json is malformed"):
+        load_keras_model(find_model("scratch_cnn", models_copy))
+
+
+@pytest.mark.parametrize("auc", ["0.9", [0.9], 2.0])
+def test_a_metrics_file_whose_auc_is_not_a_number_shows_no_auc(models_copy, capsys, auc):
+    """A text roc_auc crashed the CLI's formatting; metrics.json is then unreadable like a broken one."""
+    from melanoma.__main__ import main
+
+    edit_json(models_copy / "scratch_cnn" / "metrics.json", lambda metrics: metrics.update(roc_auc=auc))
+    entry = find_model("scratch_cnn", models_copy)
+    assert entry.available and entry.metrics == {} and entry.test_auc is None
+    assert main(["--models-dir", str(models_copy), "models"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("scratch_cnn")).split()
+    assert row[3:5] == ["-", "available"]
+
+
 def test_names_cannot_escape_the_models_folder(models_copy):
     with pytest.raises(ModelUnavailableError, match="No installed model"):
         find_model("../scratch_cnn", models_copy / "efficientnet_b3")
