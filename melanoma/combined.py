@@ -38,6 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
 from melanoma.calibration import clipped_logit
+from melanoma.card import json_object, names, proportion
 from melanoma.cases import Decision, not_recognised
 from melanoma.images import to_model_input
 
@@ -108,12 +109,23 @@ class DifferentialSpec:
     malignant_threshold: float
 
     @classmethod
-    def from_dict(cls, stored: dict | None) -> "DifferentialSpec | None":
-        if not stored:
+    def from_dict(cls, stored: object) -> "DifferentialSpec | None":
+        """combined.json's "differential", checked; None where it has none."""
+        if stored is None:
             return None
-        if not stored["members"]:
-            raise ValueError("its differential names no members")
-        return cls(tuple(stored["members"]), float(stored["malignant_threshold"]))
+        stored = json_object(stored, "differential")
+        return cls(
+            _members(stored["members"], "differential.members"),
+            proportion(stored["malignant_threshold"], "differential.malignant_threshold"),
+        )
+
+
+def _members(value: object, key: str) -> tuple[str, ...]:
+    """The models a combination averages: at least one, each by name."""
+    members = names(value, key)
+    if not members:
+        raise ValueError(f"{key} must name at least one model; found none")
+    return members
 
 
 @dataclass(frozen=True)
@@ -182,22 +194,30 @@ class CombinedSpec:
             )
         try:
             raw = path.read_bytes()
-            stored = json.loads(raw.decode("utf-8"))
-            return cls(
-                tuple(stored["members"]),
-                float(stored["threshold"]),
-                stored["metrics"],
-                stored.get("selection", {}),
-                stored.get("holdout_metrics", {}),
-                DifferentialSpec.from_dict(stored.get("differential")),
-                combination_named(stored.get("combination", PROBABILITY_MEAN.name)),
-                hashlib.sha256(raw).hexdigest(),
-            )
+            return cls._from_stored(json.loads(raw.decode("utf-8")), hashlib.sha256(raw).hexdigest())
         except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = f"missing key {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
             raise CombinedUnavailableError(
-                f"{path} is unreadable ({type(error).__name__}: {error}); recreate it with "
+                f"{path} is unreadable ({reason}); recreate it with "
                 "python -m train.combine --data-dir DIR, or restore it from git."
             ) from None
+
+    @classmethod
+    def _from_stored(cls, stored: object, sha256: str) -> "CombinedSpec":
+        """combined.json's object, every field a reading or a listing uses checked: ValueError or KeyError naming it."""
+        stored = json_object(stored, "the file")
+        metrics = json_object(stored["metrics"], "metrics")
+        proportion(metrics.get("roc_auc"), "metrics.roc_auc")  # the test AUC every listing shows
+        return cls(
+            _members(stored["members"], "members"),
+            proportion(stored["threshold"], "threshold"),
+            metrics,
+            json_object(stored.get("selection", {}), "selection"),
+            json_object(stored.get("holdout_metrics", {}), "holdout_metrics"),
+            DifferentialSpec.from_dict(stored.get("differential")),
+            combination_named(stored.get("combination", PROBABILITY_MEAN.name)),
+            sha256,
+        )
 
     @classmethod
     def load(cls, models_dir: str | Path) -> "CombinedSpec | None":

@@ -1,6 +1,7 @@
 """The combined reading: members chosen on validation, served under one name by every door."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -441,7 +442,9 @@ def test_a_differential_naming_no_member_or_a_melanoma_model_is_refused_with_wha
     (models / COMBINED_FILE).write_text(
         json.dumps({**stored, "differential": {"members": [], "malignant_threshold": 0.2}})
     )
-    with pytest.raises(CombinedUnavailableError, match=r"names no members\); recreate it with python -m train.combine"):
+    with pytest.raises(
+        CombinedUnavailableError, match=r"differential.members must name at least one model; found none\)"
+    ):
         CombinedSpec.read(models)
     (models / COMBINED_FILE).write_text(json.dumps({**stored, "combination": "median"}))
     with pytest.raises(CombinedUnavailableError, match="its combination 'median' is not one of: mean of the members'"):
@@ -451,3 +454,41 @@ def test_a_differential_naming_no_member_or_a_melanoma_model_is_refused_with_wha
     with pytest.raises(CombinedUnavailableError, match="efficientnet_lite0 are not diagnosis models"):
         CombinedPredictor.load(models)
     assert load_predictor("efficientnet_lite0", models).name == "efficientnet_lite0"  # still serves alone
+
+
+STORED = {"members": ["efficientnet_lite0"], "threshold": 0.1, "metrics": {"roc_auc": 0.9}}
+
+
+@pytest.mark.parametrize(
+    "stored, reason",
+    [
+        ({**STORED, "members": []}, "members must name at least one model; found none"),
+        ({**STORED, "members": "efficientnet_lite0"}, "members must be a list of names; found 'efficientnet_lite0'"),
+        ({**STORED, "members": [1]}, "members must be a list of names"),
+        ({**STORED, "metrics": {}}, "metrics.roc_auc must be a number from 0 to 1; found None"),
+        ({**STORED, "metrics": []}, "metrics must be a JSON object; found []"),
+        ({**STORED, "metrics": {"roc_auc": "0.9"}}, "metrics.roc_auc must be a number from 0 to 1; found '0.9'"),
+        ({**STORED, "threshold": "0.1"}, "threshold must be a number from 0 to 1; found '0.1'"),
+        ({**STORED, "selection": []}, "selection must be a JSON object"),
+        ({**STORED, "differential": "abc"}, "differential must be a JSON object; found 'abc'"),
+        ({**STORED, "differential": {"members": ["a"]}}, "missing key 'malignant_threshold'"),
+        ({key: value for key, value in STORED.items() if key != "members"}, "missing key 'members'"),
+        (["efficientnet_lite0"], "the file must be a JSON object"),
+    ],
+)
+def test_a_malformed_combined_json_is_refused_naming_the_field(trained_models, tmp_path, capsys, stored, reason):
+    """members: [] was accepted and failed every reading (numpy: need at least one array to stack), a
+    string was read as one member per letter, and metrics: {} or [] crashed the models listing."""
+    _, output_dir = trained_models
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("efficientnet_lite0", "imagenet_features.keras"):
+        (models / name).symlink_to(output_dir / name)
+    (models / COMBINED_FILE).write_text(json.dumps(stored))
+    with pytest.raises(CombinedUnavailableError, match=f"{COMBINED_FILE} is unreadable \\(.*{re.escape(reason)}"):
+        CombinedSpec.read(models)
+    assert CombinedSpec.load(models) is None
+    assert cli(["--models-dir", str(models), "predict", "--model", "combined", "x.jpg"]) == 2
+    assert reason in capsys.readouterr().err
+    assert cli(["--models-dir", str(models), "models"]) == 0  # the model itself is still listed, and serves
+    assert "efficientnet_lite0" in capsys.readouterr().out
