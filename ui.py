@@ -81,6 +81,8 @@ def available_models() -> list[InstalledModel]:
             usable.append(entry)
         else:
             st.warning(f"Model **{entry.name}** is unavailable: {entry.problem}")
+    if problem := CombinedSpec.problem_in(models_dir()):
+        st.warning(f"The **combined** reading is unavailable: {problem}")
     if not usable:
         st.error(
             f"No usable model is installed in `{models_dir()}`. Train the models with "

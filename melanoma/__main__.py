@@ -87,6 +87,8 @@ def command_models(args: argparse.Namespace) -> int:
     spec = CombinedSpec.load(args.models_dir)
     if spec is not None:
         print(f"{COMBINED_NAME:<{width}}{'-':>8}{spec.threshold:>11.3f}{spec.test_auc:>10.3f}  {spec.composition}")
+    elif problem := CombinedSpec.problem_in(args.models_dir):
+        print(f"{COMBINED_NAME:<{width}}{'-':>8}{'-':>11}{'-':>10}  unavailable: {problem}")
     return 0
 
 

@@ -227,6 +227,18 @@ class CombinedSpec:
         except CombinedUnavailableError:
             return None
 
+    @classmethod
+    def problem_in(cls, models_dir: str | Path) -> str | None:
+        """Why this models folder's combined.json cannot be read, for the listings to say; None when it
+        reads, or when there is none (a folder without a combined reading is not at fault)."""
+        if not (Path(models_dir) / COMBINED_FILE).is_file():
+            return None
+        try:
+            cls.read(models_dir)
+        except CombinedUnavailableError as error:
+            return str(error)
+        return None
+
 
 @dataclass(frozen=True)
 class CombinedReading:

@@ -318,3 +318,17 @@ def test_no_installed_model_says_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path))
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     assert "python -m train.run" in at.error[0].value
+
+
+def test_a_damaged_combined_json_is_named_and_the_models_still_serve(trained_models, tmp_path, monkeypatch):
+    _, output_dir = trained_models
+    for item in output_dir.iterdir():
+        if item.name != "combined.json":
+            (tmp_path / item.name).symlink_to(item)
+    (tmp_path / "combined.json").write_text('{"members": []')
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path))
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any(w.value.startswith("The **combined** reading is unavailable: ") for w in at.warning)
+    options = at.selectbox[0].options
+    assert len(options) > 1 and not any(option.startswith("Combined reading") for option in options)

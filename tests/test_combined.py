@@ -491,4 +491,7 @@ def test_a_malformed_combined_json_is_refused_naming_the_field(trained_models, t
     assert cli(["--models-dir", str(models), "predict", "--model", "combined", "x.jpg"]) == 2
     assert reason in capsys.readouterr().err
     assert cli(["--models-dir", str(models), "models"]) == 0  # the model itself is still listed, and serves
-    assert "efficientnet_lite0" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "efficientnet_lite0" in listed
+    combined_row = next(line for line in listed.splitlines() if line.startswith("combined "))
+    assert "unavailable: " in combined_row and reason in combined_row  # said, not silently left out
