@@ -332,8 +332,28 @@ def split_holding_out_source(
 
 
 def read_split(folder: str | Path) -> pd.DataFrame:
-    """A model's split.csv: which images it trained, validated and was tested on."""
-    return pd.read_csv(Path(folder) / SPLIT_FILE, dtype={"image_id": str, "group": str})
+    """A model's split.csv: which images it trained, validated and was tested on.
+
+    Raises DataError when it is missing or not such a table: without it no tool can tell the
+    model's validation and test images from the ones it learned.
+    """
+    path = Path(folder) / SPLIT_FILE
+    fix = f"retrain the model (python -m train.run), or restore the model folder's {SPLIT_FILE} from git or its run."
+    try:
+        split = pd.read_csv(path, dtype={"image_id": str, "group": str})
+    except FileNotFoundError:
+        raise DataError([f"{path}: not found; it lists the images the model was trained on. To fix, {fix}"]) from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError([f"{path}: cannot be read as CSV ({error}). To fix, {fix}"]) from None
+    missing = [column for column in ("image_id", "split") if column not in split.columns]
+    if missing:
+        raise DataError(
+            [
+                f"{path}: missing column(s) {', '.join(missing)}; expected image_id and split (train, val or test), "
+                f"found {', '.join(split.columns) or 'none'}. To fix, {fix}"
+            ]
+        )
+    return split
 
 
 def join_split(table: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:

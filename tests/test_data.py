@@ -9,6 +9,7 @@ from melanoma.data import (
     class_weights,
     load_labelled_images,
     load_pixels,
+    read_split,
     split_grouped_stratified,
     split_holding_out_source,
 )
@@ -124,3 +125,17 @@ def test_an_unknown_source_lists_the_known_ones():
     table = pd.DataFrame({"image_id": ["a"], "label": [1], "group": ["a"], "source": ["vienna"]})
     with pytest.raises(ValueError, match="'rosendal' is not a source of this data; expected one of vienna"):
         split_holding_out_source(table, "rosendal")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, "", 'image_id,split\n"ISIC_0000000,val\n', "image_id,group\nISIC_0000000,g\n"],
+    ids=["missing", "empty", "unclosed quote", "no split column"],
+)
+def test_a_missing_or_damaged_split_csv_names_the_file_and_the_fix(tmp_path, text):
+    if text is not None:
+        (tmp_path / "split.csv").write_text(text)
+    with pytest.raises(DataError) as error:
+        read_split(tmp_path)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{tmp_path / 'split.csv'}: ") and "retrain the model" in problem

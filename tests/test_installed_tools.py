@@ -1,0 +1,55 @@
+"""train.evaluate, train.calibrate and train.combine refuse bad input with a message and exit status 2,
+before they score, fit or write anything."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from melanoma.combined import COMBINED_FILE
+from train import evaluate
+from train.calibrate import main as calibrate
+from train.combine import main as combine
+
+MODEL = "scratch_cnn"
+
+
+def own_models(output_dir: Path, tmp_path: Path) -> Path:
+    """A models folder with a copy of the fixture's scratch_cnn (its weights linked) that a test may break or
+    rewrite without touching the shared fixture."""
+    models = tmp_path / "models"
+    (models / MODEL).mkdir(parents=True)
+    (models / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")
+    for path in (output_dir / MODEL).iterdir():
+        if path.name == "model.keras":
+            (models / MODEL / path.name).symlink_to(path)
+        elif path.is_file():
+            shutil.copy(path, models / MODEL / path.name)
+    return models
+
+
+@pytest.mark.parametrize(
+    "split_csv",
+    [None, "", 'image_id,split\n"ISIC_0000000,val\n', "image_id,group\nISIC_0000000,g\n"],
+    ids=["missing", "empty", "unclosed quote", "no split column"],
+)
+@pytest.mark.parametrize("tool", ["evaluate", "calibrate", "combine"])
+def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tmp_path, capsys, tool, split_csv):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    split = models / MODEL / "split.csv"
+    split.unlink()
+    if split_csv is not None:
+        split.write_text(split_csv)
+    common = ["--models-dir", str(models), "--data-dir", str(data_dir)]
+    run = {
+        "evaluate": lambda: evaluate.main([*common, "--model", MODEL, "--split", "val"]),
+        "calibrate": lambda: calibrate([*common, "--models", MODEL]),
+        "combine": lambda: combine([*common, "--models", MODEL]),
+    }[tool]
+    assert run() == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and str(split) in error
+    if split_csv is not None:  # evaluate --split has its own advice for a model without split.csv: leave out --split
+        assert "retrain the model" in error
+    assert not (models / COMBINED_FILE).exists()
