@@ -12,6 +12,7 @@ from train.calibrate import main as calibrate
 from train.combine import main as combine
 
 MODEL = "scratch_cnn"
+WRITTEN = ("card.json", "metrics.json", "ood.npz")  # what train.calibrate rewrites
 
 
 def own_models(output_dir: Path, tmp_path: Path) -> Path:
@@ -26,6 +27,12 @@ def own_models(output_dir: Path, tmp_path: Path) -> Path:
         elif path.is_file():
             shutil.copy(path, models / MODEL / path.name)
     return models
+
+
+def contents(models: Path) -> dict[str, tuple]:
+    """What train.calibrate would change: the files' bytes, and their inodes (a rewrite of the same bytes
+    replaces the file)."""
+    return {name: ((models / MODEL / name).read_bytes(), (models / MODEL / name).stat().st_ino) for name in WRITTEN}
 
 
 @pytest.mark.parametrize(
@@ -52,4 +59,37 @@ def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tm
     assert error.startswith("error: ") and str(split) in error
     if split_csv is not None:  # evaluate --split has its own advice for a model without split.csv: leave out --split
         assert "retrain the model" in error
+    assert not (models / COMBINED_FILE).exists()
+
+
+def test_calibrate_checks_every_name_before_rewriting_any_model(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    before = contents(models)
+    arguments = ["--models-dir", str(models), "--data-dir", str(data_dir), "--models", f"{MODEL},no_such_model"]
+    assert calibrate(arguments) == 2
+    assert "No installed model named 'no_such_model'" in capsys.readouterr().err
+    assert contents(models) == before
+
+
+@pytest.mark.parametrize("tool", [calibrate, combine])
+@pytest.mark.parametrize("names", ["", ",", " , "])
+def test_an_empty_models_list_is_a_usage_error(trained_models, tmp_path, capsys, tool, names):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    before = contents(models)
+    with pytest.raises(SystemExit) as exited:
+        tool(["--models-dir", str(models), "--data-dir", str(data_dir), "--models", names])
+    assert exited.value.code == 2
+    assert "argument --models: expected comma-separated installed model names" in capsys.readouterr().err
+    assert contents(models) == before and not (models / COMBINED_FILE).exists()
+
+
+def test_combine_refuses_an_unknown_model_name_and_writes_nothing(trained_models, tmp_path, capsys):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    arguments = ["--models-dir", str(models), "--data-dir", str(data_dir), "--models", f"{MODEL},{MODEL}n"]
+    assert combine(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: No installed model named '{MODEL}n'") and f"Installed models: {MODEL}." in error
     assert not (models / COMBINED_FILE).exists()

@@ -258,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cache = OutputCache(args.output_cache)
+    try:  # a misspelt name is an error; an installed model that cannot be a candidate is left out, with why
+        names = chosen_models(args)
+    except ModelUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     predictors, left_out = [], {}
-    for name in chosen_models(args):
+    for name in names:
         try:
             predictor = load_predictor(name, args.models_dir)
         except ModelUnavailableError as error:

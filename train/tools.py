@@ -10,15 +10,28 @@ import argparse
 
 from melanoma.framework import add_framework_logs_option
 from melanoma.metrics import TARGET_SENSITIVITY
-from melanoma.store import add_models_dir_option, list_models
+from melanoma.store import add_models_dir_option, find_model, list_models
 
 THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity reaches this"
+
+
+def model_names(text: str) -> list[str]:
+    """--models' names; none at all is refused, since it would otherwise mean every installed model (or none)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated installed model names (e.g. scratch_cnn,efficientnet_lite0), got {text!r}. "
+            "Name at least one, or leave out --models for every installed model."
+        )
+    return names
 
 
 def installed_models_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--data-dir", required=True, help="the labelled images the models were trained on")
-    parser.add_argument("--models", help="comma-separated installed model names; default: every installed model")
+    parser.add_argument(
+        "--models", type=model_names, help="comma-separated installed model names; default: every installed model"
+    )
     add_models_dir_option(parser)
     add_framework_logs_option(parser)
     return parser
@@ -30,8 +43,10 @@ def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_models(args: argparse.Namespace) -> list[str]:
-    return (
-        [name.strip() for name in args.models.split(",") if name.strip()]
-        if args.models
-        else [entry.name for entry in list_models(args.models_dir)]
-    )
+    """The --models names, else every installed model. Every name is checked before any tool starts, so
+    a misspelt one stops it before it writes anything (ModelUnavailableError lists the installed ones)."""
+    if args.models is None:
+        return [entry.name for entry in list_models(args.models_dir)]
+    for name in args.models:
+        find_model(name, args.models_dir)
+    return args.models
