@@ -356,6 +356,25 @@ def read_split(folder: str | Path) -> pd.DataFrame:
     return split
 
 
+def split_images(data: LabelledImages, folder: Path, parts: tuple[str, ...]) -> pd.DataFrame:
+    """The images of `data` that the model's split.csv in `folder` puts in `parts`, with each one's split.
+
+    Raises DataError where `data` lacks any of them: a model scored on part of its split, or on none
+    of it, would be fitted or measured on other images than its card and metrics say.
+    """
+    split = read_split(folder)
+    wanted = split[split.split.isin(parts)]
+    missing = sorted(set(wanted.image_id) - set(data.table.image_id))
+    if missing:
+        raise DataError(
+            [
+                f"{folder / SPLIT_FILE} puts {len(wanted)} images in {', '.join(parts)}, but {len(missing)} of them "
+                f"are not in {data.root} (e.g. {missing[0]}). Pass the --data-dir the model was trained on."
+            ]
+        )
+    return join_split(data.table, wanted)
+
+
 def join_split(table: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     """The labelled images with each one's split; images the split does not list are left out."""
     return table.drop(columns=["split"], errors="ignore").merge(split[["image_id", "split"]], on="image_id")

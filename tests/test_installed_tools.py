@@ -29,6 +29,19 @@ def own_models(output_dir: Path, tmp_path: Path) -> Path:
     return models
 
 
+def folder_without_the_split(data_dir: Path, tmp_path: Path) -> Path:
+    """A labelled folder with one image of each class of `data_dir`: none of a model's validation split."""
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    header, *rows = (data_dir / "labels.csv").read_text().splitlines()
+    kept = [next(row for row in rows if row.split(",")[1] == label) for label in ("0", "1")]
+    (other / "labels.csv").write_text("\n".join([header, *kept]) + "\n")
+    for line in kept:
+        name = line.split(",")[0] + ".jpg"
+        shutil.copy(data_dir / "images" / name, other / "images" / name)
+    return other
+
+
 def contents(models: Path) -> dict[str, tuple]:
     """What train.calibrate would change: the files' bytes, and their inodes (a rewrite of the same bytes
     replaces the file)."""
@@ -60,6 +73,18 @@ def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tm
     if split_csv is not None:  # evaluate --split has its own advice for a model without split.csv: leave out --split
         assert "retrain the model" in error
     assert not (models / COMBINED_FILE).exists()
+
+
+@pytest.mark.parametrize("tool", [calibrate, combine])
+def test_a_data_folder_without_the_models_split_is_refused_before_fitting(trained_models, tmp_path, capsys, tool):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    before = contents(models)
+    other = folder_without_the_split(data_dir, tmp_path)
+    assert tool(["--models-dir", str(models), "--data-dir", str(other), "--models", MODEL]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "Pass the --data-dir the model was trained on" in error
+    assert contents(models) == before and not (models / COMBINED_FILE).exists()
 
 
 def test_calibrate_checks_every_name_before_rewriting_any_model(trained_models, tmp_path, capsys):

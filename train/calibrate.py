@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.card import OperatingPoints, ServingSpec
-from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
+from melanoma.data import DataError, load_labelled_images, load_pixels, split_images
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
 from melanoma.files import sha256_of, write_json
 from melanoma.metrics import (
@@ -40,7 +41,16 @@ from melanoma.ood import (
     features_of,
     load_features_model,
 )
-from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError
+from melanoma.store import (
+    HOLDOUT_PREFIX,
+    METRICS_FILE,
+    MODEL_FILE,
+    InstalledModel,
+    ModelUnavailableError,
+    find_model,
+    inspect_model,
+    load_keras_model,
+)
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
 
 
@@ -177,37 +187,41 @@ def gate_features(features_path: Path, paths: tuple[str, ...]) -> np.ndarray:
     return features
 
 
+def calibration_target(name: str, models_dir: str, holdout_source: str | None) -> InstalledModel:
+    """The installed model `name` or, with `holdout_source`, its run held out from that source
+    (`<name>/holdout-<source>/`, under the model's name)."""
+    entry = find_model(name, models_dir)
+    if not holdout_source:
+        return entry
+    held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
+    if not (held_out / MODEL_FILE).is_file():
+        raise ModelUnavailableError(
+            f"{name} has no held-out run for {holdout_source!r} ({held_out / MODEL_FILE} is missing): train it "
+            f"with the model's own options and --holdout-source {holdout_source}."
+        )
+    return replace(inspect_model(held_out), name=name)
+
+
+def calibrated_parts(keep_gate: bool) -> tuple[str, ...]:
+    """The splits calibration scores: validation and test, and training where the gate is refitted."""
+    return ("val", "test") if keep_gate else ("train", "val", "test")
+
+
 def recalibrate_installed(
-    name: str,
-    models_dir: str,
-    data_dir: str,
-    target_sensitivity: float,
-    keep_gate: bool = False,
-    holdout_source: str | None = None,
+    entry: InstalledModel, table: pd.DataFrame, models_dir: str, target_sensitivity: float, keep_gate: bool = False
 ) -> dict:
-    """Calibrate one installed model in place from its own split.csv; returns the calibration effect.
+    """Calibrate one installed model (`calibration_target`) in place on `table`, the images of its
+    split.csv with their split (`split_images` of `calibrated_parts`); returns the calibration effect.
 
     With `keep_gate` the out-of-distribution gate stays as it is (its files and sha256 unchanged):
-    for refreshing the metrics and evidence of a model whose gate is already fitted. With
-    `holdout_source`, the model's run held out from that source (`<name>/holdout-<source>/`) instead.
+    for refreshing the metrics and evidence of a model whose gate is already fitted.
     """
     from melanoma.inference import Predictor
-    from melanoma.store import HOLDOUT_PREFIX, find_model, inspect_model, load_keras_model
 
-    entry = find_model(name, models_dir)
-    if holdout_source:
-        held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
-        if not (held_out / MODEL_FILE).is_file():
-            raise ModelUnavailableError(
-                f"{name} has no held-out run for {holdout_source!r} ({held_out / MODEL_FILE} is missing): train it "
-                f"with the model's own options and --holdout-source {holdout_source}."
-            )
-        entry = replace(inspect_model(held_out), name=name)
     kept_gate = entry.serving.ood if keep_gate else None
     if not keep_gate:  # refitted below: an old or damaged gate must not stop that
         entry.card = replace(entry.card, serving=replace(entry.card.serving, ood=None))
     predictor = Predictor(entry, load_keras_model(entry))
-    table = join_split(load_labelled_images(data_dir).table, read_split(entry.folder))
     parts = {s: table[table.split == s] for s in ("train", "val", "test")}
     pixels = {s: load_pixels(list(parts[s].path), entry.input_size) for s in ("val", "test")}
     labels = {s: parts[s].label.to_numpy() for s in ("val", "test")}
@@ -229,7 +243,7 @@ def recalibrate_installed(
         operating=fitted.operating_points(target_sensitivity),
     )
     if sha256_of(entry.folder / MODEL_FILE) != card.sha256:
-        raise ModelUnavailableError(f"{name}: {MODEL_FILE} changed while calibrating; nothing was written.")
+        raise ModelUnavailableError(f"{entry.name}: {MODEL_FILE} changed while calibrating; nothing was written.")
     write_json(entry.folder / METRICS_FILE, metrics)
     card.save(entry.folder)
     return metrics["calibration_effect"]
@@ -248,12 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        for name in chosen_models(args):
-            effect = recalibrate_installed(
-                name, args.models_dir, args.data_dir, args.target_sensitivity, args.keep_gate, args.holdout_source
-            )
+        entries = [calibration_target(name, args.models_dir, args.holdout_source) for name in chosen_models(args)]
+        data = load_labelled_images(args.data_dir)
+        # Every model's split is checked against the data before the first is rewritten.
+        tables = [split_images(data, entry.folder, calibrated_parts(args.keep_gate)) for entry in entries]
+        for entry, table in zip(entries, tables):
+            effect = recalibrate_installed(entry, table, args.models_dir, args.target_sensitivity, args.keep_gate)
             print(
-                f"{name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
+                f"{entry.name}: test ECE {effect['test_ece_before']:.3f} -> {effect['test_ece_after']:.3f}, "
                 f"Brier {effect['test_brier_before']:.3f} -> {effect['test_brier_after']:.3f}"
             )
     except (DataError, ModelUnavailableError) as error:

@@ -45,7 +45,7 @@ from melanoma.combined import (
     select_differential,
     select_members,
 )
-from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split
+from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split, split_images
 from melanoma.files import write_json
 from melanoma.inference import Predictor, Scores, load_predictor
 from melanoma.metrics import (
@@ -73,8 +73,8 @@ def split_key(split: pd.DataFrame) -> frozenset:
     return frozenset((image, part) for image, part in zip(split.image_id, split.split) if part in SCORED_SPLITS)
 
 
-def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
-    """The split most candidates share, those candidates, and why each other one was left out."""
+def shared_split(predictors: list) -> tuple[list, dict[str, str]]:
+    """The candidates that share the split most of them share, and why each other one was left out."""
     splits = {p.name: read_split(p.entry.folder) for p in predictors}
     groups: dict[frozenset, list] = {}
     for predictor in predictors:
@@ -89,7 +89,7 @@ def shared_split(predictors: list) -> tuple[pd.DataFrame, list, dict[str, str]]:
         for p in predictors
         if p not in chosen
     }
-    return splits[reference], chosen, left_out
+    return chosen, left_out
 
 
 def score_splits(predictors: list, table: pd.DataFrame, cache: OutputCache | None = None) -> tuple[dict, dict]:
@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no candidate model is left in {args.models_dir}:{reasons}{advice}", file=sys.stderr)
         return 2
     try:
-        split, candidates, other_split = shared_split(predictors)
-        labelled = load_labelled_images(args.data_dir).table
-        table = join_split(labelled, split)
+        candidates, other_split = shared_split(predictors)
+        labelled = load_labelled_images(args.data_dir)
+        table = split_images(labelled, candidates[0].entry.folder, SCORED_SPLITS)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -306,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if differential_metrics:
         metrics["diagnoses"] = differential_metrics
-    held_out, not_measured = held_out_readings(members, combination, args.models_dir, labelled, args.target_sensitivity)
+    held_out, not_measured = held_out_readings(
+        members, combination, args.models_dir, labelled.table, args.target_sensitivity
+    )
     selection["candidates_test_roc_auc"] = {
         name: float(roc_auc_score(labels["test"], readings.melanoma)) for name, readings in scores["test"].items()
     }

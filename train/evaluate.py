@@ -31,9 +31,8 @@ from melanoma.data import (
     SPLIT_FILE,
     DataError,
     LabelledImages,
-    join_split,
     load_labelled_images,
-    read_split,
+    split_images,
 )
 from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
@@ -71,20 +70,10 @@ def restrict_to_split(data: LabelledImages, folder: Path, part: str) -> Labelled
         raise DataError(
             [f"{folder / SPLIT_FILE}: not found, so --split {part} has no images to choose. Leave out --split."]
         )
-    split = read_split(folder)
-    wanted = split[split.split == part]
-    missing = sorted(set(wanted.image_id) - set(data.table.image_id))
-    if wanted.empty:
+    table = split_images(data, folder, (part,))
+    if table.empty:
         raise DataError([f"{folder / SPLIT_FILE} puts no image in {part}; choose another --split."])
-    if missing:
-        raise DataError(
-            [
-                f"{folder / SPLIT_FILE} puts {len(wanted)} images in {part}, but {len(missing)} of them are not in "
-                f"{data.root} (e.g. {missing[0]}). Pass the --data-dir the model was trained on."
-            ]
-        )
-    table = join_split(data.table, wanted).drop(columns="split")
-    return replace(data, table=table)
+    return replace(data, table=table.drop(columns="split"))
 
 
 def main(argv: list[str] | None = None) -> int:
