@@ -118,3 +118,20 @@ def test_combine_refuses_an_unknown_model_name_and_writes_nothing(trained_models
     error = capsys.readouterr().err
     assert error.startswith(f"error: No installed model named '{MODEL}n'") and f"Installed models: {MODEL}." in error
     assert not (models / COMBINED_FILE).exists()
+
+
+@pytest.mark.parametrize("kind", ["a folder", "under a file"])
+def test_evaluate_checks_the_out_path_before_scoring(trained_models, tmp_path, capsys, monkeypatch, kind):
+    data_dir, output_dir = trained_models
+    (tmp_path / "file").write_text("")
+    out = {"a folder": tmp_path, "under a file": tmp_path / "file" / "metrics.json"}[kind]
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("scored before checking --out")
+
+    monkeypatch.setattr(evaluate, "validate_folder", not_reached)
+    arguments = ["--model", MODEL, "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main(arguments)
+    assert exited.value.code == 2
+    assert f"argument --out: {out}" in capsys.readouterr().err

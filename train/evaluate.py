@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -76,6 +77,24 @@ def restrict_to_split(data: LabelledImages, folder: Path, part: str) -> Labelled
     return replace(data, table=table.drop(columns="split"))
 
 
+def output_file(text: str) -> str:
+    """--out, checked as the options are read: a folder there, or a file above it, would otherwise
+    fail only after every image was scored."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{path} is a folder; expected the file to write the metrics to, e.g. {path / 'metrics.json'}."
+        )
+    nearest = next(folder for folder in path.parents if folder.exists())
+    if not nearest.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {nearest} is a file, not a folder; pass a path in a folder.")
+    if not os.access(nearest, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            f"{path}: {nearest} is not writable; pass a path in a folder you may write to."
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="an installed model's name, or combined (the combined reading)")
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=SPLIT_PARTS,
         help="only the images the model's split.csv puts in this part (val: where recipes are chosen); default all",
     )
-    parser.add_argument("--out", help="write metrics.json here (e.g. models/NAME/metrics.json)")
+    parser.add_argument("--out", type=output_file, help="write metrics.json here (e.g. models/NAME/metrics.json)")
     add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     args = parser.parse_args(argv)
     try:
