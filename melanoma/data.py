@@ -178,23 +178,8 @@ def _diagnosis_codes(values: pd.Series, filename: str, problems: list[str], allo
     return pd.Series(codes, index=values.index, dtype=str)
 
 
-def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id"], problems)
-    if frame is None:
-        return None
-    if "label" not in frame and "dx" not in frame:  # with dx, label may be left out: it follows from the diagnosis
-        problems.append(
-            f"{GENERIC_LABELS}: missing column label; expected image_id,label (1 = melanoma, 0 = other) "
-            f"or image_id,dx (the diagnosis codes {diagnoses.ALLOWED_TEXT}), found {', '.join(frame.columns)}."
-        )
-        return None
-    dx = (
-        _diagnosis_codes(frame["dx"], GENERIC_LABELS, problems, allow_empty=True)
-        if "dx" in frame
-        else pd.Series("", index=frame.index, dtype=str)
-    )
-    if "label" not in frame:
-        frame["label"] = (dx == diagnoses.MELANOMA).astype(int).astype(str).where(dx != "", "")
+def _generic_labels(frame: pd.DataFrame, dx: pd.Series, problems: list[str]) -> list[int]:
+    """labels.csv's label column (-1 where unknown), each checked against the row's dx where it has one."""
     labels = []
     for index, value in frame.label.items():
         label = GENERIC_LABEL_VALUES.get(str(value).strip().lower())
@@ -210,6 +195,37 @@ def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
                 f"{frame.image_id[index]}; label is 1 exactly when dx is {diagnoses.MELANOMA}."
             )
         labels.append(label)
+    return labels
+
+
+def _labels_from_dx(frame: pd.DataFrame, dx: pd.Series, problems: list[str]) -> list[int]:
+    """Without a label column each label follows from dx (-1 where it cannot). An unknown dx is
+    already a problem (_diagnosis_codes); an empty one is one here, once, and names what to add."""
+    for index in dx.index[(dx == "") & (frame.dx.str.strip() == "")]:
+        problems.append(
+            f"{GENERIC_LABELS} line {_line(index)}: no dx for {frame.image_id[index]}, and no label column to tell "
+            f"whether it is a melanoma; give its dx ({diagnoses.ALLOWED_TEXT}) or add a label column "
+            "(1 = melanoma, 0 = other)."
+        )
+    return [int(code == diagnoses.MELANOMA) if code else -1 for code in dx]
+
+
+def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id"], problems)
+    if frame is None:
+        return None
+    if "label" not in frame and "dx" not in frame:  # with dx, label may be left out: it follows from the diagnosis
+        problems.append(
+            f"{GENERIC_LABELS}: missing column label; expected image_id,label (1 = melanoma, 0 = other) "
+            f"or image_id,dx (the diagnosis codes {diagnoses.ALLOWED_TEXT}), found {', '.join(frame.columns)}."
+        )
+        return None
+    dx = (
+        _diagnosis_codes(frame["dx"], GENERIC_LABELS, problems, allow_empty=True)
+        if "dx" in frame
+        else pd.Series("", index=frame.index, dtype=str)
+    )
+    labels = _generic_labels(frame, dx, problems) if "label" in frame else _labels_from_dx(frame, dx, problems)
     groups = frame["group"].where(frame["group"] != "", frame.image_id) if "group" in frame else frame.image_id
     source = frame["source"] if "source" in frame else ""
     return pd.DataFrame({"image_id": frame.image_id, "label": labels, "group": groups, "source": source, "dx": dx})

@@ -127,6 +127,24 @@ def test_an_unknown_source_lists_the_known_ones():
         split_holding_out_source(table, "rosendal")
 
 
+def test_without_a_label_column_each_bad_dx_is_one_problem(tmp_path):
+    """The label follows from dx there: an unknown or empty dx is one problem, not a second about a label column
+    that does not exist (which pushed real problems past the ones shown)."""
+    root = make_dataset(tmp_path, "generic", n=6)
+    codes = ["MEL", "zzz", "", "NV", "NV", "NV"]
+    (root / "labels.csv").write_text(
+        "image_id,dx\n" + "".join(f"ISIC_{i:07d},{code}\n" for i, code in enumerate(codes))
+    )
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    assert error.value.problems == [
+        "labels.csv line 3: unknown dx 'zzz'; expected one of MEL, NV, BCC, AKIEC, BKL, DF, VASC (any case), or an "
+        "empty value where the diagnosis is not known.",
+        "labels.csv line 4: no dx for ISIC_0000002, and no label column to tell whether it is a melanoma; give its dx "
+        "(MEL, NV, BCC, AKIEC, BKL, DF, VASC) or add a label column (1 = melanoma, 0 = other).",
+    ]
+
+
 @pytest.mark.parametrize(
     "text",
     [None, "", 'image_id,split\n"ISIC_0000000,val\n', "image_id,group\nISIC_0000000,g\n"],
