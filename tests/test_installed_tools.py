@@ -1,5 +1,5 @@
-"""train.evaluate, train.calibrate and train.combine refuse bad input with a message and exit status 2,
-before they score, fit or write anything."""
+"""train.evaluate, train.calibrate, train.combine and train.gate_check refuse bad input with a message and
+exit status 2, before they score, fit or write anything."""
 
 import shutil
 from pathlib import Path
@@ -10,6 +10,7 @@ from melanoma.combined import COMBINED_FILE
 from train import evaluate
 from train.calibrate import main as calibrate
 from train.combine import main as combine
+from train.gate_check import main as gate_check
 
 MODEL = "scratch_cnn"
 WRITTEN = ("card.json", "metrics.json", "ood.npz")  # what train.calibrate rewrites
@@ -53,7 +54,7 @@ def contents(models: Path) -> dict[str, tuple]:
     [None, "", 'image_id,split\n"ISIC_0000000,val\n', "image_id,group\nISIC_0000000,g\n"],
     ids=["missing", "empty", "unclosed quote", "no split column"],
 )
-@pytest.mark.parametrize("tool", ["evaluate", "calibrate", "combine"])
+@pytest.mark.parametrize("tool", ["evaluate", "calibrate", "combine", "gate_check"])
 def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tmp_path, capsys, tool, split_csv):
     data_dir, output_dir = trained_models
     models = own_models(output_dir, tmp_path)
@@ -66,6 +67,7 @@ def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tm
         "evaluate": lambda: evaluate.main([*common, "--model", MODEL, "--split", "val"]),
         "calibrate": lambda: calibrate([*common, "--models", MODEL]),
         "combine": lambda: combine([*common, "--models", MODEL]),
+        "gate_check": lambda: gate_check([*common, "--models", MODEL]),
     }[tool]
     assert run() == 2
     error = capsys.readouterr().err
@@ -75,7 +77,7 @@ def test_a_missing_or_damaged_split_csv_is_an_error_naming_it(trained_models, tm
     assert not (models / COMBINED_FILE).exists()
 
 
-@pytest.mark.parametrize("tool", [calibrate, combine])
+@pytest.mark.parametrize("tool", [calibrate, combine, gate_check])
 def test_a_data_folder_without_the_models_split_is_refused_before_fitting(trained_models, tmp_path, capsys, tool):
     data_dir, output_dir = trained_models
     models = own_models(output_dir, tmp_path)

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from melanoma.data import join_split, load_labelled_images, load_pixels, read_split
+from melanoma.data import DataError, load_labelled_images, load_pixels, split_images
+from melanoma.store import ModelUnavailableError
 from train.tools import chosen_models, installed_models_parser
 
 SKIMAGE_PHOTOGRAPHS = (
@@ -89,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     from melanoma.inference import load_predictor
 
     args = installed_models_parser("python -m train.gate_check", __doc__.splitlines()[0]).parse_args(argv)
-    names = chosen_models(args)
+    try:
+        names = chosen_models(args)
+        data = load_labelled_images(args.data_dir)
+        predictors = [load_predictor(name, args.models_dir) for name in names]
+        tests = [split_images(data, predictor.entry.folder, ("test",)) for predictor in predictors]
+    except (DataError, ModelUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     others = non_dermoscopic_images()
-    table = load_labelled_images(args.data_dir).table
     rows = []
-    for name in names:
-        predictor = load_predictor(name, args.models_dir)
-        split = join_split(table, read_split(predictor.entry.folder))
-        test = split[split.split == "test"]
+    for name, predictor, test in zip(names, predictors, tests):
         own = predictor.gate(load_pixels(list(test.path), predictor.serving.input_size))
         foreign = predictor.gate(list(others.values()))
         missed = [image for image, result in zip(others, foreign) if result.in_distribution]
