@@ -14,6 +14,7 @@ from PIL import Image
 from melanoma.__main__ import main
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
+from tests.test_installed_tools import folder_without_the_split
 from train import evaluate
 
 
@@ -92,14 +93,7 @@ def test_evaluate_on_the_models_own_test_split_repeats_the_training_runs_metrics
 
 def test_evaluate_on_a_split_refuses_a_folder_without_its_images(trained_models, tmp_path, capsys):
     data_dir, output_dir = trained_models
-    other = tmp_path / "other"
-    (other / "images").mkdir(parents=True)
-    header, *rows = (data_dir / "labels.csv").read_text().splitlines()
-    kept = [next(row for row in rows if row.split(",")[1] == label) for label in ("0", "1")]
-    (other / "labels.csv").write_text("\n".join([header, *kept]) + "\n")
-    for line in kept:
-        name = line.split(",")[0] + ".jpg"
-        (other / "images" / name).write_bytes((data_dir / "images" / name).read_bytes())
+    other = folder_without_the_split(data_dir, tmp_path)
     common = ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(other)]
     assert evaluate.main([*common, "--split", "val"]) == 2
     assert "Pass the --data-dir the model was trained on" in capsys.readouterr().err
