@@ -137,3 +137,13 @@ def test_evaluate_checks_the_out_path_before_scoring(trained_models, tmp_path, c
         evaluate.main(arguments)
     assert exited.value.code == 2
     assert f"argument --out: {out}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", ["card.json", "model.keras"])
+def test_calibrate_names_a_model_it_cannot_read_before_rewriting_any(trained_models, tmp_path, capsys, broken):
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    (models / MODEL / broken).unlink()
+    assert calibrate(["--models-dir", str(models), "--data-dir", str(data_dir), "--models", MODEL]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {MODEL} cannot be calibrated: {broken} is missing")

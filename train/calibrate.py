@@ -189,17 +189,20 @@ def gate_features(features_path: Path, paths: tuple[str, ...]) -> np.ndarray:
 
 def calibration_target(name: str, models_dir: str, holdout_source: str | None) -> InstalledModel:
     """The installed model `name` or, with `holdout_source`, its run held out from that source
-    (`<name>/holdout-<source>/`, under the model's name)."""
+    (`<name>/holdout-<source>/`, under the model's name). Its gate may be missing or stale, since
+    calibration refits it; its card and weights must be there."""
     entry = find_model(name, models_dir)
-    if not holdout_source:
-        return entry
-    held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
-    if not (held_out / MODEL_FILE).is_file():
-        raise ModelUnavailableError(
-            f"{name} has no held-out run for {holdout_source!r} ({held_out / MODEL_FILE} is missing): train it "
-            f"with the model's own options and --holdout-source {holdout_source}."
-        )
-    return replace(inspect_model(held_out), name=name)
+    if holdout_source:
+        held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
+        if not (held_out / MODEL_FILE).is_file():
+            raise ModelUnavailableError(
+                f"{name} has no held-out run for {holdout_source!r} ({held_out / MODEL_FILE} is missing): train it "
+                f"with the model's own options and --holdout-source {holdout_source}."
+            )
+        entry = replace(inspect_model(held_out), name=name)
+    if entry.card is None or not (entry.folder / MODEL_FILE).is_file():
+        raise ModelUnavailableError(f"{name} cannot be calibrated: {entry.problem}")
+    return entry
 
 
 def calibrated_parts(keep_gate: bool) -> tuple[str, ...]:
