@@ -284,6 +284,17 @@ def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
     assert entry.card.training.epochs_trained == 4 and load_keras_model(entry) is not None
 
 
+def test_resume_refuses_a_data_folder_without_the_saved_splits_images(tmp_path, trained_models, capsys):
+    from tests.test_installed_tools import folder_without_the_split
+
+    data_dir, output_dir = trained_models
+    shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
+    other = folder_without_the_split(data_dir, tmp_path)
+    options = ["--data-dir", str(other), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--resume"]
+    assert main([*options, "--weights", "none", "--image-size", "75"]) == 2
+    assert "Pass the --data-dir the model was trained on" in capsys.readouterr().err
+
+
 def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path, trained_models, capsys):
     """A fresh clone has the shipped weights but no checkpoints: --resume must not retrain over them."""
     data_dir, output_dir = trained_models

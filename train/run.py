@@ -27,13 +27,12 @@ from melanoma.data import (
     SPLIT_FILE,
     DataError,
     LabelledImages,
-    join_split,
     load_labelled_images,
     load_pixels,
-    read_split,
     split_counts,
     split_grouped_stratified,
     split_holding_out_source,
+    split_images,
     subsample,
 )
 from melanoma.files import atomic_write, sha256_of, write_json
@@ -111,18 +110,9 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
     """The split for this model: reused from split.csv on resume, else computed and written."""
     path = folder / SPLIT_FILE
     if config.resume and path.is_file():
-        saved = read_split(folder)
-        missing = set(saved.image_id) - set(data.table.image_id)
-        if missing:
-            raise DataError(
-                [
-                    f"{path}: {len(missing)} image(s) of the saved split are no longer in the data, "
-                    f"e.g. {sorted(missing)[0]}."
-                ]
-            )
+        table = split_images(data, folder, ("train", "val", "test"))  # every image it names must be in the data
         print(f"Reusing the split in {path}")
-        table = join_split(data.table, saved)
-        return table[table.split != "excluded"]
+        return table
     table = subsample(data.table, config.max_images, config.split_seed)
     if config.holdout_source:
         try:
