@@ -467,7 +467,8 @@ st.download_button(
     "application/pdf",
     key=f"report-{case.key}",
     on_click="ignore",
-    help="One page: the image and its overlays, each model's reading, your notes and the disclaimer.",
+    help="The image and its overlays, each model's reading, your notes and the disclaimer: one A4 page, "
+    "or more when many models read the image.",
 )
 st.download_button(
     "Download for the health record (FHIR R4 Bundle)",

@@ -71,21 +71,37 @@ def report(decisions=(None,), notes=UNICODE_NOTE, **changes) -> CaseReport:
 
 
 def read(pdf: bytes) -> tuple[PdfReader, str]:
-    """The parsed PDF and its first page's text with whitespace runs as single spaces (lines wrap)."""
+    """The parsed PDF and its pages' text with whitespace runs as single spaces (lines wrap)."""
     reader = PdfReader(io.BytesIO(pdf))
-    return reader, " ".join(reader.pages[0].extract_text().split())
+    return reader, " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
 
 
-def lowest_text(reader: PdfReader) -> float:
-    """How far above the page's bottom edge the lowest line of text starts, in points."""
-    heights = []
+def lines_from_the_bottom(page) -> list[tuple[float, str]]:
+    """Each line of text on the page with how far above the page's bottom edge it starts, in points."""
+    lines = []
 
     def visit(text, cm, tm, *_):
         if text.strip():
-            heights.append(tm[5] * cm[3] + cm[5])
+            lines.append((tm[5] * cm[3] + cm[5], text))
 
-    reader.pages[0].extract_text(visitor_text=visit)
-    return min(heights)
+    page.extract_text(visitor_text=visit)
+    return lines
+
+
+def lowest_text(reader: PdfReader) -> float:
+    """How far above the bottom edge the lowest line of text of any page starts, in points."""
+    return min(height for page in reader.pages for height, _ in lines_from_the_bottom(page))
+
+
+def body_is_above_the_footer(reader: PdfReader) -> bool:
+    """On every page, the footer is the lowest text and ends with its page number; the rest is above it."""
+    for number, page in enumerate(reader.pages, 1):
+        lines = sorted(lines_from_the_bottom(page))
+        footer = " ".join(text for height, text in lines if height < 65)  # its band: under 23 mm from the bottom
+        body = [height for height, text in lines if height >= 65]
+        if not footer.strip().endswith(f"Page {number} of {len(reader.pages)}.") or min(body) < 71:  # 25 mm
+            return False
+    return True
 
 
 def flat(text: str) -> str:
@@ -122,7 +138,6 @@ def test_characters_the_font_lacks_are_written_visibly_and_never_crash():
     assert pdf_text("Łódź ő ⌀ 6 mm\tbord\x00er 😀\r\nnext") == "[U+0141]ódz o diameter  6 mm bord er [U+1F600]\nnext"
     every_plane = "".join(chr(c) for c in (*range(0x20, 0x3000, 7), 0x1F600, 0x10FFFD, 0xD800, 0x200F, 0x0301))
     reader, text = read(case_report_pdf(report(notes=every_plane, file_name="痣_lesion.jpg")))
-    assert len(reader.pages) == 1
     assert "Image: [U+75E3]_lesion.jpg" in text
     assert "Characters the PDF's built-in font cannot show are transliterated or written [U+XXXX]" in text
     _, plain = read(case_report_pdf(report(notes="plain notes, 6 mm")))
@@ -186,13 +201,40 @@ def test_grad_cam_says_it_has_no_patch_size():
     assert "colour map inferno, overlay opacity 50%" in text
 
 
-def test_notes_too_long_for_the_page_are_cut_visibly_and_the_page_stays_one():
+def test_notes_too_long_for_the_page_go_on_to_the_next_whole_with_the_footer_on_each():
     notes = "\n".join(f"observation {i}" for i in range(300))
     reader, text = read(case_report_pdf(report([decision(m) for m in "abcd"], notes=notes)))
-    assert len(reader.pages) == 1 and lowest_text(reader) > 36  # above the bottom margin: nothing runs off the page
-    assert "observation 0 observation 1" in text and "observation 299" not in text
-    assert "more lines of notes did not fit on this one-page report." in text
-    assert DISCLAIMER.split(".")[0] in text.rsplit("observation", 1)[1]  # the footer follows the cut notes
+    assert len(reader.pages) >= 2 and body_is_above_the_footer(reader)
+    assert "observation 0 observation 1" in text and "observation 299" in text
+    assert flat(text).count(DISCLAIMER.split(".")[0] + ". Page") == len(reader.pages)  # the footer on each page
+
+
+def test_seven_readings_with_differentials_are_each_kept_whole_above_the_footer():
+    """The combined default reads seven models: a one-page report ran their readings and notes off the
+    bottom of the page, under the footer."""
+    differential = (
+        ("BCC", 0.5),
+        ("BKL", 0.2),
+        ("NV", 0.1),
+        ("MEL", 0.1),
+        ("AKIEC", 0.05),
+        ("DF", 0.03),
+        ("VASC", 0.02),
+    )
+    decisions = [
+        replace(
+            decision(f"model_{i}", 0.1), malignant_probability=0.65, malignant_threshold=0.2, differential=differential
+        )
+        for i in range(7)
+    ]
+    reading = combine(decisions, CombinedSpec(tuple(d.model for d in decisions[:3]), 0.45, {}))
+    pdf = case_report_pdf(report(decisions, combined=reading.summary(), notes="seen in clinic; biopsy planned"))
+    reader, text = read(pdf)
+    assert len(reader.pages) >= 2 and body_is_above_the_footer(reader)
+    for d in decisions:  # each reading whole, on one page: its first and last lines on the same page
+        page = next(p for p in reader.pages if f"{d.model}: melanoma probability" in p.extract_text())
+        assert "Weights sha256" in page.extract_text().split(f"{d.model}: melanoma probability")[1]
+    assert "Clinician's notes seen in clinic; biopsy planned" in text
 
 
 def test_building_a_report_writes_no_file(tmp_path, monkeypatch):
