@@ -18,20 +18,11 @@ import sys
 from pathlib import Path
 
 from melanoma import audit, diagnoses
+from melanoma.arguments import whole_number
 from melanoma.combined import COMBINED_NAME, CombinedSpec, CombinedUnavailableError
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
 from melanoma.store import ModelUnavailableError, add_models_dir_option, list_models
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}")
-    return value
 
 
 def opacity(text: str) -> float:
@@ -277,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one FHIR R4 Bundle per image into DIR (a DiagnosticReport "
         "with an Observation and a Device per model)",
     )
-    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--batch-size", type=whole_number(1), default=32)
     predict.add_argument("paths", nargs="+")
     explain = commands.add_parser("explain", parents=[shared], help="write an explanation overlay for one image")
     explain.add_argument("--model", required=True, help="an installed model's name, or combined")
@@ -289,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the map explains: the melanoma probability, or a diagnosis model's skin-cancer one",
     )
     explain.add_argument(
-        "--patch-size", type=positive_int, default=20, help="occlusion patch, in pixels of the model input"
+        "--patch-size", type=whole_number(1), default=20, help="occlusion patch, in pixels of the model input"
     )
     explain.add_argument("--alpha", type=opacity, default=0.5, help="overlay opacity, from 0 to 1")
     explain.add_argument(

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from melanoma import diagnoses
+from melanoma.arguments import whole_number
 from melanoma.data import LAYOUT_FILES
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.models.architectures import architecture_names
@@ -123,6 +124,24 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    """Learning rates: finite numbers above 0."""
+    rates = _numbers(text)
+    if not all(math.isfinite(rate) and rate > 0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"expected learning rates above 0 such as 3e-4,1e-4,1e-4; got {text!r}")
+    return rates
+
+
+def _sensitivity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a sensitivity above 0 and at most 1, such as 0.9; got {text!r}")
+    return value
+
+
 def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(value) for value in text.split(","))
@@ -172,24 +191,28 @@ class TrainConfig:
     )
     output_dir: str = field(default="models", metadata=option("where each model's folder is written"))
     recipe: str = field(default="study", metadata=option("the training recipe", choices=list(RECIPES)))
-    epochs: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
-    image_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
-    batch_size: int | None = field(default=None, metadata=option("default: the recipe's", type=int))
+    epochs: int | None = field(default=None, metadata=option("default: the recipe's", type=whole_number(1)))
+    image_size: int | None = field(default=None, metadata=option("default: the recipe's", type=whole_number(1)))
+    batch_size: int | None = field(default=None, metadata=option("default: the recipe's", type=whole_number(1)))
     epoch_images: int | None = field(
         default=None,
-        metadata=option("images sampled per epoch (shorter epochs on slow machines); default: one full pass", type=int),
+        metadata=option(
+            "images sampled per epoch (shorter epochs on slow machines); default: one full pass", type=whole_number(1)
+        ),
     )
     learning_rates: tuple[float, ...] | None = field(
-        default=None, metadata=option("comma-separated, one per phase; default: the recipe's", type=_numbers)
+        default=None, metadata=option("comma-separated, one per phase; default: the recipe's", type=_rates)
     )
     weights: str = field(default="imagenet", metadata=option("imagenet | none | PATH to a Keras notop weights file"))
-    seed: int = field(default=42, metadata=option("the split's, the stream's and the network's seed", type=int))
+    seed: int = field(
+        default=42, metadata=option("the split's, the stream's and the network's seed", type=whole_number(0))
+    )
     split_seed: int | None = field(
         default=None,
         metadata=option(
             "the split's seed alone, so that a second member of a combined reading can start from another --seed "
             "on the same split (the combination is selected on validation and tested on test); default: --seed",
-            type=int,
+            type=whole_number(0),
         ),
     )
     split_fractions: tuple[float, ...] = field(
@@ -197,7 +220,7 @@ class TrainConfig:
     )
     target_sensitivity: float = field(
         default=TARGET_SENSITIVITY,
-        metadata=option("the threshold is the highest whose validation sensitivity reaches this", type=float),
+        metadata=option("the threshold is the highest whose validation sensitivity reaches this", type=_sensitivity),
     )
     resume: bool = field(default=False, metadata=option("continue an interrupted run from its checkpoints"))
     mixed_precision: bool = field(default=False, metadata=option("float16 compute (GPUs)"))
@@ -254,7 +277,7 @@ class TrainConfig:
         ),
     )
     max_images: int | None = field(
-        default=None, metadata=option("train on a stratified subset (quick looks)", type=int)
+        default=None, metadata=option("train on a stratified subset (quick looks)", type=whole_number(1))
     )
     holdout_source: str | None = field(
         default=None,

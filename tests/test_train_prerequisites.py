@@ -68,3 +68,39 @@ def test_emphasis_is_read_as_diagnosis_factors_and_refused_where_it_cannot_apply
         with pytest.raises(SystemExit):
             parse_args([*common, *arguments])
         assert message in capsys.readouterr().err
+
+
+def test_numbers_out_of_range_are_usage_errors_before_anything_runs(capsys):
+    """--epochs 0 trained the recipe's epochs, --target-sensitivity 1.5 crashed after training (and
+    replaced model.keras), --learning-rates 0,0,0 trained nothing and exited 0."""
+    import pytest
+
+    from train.run import parse_args
+
+    common = ["--data-dir", "somewhere", "--models", "scratch_cnn"]
+    for arguments, message in [
+        (["--epochs", "0"], "--epochs: expected a whole number of at least 1; got '0'"),
+        (["--image-size", "0"], "--image-size: expected a whole number of at least 1"),
+        (["--batch-size", "-3"], "--batch-size: expected a whole number of at least 1"),
+        (["--epoch-images", "0"], "--epoch-images: expected a whole number of at least 1"),
+        (["--max-images", "-5"], "--max-images: expected a whole number of at least 1"),
+        (["--seed", "-1"], "--seed: expected a whole number of at least 0"),
+        (["--learning-rates", "0,0,0"], "expected learning rates above 0"),
+        (["--learning-rates=-1e-3,1e-3,1e-3"], "expected learning rates above 0"),
+        (["--target-sensitivity", "1.5"], "expected a sensitivity above 0 and at most 1"),
+        (["--target-sensitivity", "0"], "expected a sensitivity above 0 and at most 1"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args([*common, *arguments])
+        assert message in capsys.readouterr().err, arguments
+
+
+def test_a_split_that_leaves_a_part_empty_or_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", "generic", n=20)
+    common = ["--data-dir", str(data), "--models", "scratch_cnn", "--weights", "none", "--epochs", "1"]
+    assert main([*common, "--output-dir", str(tmp_path / "out"), "--split", "1,0,0"]) == 2
+    assert "the split leaves val and test without images" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "scratch_cnn" / "split.csv").exists()
+    (tmp_path / "file").write_text("notes")
+    assert main([*common, "--output-dir", str(tmp_path / "file")]) == 2
+    assert "--output-dir" in capsys.readouterr().err and (tmp_path / "file").read_text() == "notes"

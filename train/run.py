@@ -122,6 +122,14 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
     else:
         split = split_grouped_stratified(table, config.split_fractions, config.split_seed)
     table = table.assign(split=split)
+    if empty := [part for part in ("train", "val", "test") if not (table.split == part).any()]:
+        raise DataError(
+            [
+                f"the split leaves {' and '.join(empty)} without images: {len(table)} images split "
+                f"{','.join(f'{f:g}' for f in config.split_fractions)} by group and class ({split_counts(table)}). "
+                "Train on more images, or give each part a share with --split."
+            ]
+        )
     atomic_write(path, lambda p: table[["image_id", "group", "label", "dx", "source", "split"]].to_csv(p, index=False))
     return table[table.split != "excluded"]
 
@@ -559,6 +567,8 @@ def missing_prerequisites(config: TrainConfig) -> list[str]:
             )
         )
     problems = []
+    if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        problems.append(f"--output-dir {config.output_dir} is a file; give a folder for the models.")
     for variant, weights, purpose in needed:
         try:
             pretrained.resolve(variant, weights)
