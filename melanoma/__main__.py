@@ -19,6 +19,7 @@ from pathlib import Path
 
 from melanoma import audit, diagnoses
 from melanoma.arguments import whole_number
+from melanoma.cases import skin_cancer_word
 from melanoma.combined import COMBINED_NAME, CombinedSpec, CombinedUnavailableError
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
 from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
@@ -158,12 +159,6 @@ def write_bundle(
     (folder / name).write_text(bundle_json(case), encoding="utf-8")
 
 
-def skin_cancer_word(skin_cancer: bool, melanoma: bool) -> str:
-    """The table's skin-cancer verdict, as the page words it: below its own threshold beside a melanoma
-    verdict, it says "melanoma only" rather than a "not flagged" that would contradict that verdict."""
-    return "SUSPICIOUS" if skin_cancer else "melanoma only" if melanoma else "not flagged"
-
-
 def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str:
     """One image's line from its verdict (a melanoma.cases.Decision, or a CombinedReading): JSON, or
     tab-separated path, probability, verdict (and, from a diagnosis model or the combined reading's
@@ -192,8 +187,9 @@ def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str
         return f"{path}\t{verdict.probability:.4f}\tNOT ASSESSED: {gate.reason}; no verdict for this image"
     line = f"{path}\t{verdict.probability:.4f}\t{'SUSPICIOUS for melanoma' if verdict.melanoma else 'not flagged'}"
     if skin_cancer is not None:
+        word = skin_cancer_word(skin_cancer, verdict.melanoma).replace("suspicious", "SUSPICIOUS")
         line += (
-            f"\tskin cancer {verdict.malignant_probability:.4f} {skin_cancer_word(skin_cancer, verdict.melanoma)}"
+            f"\tskin cancer {verdict.malignant_probability:.4f} {word}"
             f"\t{diagnoses.short_differential(verdict.differential)}"
         )
     return line

@@ -92,7 +92,7 @@ class Decision:
             return None
         if not self.assessed:
             return "not assessed"
-        return "suspicious" if self.skin_cancer else "not flagged"
+        return skin_cancer_word(self.skin_cancer, self.melanoma)
 
     def skin_cancer_summary(self) -> str | None:
         """The line beside the melanoma verdict: a basal cell carcinoma the melanoma threshold leaves
@@ -157,6 +157,12 @@ class Decision:
             f"At this threshold the model flagged {self.sensitivity:.0%} of the melanomas in its test split "
             f"(sensitivity) and cleared {self.specificity:.0%} of the other lesions (specificity)."
         )
+
+
+def skin_cancer_word(skin_cancer: bool, melanoma: bool) -> str:
+    """The skin-cancer verdict in a word: below its own threshold beside a melanoma verdict it is
+    "melanoma only", since a "not flagged" there would contradict that verdict (melanoma is a skin cancer)."""
+    return "suspicious" if skin_cancer else "melanoma only" if melanoma else "not flagged"
 
 
 def digest(data: bytes) -> str:

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from melanoma.__main__ import skin_cancer_word
-from melanoma.cases import Decision, decide, decide_all
+from melanoma.cases import Decision, decide, decide_all, skin_cancer_word
 from melanoma.combined import (
     COMBINED_FILE,
     LOG_ODDS_MEAN,
@@ -207,6 +206,7 @@ def test_a_melanoma_verdict_is_not_contradicted_by_a_skin_cancer_line_below_its_
         "Skin cancer: melanoma only (the verdict above); no other skin cancer suspected: probability of a skin cancer"
     )
     assert skin_cancer_word(False, True) == "melanoma only" and skin_cancer_word(False, False) == "not flagged"
+    assert decision.skin_cancer_verdict == "melanoma only"  # the results table's cell, as the CLI's and the line
     assert decision.scope_note() is None  # a diagnosis model reads the other skin cancers itself
 
 
