@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from melanoma import plots
+from melanoma.combined import MIN_GAIN
 from melanoma.measured import Measured
 from melanoma.store import best_first
 
@@ -35,6 +36,15 @@ st.caption(
     "error over 15 equal-width bins."
     + (f" The combined reading's row, {spec.legend} Chosen on validation by `python -m train.combine`." if spec else "")
 )
+
+if spec and spec.selection.get("steps"):
+    with st.expander(f"How the combined reading's {len(spec.members)} models were chosen (validation split)"):
+        ui.show_table(plots.selection_table(spec.selection))
+        st.caption(
+            "Forward selection by `python -m train.combine`: it starts from the candidate with the best validation "
+            "ROC AUC and adds, one at a time, the one that raises the combination's most, while it adds at least "
+            f"{MIN_GAIN}. The test split chooses nothing."
+        )
 
 st.subheader("At a clinic the model never saw")
 st.caption(

@@ -177,6 +177,24 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[column for column in HOLDOUT_COLUMNS if any(column in row for row in rows)])
 
 
+def selection_table(selection: dict) -> pd.DataFrame:
+    """How train.combine chose the combined reading on validation, from combined.json's "selection":
+    each candidate's own validation ROC AUC, then for a member the step that added it and the
+    combination's AUC after it, for the others why they were left out."""
+    steps = {step["added"]: (number, step["validation_roc_auc"]) for number, step in enumerate(selection["steps"], 1)}
+    rows = []
+    for name in [*steps, *(name for name in selection.get("left_out", {}) if name not in steps)]:
+        if name in steps:
+            number, combined = steps[name]
+            decision = f"added at step {number}: the combination's validation ROC AUC {combined:.4f}"
+        else:
+            decision = f"left out: {selection['left_out'][name]}"
+        rows.append(
+            {"Model": name, "Own validation ROC AUC": selection.get("candidates", {}).get(name), "Decision": decision}
+        )
+    return dash_missing(pd.DataFrame(rows, columns=["Model", "Own validation ROC AUC", "Decision"]))
+
+
 def _matrix_figure(
     matrix: list[list[int]], labels: list[str], title: str, height: int, line: int = TITLE_LINE
 ) -> go.Figure:

@@ -268,7 +268,14 @@ def test_compare_page_renders_every_model(app):
     n = len(INSTALLED)
     # confusion matrices (with the combined reading), ROC + PR, calibration, training curves, the 7 × 7 matrix
     assert len(charts) == (n + 1) + 2 + 1 + n * 3 + 1
-    held_out = at.dataframe[1].value
+    # How the combined reading was chosen: each member's step, and why each other candidate was left out.
+    chosen = next(frame.value for frame in at.dataframe if "Decision" in frame.value.columns)
+    selection = spec.selection
+    assert list(chosen["Model"][: len(spec.members)]) == list(spec.members)
+    assert chosen["Decision"].iloc[0].startswith("added at step 1: the combination's validation ROC AUC")
+    for name, reason in selection["left_out"].items():
+        assert chosen.set_index("Model").loc[name, "Decision"] == f"left out: {reason}"
+    held_out = next(frame.value for frame in at.dataframe if "Held-out source" in frame.value.columns)
     combined = CombinedSpec.read(output_dir).label  # its members have no held-out runs either
     assert set(held_out["Model"]) == {*INSTALLED, combined} and set(held_out["Held-out source"]) == {"not measured"}
     # Streamlit draws a missing cell as "None": no table on the page may hold one.
