@@ -295,6 +295,36 @@ def test_resume_refuses_a_data_folder_without_the_saved_splits_images(tmp_path, 
     assert "Pass the --data-dir the model was trained on" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "damage, size, expected",
+    [
+        ("state_truncated", "75", "state.json is unreadable (JSONDecodeError"),
+        ("state_without_best", "75", "state.json is unreadable (KeyError"),
+        ("last_truncated", "75", "last.keras cannot be loaded"),
+        (None, "96", "was trained at 75 px, and this run asks for 96. Resume with --image-size 75"),
+    ],
+)
+def test_resume_from_a_damaged_or_different_checkpoint_says_what_to_do(
+    tmp_path, trained_models, capsys, damage, size, expected
+):
+    """These ended in a JSONDecodeError, a KeyError, Keras' "File not found" and a Keras shape error."""
+    data_dir, output_dir = trained_models
+    shutil.copytree(output_dir / "scratch_cnn", tmp_path / "scratch_cnn")
+    checkpoint = tmp_path / "scratch_cnn" / "checkpoint"
+    if damage == "state_truncated":
+        (checkpoint / "state.json").write_text('{"epochs_done": 3')
+    elif damage == "state_without_best":
+        (checkpoint / "state.json").write_text('{"epochs_done": 3}')
+    elif damage == "last_truncated":
+        (checkpoint / "last.keras").write_bytes((checkpoint / "last.keras").read_bytes()[:1000])
+    options = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--resume"]
+    assert main([*options, "--weights", "none", "--image-size", size, "--epochs", "4"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and expected in error
+    if damage:
+        assert "Remove that folder and leave out --resume to train from scratch" in error
+
+
 def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path, trained_models, capsys):
     """A fresh clone has the shipped weights but no checkpoints: --resume must not retrain over them."""
     data_dir, output_dir = trained_models

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from melanoma.data import DataError
 from melanoma.files import atomic_write, write_json
 from melanoma.store import HISTORY_FILE
 
@@ -88,8 +89,24 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 def read_state(folder: Path) -> dict | None:
+    """The interrupted run's progress ({"epochs_done", "best_val_auc"}); None when there is none.
+    Raises DataError for a damaged one: resuming from it would fail, or continue the wrong run."""
     path = folder / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(state["epochs_done"], int) and isinstance(state["best_val_auc"], (int, float))):
+            raise ValueError(f"epochs_done and best_val_auc must be numbers; found {state}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        what = f"{STATE_FILE} is unreadable ({type(error).__name__}: {error})"
+        raise DataError([damaged_checkpoint(folder, what)]) from error
+    return state
+
+
+def damaged_checkpoint(folder: Path, what: str) -> str:
+    """What to say of a checkpoint that cannot be resumed from, and what to do."""
+    return (
+        f"{folder / CHECKPOINT_DIR}: {what}. Remove that folder and leave out --resume to train from scratch, or "
+        "restore the checkpoint."
+    )

@@ -329,7 +329,7 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     """A fresh model, or the last checkpoint of an interrupted run with its history."""
     import keras
 
-    from train.callbacks import read_state
+    from train.callbacks import damaged_checkpoint, read_state
 
     recipe = config.recipe_object
     state = read_state(folder) if config.resume else None
@@ -348,7 +348,18 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
                 classes=output_count(config),
             )
             return model, Progress()
-        model = load_network(folder / CHECKPOINT_DIR / LAST_MODEL)
+        try:
+            model = load_network(folder / CHECKPOINT_DIR / LAST_MODEL)
+        except Exception as error:  # Keras reports a damaged file in many ways, "File not found" among them
+            what = f"{LAST_MODEL} cannot be loaded ({type(error).__name__})"
+            raise DataError([damaged_checkpoint(folder, what)]) from error
+    if (size := model.input_shape[1]) != config.image_size:
+        raise DataError(
+            [
+                f"{folder / CHECKPOINT_DIR} was trained at {size} px, and this run asks for {config.image_size}. "
+                f"Resume with --image-size {size}, or leave out --resume to train from scratch."
+            ]
+        )
     history = pd.read_csv(folder / HISTORY_FILE).to_dict("records")[: state["epochs_done"]]
     print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
@@ -628,7 +639,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    unresumable = models_without_checkpoint(config)
+    try:
+        unresumable = models_without_checkpoint(config)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if unresumable:
         print(
             f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
