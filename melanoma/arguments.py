@@ -21,3 +21,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def comma_names(text: str) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c'): the names a comma-separated option gives, blanks left out."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

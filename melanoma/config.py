@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from melanoma import diagnoses
-from melanoma.arguments import whole_number
+from melanoma.arguments import comma_names, whole_number
 from melanoma.data import LAYOUT_FILES
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.models.architectures import architecture_names
@@ -120,10 +120,6 @@ def get_recipe(name: str) -> Recipe:
         raise ValueError(f"Unknown recipe {name!r}. Valid recipes: {', '.join(RECIPES)}.") from None
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 def _rates(text: str) -> tuple[float, ...]:
     """Learning rates: finite numbers above 0."""
     rates = _numbers(text)
@@ -187,7 +183,7 @@ class TrainConfig:
     layout: str = field(default="auto", metadata=option("the labels file's layout", choices=["auto", *LAYOUT_FILES]))
     models: tuple[str, ...] = field(
         default=DEFAULT_MODELS,
-        metadata=option("comma-separated model names, from: " + ", ".join(architecture_names()), type=_names),
+        metadata=option("comma-separated model names, from: " + ", ".join(architecture_names()), type=comma_names),
     )
     output_dir: str = field(default="models", metadata=option("where each model's folder is written"))
     recipe: str = field(default="study", metadata=option("the training recipe", choices=list(RECIPES)))

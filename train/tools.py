@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from melanoma.arguments import comma_names
 from melanoma.framework import add_framework_logs_option
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.store import add_models_dir_option, find_model, list_models
@@ -17,7 +18,7 @@ THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity
 
 def model_names(text: str) -> list[str]:
     """--models' names; none at all is refused, since it would otherwise mean every installed model (or none)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(comma_names(text))
     if not names:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated installed model names (e.g. scratch_cnn,efficientnet_lite0), got {text!r}. "
