@@ -7,8 +7,9 @@ always be traced to exactly the values that produced it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from melanoma import diagnoses
 from melanoma.arguments import comma_names, whole_number
@@ -322,3 +323,36 @@ class TrainConfig:
     def folder_name(self, architecture: str) -> str:
         """The installed name of the model this run trains with `architecture`."""
         return self.name or architecture
+
+    def lineage(self) -> dict:
+        """The values that decide what the network is and what it learns from, as JSON reads them back:
+        saved with every checkpoint, since a run resumed with others would train a network its card
+        does not describe (the epochs and learning rates may change: the card records the phases run)."""
+        return json.loads(json.dumps({name: getattr(self, name) for name in LINEAGE}))
+
+
+# What TrainConfig.lineage holds: everything but where the run reads and writes, its length and rates, and
+# how the machine computes.
+LINEAGE = (
+    "recipe",
+    "target",
+    "weights",
+    "image_size",
+    "batch_size",
+    "epoch_images",
+    "seed",
+    "split_seed",
+    "split_fractions",
+    "max_images",
+    "class_balance",
+    "emphasis",
+    "label_smoothing",
+    "colour_jitter",
+    "ema_momentum",
+)
+
+
+def option_flag(name: str) -> str:
+    """The `python -m train.run` flag of the TrainConfig field `name`."""
+    metadata = next(f.metadata for f in fields(TrainConfig) if f.name == name)
+    return metadata["option"].get("flag", "--" + name.replace("_", "-"))

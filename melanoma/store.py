@@ -131,14 +131,15 @@ def add_models_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def list_models(models_dir: str | Path | None = None) -> list[InstalledModel]:
-    """Every model folder (a folder with a card or weights), sorted by name."""
+    """Every model folder (a folder with a card or weights), sorted by name; hidden ones are a
+    training run's work in progress (train.staging), not installed models."""
     models_dir = resolve_models_dir(models_dir)
     if not models_dir.is_dir():
         return []
     folders = [
         p
         for p in sorted(models_dir.iterdir())
-        if p.is_dir() and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())
+        if p.is_dir() and not p.name.startswith(".") and ((p / CARD_FILE).exists() or (p / MODEL_FILE).exists())
     ]
     return [inspect_model(folder) for folder in folders]
 

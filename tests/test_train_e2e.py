@@ -17,11 +17,26 @@ from melanoma.data import load_labelled_images, load_pixels
 from melanoma.files import sha256_of
 from melanoma.inference import load_predictor
 from melanoma.models.pretrained import CHECKPOINTS
-from melanoma.store import find_model, load_keras_model
+from melanoma.store import find_model, list_models, load_keras_model
 from train.combine import held_out_readings
 from train.run import export_for_serving, main
 
 ARCHITECTURES = list(STUDY_MODELS)  # the fixture trains these from random initialisation
+
+
+# scratch_cnn for seconds on generated images
+TINY_RUN = [
+    "--models",
+    "scratch_cnn",
+    "--weights",
+    "none",
+    "--recipe",
+    "cpu",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+]
 
 
 def has_optimizer_state(path) -> bool:
@@ -175,18 +190,9 @@ def test_the_same_seed_trains_the_same_weights_and_a_split_seed_keeps_the_split(
                     str(data_dir),
                     "--output-dir",
                     str(tmp_path / run),
-                    "--models",
-                    "scratch_cnn",
-                    "--weights",
-                    "none",
-                    "--recipe",
-                    "cpu",
+                    *TINY_RUN,
                     "--epochs",
                     "2",
-                    "--image-size",
-                    "32",
-                    "--batch-size",
-                    "16",
                     "--epoch-images",
                     "64",
                     *seed,
@@ -352,6 +358,59 @@ def test_resume_without_a_checkpoint_refuses_to_replace_a_trained_model(tmp_path
     assert (tmp_path / "scratch_cnn" / "model.keras").read_bytes() == weights
 
 
+def test_a_failed_retraining_leaves_the_installed_model_whole_and_resumes(tmp_path, monkeypatch):
+    """A retraining used to overwrite split.csv and history.csv as it began and model.keras before its card:
+    a run that failed left the installed model with another run's split (which train.calibrate then reads)."""
+    import train.run
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=40)
+    options = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), *TINY_RUN, "--epochs", "2"]
+    assert main([*options, "--seed", "1"]) == 0
+    folder = tmp_path / "out" / "scratch_cnn"
+    (folder / "holdout-rosendahl").mkdir()
+    (folder / "holdout-rosendahl" / "metrics.json").write_text("{}")
+    before = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+
+    def fails(*_):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train.run, "export_for_serving", fails)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main([*options, "--seed", "2"])
+    assert {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()} == before
+    assert find_model("scratch_cnn", tmp_path / "out").problem is None
+    assert [m.name for m in list_models(tmp_path / "out")] == ["scratch_cnn"]  # not the staging folder
+
+    monkeypatch.undo()
+    assert main([*options, "--seed", "2", "--resume"]) == 0
+    assert not (tmp_path / "out" / ".scratch_cnn.training").exists()
+    card = json.loads((folder / "card.json").read_text())
+    assert card["seed"] == 2 and card["sha256"] == sha256_of(folder / "model.keras")
+    assert (folder / "model.keras").read_bytes() != before["model.keras"]
+    assert (folder / "holdout-rosendahl" / "metrics.json").read_text() == "{}"  # it lives beside the model
+
+
+def test_resume_with_options_that_change_the_network_is_refused(tmp_path, capsys):
+    """This used to train on and write a card that gave the new recipe to epochs trained with the old one."""
+    from tests.synthetic import make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", "generic", n=40)
+    options = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), *TINY_RUN]
+    assert main([*options, "--epochs", "1"]) == 0
+    card = (tmp_path / "out" / "scratch_cnn" / "card.json").read_bytes()
+    for change, expected in [
+        (["--recipe", "study"], "trained with --recipe cpu, and this run asks for --recipe study"),
+        (["--class-balance", "sampling"], "--class-balance weights, and this run asks for --class-balance sampling"),
+        (["--split", "0.6,0.2,0.2"], "--split 0.8,0.1,0.1, and this run asks for --split 0.6,0.2,0.2"),
+    ]:
+        assert main([*options, "--epochs", "2", "--resume", *change]) == 2
+        error = capsys.readouterr().err
+        assert expected in error and "Resume with the checkpoint's options" in error
+    assert (tmp_path / "out" / "scratch_cnn" / "card.json").read_bytes() == card
+    assert main([*options, "--epochs", "2", "--resume", "--learning-rates", "1e-3,1e-3,1e-4"]) == 0  # may change
+
+
 def test_bad_data_stops_before_training(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("image_id,label\nmissing,1\n")
     assert main(["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--weights", "none"]) == 2
@@ -403,7 +462,7 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = output_dir / "scratch_cnn" / "checkpoint" / "state.json"
+    state = output_dir / ".scratch_cnn.training" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 600
     # The event: epoch 1's checkpoint is complete (state.json is written last), epoch 2 has begun.
     while not state.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -412,10 +471,11 @@ def test_a_run_killed_mid_epoch_resumes_to_complete_artefacts(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     folder = output_dir / "scratch_cnn"
-    assert not (folder / "model.keras").exists() and not (folder / "metrics.json").exists()
+    assert not folder.exists()  # nothing is installed until the run is complete
     assert json.loads(state.read_text())["epochs_done"] == 1
 
     assert subprocess.run(command, cwd=root, capture_output=True, timeout=900).returncode == 0
+    assert not (output_dir / ".scratch_cnn.training").exists()
     history = pd.read_csv(folder / "history.csv")
     assert list(history.epoch) == [1, 2, 3]
     assert json.loads((folder / "card.json").read_text())["sha256"] == sha256_of(folder / "model.keras")

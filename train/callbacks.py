@@ -16,7 +16,7 @@ from melanoma.store import HISTORY_FILE
 CHECKPOINT_DIR = "checkpoint"  # beside the model, out of git: what --resume continues from
 BEST_WEIGHTS = "best.weights.h5"  # the best validation AUC so far, which the run ships
 LAST_MODEL = "last.keras"  # the last completed epoch, with the optimizer
-STATE_FILE = "state.json"  # epochs done and the best validation AUC
+STATE_FILE = "state.json"  # epochs done, the best validation AUC and the run's lineage
 HISTORY_COLUMNS = [
     "epoch",
     "phase",
@@ -53,9 +53,11 @@ class EpochRecorder(keras.callbacks.Callback):
         phase: int,
         trainable_layers: int,
         learning_rate: float,
+        lineage: dict,
     ):
         super().__init__()
         self.folder = folder
+        self.lineage = lineage
         self.history = history
         self.best_val_auc = best_val_auc
         self.phase, self.trainable_layers, self.learning_rate = phase, trainable_layers, learning_rate
@@ -85,11 +87,13 @@ class EpochRecorder(keras.callbacks.Callback):
             self.best_val_auc = val_auc
             atomic_write(checkpoint / BEST_WEIGHTS, self.model.save_weights)
         atomic_write(checkpoint / LAST_MODEL, self.model.save)
-        write_json(checkpoint / STATE_FILE, {"epochs_done": epoch + 1, "best_val_auc": self.best_val_auc})
+        state = {"epochs_done": epoch + 1, "best_val_auc": self.best_val_auc, "lineage": self.lineage}
+        write_json(checkpoint / STATE_FILE, state)
 
 
 def read_state(folder: Path) -> dict | None:
-    """The interrupted run's progress ({"epochs_done", "best_val_auc"}); None when there is none.
+    """The interrupted run's progress ({"epochs_done", "best_val_auc"} and, since checkpoints record it,
+    "lineage": TrainConfig.lineage); None when there is none.
     Raises DataError for a damaged one: resuming from it would fail, or continue the wrong run."""
     path = folder / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
@@ -98,6 +102,8 @@ def read_state(folder: Path) -> dict | None:
         state = json.loads(path.read_text(encoding="utf-8"))
         if not (isinstance(state["epochs_done"], int) and isinstance(state["best_val_auc"], (int, float))):
             raise ValueError(f"epochs_done and best_val_auc must be numbers; found {state}")
+        if not isinstance(state.get("lineage", {}), dict):
+            raise ValueError(f"lineage must be an object; found {state['lineage']!r:.80}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         what = f"{STATE_FILE} is unreadable ({type(error).__name__}: {error})"
         raise DataError([damaged_checkpoint(folder, what)]) from error

@@ -3,7 +3,8 @@
 The story, in order: resolve the configuration; read and check the data; split it by lesion;
 decode every image once; then for each model build it, train it through the recipe's phases
 (keeping the best validation AUC), choose the operating threshold on validation, evaluate on the
-test split, and write model.keras, card.json, history.csv and metrics.json beside each other.
+test split, and write model.keras, card.json, history.csv and metrics.json beside each other, in a
+staging folder that replaces the model's folder only once all are written (`train.staging`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 
 from melanoma import diagnoses
 from melanoma.card import RANDOM_INITIALISATION, ModelCard, Network, Training
-from melanoma.config import RECIPES, TrainConfig
+from melanoma.config import RECIPES, TrainConfig, option_flag
 from melanoma.data import (
     SPLIT_FILE,
     DataError,
@@ -42,6 +43,7 @@ from melanoma.models.saved import load_network
 from melanoma.store import HISTORY_FILE, HOLDOUT_PREFIX, METRICS_FILE, MODEL_FILE
 from train.balance import Balance, balance
 from train.callbacks import BEST_WEIGHTS, CHECKPOINT_DIR, LAST_MODEL
+from train.staging import install, resumable, start_staging
 from train.targets import learning_targets, loss_and_metrics, output_count
 
 
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         settings = dict(config_field.metadata.get("option", {}))
         if not settings:
             continue
-        flag = settings.pop("flag", "--" + config_field.name.replace("_", "-"))
+        flag = option_flag(config_field.name)
+        settings.pop("flag", None)
         if config_field.default is False:
             settings["action"] = "store_true"
         elif config_field.default is not MISSING:
@@ -238,8 +241,8 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
 
     architecture = get_architecture(name)
     weights = "none" if not architecture.is_transfer else config.weights
-    folder = model_folder(config, name)
-    folder.mkdir(parents=True, exist_ok=True)
+    installed = model_folder(config, name)
+    folder = start_staging(installed, config.resume)  # the installed model stays whole until this run is
 
     split = load_split(name, config, data, pixel_cache, folder)
     model, progress = start_or_resume(name, config, weights, folder, strategy)
@@ -284,6 +287,8 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     ).save(folder)
     if config.holdout_source:  # its weights stay out of git; its outputs can be committed
         record_trained_outputs(folder, split.table, raw)
+    install(folder, installed)
+    print(f"[{name}] installed in {installed}")
     summary = {
         "model": config.folder_name(name),
         "epochs": progress.epochs_done,
@@ -353,6 +358,16 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
         except Exception as error:  # Keras reports a damaged file in many ways, "File not found" among them
             what = f"{LAST_MODEL} cannot be loaded ({type(error).__name__})"
             raise DataError([damaged_checkpoint(folder, what)]) from error
+    if changed := [key for key, value in state.get("lineage", {}).items() if config.lineage().get(key) != value]:
+        raise DataError(
+            [
+                f"{folder / CHECKPOINT_DIR} continues a run trained with "
+                + ", ".join(f"{option_flag(key)} {_as_option(state['lineage'][key])}" for key in changed)
+                + ", and this run asks for "
+                + ", ".join(f"{option_flag(key)} {_as_option(config.lineage()[key])}" for key in changed)
+                + ". Resume with the checkpoint's options, or leave out --resume to train from scratch."
+            ]
+        )
     if (size := model.input_shape[1]) != config.image_size:
         raise DataError(
             [
@@ -363,6 +378,15 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
     history = pd.read_csv(folder / HISTORY_FILE).to_dict("records")[: state["epochs_done"]]
     print(f"[{name}] resuming after epoch {state['epochs_done']} (best val AUC {state['best_val_auc']:.4f})")
     return model, Progress(state["epochs_done"], state["best_val_auc"], history)
+
+
+def _as_option(value) -> str:
+    """A lineage value as the command line writes it."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, list):
+        return ",".join("=".join(map(str, v)) if isinstance(v, list) else str(v) for v in value)
+    return str(value)
 
 
 def class_balance(name: str, config: TrainConfig, split: SplitData) -> Balance:
@@ -447,7 +471,13 @@ def train_phases(
             config.colour_jitter,
         )
         recorder = EpochRecorder(
-            folder, progress.history, progress.best_val_auc, phase.index, trainable, phase.learning_rate
+            folder,
+            progress.history,
+            progress.best_val_auc,
+            phase.index,
+            trainable,
+            phase.learning_rate,
+            config.lineage(),
         )
         model.fit(
             train_ds,
@@ -605,16 +635,14 @@ def new_extractor_note(config: TrainConfig) -> str | None:
 
 
 def models_without_checkpoint(config: TrainConfig) -> list[str]:
-    """Models that --resume would silently train from scratch over a finished model.
+    """Models that --resume finds nothing to continue for, though a trained model is installed.
 
     Checkpoints stay out of git, so a fresh clone has the shipped weights but nothing to resume.
     """
-    from train.callbacks import read_state
-
     if not config.resume:
         return []
     folders = {name: model_folder(config, name) for name in config.models}
-    return [name for name, folder in folders.items() if read_state(folder) is None and (folder / MODEL_FILE).is_file()]
+    return [name for name, folder in folders.items() if resumable(folder) is None and (folder / MODEL_FILE).is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -647,8 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     if unresumable:
         print(
             f"error: --resume found no checkpoint for {', '.join(unresumable)} in {config.output_dir}, but a trained "
-            "model is there (model.keras), which training from scratch would replace. Restore its checkpoint/ "
-            "folder, choose another --output-dir, or leave out --resume to retrain from scratch.",
+            "model is there (model.keras), which training from scratch would replace once it finishes. Restore its "
+            "checkpoint/ folder, choose another --output-dir, or leave out --resume to retrain from scratch.",
             file=sys.stderr,
         )
         return 2
