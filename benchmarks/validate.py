@@ -90,7 +90,7 @@ def main() -> None:
         (inference, "to_model_input", "resize"),
         (Predictor, "raw_outputs", "model forward passes (with TTA)"),
         (Predictor, "gate", "out-of-distribution gate"),
-        (validation, "evaluate_predictions", "metrics (bootstrap intervals)"),
+        (validation, "evaluate_predictions", "metrics (AUC bootstrap, Wilson intervals)"),
     ):
         timed(owner, name, label)
 

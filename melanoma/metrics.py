@@ -69,8 +69,29 @@ def at_threshold(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> di
 BOOTSTRAP_CHUNK = 100  # resamples counted at once: bounds the memory at 100 x n images
 
 
-def bootstrap_intervals(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, n: int = 1000, seed: int = 0) -> dict:
-    """95% percentile-bootstrap intervals for AUC, sensitivity and specificity.
+def confidence_intervals(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, seed: int = 0) -> dict:
+    """95% intervals: a percentile bootstrap for the ROC AUC, Wilson's score interval for the
+    sensitivity and specificity at the threshold (proportions of a fixed count of melanomas and of
+    other lesions: a bootstrap of a proportion of 100 % is [100 %, 100 %], as if nothing could be missed)."""
+    y_true, y_prob = np.asarray(y_true).astype(bool), np.asarray(y_prob, dtype=np.float64)
+    flagged = y_prob >= threshold
+    return {
+        "roc_auc": roc_auc_interval(y_true, y_prob, seed=seed),
+        "sensitivity": proportion_interval(int((flagged & y_true).sum()), int(y_true.sum())),
+        "specificity": proportion_interval(int((~flagged & ~y_true).sum()), int((~y_true).sum())),
+    }
+
+
+def proportion_interval(k: int, n: int) -> list[float] | None:
+    """Wilson's 95% score interval for k of n; None when there is nothing to count."""
+    if n == 0:
+        return None
+    interval = binomtest(k, n).proportion_ci(method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def roc_auc_interval(y_true: np.ndarray, y_prob: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
+    """The 95% percentile-bootstrap interval of the ROC AUC.
 
     Each resample is a count per image, drawn as `n` calls of `rng.integers` would draw it; the
     AUC is then the Mann-Whitney statistic over the distinct scores (ties count half), as
@@ -83,8 +104,7 @@ def bootstrap_intervals(y_true: np.ndarray, y_prob: np.ndarray, threshold: float
     order = np.argsort(y_prob, kind="stable")
     scores, melanoma = y_prob[order], y_true[order]
     starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # each distinct score's first position
-    flagged = scores[starts] >= threshold
-    samples: dict[str, list[np.ndarray]] = {"roc_auc": [], "sensitivity": [], "specificity": []}
+    samples = []
     for first in range(0, n, BOOTSTRAP_CHUNK):
         chunk = min(BOOTSTRAP_CHUNK, n - first)
         counts = np.stack([np.bincount(rng.integers(0, size, size), minlength=size) for _ in range(chunk)])[:, order]
@@ -94,13 +114,8 @@ def bootstrap_intervals(y_true: np.ndarray, y_prob: np.ndarray, threshold: float
         both = (n_pos > 0) & (n_neg > 0)
         below = np.cumsum(negatives, axis=1) - negatives
         pairs = (positives * (below + 0.5 * negatives)).sum(axis=1)
-        samples["roc_auc"].append(pairs[both] / (n_pos * n_neg)[both])
-        samples["sensitivity"].append(positives[both][:, flagged].sum(axis=1) / n_pos[both])
-        samples["specificity"].append(negatives[both][:, ~flagged].sum(axis=1) / n_neg[both])
-    return {
-        key: [float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5))]
-        for key, v in samples.items()
-    }
+        samples.append(pairs[both] / (n_pos * n_neg)[both])
+    return [float(np.percentile(np.concatenate(samples), 2.5)), float(np.percentile(np.concatenate(samples), 97.5))]
 
 
 def _thin(points: np.ndarray, limit: int = 200) -> list:
@@ -131,7 +146,7 @@ def evaluate_predictions(y_true: np.ndarray, y_prob: np.ndarray, threshold: floa
         },
         "at_0.5": at_threshold(y_true, y_prob, 0.5),
         "at_threshold": at_threshold(y_true, y_prob, threshold),
-        "ci95": bootstrap_intervals(y_true, y_prob, threshold, seed=seed),
+        "ci95": confidence_intervals(y_true, y_prob, threshold, seed=seed),
         "roc_curve": {"fpr": _thin(fpr), "tpr": _thin(tpr)},
         "pr_curve": {"precision": _thin(precision[::-1]), "recall": _thin(recall[::-1])},
         "calibration": {"mean_predicted": prob_pred.tolist(), "fraction_melanoma": prob_true.tolist()},
@@ -202,7 +217,7 @@ def evaluate_diagnoses(
         "malignant": {
             "roc_auc": float(roc_auc_score(malignant_true, malignant)) if two_classes else None,
             "at_threshold": at_threshold(malignant_true, malignant, malignant_threshold),
-            "ci95": bootstrap_intervals(malignant_true, malignant, malignant_threshold, seed=seed)
+            "ci95": confidence_intervals(malignant_true, malignant, malignant_threshold, seed=seed)
             if two_classes
             else None,
             "n_malignant": int(malignant_true.sum()),
@@ -244,17 +259,9 @@ def reliability_evidence(labels: np.ndarray, probabilities: np.ndarray, bins: in
     rows = []
     for chunk in np.array_split(order, min(bins, len(order))):
         k, n = int(labels[chunk].sum()), len(chunk)
-        interval = binomtest(k, n).proportion_ci(method="wilson")
+        low, high = proportion_interval(k, n)
         rows.append(
-            asdict(
-                Evidence(
-                    float(probabilities[chunk].min()),
-                    float(probabilities[chunk].max()),
-                    n,
-                    k,
-                    (float(interval.low), float(interval.high)),
-                )
-            )
+            asdict(Evidence(float(probabilities[chunk].min()), float(probabilities[chunk].max()), n, k, (low, high)))
         )
     return rows
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,
@@ -13,7 +14,13 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from melanoma.metrics import bootstrap_intervals, evaluate_predictions, threshold_for_sensitivity
+from melanoma.metrics import (
+    confidence_intervals,
+    evaluate_predictions,
+    proportion_interval,
+    roc_auc_interval,
+    threshold_for_sensitivity,
+)
 
 
 @pytest.fixture
@@ -60,8 +67,6 @@ def test_threshold_reaches_the_target_sensitivity_and_is_the_highest(predictions
 
 
 def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_interval():
-    from scipy.stats import binomtest
-
     from melanoma.metrics import evidence_for, reliability_evidence
 
     rng = np.random.default_rng(4)
@@ -81,23 +86,32 @@ def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_inte
     )
 
 
-def test_bootstrap_intervals_are_the_percentiles_of_scikit_learn_on_each_resample():
+def test_the_auc_interval_is_the_percentiles_of_scikit_learn_on_each_resample():
     """The vectorised bootstrap draws the same resamples as one `rng.integers` call each and
-    scores them as roc_auc_score and the confusion matrix do, ties included."""
+    scores them as roc_auc_score does, ties included."""
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 40)
     probabilities = np.round(rng.random(40) * 0.6 + 0.3 * labels, 1)  # many ties
-    samples = {"roc_auc": [], "sensitivity": [], "specificity": []}
+    samples = []
     draws = np.random.default_rng(7)
     for _ in range(200):
         index = draws.integers(0, 40, 40)
         t, p = labels[index], probabilities[index]
-        if t.min() == t.max():
-            continue
-        samples["roc_auc"].append(roc_auc_score(t, p))
-        samples["sensitivity"].append(((p >= 0.5) & (t == 1)).sum() / (t == 1).sum())
-        samples["specificity"].append(((p < 0.5) & (t == 0)).sum() / (t == 0).sum())
-    expected = {key: [np.percentile(v, 2.5), np.percentile(v, 97.5)] for key, v in samples.items()}
-    measured = bootstrap_intervals(labels, probabilities, 0.5, n=200, seed=7)
-    for key in expected:
-        np.testing.assert_allclose(measured[key], expected[key], rtol=0, atol=1e-12)
+        if t.min() != t.max():
+            samples.append(roc_auc_score(t, p))
+    measured = roc_auc_interval(labels, probabilities, n=200, seed=7)
+    np.testing.assert_allclose(
+        measured, [np.percentile(samples, 2.5), np.percentile(samples, 97.5)], rtol=0, atol=1e-12
+    )
+
+
+def test_sensitivity_and_specificity_intervals_are_wilsons_and_not_degenerate_at_100_percent():
+    """A percentile bootstrap gave [1.0, 1.0] for 12 of 12 melanomas flagged, claiming no miss was possible."""
+    labels = np.r_[np.ones(12), np.zeros(30)]
+    probabilities = np.r_[np.full(12, 0.9), np.full(27, 0.1), np.full(3, 0.8)]
+    intervals = confidence_intervals(labels, probabilities, 0.5)
+    low, high = intervals["sensitivity"]
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7575, abs=1e-4) and low < 0.8
+    expected = binomtest(27, 30).proportion_ci(method="wilson")
+    assert intervals["specificity"] == pytest.approx([expected.low, expected.high])
+    assert proportion_interval(0, 0) is None
