@@ -327,8 +327,12 @@ def _check_pixels(dataset: Dataset, name: str) -> UID:
 def _decode(dataset: Dataset, syntax: UID, name: str) -> np.ndarray:
     compressed = syntax not in UncompressedTransferSyntaxes
     plugin = PREFERRED_PLUGIN if compressed and PREFERRED_PLUGIN in get_decoder(syntax).available_plugins else ""
+    # A compressed frame is decoded colour-by-pixel whatever the header's Planar Configuration says
+    # (PS3.5 8.2.1: it is meaningless for JPEG; RLE's decoder sets its own): taking the header's 1
+    # would scramble the pixels, and a header without one would be refused.
+    layout = {"planar_configuration": 0} if compressed else {}
     try:
-        pixels = pixel_array(dataset, decoding_plugin=plugin)
+        pixels = pixel_array(dataset, decoding_plugin=plugin, **layout)
     except Exception as error:  # each decoder plugin raises its own types on corrupt data
         raise ImageError(
             f"{name}: the {syntax.name} pixel data cannot be decoded ({error}); it is corrupt or "

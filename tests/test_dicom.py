@@ -324,3 +324,19 @@ def test_no_identity_reaches_a_log_a_warning_or_a_file_name(caplog):
     said = [record.getMessage() for record in caplog.records] + [str(warning.message) for warning in caught]
     said += [report.file_name, repr(decoded)]
     assert not any(value in line for line in said for value in IDENTIFYING), said
+
+
+@pytest.mark.parametrize("planar_configuration", [0, 1, None])
+def test_a_jpeg_decodes_colour_by_pixel_whatever_its_planar_configuration_says(planar_configuration):
+    """PS3.5 8.2.1: Planar Configuration is meaningless for JPEG; a header saying 1, or saying nothing,
+    gives the same pixels as the JPEG uploaded as a file, not scrambled ones or a refusal."""
+    pixels = lesion_pixels()
+    jpeg = encode(pixels, "JPEG", quality=95)
+    data = dicom_bytes(
+        pixels,
+        syntax=JPEGBaseline8Bit,
+        photometric="YBR_FULL_422",
+        fragments=[jpeg],
+        PlanarConfiguration=planar_configuration,  # None: an empty value, which pydicom reads as absent
+    )
+    assert np.array_equal(decode_image(data, name="lesion.dcm").pixels, decode_image(jpeg, name="lesion.jpg").pixels)
