@@ -15,6 +15,7 @@ what it is and what is accepted.
 from __future__ import annotations
 
 import io
+import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -22,15 +23,22 @@ import numpy as np
 import pydicom
 from pydicom import config
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, UncompressedTransferSyntaxes, generate_uid
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    UncompressedTransferSyntaxes,
+    generate_uid,
+)
 from pydicom.valuerep import PersonName
 
 from melanoma import __version__
-from melanoma.images import DecodedImage, ImageError, check_size
+from melanoma.images import MAX_PIXELS, DecodedImage, ImageError, check_size
 
 DERMOSCOPIC_PHOTOGRAPHY = UID("1.2.840.10008.5.1.4.1.1.77.1.7")
 VL_PHOTOGRAPHIC = UID("1.2.840.10008.5.1.4.1.1.77.1.4")
@@ -55,6 +63,10 @@ COMPRESSED_SYNTAXES = tuple(
 # JPEG through Pillow when it can: uploaded JPEGs are decoded by Pillow (melanoma.images), so a
 # DICOM-wrapped JPEG gives the pixels the same JPEG gives as a file.
 PREFERRED_PLUGIN = "pillow"
+# A Deflated file's data set is inflated here to at most this many bytes: the pixels of the largest
+# accepted photograph and room for its other elements. pydicom would inflate all of it before any
+# check could run, and a 2 MB upload can inflate to gigabytes.
+MAX_INFLATED_BYTES = MAX_PIXELS * 3 + 16 * 2**20
 LATERALITY = {"L": "left", "R": "right", "B": "both sides", "U": "unpaired"}
 
 # The values the Encapsulated PDF copies so that a PACS files it under the same patient and study
@@ -227,11 +239,45 @@ def _accepted_classes() -> str:
     return " or ".join(f"{uid.name} ({uid})" for uid in ACCEPTED_SOP_CLASSES)
 
 
-def _parse(data: bytes, name: str) -> Dataset:
-    """The dataset, or an ImageError. Only the error's type is quoted: a parser's message may
-    repeat a value from the file, and a value may be a name."""
+def _inflate(body: bytes, name: str) -> bytes:
+    """A Deflated data set (PS3.5 A.5: raw deflate after the file meta), inflated no further than
+    MAX_INFLATED_BYTES."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=True)
+        inflated = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
+    except zlib.error as error:
+        raise ImageError(
+            f"{name}: the DICOM file's Deflated data set cannot be inflated ({error}); it is corrupt. "
+            "Export it from the PACS again."
+        ) from error
+    if len(inflated) > MAX_INFLATED_BYTES:
+        raise ImageError(
+            f"{name}: the DICOM file's Deflated data set inflates to more than {MAX_INFLATED_BYTES:,} bytes, "
+            f"more than a photograph of the {MAX_PIXELS:,} pixels accepted needs; it was not inflated further. "
+            "Ask the PACS to export the image uncompressed (Explicit VR Little Endian) or as JPEG Baseline."
+        )
+    if not inflater.eof:
+        raise ImageError(
+            f"{name}: the DICOM file's Deflated data set ends before its deflate stream does "
+            f"({len(body):,} bytes inflate to {len(inflated):,}); the file is truncated. Copy or export it again."
+        )
+    return inflated
+
+
+def _parse(data: bytes, name: str) -> Dataset:
+    """The dataset, or an ImageError. A Deflated data set is inflated here, within
+    MAX_INFLATED_BYTES, rather than by dcmread, which inflates all of it. Only an error's type is
+    quoted: a parser's message may repeat a value from the file, and a value may be a name."""
+    try:
+        stream = io.BytesIO(data)
+        preamble = read_preamble(stream, force=True)
+        meta = _read_file_meta_info(stream)  # pydicom's reader of group 2, the one dcmread uses
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return pydicom.dcmread(io.BytesIO(data), force=True)
+        body = io.BytesIO(_inflate(data[stream.tell() :], name))
+        return FileDataset(body, read_dataset(body, False, True), preamble, meta, False, True)
+    except ImageError:
+        raise
     except Exception as error:  # pydicom raises many types on malformed input; all mean the same here
         raise ImageError(
             f"{name}: this looks like a DICOM file but cannot be read ({type(error).__name__}); it is "

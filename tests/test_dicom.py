@@ -16,9 +16,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, HTJ2KLossless, JPEGBaseline8Bit, RLELossless, generate_uid
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
 from pypdf import PdfReader
 
+import melanoma.dicom
 from melanoma.dicom import (
     DERMOSCOPIC_PHOTOGRAPHY,
     ENCAPSULATED_PDF,
@@ -340,3 +349,33 @@ def test_a_jpeg_decodes_colour_by_pixel_whatever_its_planar_configuration_says(p
         PlanarConfiguration=planar_configuration,  # None: an empty value, which pydicom reads as absent
     )
     assert np.array_equal(decode_image(data, name="lesion.dcm").pixels, decode_image(jpeg, name="lesion.jpg").pixels)
+
+
+def deflated(pixels: np.ndarray, padding: int = 0) -> bytes:
+    """The photograph as Deflated Explicit VR Little Endian, with `padding` zero bytes in a private
+    element after the pixels (zeros deflate to almost nothing)."""
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels)))
+    if padding:
+        dataset.private_block(0x7FE1, "MELANOMA TEST", create=True).add_new(0x00, "OB", bytes(padding))
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_a_deflated_file_decodes_exactly_and_inflates_no_further_than_a_photograph_needs(monkeypatch):
+    """dcmread inflates a Deflated data set whole before anything can be checked (a 2 MB upload
+    inflated to 2 GiB); here it is inflated to at most MAX_INFLATED_BYTES (made small for the test)."""
+    pixels = lesion_pixels()
+    decoded = decode_image(deflated(pixels), name="export.dcm")
+    assert np.array_equal(decoded.pixels, pixels)
+    assert decoded.dicom.transfer_syntax == "Deflated Explicit VR Little Endian"
+    monkeypatch.setattr(melanoma.dicom, "MAX_INFLATED_BYTES", 2**20)
+    bomb = deflated(pixels, padding=4 * 2**20)
+    assert len(bomb) < 2**16
+    with pytest.raises(
+        ImageError, match="export.dcm: the DICOM file's Deflated data set inflates to more than 1,048,576"
+    ):
+        decode_image(bomb, name="export.dcm")
+    with pytest.raises(ImageError, match="export.dcm: the DICOM file's Deflated data set ends before .* truncated"):
+        decode_image(deflated(pixels)[:-100], name="export.dcm")
