@@ -15,23 +15,29 @@ what it is and what is accepted.
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom import config
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels.utils import _get_jpg_parameters
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
     UncompressedTransferSyntaxes,
     generate_uid,
 )
@@ -366,8 +372,59 @@ def _check_pixels(dataset: Dataset, name: str) -> UID:
             f"{name}: the pixels have {samples} samples of {bits} bits; accepted: 3 samples of 8 bits "
             "(a colour photograph). Export the image as 8-bit colour."
         )
-    check_size(int(dataset.get("Columns") or 0), int(dataset.get("Rows") or 0), name)
+    columns, rows = int(dataset.get("Columns") or 0), int(dataset.get("Rows") or 0)
+    check_size(columns, rows, name)
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        _check_codestream(dataset, syntax, (columns, rows), name)
     return syntax
+
+
+def _codestream_size(frame: bytes, syntax: UID) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or JPEG-LS frame's header, without decoding it: Pillow's (the
+    decoder of JPEG here) for JPEG, pydicom's own header parser for JPEG-LS, which Pillow cannot
+    open. None when the header cannot be read."""
+    if syntax in JPEGLSTransferSyntaxes:
+        header = _get_jpg_parameters(frame)
+        return (header["width"], header["height"]) if "width" in header and "height" in header else None
+    try:
+        with Image.open(io.BytesIO(frame), formats=("JPEG",)) as image:
+            return image.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise
+    except Exception:  # Pillow raises many types on a damaged header; all mean the same here
+        return None
+
+
+def _check_codestream(dataset: Dataset, syntax: UID, declared: tuple[int, int], name: str) -> None:
+    """A decoder allocates what the codestream declares, not what Rows and Columns say: a frame
+    declaring 12000×12000 inside a 128×96 header was decoded whole (850 MB) before failing. Its
+    size is read from its header and held to the same limits and to the header's."""
+    try:
+        frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            size = _codestream_size(frame, syntax)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ImageError(
+            f"{name}: the {syntax.name} frame declares more than the {MAX_PIXELS:,} pixels accepted ({error}). "
+            "Export the image at a lower resolution and upload again."
+        ) from error
+    except Exception as error:  # a damaged encapsulation fails in many ways; all mean the same here
+        raise ImageError(
+            f"{name}: the {syntax.name} pixel data holds no readable frame ({type(error).__name__}); it is "
+            "corrupt or truncated. Export the image again."
+        ) from error
+    if size is None:
+        raise ImageError(
+            f"{name}: the {syntax.name} frame has no readable header (no image size found); it is corrupt or "
+            "truncated. Export the image again."
+        )
+    check_size(*size, name)
+    if size != declared:
+        raise ImageError(
+            f"{name}: the {syntax.name} frame is {size[0]}×{size[1]} pixels, but the DICOM header (Columns × "
+            f"Rows) says {declared[0]}×{declared[1]}; the file is inconsistent. Export the image again."
+        )
 
 
 def _decode(dataset: Dataset, syntax: UID, name: str) -> np.ndarray:

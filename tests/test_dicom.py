@@ -22,6 +22,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -33,6 +34,7 @@ from melanoma.dicom import (
     ENCAPSULATED_PDF,
     NO_STUDY_UID,
     VL_PHOTOGRAPHIC,
+    _codestream_size,
     encapsulated_pdf,
     read_dicom,
 )
@@ -379,3 +381,41 @@ def test_a_deflated_file_decodes_exactly_and_inflates_no_further_than_a_photogra
         decode_image(bomb, name="export.dcm")
     with pytest.raises(ImageError, match="export.dcm: the DICOM file's Deflated data set ends before .* truncated"):
         decode_image(deflated(pixels)[:-100], name="export.dcm")
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) claims width × height: its pixels cannot be more than
+    a few, but a decoder would allocate the canvas it claims."""
+    jpeg = bytearray(encode(lesion_pixels(), "JPEG", quality=90))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(jpeg)
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (lambda: jpeg_declaring(8000, 8000), "the image declares 8000×8000 pixels, more than the 50,000,000 accepted"),
+        (
+            lambda: encode(lesion_pixels(192, 256), "JPEG", quality=90),
+            "frame is 256×192 pixels, but the DICOM header (Columns × Rows) says 128×96",
+        ),
+        (lambda: b"\xff\xd8" + bytes(64), "frame has no readable header"),
+    ],
+)
+def test_a_jpeg_frame_is_held_to_the_size_limits_and_to_the_header_before_it_is_decoded(frame, message):
+    """The 50-megapixel limit checked only Rows and Columns: a frame claiming more inside a 128×96
+    header was decoded whole and then blamed as corruption."""
+    data = dicom_bytes(lesion_pixels(), syntax=JPEGBaseline8Bit, photometric="YBR_FULL_422", fragments=[frame()])
+    with pytest.raises(ImageError) as refused:
+        decode_image(data, name="export.dcm")
+    assert str(refused.value).startswith("export.dcm: ") and message in str(refused.value), refused.value
+
+
+def test_a_jpeg_ls_frame_size_is_read_without_pillow():
+    """Pillow cannot open JPEG-LS (accepted where pylibjpeg-libjpeg is installed); its size comes
+    from pydicom's header parser instead, so the same limits hold."""
+    header = b"\xff\xd8\xff\xf7\x00\x11\x08" + (9000).to_bytes(2, "big") + (12000).to_bytes(2, "big") + b"\x03"
+    frame = header + bytes([1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]) + b"\xff\xda\x00\x0c" + bytes(10)
+    assert _codestream_size(frame, JPEGLSLossless) == (12000, 9000)
+    assert _codestream_size(b"\xff\xd8" + bytes(16), JPEGLSLossless) is None
