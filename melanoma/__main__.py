@@ -5,9 +5,10 @@ explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and th
 predict scores image files and folders in batches and prints, per image, the calibrated melanoma
 probability and the decision at the model's validated threshold, or NOT ASSESSED when the image
 does not look like a dermoscopic image of a skin lesion (the out-of-distribution gate); unreadable
-files are reported on stderr and skipped, and the exit status is 1 when any file was skipped. A
-diagnosis model adds the skin-cancer probability with its verdict and the differential; the
-model `combined` is the validated combined reading (python -m train.combine).
+files are reported on stderr and skipped, and the exit status is 1 when any file was skipped (or
+its --fhir Bundle could not be written). A diagnosis model adds the skin-cancer probability with
+its verdict and the differential; the model `combined` is the validated combined reading
+(python -m train.combine).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def command_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, args.models_dir)
     combined = args.model == COMBINED_NAME
     models = predictor.members if combined else [predictor]
-    skipped = 0
+    skipped = unwritten = 0
     bundles: dict[str, Path] = {}  # Bundle file name -> the image whose Bundle it is, in this run
     files = expand_paths(args.paths)
     progress = TerminalProgress(sys.stderr)  # at a terminal only; nothing when stderr is piped or captured
@@ -118,20 +119,28 @@ def command_predict(args: argparse.Namespace) -> int:
                 verdict = combine(decisions, predictor.spec) if combined else decisions[0]
                 print(prediction_line(path, predictor.name, verdict, gates[index], args.json))
                 if args.fhir:
-                    write_bundle(
-                        Path(args.fhir),
-                        path,
-                        decoded[index].dicom,
-                        models,
-                        decisions,
-                        verdict if combined else None,
-                        bundles,
-                    )
+                    try:
+                        write_bundle(
+                            Path(args.fhir),
+                            path,
+                            decoded[index].dicom,
+                            models,
+                            decisions,
+                            verdict if combined else None,
+                            bundles,
+                        )
+                    except OSError as error:  # a full disk, a folder not writable: this image's Bundle only
+                        unwritten += 1
+                        print(
+                            f"error: {path}'s FHIR Bundle could not be written to {args.fhir} ({error}). "
+                            "Make the folder writable, or give another --fhir folder, and run again.",
+                            file=sys.stderr,
+                        )
         progress(min(start + args.batch_size, len(files)), len(files))
     if not files:
         print("No image files found in the given paths.", file=sys.stderr)
         return 1
-    return 1 if skipped else 0
+    return 1 if skipped or unwritten else 0
 
 
 def write_bundle(

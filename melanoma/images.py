@@ -7,6 +7,7 @@ pixels a model is trained on and the pixels it is served are produced by the sam
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -28,6 +29,8 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "MPO", "WEBP")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
 # A DICOM Part 10 file carries "DICM" after a 128-byte preamble, whatever its name (PACS exports often have none).
 DICOM_MAGIC, DICOM_MAGIC_OFFSET = b"DICM", 128
+# A DICOM UID (PS3.5 9.1): numbers without leading zeros joined by dots, at most 64 characters.
+UID_PATTERN, UID_MAX_LENGTH = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"), 64
 
 
 class ImageError(ValueError):
@@ -43,10 +46,17 @@ class DecodedImage:
     dicom: DicomInfo | None = None  # what a DICOM file said about itself (melanoma.dicom); None for other formats
 
 
+def valid_uid(value: str) -> str:
+    """`value` if it is a well-formed DICOM UID, else "": a UID read from a file goes into file names
+    and FHIR references, and a malformed one may be a path ("../..") or a patient's name."""
+    return value if len(value) <= UID_MAX_LENGTH and UID_PATTERN.fullmatch(value) else ""
+
+
 def file_stem(image_name: str, dicom: DicomInfo | None = None) -> str:
     """The stem of every file made from an image (its maps, report and FHIR Bundle): a DICOM image's
-    SOP Instance UID, since a PACS export's file name may be the patient's; else the image's own name."""
-    return (dicom.sop_instance_uid or "dicom-image") if dicom else PurePath(image_name).stem
+    SOP Instance UID, since a PACS export's file name may be the patient's (or "dicom-image" when it
+    has no well-formed one); else the image's own name."""
+    return (valid_uid(dicom.sop_instance_uid) or "dicom-image") if dicom else PurePath(image_name).stem
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:

@@ -38,7 +38,7 @@ from melanoma.dicom import (
     encapsulated_pdf,
     read_dicom,
 )
-from melanoma.images import IMAGE_EXTENSIONS, ImageError, decode_image
+from melanoma.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_stem
 
 CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
@@ -419,3 +419,20 @@ def test_a_jpeg_ls_frame_size_is_read_without_pillow():
     frame = header + bytes([1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]) + b"\xff\xda\x00\x0c" + bytes(10)
     assert _codestream_size(frame, JPEGLSLossless) == (12000, 9000)
     assert _codestream_size(b"\xff\xd8" + bytes(16), JPEGLSLossless) is None
+
+
+@pytest.mark.parametrize(
+    "uid, stem",
+    [
+        ("1.2.840.10008.5.1.4.1.1.77.1.7", "1.2.840.10008.5.1.4.1.1.77.1.7"),
+        ("0.1", "0.1"),
+        ("../../escaped/Kovacs_Ilona", "dicom-image"),
+        ("1.2.03", "dicom-image"),  # a leading zero
+        ("1.2.", "dicom-image"),
+        ("1.2.x3", "dicom-image"),
+        ("1." + "2" * 63, "dicom-image"),  # 65 characters
+    ],
+)
+def test_only_a_well_formed_uid_names_a_file(uid, stem):
+    info = read_dicom(dicom_bytes(lesion_pixels(), SOPInstanceUID=uid)).dicom
+    assert file_stem("Kovacs_Ilona.dcm", info) == stem

@@ -150,3 +150,28 @@ def test_a_validation_zip_of_dicom_photographs_scores_them_as_their_pixels(train
     by_name = dict(zip((image.image_id for image in result.images), result.results[0].probabilities))
     expected = predictor.probabilities(pixels)
     assert not result.skipped and [by_name[p.stem] for p in chosen] == pytest.approx(list(expected), abs=1e-6)
+
+
+def test_a_malformed_uid_names_no_file_and_an_unwritable_bundle_is_reported_per_image(trained_models, tmp_path, capsys):
+    """A SOP Instance UID is read from the file: "../../escaped/Kovacs_Ilona" wrote its Bundle outside
+    --fhir under the patient's name (or crashed with FileNotFoundError). Only a well-formed UID names
+    a file; a Bundle that cannot be written is reported for its image and the run goes on."""
+    data_dir, output_dir = trained_models
+    pixels = fixture_photograph(data_dir)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(dicom_bytes(pixels, SOPInstanceUID="../../escaped/Kovacs_Ilona"))
+    (tmp_path / "in" / "b.dcm").write_bytes(dicom_bytes(pixels, SOPInstanceUID="1.2.0.33"))
+    fhir = tmp_path / "out" / "fhir"
+    options = ["predict", "--model", "scratch_cnn", "--fhir", str(fhir), str(tmp_path / "in")]
+    assert cli(["--models-dir", str(output_dir), *options]) == 0
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.fhir.json"))
+    assert written == ["out/fhir/1.2.0.33.fhir.json", "out/fhir/dicom-image.fhir.json"]
+    capsys.readouterr()
+    for path in written:
+        (tmp_path / path).unlink()
+    (fhir / "1.2.0.33.fhir.json").mkdir()  # where b's Bundle goes: writing it fails
+    assert cli(["--models-dir", str(output_dir), *options]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2 and (fhir / "dicom-image.fhir.json").is_file()
+    assert f"error: {tmp_path / 'in' / 'b.dcm'}'s FHIR Bundle could not be written to {fhir}" in captured.err
+    assert "Kovacs" not in captured.err
