@@ -35,7 +35,7 @@ from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.cases import Decision
 from melanoma.combined import CombinedReading
 from melanoma.diagnoses import MALIGNANT, NAMES
-from melanoma.images import file_stem
+from melanoma.images import file_stem, valid_uid
 
 if TYPE_CHECKING:
     from melanoma.dicom import DicomInfo
@@ -248,12 +248,16 @@ def _reference(url: str, display: str) -> dict:
     return {"reference": url, "display": display}
 
 
-def _study_reference(info: DicomInfo) -> dict:
-    """A logical reference to the DICOM study: the EHR resolves it by Study Instance UID."""
+def _study_reference(info: DicomInfo | None) -> dict | None:
+    """A logical reference to the DICOM study: the EHR resolves it by Study Instance UID. None
+    without a well-formed one: an empty UID made "urn:oid:", which identifies nothing."""
+    uid = valid_uid(info.study_instance_uid) if info else ""
+    if not uid:
+        return None
     return {
         "type": "ImagingStudy",
-        "identifier": {"system": DICOM_UID, "value": f"urn:oid:{info.study_instance_uid}"},
-        "display": f"DICOM study {info.study_instance_uid}",
+        "identifier": {"system": DICOM_UID, "value": f"urn:oid:{uid}"},
+        "display": f"DICOM study {uid}",
     }
 
 
@@ -403,8 +407,8 @@ class _Builder:
         }
         if self.subject:
             resource["subject"] = self.subject
-        if case.dicom:
-            resource["imagingStudy"] = [_study_reference(case.dicom)]
+        if study := _study_reference(case.dicom):
+            resource["imagingStudy"] = [study]
         if case.notes.strip():
             note = {"text": case.notes, "time": self.time}
             resource["extension"] = [{"url": NOTE_EXTENSION, "valueAnnotation": note}]
@@ -440,8 +444,8 @@ class _Builder:
                 for name, url in devices.items()
             ],
         }
-        if self.case.dicom:
-            resource["entity"] = [{"role": "source", "what": _study_reference(self.case.dicom)}]
+        if study := _study_reference(self.case.dicom):
+            resource["entity"] = [{"role": "source", "what": study}]
         self.add(resource)
 
 

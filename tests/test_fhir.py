@@ -331,3 +331,14 @@ def test_the_combined_observation_carries_its_averaged_differential():
         "The averaged differential's models: efficientnet_lite0_diagnosis."
         in found["DiagnosticReport"][0]["conclusion"]
     )
+
+
+@pytest.mark.parametrize("study_uid", ["", "1.2.03", "../Kovacs_Ilona"])
+def test_a_study_is_linked_only_by_a_well_formed_uid(study_uid):
+    """An empty Study Instance UID linked the report to "urn:oid:", which identifies nothing: without a
+    well-formed UID the report and its Provenance name no study."""
+    info = read_dicom(dicom_bytes(lesion_pixels(), StudyInstanceUID=study_uid)).dicom
+    text = bundle_json(case([MELANOMA_MODEL], dicom=info))
+    found = resources(text)
+    assert "imagingStudy" not in found["DiagnosticReport"][0] and "entity" not in found["Provenance"][0]
+    assert "urn:oid:" not in text and "Kovacs" not in text
