@@ -446,7 +446,7 @@ notes = saved_notes[case.key] = st.text_area(
 )
 
 report = CaseReport(
-    case.name,
+    stem if case.image.dicom else case.name,  # a PACS export's file name may be the patient's: its UID instead
     shown,
     tuple(readings),
     described,

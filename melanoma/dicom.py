@@ -539,8 +539,8 @@ def encapsulated_pdf(pdf: bytes, source: DicomInfo, created: datetime, title: st
     dataset.InstanceNumber = 1
     dataset.ContentDate, dataset.ContentTime = day, time
     dataset.AcquisitionDateTime = f"{day}{time}{offset}"
-    # The report names the uploaded file, which may carry the patient's name: de-identification
-    # tools must treat the document as identifying.
+    # The clinician's notes in the report may name the patient: de-identification tools must treat
+    # the document as identifying.
     dataset.BurnedInAnnotation = "YES"
     dataset.DocumentTitle = title
     dataset.ConceptNameCodeSequence = Sequence()

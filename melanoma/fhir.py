@@ -453,7 +453,8 @@ def build_bundle(case: FhirCase, identify_patient: bool = False) -> Bundle:
     """The case as a FHIR R4 transaction Bundle, validated by fhir.resources' R4B models.
 
     `identify_patient` puts the DICOM file's Patient ID and name in the subject, for an EHR to file
-    the report; off by default, the Bundle names no one.
+    the report; off by default, nothing from the file names anyone (the attached PDF names a DICOM
+    image by its UID; the clinician's notes are as they wrote them).
     """
     builder = _Builder(case, _subject(case) if identify_patient else None)
     devices = {facts.name: builder.device(facts) for _, facts in case.readings}

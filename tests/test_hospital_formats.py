@@ -1,5 +1,6 @@
 """DICOM in and FHIR / DICOM out through the command line and the Diagnose page, on the fixture models."""
 
+import base64
 import io
 import json
 
@@ -79,14 +80,23 @@ def test_predict_combined_writes_one_observation_per_member_and_the_combined_one
     assert {device["deviceName"][0]["name"] for device in found["Device"]} == set(spec["members"])
 
 
+PATIENT_NAMED = "Kovacs_Ilona_1961-04-12.dcm"  # a PACS export named after the patient
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
 def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trained_models, monkeypatch, downloads):
+    """...and names the image by its UID in every report, as in every file name: the upload's name
+    (in the PDF, the PDF inside the Bundle and the Encapsulated PDF) may be the patient's."""
     data_dir, output_dir = trained_models
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
     data = dicom_bytes(fixture_photograph(data_dir), StudyDescription="Dermoscopy")
     at = AppTest.from_file("../app.py", default_timeout=300)
     at.run()
     at.selectbox[0].set_value("scratch_cnn")
-    at.file_uploader[0].set_value(("export.dcm", data, "application/dicom"))
+    at.file_uploader[0].set_value((PATIENT_NAMED, data, "application/dicom"))
     at.run()
     assert not at.exception
     shown = " ".join(
@@ -103,6 +113,7 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
     probability = load_predictor("scratch_cnn", output_dir).probabilities([decode_image(data).pixels])[0]
     assert [m.value for m in at.metric] == [f"{probability:.1%}"]
     source = pydicom.dcmread(io.BytesIO(data))
+    pdfs = [downloads[buttons["Download report (PDF)"]][0]]
     for label, check in [
         ("Download for the health record (FHIR R4 Bundle)", "fhir"),
         ("Download report for PACS (DICOM Encapsulated PDF, same study)", "dicom"),
@@ -111,14 +122,18 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
         if check == "fhir":
             found = resources(content if isinstance(content, str) else content.decode())
             assert percent(observation_of(found, "melanoma-probability")["valueQuantity"]) == pytest.approx(probability)
+            pdfs.append(base64.b64decode(found["DiagnosticReport"][0]["presentedForm"][0]["data"]))
         else:
             report = pydicom.dcmread(io.BytesIO(content))
             assert (
                 report.StudyInstanceUID == source.StudyInstanceUID
                 and report.SeriesInstanceUID != source.SeriesInstanceUID
             )
-            text = PdfReader(io.BytesIO(bytes(report.EncapsulatedDocument).rstrip(b"\0"))).pages[0].extract_text()
-            assert f"{probability:.1%}" in text
+            pdfs.append(bytes(report.EncapsulatedDocument)[: report.EncapsulatedDocumentLength])
+            assert f"{probability:.1%}" in pdf_text(pdfs[-1])
+    for pdf in pdfs:
+        text = pdf_text(pdf)
+        assert f"Image: {source.SOPInstanceUID}" in text and not any(value in text for value in IDENTIFYING), text
     # Every file made from the image is named after its UID: a PACS export's file name may be the patient's.
     names = {label: downloads[button][2] for label, button in buttons.items() if label != "Download results (CSV)"}
     assert "Download report (PDF)" in names and any(label.startswith("Download overlay") for label in names)
