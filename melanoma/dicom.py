@@ -293,9 +293,16 @@ def _parse(data: bytes, name: str) -> Dataset:
 
 def _check_complete(dataset: Dataset, name: str) -> None:
     """pydicom reads a cut-off file without complaint, leaving its last element short: find that."""
+    if not dataset and dataset.file_meta:
+        raise ImageError(
+            f"{name}: the DICOM file is incomplete: its file meta information is there, but its data set could "
+            "not be read to the end (the file is truncated, as by an interrupted copy or download). Copy or "
+            "export the file again."
+        )
     if not dataset:
         raise ImageError(
-            f"{name}: the DICOM file holds no data elements; it is empty or truncated. Export it from the PACS again."
+            f"{name}: the file holds no DICOM data elements; it is empty or not a DICOM file. Export the image "
+            "from the PACS again."
         )
     last = dataset.get_item(list(dataset.keys())[-1])
     declared = getattr(last, "length", 0xFFFFFFFF)
@@ -322,8 +329,9 @@ def _check_object(dataset: Dataset, name: str) -> str:
         modality = dataset.get("Modality") or "not stated"
         pixels = "" if has_pixels else ", without pixel data"
         raise ImageError(
-            f"{name}: this DICOM file is a {sop_class.name} object (modality {modality}{pixels}), not a "
-            f"photograph of a skin lesion. Accepted: {_accepted_classes()}."
+            f"{name}: this DICOM file is a {sop_class.name} object (modality {modality}{pixels}); that SOP "
+            f"class is not accepted here. Accepted: {_accepted_classes()}. Export the dermoscopic image from the "
+            "PACS as one of these, or save its picture as PNG or JPEG and upload that."
         )
     if not has_pixels:
         raise ImageError(
@@ -350,15 +358,19 @@ def _check_pixels(dataset: Dataset, name: str) -> UID:
     syntax = UID(str(syntax))
     accepted = decodable_syntaxes()
     if syntax not in accepted:
-        try:
-            missing = get_decoder(syntax).missing_dependencies
-        except NotImplementedError:
-            missing = []
-        needs = f" (a decoder would need: {'; '.join(missing)})" if missing else ""
+        # A decoder is worth naming only for the syntaxes accepted once one is installed; the rest
+        # (JPEG 2000 among them) are refused whatever is installed.
+        why = (
+            f"which this installation has no decoder for (install one of: "
+            f"{'; '.join(get_decoder(syntax).missing_dependencies)})"
+            if syntax in COMPRESSED_SYNTAXES
+            else "a transfer syntax this tool does not accept"
+        )
         raise ImageError(
-            f"{name}: the pixels are stored as {syntax.name} ({syntax}), which is not decoded "
-            f"here{needs}. Accepted: {', '.join(uid.name for uid in accepted)}. Ask the PACS to export "
-            "the image uncompressed (Explicit VR Little Endian) or as JPEG Baseline."
+            f"{name}: the pixels are stored as {syntax.name} ({syntax}), {why}. Accepted: "
+            f"{', '.join(uid.name for uid in accepted)}. Ask the PACS to export the image uncompressed (Explicit "
+            "VR Little Endian) or as JPEG Baseline, or decompress the file (e.g. GDCM's gdcmconv --raw in.dcm "
+            "out.dcm) and upload that."
         )
     photometric = str(dataset.get("PhotometricInterpretation", "not stated"))
     if photometric not in ACCEPTED_PHOTOMETRIC:

@@ -17,11 +17,13 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
     generate_uid,
@@ -42,6 +44,7 @@ from melanoma.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_ste
 
 CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 # Who the test photographs show: none of these may leave the module except through `identity`.
 PATIENT_NAME, PATIENT_ID, BIRTH_DATE = "Kovacs^Ilona", "MRN-4711-KI", "19610412"
 IDENTIFYING = ("Kovacs", "Ilona", PATIENT_ID, BIRTH_DATE, "1961-04-12")
@@ -199,7 +202,10 @@ def compressed_without_plugin() -> bytes:
 @pytest.mark.parametrize(
     "make, fragments",
     [
-        (ct_image, ["CT Image Storage", "modality CT", "not a photograph", "Dermoscopic Photography Image Storage"]),
+        (
+            ct_image,
+            ["CT Image Storage", "modality CT", "SOP class is not accepted", "Dermoscopic Photography Image Storage"],
+        ),
         (
             lambda: dicom_bytes(None, BASIC_TEXT_SR, Modality="SR"),
             ["Basic Text SR Storage", "modality SR, without pixel data", "VL Photographic Image Storage"],
@@ -211,7 +217,7 @@ def compressed_without_plugin() -> bytes:
             compressed_without_plugin,
             [
                 "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
-                "pylibjpeg-openjpeg",
+                "a transfer syntax this tool does not accept",
                 "Accepted: ",
                 "JPEG Baseline (Process 1)",
             ],
@@ -436,3 +442,32 @@ def test_a_jpeg_ls_frame_size_is_read_without_pillow():
 def test_only_a_well_formed_uid_names_a_file(uid, stem):
     info = read_dicom(dicom_bytes(lesion_pixels(), SOPInstanceUID=uid)).dicom
     assert file_stem("Kovacs_Ilona.dcm", info) == stem
+
+
+def test_refusals_say_plainly_what_is_accepted_and_what_to_do():
+    """JPEG 2000 is refused on purpose, so no plugin is named for it (Pillow's J2K decoder is even
+    installed); a syntax a plugin would make accepted names the plugin; a Secondary Capture is refused
+    for its SOP class, not judged as 'not a photograph'; a cut-off JPEG DICOM says it is incomplete."""
+    pixels = lesion_pixels()
+    jpeg = dicom_bytes(pixels, syntax=JPEGBaseline8Bit, photometric="YBR_FULL_422", fragments=[encode(pixels, "JPEG")])
+    cases = [
+        (
+            dicom_bytes(pixels, syntax=JPEG2000, photometric="YBR_ICT", fragments=[encode(pixels, "JPEG2000")]),
+            ["JPEG 2000 Image Compression", "does not accept", "JPEG Baseline (Process 1)", "gdcmconv --raw"],
+        ),
+        (
+            dicom_bytes(pixels, sop_class=SECONDARY_CAPTURE),
+            ["Secondary Capture Image Storage", "SOP class is not accepted", "VL Photographic Image Storage"],
+        ),
+        (jpeg[:-20], ["the DICOM file is incomplete", "truncated", "Copy or export the file again"]),
+    ]
+    for data, fragments in cases:
+        with pytest.raises(ImageError) as refused:
+            decode_image(data, name="export.dcm")
+        message = str(refused.value)
+        assert all(fragment in message for fragment in fragments), message
+        assert not any(word in message for word in ("pylibjpeg", "not a photograph", "holds no data elements"))
+    if not get_decoder(JPEGLosslessSV1).is_available:
+        lossless = dicom_bytes(pixels, syntax=JPEGLosslessSV1, fragments=[b"\xff\xd8" + bytes(64)])
+        with pytest.raises(ImageError, match="no decoder for .install one of: .*pylibjpeg-libjpeg.*Accepted: "):
+            decode_image(lossless, name="export.dcm")
