@@ -442,7 +442,8 @@ notes = saved_notes[case.key] = st.text_area(
     "Clinician's notes for the report",
     key=f"notes-{case.key}",
     max_chars=2000,
-    help="Kept in this session's memory only; they go into the PDF report and nowhere else.",
+    help="Kept in this session's memory only. They go into the PDF report, the FHIR Bundle (as a note and "
+    "in its attached PDF) and, for a DICOM image, the DICOM report: whoever receives those reads them.",
 )
 
 report = CaseReport(

@@ -105,6 +105,8 @@ def test_the_diagnose_page_offers_fhir_and_a_dicom_report_in_the_same_study(trai
         for element in at.get(kind)
     )
     assert "study date 2024-05-13" in shown and not any(value in shown for value in IDENTIFYING)
+    notes_help = at.text_area[0].proto.help  # the notes travel with every report, so the help says where
+    assert all(where in notes_help for where in ("PDF report", "FHIR Bundle", "DICOM report")), notes_help
     buttons = {button.proto.label: button for button in at.get("download_button")}
     assert {
         "Download for the health record (FHIR R4 Bundle)",
