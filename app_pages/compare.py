@@ -54,7 +54,8 @@ st.caption(
     "in HAM10000's other sources. A diagnostic, never used to choose. The combined reading's row is its "
     "members' held-out runs combined (`python -m train.combine` measures it when every member has one). BKL "
     "flagged: the benign keratoses there at or above the held-out run's own melanoma threshold (chosen on its "
-    "validation split); the malignant AUC and balanced accuracy are a diagnosis model's."
+    "validation split); the malignant AUC and balanced accuracy are a diagnosis model's. The validation AUC is "
+    "the run's best epoch as training measured it (raw outputs, no flips), which the combined reading has none of."
 )
 ui.show_table(plots.holdout_table(rows))
 

@@ -31,6 +31,10 @@ class Measured:
     def test_auc(self) -> float | None:
         return self.metrics.get("roc_auc")
 
+    @property
+    def is_combined(self) -> bool:
+        return self.input == COMBINED_INPUT
+
     @classmethod
     def of_model(cls, entry: InstalledModel, metrics: dict | None = None) -> Measured:
         """An installed model with its stored test metrics, or with `metrics` measured elsewhere."""

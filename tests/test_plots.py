@@ -5,7 +5,7 @@ import pandas as pd
 
 from melanoma import diagnoses, plots
 from melanoma.card import ModelCard
-from melanoma.measured import Measured
+from melanoma.measured import COMBINED_INPUT, Measured
 from melanoma.store import InstalledModel
 
 CARD = {"sha256": "ab" * 32, "input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"}
@@ -93,6 +93,17 @@ def test_holdout_table_reports_measured_sources_and_says_when_none_was():
         "0.510",
     )
     assert table[table.Model == "scratch"].iloc[0]["Held-out source"] == "not measured"
+    assert lite["Validation ROC AUC (training's best epoch)"] == 0.9
+
+
+def test_the_combined_rows_validation_auc_is_not_set_beside_its_members_training_measure():
+    """The column showed the members' best training epoch (raw, Keras) beside the combined reading's
+    calibrated flip-averaged AUC (0.950 against 0.92-0.94 at rosendahl): two measures as one."""
+    held_out = {"rosendahl": {"roc_auc": 0.7, "n_images": 10, "n_melanoma": 2, "validation_roc_auc": 0.95}}
+    combined = Measured("combined", COMBINED_INPUT, "its members", 0.1, {}, holdout_metrics=held_out)
+    table = plots.holdout_table([combined, Measured.of_model(entry("lite", {}, held_out))])
+    column = table["Validation ROC AUC (training's best epoch)"]
+    assert column.isna().tolist() == [True, False]
 
 
 def test_a_missing_measurement_reads_as_a_dash_and_complete_columns_stay_numbers():
