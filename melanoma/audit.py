@@ -12,7 +12,8 @@ before `record` returns, and appends are serialised across threads (a lock) and 
 on a lock file beside the log). When the log reaches `max_bytes` it is renamed audit.jsonl.1 (the
 older ones move up: .1 -> .2 ...); rotated files are kept unless `keep` bounds them. If the event
 cannot be written, `record` raises AuditUnavailable and the caller must not show the result: the
-trail fails closed.
+trail fails closed. What a failed write (a full disk) left of its line is cut off again, and a line
+that a crash left unfinished is ended before the next event, so one lost event never hides the next.
 
 Location: $MELANOMA_AUDIT_DIR, else $XDG_STATE_HOME/melanoma/audit, else ~/.local/state/melanoma/audit:
 outside the repository, so a redeploy or `git clean` never removes it.
@@ -23,6 +24,7 @@ outside the repository, so a redeploy or `git clean` never removes it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import fcntl
 import json
@@ -354,12 +356,22 @@ class AuditLog:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes
             created = self._rotate_if_full(len(data)) or not self.path.exists()
-            log = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            log = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                view = memoryview(data)
-                while view:  # a short write would otherwise leave half a line for the next to follow
-                    view = view[os.write(log, view) :]
-                os.fsync(log)
+                size = os.fstat(log).st_size
+                if size and os.pread(log, 1, size - 1) != b"\n":  # a crash cut the last line short
+                    data = b"\n" + data  # so this event starts a line of its own, not the torn one's end
+                try:
+                    view = memoryview(data)
+                    while view:  # a short write would otherwise leave half a line for the next to follow
+                        view = view[os.write(log, view) :]
+                    os.fsync(log)
+                except OSError:
+                    # A full disk stopped the line part-way: take back what was written, so the next
+                    # event is not glued to its half. Under the lock, no other writer is between.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(log, size)
+                    raise
             finally:
                 os.close(log)
             if created:
@@ -419,9 +431,10 @@ def read_events(
                 except (ValueError, KeyError, TypeError) as error:  # UnicodeDecodeError is a ValueError
                     raise AuditCorrupt(
                         f"{file}, line {number}, is not an audit event ({error}); expected one JSON "
-                        "object per line as `record` writes it. A line cut short by a crash is the "
-                        "last of its file: copy the file elsewhere and remove that line from the "
-                        "copy to read the rest."
+                        "object per line as `record` writes it. A line that the server's crash cut short "
+                        "holds an event that was never completed, so never shown, and the events after it "
+                        "start lines of their own: to read them, copy the file elsewhere and remove this "
+                        "one line from the copy. Any other damage means the file was edited."
                     ) from error
                 if (since is None or moment >= _as_utc(since)) and (user is None or who.matches(user)):
                     yield event

@@ -189,6 +189,51 @@ def test_a_folder_that_cannot_be_made_fails_closed_even_for_root(tmp_path):
     assert str(blocker) in str(caught.value)
 
 
+def _record_on_a_full_disk(folder: str, room: int) -> None:
+    """In a child process: the file-size limit stands in for a disk that fills part-way through a line."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+    try:
+        AuditLog(folder).record(ALICE, Action.READING, sha256=IMAGE, readings=[reading()])
+    except AuditUnavailable:
+        os._exit(0)
+    os._exit(1)  # the write should have failed
+
+
+def test_a_write_that_fails_part_way_leaves_no_half_line_for_the_next_event(tmp_path):
+    """The disk filled 40 bytes into a line: the next event, once there was room, was glued onto the
+    half line and the export stopped there. Now the half line is taken back and both events read."""
+    log = AuditLog(tmp_path)
+    log.record(ALICE, Action.SESSION)
+    before = (tmp_path / audit.LOG_NAME).read_bytes()
+    child = multiprocessing.get_context("fork").Process(
+        target=_record_on_a_full_disk, args=(str(tmp_path), len(before) + 40)
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the write on a full disk did not raise AuditUnavailable"
+    assert (tmp_path / audit.LOG_NAME).read_bytes() == before
+    log.record(BOB, Action.READING, sha256=IMAGE, readings=[reading()])
+    assert [event["user"]["subject"] for event in audit.read_events(tmp_path)] == ["alice-sub", "bob-sub"]
+
+
+def test_after_a_line_a_crash_left_unfinished_the_next_event_starts_its_own_line(tmp_path):
+    log = AuditLog(tmp_path)
+    log.record(ALICE, Action.SESSION)
+    with open(tmp_path / audit.LOG_NAME, "ab") as handle:  # the server died part-way through a line
+        handle.write(b'{"time":"2026-01-31T')
+    log.record(BOB, Action.READING, sha256=IMAGE, readings=[reading()])
+    first, torn, last = (tmp_path / audit.LOG_NAME).read_bytes().splitlines()
+    assert torn == b'{"time":"2026-01-31T' and json.loads(last)["user"]["subject"] == "bob-sub"
+    with pytest.raises(AuditCorrupt, match="line 2.*never completed.*remove this one line"):
+        list(audit.read_events(tmp_path))
+    (tmp_path / audit.LOG_NAME).write_bytes(first + b"\n" + last + b"\n")  # as the advice says, in a copy
+    assert len(list(audit.read_events(tmp_path))) == 2
+
+
 def test_the_folder_comes_from_the_environment_else_the_users_state_folder(tmp_path):
     assert audit.audit_dir({audit.AUDIT_DIR_ENV: str(tmp_path)}) == tmp_path
     home = {"HOME": "/home/dr", "XDG_STATE_HOME": ""}
