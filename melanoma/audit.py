@@ -478,8 +478,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_audit(args: argparse.Namespace) -> int:
-    """Print the selected events; 2 when the trail cannot be read."""
+    """Print the selected events; 2 when the trail cannot be read or is not there (a misspelt folder
+    must not read as "nothing happened")."""
     folder = args.audit_dir or audit_dir()
+    log = Path(folder) / LOG_NAME
+    if not log.exists() and not _rotated(log):
+        print(
+            f"error: there is no audit trail in {folder} (expected {LOG_NAME} there). The server writes it to "
+            f"${AUDIT_DIR_ENV}, else to ~/.local/state/melanoma/audit of the user the server runs as: run this "
+            f"command as that user, or name the server's folder with --audit-dir or {AUDIT_DIR_ENV}.",
+            file=sys.stderr,
+        )
+        return 2
     events = read_events(folder, since=args.since, user=args.user)
     try:
         if args.csv:

@@ -309,7 +309,22 @@ def test_the_command_exports_json_lines_or_csv(tmp_path, capsys):
     assert json.loads(line)["action"] == "report download"
     assert cli(["audit", "--audit-dir", str(tmp_path), "--since", "2000-01-01", "--csv"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
-    assert cli(["audit", "--audit-dir", str(tmp_path / "none")]) == 0
+    assert cli(["audit", "--audit-dir", str(tmp_path), "--user", "carol@clinic.example"]) == 0
     assert "No audit events" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli(["audit", "--since", "last tuesday"])
+
+
+def test_the_command_on_a_folder_without_a_trail_says_so_and_fails(tmp_path, capsys, monkeypatch):
+    """A misspelt --audit-dir printed "No audit events ... match." and exited 0, as if nothing had happened."""
+    from melanoma.__main__ import main as cli
+
+    AuditLog(tmp_path / "audit").record(ALICE, Action.SESSION)
+    assert cli(["audit", "--audit-dir", str(tmp_path / "audti")]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"no audit trail in {tmp_path / 'audti'}" in error and "--audit-dir" in error and audit.AUDIT_DIR_ENV in error
+    )
+    monkeypatch.setenv(audit.AUDIT_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert cli(["audit"]) == 2
+    assert "as that user" in capsys.readouterr().err
