@@ -82,6 +82,13 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
             "such as https://melanoma.clinic.example/oauth2callback; "
             f"received {auth['redirect_uri']!r}."
         )
+    if redirect.scheme != "https" and not is_loopback(redirect.hostname):
+        raise AccessRefused(
+            f"`redirect_uri` in [auth] is {auth['redirect_uri']!r}: plain http to another machine, so the identity "
+            "cookie, which signs the clinician in for days, would cross the network unencrypted. Expected https "
+            "(https://HOST/oauth2callback, TLS at a reverse proxy or Streamlit's server.sslCertFile); plain http "
+            "only for this machine (127.0.0.1 or localhost)."
+        )
     if len(str(auth["cookie_secret"])) < MIN_COOKIE_SECRET:
         raise AccessRefused(
             f"`cookie_secret` in [auth] signs the identity cookie and has fewer than "

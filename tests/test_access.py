@@ -57,6 +57,11 @@ def test_sign_in_or_a_declared_proxy_lets_it_serve_any_address():
     assert access.decide("0.0.0.0", None, {access.AUTH_ENV: "proxy"}).mode is Mode.PROXY
 
 
+def test_plain_http_sign_in_is_accepted_for_this_machine_only():
+    for uri in ("http://127.0.0.1:8501/oauth2callback", "http://localhost:{port}/oauth2callback"):
+        assert access.decide("127.0.0.1", {**AUTH, "redirect_uri": uri}, {}).mode is Mode.SIGN_IN
+
+
 def test_named_providers_are_offered_each():
     policy = access.decide("0.0.0.0", {**SHARED, "clinicsso": PROVIDER, "backup": PROVIDER}, {})
     assert policy.providers == ("clinicsso", "backup")
@@ -68,6 +73,8 @@ def test_named_providers_are_offered_each():
         ({**AUTH, "cookie_secret": "short"}, {}, "could be guessed"),
         ({key: value for key, value in AUTH.items() if key != "redirect_uri"}, {}, "lacks redirect_uri"),
         ({**AUTH, "redirect_uri": "https://melanoma.clinic.example/"}, {}, "ending in /oauth2callback"),
+        ({**AUTH, "redirect_uri": "http://10.1.2.3:8501/oauth2callback"}, {}, "plain http to another machine"),
+        ({**AUTH, "redirect_uri": "http://melanoma.clinic.example/oauth2callback"}, {}, "Expected https"),
         ({**AUTH, "client_secret": ""}, {}, r"\[auth\] in secrets.toml lacks client_secret"),
         (SHARED, {}, "names no identity provider"),
         ({**SHARED, "clinic_sso": PROVIDER}, {}, "underscore"),
