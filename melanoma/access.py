@@ -124,7 +124,7 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
     return tuple(sections)
 
 
-def decide(address: str | None, auth: Mapping | None, environ: Mapping[str, str]) -> Policy:
+def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Policy:
     """The policy for a server bound to `address` with these [auth] secrets and environment."""
     declared = environ.get(AUTH_ENV, "").strip().lower()
     if declared not in ("", Mode.PROXY.value):
@@ -138,6 +138,10 @@ def decide(address: str | None, auth: Mapping | None, environ: Mapping[str, str]
             f"one. Keep [auth] for the app's own sign-in, or unset {AUTH_ENV}."
         )
     if auth is not None:
+        if not isinstance(auth, Mapping):
+            raise AccessRefused(
+                f"`auth` in secrets.toml is {auth!r:.80}, not a table: expected an [auth] section. " + HOW_TO_SIGN_IN
+            )
         return Policy(Mode.SIGN_IN, providers(auth))
     if declared:
         return Policy(Mode.PROXY)
@@ -157,8 +161,23 @@ def signed_in_user(claims: Mapping) -> User:
             "The identity provider's token names no subject (`sub` claim), so the audit trail "
             "could not say who acted. Check that the provider is an OpenID Connect provider."
         )
+    try:
+        return User(str(claims["sub"]), _email(claims))
+    except ValueError as error:
+        raise AccessRefused(
+            f"The identity token's subject (`sub` claim) cannot name the user in the audit trail: {error}. "
+            "Expected the provider's stable identifier of the user; check the provider's token settings."
+        ) from None
+
+
+def _email(claims: Mapping) -> str | None:
+    """The token's e-mail when it is an address the audit trail accepts; a display name or other
+    text there is dropped (the subject still names the user), rather than stopping the app."""
     email = claims.get("email")
-    return User(str(claims["sub"]), str(email) if email else None)
+    try:
+        return User("-", email).email if isinstance(email, str) and email else None
+    except ValueError:
+        return None
 
 
 def proxy_user(environ: Mapping[str, str], header_values: Callable[[str], list[str]]) -> User:
@@ -176,4 +195,11 @@ def proxy_user(environ: Mapping[str, str], header_values: Callable[[str], list[s
             "the proxy to set (not append to) that header."
         )
     name = values[0].strip()
-    return User(name, name if "@" in name and " " not in name else None)
+    try:
+        return User(name, name if "@" in name and " " not in name else None)
+    except ValueError as error:
+        raise AccessRefused(
+            f"The proxy's `{header}` header ({PROXY_USER_HEADER_ENV}) cannot name the user in the audit trail: "
+            f"{error}. Expected a user name or e-mail of at most 256 printable characters: configure the proxy "
+            "to send the user's name or e-mail there."
+        ) from None

@@ -81,6 +81,7 @@ def test_named_providers_are_offered_each():
         ({}, {}, "lacks redirect_uri, cookie_secret"),
         (AUTH, {access.AUTH_ENV: "proxy"}, "choose one"),
         (None, {access.AUTH_ENV: "yes"}, "expected `proxy`"),
+        ("x", {}, r"not a table: expected an \[auth\] section"),
     ],
 )
 def test_an_incomplete_or_contradictory_configuration_is_refused_with_the_fix(auth, environ, expected):
@@ -93,6 +94,21 @@ def test_the_signed_in_user_is_the_tokens_subject_and_email():
     assert user == audit.User("0a1b", "dr@clinic.example")
     with pytest.raises(AccessRefused, match="no subject"):
         access.signed_in_user({"is_logged_in": True, "email": "dr@clinic.example"})
+
+
+def test_a_token_whose_email_is_not_an_address_keeps_its_subject_and_a_bad_subject_is_refused_with_the_claim():
+    """'Dr Alice Smith' in `email` raised ValueError, a raw traceback in the browser."""
+    user = access.signed_in_user({"is_logged_in": True, "sub": "0a1b", "email": "Dr Alice Smith"})
+    assert user == audit.User("0a1b")
+    with pytest.raises(AccessRefused, match=r"subject \(`sub` claim\).*printable characters"):
+        access.signed_in_user({"is_logged_in": True, "sub": "x" * 300, "email": "dr@clinic.example"})
+
+
+def test_a_proxy_header_the_audit_trail_cannot_hold_is_refused_naming_the_header():
+    trusted = {access.PROXY_USER_HEADER_ENV: "X-Forwarded-User"}
+    for value in ("u" * 300, "dr\x07"):
+        with pytest.raises(AccessRefused, match=r"`X-Forwarded-User` header.*at most 256 printable"):
+            access.proxy_user(trusted, lambda name, found=value: [found])
 
 
 def test_behind_the_proxy_the_user_comes_only_from_the_header_it_was_told_to_trust():
@@ -163,3 +179,10 @@ def test_an_unwritable_audit_trail_keeps_the_app_closed(app, tmp_path, monkeypat
     monkeypatch.setenv(audit.AUDIT_DIR_ENV, str(blocker / "audit"))
     at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b"})
     assert "cannot be written" in at.error[0].value and not at.title
+
+
+def test_a_display_name_in_the_email_claim_opens_the_app_under_the_subject(app, tmp_path):
+    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b", "email": "Dr Alice Smith"})
+    assert not at.exception and [title.value for title in at.title] == ["Diagnose"]
+    [event] = audit.read_events(tmp_path)
+    assert event["user"] == {"subject": "0a1b", "email": None}
