@@ -28,6 +28,12 @@ def auth_secrets() -> Mapping | None:
         return None
 
 
+def request_headers() -> access.Headers:
+    """This session's request headers by lower-case name, every value of each, as melanoma.access reads them."""
+    headers = st.context.headers
+    return {name.lower(): headers.get_all(name) for name in headers}
+
+
 def sign_in_screen(providers: tuple[str | None, ...]) -> None:
     st.title("Melanoma decision support")
     st.info(
@@ -46,11 +52,12 @@ def sign_in_screen(providers: tuple[str | None, ...]) -> None:
 def session_user() -> User:
     """Who this session acts as; the run stops on the sign-in screen, or on an error when the app must not serve."""
     policy = access.decide(st.get_option("server.address"), auth_secrets(), os.environ)
+    access.check_request(policy, request_headers())
     ui.prepare_in_background()  # once this server may serve: the models load while the clinician signs in
     if policy.mode is access.Mode.LOCAL:
         return LOCAL
     if policy.mode is access.Mode.PROXY:
-        user = access.proxy_user(os.environ, st.context.headers.get_all)
+        user = access.proxy_user(os.environ, request_headers())
         st.sidebar.caption(
             f"Sign-in is delegated to the reverse proxy in front of this app. Recorded as: **{user.subject}**."
         )

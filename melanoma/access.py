@@ -16,10 +16,10 @@ A configuration that is incomplete, contradictory or weak is refused with what t
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from melanoma.audit import PROXY, User
 
@@ -27,6 +27,8 @@ AUTH_ENV = "MELANOMA_AUTH"
 PROXY_USER_HEADER_ENV = "MELANOMA_PROXY_USER_HEADER"
 SESSION_USER = "melanoma_user"  # st.session_state key: app.py leaves the audit.User there for the pages
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+Headers = Mapping[str, Sequence[str]]  # a request's headers by lower-case name, every value of each
 MIN_COOKIE_SECRET = 32  # characters; the cookie secret signs the identity cookie, so a short one can be guessed
 HOW_TO_SIGN_IN = (
     "To serve a clinic network, configure sign-in with the clinic's identity provider: an `[auth]` section in "
@@ -75,7 +77,7 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
         raise AccessRefused(
             f"Sign-in is configured (`[auth]` in secrets.toml) but lacks {', '.join(missing)}. " + HOW_TO_SIGN_IN
         )
-    redirect = urlparse(str(auth["redirect_uri"]).replace("{port}", "1"))
+    redirect = urlsplit(str(auth["redirect_uri"]).replace("{port}", "1"))
     if redirect.scheme not in ("http", "https") or not redirect.netloc or not redirect.path.endswith("/oauth2callback"):
         raise AccessRefused(
             "`redirect_uri` in [auth] must be the app's absolute address ending in /oauth2callback, "
@@ -154,6 +156,29 @@ def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Pol
     return Policy(Mode.LOCAL)
 
 
+def _values(headers: Headers, name: str) -> list[str]:
+    return [value for value in headers.get(name, ()) if value is not None]
+
+
+def check_request(policy: Policy, headers: Headers) -> None:
+    """Refuse a request that this policy does not serve: in LOCAL mode, one that reached this
+    machine's port through a forwarder or proxy on it from elsewhere (a Host beyond loopback, or
+    forwarding headers), since serving without sign-in is safe for this machine only. `headers` are
+    empty without a browser connection (a script test); a browser's request always has a Host."""
+    if policy.mode is Mode.LOCAL and headers:
+        forwarded = [name for name in FORWARDING_HEADERS if _values(headers, name)]
+        hosts = _values(headers, "host")
+        host = urlsplit(f"//{hosts[0]}").hostname if len(hosts) == 1 else None
+        if forwarded or not is_loopback(host):
+            received = f"forwarding headers ({', '.join(forwarded)})" if forwarded else f"Host {hosts!r:.120}"
+            raise AccessRefused(
+                "This app serves this machine only, without sign-in, but this request came from elsewhere "
+                "through a forwarder or proxy on this machine: expected a Host of localhost, 127.0.0.1 or [::1] "
+                f"and no forwarding headers; received {received}. Open http://127.0.0.1:PORT on this machine. "
+                + HOW_TO_SIGN_IN
+            )
+
+
 def signed_in_user(claims: Mapping) -> User:
     """The audit user of a session signed in with st.login: the identity token's subject and e-mail."""
     if not claims.get("sub"):
@@ -180,13 +205,13 @@ def _email(claims: Mapping) -> str | None:
         return None
 
 
-def proxy_user(environ: Mapping[str, str], header_values: Callable[[str], list[str]]) -> User:
+def proxy_user(environ: Mapping[str, str], headers: Headers) -> User:
     """The audit user behind the proxy: the value of the header MELANOMA_PROXY_USER_HEADER names
     (which the proxy must set itself, replacing any the browser sent), else PROXY."""
     header = environ.get(PROXY_USER_HEADER_ENV, "").strip()
     if not header:
         return PROXY
-    values = header_values(header)
+    values = _values(headers, header.lower())
     if len(values) != 1 or not values[0].strip():
         raise AccessRefused(
             f"{PROXY_USER_HEADER_ENV} says the proxy names the user in `{header}`, but this request "

@@ -108,18 +108,51 @@ def test_a_proxy_header_the_audit_trail_cannot_hold_is_refused_naming_the_header
     trusted = {access.PROXY_USER_HEADER_ENV: "X-Forwarded-User"}
     for value in ("u" * 300, "dr\x07"):
         with pytest.raises(AccessRefused, match=r"`X-Forwarded-User` header.*at most 256 printable"):
-            access.proxy_user(trusted, lambda name, found=value: [found])
+            access.proxy_user(trusted, {"x-forwarded-user": [value]})
 
 
 def test_behind_the_proxy_the_user_comes_only_from_the_header_it_was_told_to_trust():
     headers = {"x-forwarded-email": ["dr@clinic.example"], "x-forwarded-user": ["forged"]}
-    lookup = lambda name: headers.get(name.lower(), [])  # noqa: E731  as st.context.headers.get_all
-    assert access.proxy_user({}, lookup) == audit.PROXY  # no header named: nothing from the request is trusted
+    assert access.proxy_user({}, headers) == audit.PROXY  # no header named: nothing from the request is trusted
     trusted = {access.PROXY_USER_HEADER_ENV: "X-Forwarded-Email"}
-    assert access.proxy_user(trusted, lookup) == audit.User("dr@clinic.example", "dr@clinic.example")
+    assert access.proxy_user(trusted, headers) == audit.User("dr@clinic.example", "dr@clinic.example")
     for values in ([], ["a@clinic.example", "b@clinic.example"], [" "]):
         with pytest.raises(AccessRefused, match="Expected exactly one"):
-            access.proxy_user(trusted, lambda name, found=values: found)
+            access.proxy_user(trusted, {"x-forwarded-email": values})
+
+
+LOCAL = access.Policy(Mode.LOCAL)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8501", "localhost:8501", "[::1]:8501", "127.0.0.1", "LOCALHOST"])
+def test_on_this_machine_only_a_request_to_a_loopback_host_is_served(host):
+    access.check_request(LOCAL, {"host": [host], "upgrade": ["websocket"]})
+    access.check_request(LOCAL, {})  # no browser connection: a script test
+
+
+@pytest.mark.parametrize(
+    "headers, received",
+    [
+        ({"host": ["192.0.2.2:8443"]}, "Host"),  # a TLS forwarder on this machine, opened from the network
+        ({"host": ["melanoma.clinic.example"]}, "Host"),
+        ({"upgrade": ["websocket"]}, "Host"),
+        ({"host": ["127.0.0.1:8501"], "x-forwarded-for": ["10.0.0.7"]}, "x-forwarded-for"),
+        ({"host": ["localhost:8501"], "forwarded": ["for=10.0.0.7"]}, "forwarded"),
+        ({"host": ["localhost:8501"], "x-real-ip": ["10.0.0.7"]}, "x-real-ip"),
+    ],
+)
+def test_on_this_machine_only_a_request_forwarded_from_elsewhere_is_refused(headers, received):
+    with pytest.raises(AccessRefused, match=f"this machine only.*expected a Host of localhost.*received.*{received}"):
+        access.check_request(LOCAL, headers)
+
+
+def connection(monkeypatch, headers: list[tuple[str, str]], peer: str | None) -> None:
+    """What st.context reads of the browser's connection, which AppTest cannot set: its headers and address."""
+    from types import SimpleNamespace
+
+    from streamlit.runtime import context
+
+    monkeypatch.setattr(context, "_get_client_context", lambda: SimpleNamespace(headers=headers, remote_ip=peer))
 
 
 @pytest.fixture
@@ -186,3 +219,14 @@ def test_a_display_name_in_the_email_claim_opens_the_app_under_the_subject(app, 
     assert not at.exception and [title.value for title in at.title] == ["Diagnose"]
     [event] = audit.read_events(tmp_path)
     assert event["user"] == {"subject": "0a1b", "email": None}
+
+
+def test_on_this_machine_only_a_page_opened_through_a_forwarder_shows_nothing(app, monkeypatch):
+    """A TLS forwarder on 192.0.2.2:8443 to 127.0.0.1:8501 opened the app without sign-in to the network."""
+    connection(monkeypatch, [("Host", "192.0.2.2:8443"), ("Upgrade", "websocket")], "127.0.0.1")
+    at = app("127.0.0.1")
+    [error] = at.error
+    assert "this machine only" in error.value and "192.0.2.2:8443" in error.value
+    assert not at.title and not at.get("file_uploader")
+    connection(monkeypatch, [("Host", "127.0.0.1:8501"), ("Upgrade", "websocket")], "127.0.0.1")
+    assert [title.value for title in app("127.0.0.1").title] == ["Diagnose"]
