@@ -1,7 +1,8 @@
 # Entry points for a fresh machine with Python 3.11:
 #   make run    installs what the app needs and starts it on the shipped models, for this machine only
 #   make serve  the same for a clinic network (ADDRESS, PORT): the app refuses to serve until sign-in
-#               is configured (README, Privacy and deployment)
+#               and its allow-list are configured, or MELANOMA_AUTH=proxy names the proxy's addresses
+#               in MELANOMA_PROXY_ADDRESSES (README, Privacy and deployment)
 #   make test   installs what the tests need and runs them
 #   make lint   ruff lint rules and format check (CI runs it before the tests)
 PYTHON ?= python3.11

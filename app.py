@@ -52,7 +52,7 @@ def sign_in_screen(providers: tuple[str | None, ...]) -> None:
 def session_user() -> User:
     """Who this session acts as; the run stops on the sign-in screen, or on an error when the app must not serve."""
     policy = access.decide(st.get_option("server.address"), auth_secrets(), os.environ)
-    access.check_request(policy, request_headers())
+    access.check_request(policy, request_headers(), st.context.ip_address)
     ui.prepare_in_background()  # once this server may serve: the models load while the clinician signs in
     if policy.mode is access.Mode.LOCAL:
         return LOCAL

@@ -25,6 +25,8 @@ from melanoma.audit import PROXY, User
 
 AUTH_ENV = "MELANOMA_AUTH"
 PROXY_USER_HEADER_ENV = "MELANOMA_PROXY_USER_HEADER"
+PROXY_ADDRESSES_ENV = "MELANOMA_PROXY_ADDRESSES"
+FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's: whose X-Forwarded-For replaces a peer's address
 SESSION_USER = "melanoma_user"  # st.session_state key: app.py leaves the audit.User there for the pages
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
@@ -49,10 +51,14 @@ class Mode(Enum):
     PROXY = "proxy"  # an authenticating reverse proxy in front
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class Policy:
     mode: Mode
     providers: tuple[str | None, ...] = ()  # st.login's argument per identity provider; None: [auth]'s own
+    proxies: tuple[Network, ...] = ()  # PROXY on an address beyond loopback: the proxy's, the only peers served
 
 
 def is_loopback(address: str | None) -> bool:
@@ -126,6 +132,43 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
     return tuple(sections)
 
 
+def proxy_networks(environ: Mapping[str, str]) -> tuple[Network, ...]:
+    """The proxy's addresses: MELANOMA_PROXY_ADDRESSES, addresses or networks, comma-separated."""
+    text = environ.get(PROXY_ADDRESSES_ENV, "")
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise AccessRefused(
+            f"{PROXY_ADDRESSES_ENV} is {text!r}: {error}. Expected the reverse proxy's IP addresses or networks, "
+            "comma-separated, such as 10.0.0.5 or 10.0.0.5,fd00::5 or 10.0.0.0/29."
+        ) from None
+
+
+def _proxy_policy(address: str | None, environ: Mapping[str, str]) -> Policy:
+    """Behind a proxy on this machine, a loopback address is enough; on any other, only the
+    declared proxy may connect, or anyone on the network could bypass its sign-in."""
+    if is_loopback(address):
+        return Policy(Mode.PROXY)
+    proxies = proxy_networks(environ)
+    if not proxies:
+        where = f"address {address}" if address else "every network interface (server.address is not set)"
+        raise AccessRefused(
+            f"{AUTH_ENV}=proxy, and this server listens on {where}: anyone on the network could open its port "
+            "directly, bypassing the proxy's sign-in (and, with a user header, name themselves). It refuses to "
+            f"serve. Either listen on 127.0.0.1 with the proxy on this machine, or set {PROXY_ADDRESSES_ENV} to "
+            "the proxy's IP addresses (comma-separated, such as 10.0.0.5), so that requests from anywhere else "
+            "are refused."
+        )
+    trusted = [part.strip() for part in environ.get(FORWARDED_ALLOW_IPS_ENV, "").split(",") if part.strip()]
+    if any(not is_loopback(part) for part in trusted):
+        raise AccessRefused(
+            f"{FORWARDED_ALLOW_IPS_ENV} is {environ[FORWARDED_ALLOW_IPS_ENV]!r}: the web server then takes a "
+            "request's address from the X-Forwarded-For those hosts send, so the check that requests come from "
+            f"the proxy ({PROXY_ADDRESSES_ENV}) could be forged. Expected it unset: unset {FORWARDED_ALLOW_IPS_ENV}."
+        )
+    return Policy(Mode.PROXY, proxies=proxies)
+
+
 def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Policy:
     """The policy for a server bound to `address` with these [auth] secrets and environment."""
     declared = environ.get(AUTH_ENV, "").strip().lower()
@@ -146,7 +189,7 @@ def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Pol
             )
         return Policy(Mode.SIGN_IN, providers(auth))
     if declared:
-        return Policy(Mode.PROXY)
+        return _proxy_policy(address, environ)
     if not is_loopback(address):
         where = f"address {address}" if address else "every network interface (server.address is not set)"
         raise AccessRefused(
@@ -160,11 +203,12 @@ def _values(headers: Headers, name: str) -> list[str]:
     return [value for value in headers.get(name, ()) if value is not None]
 
 
-def check_request(policy: Policy, headers: Headers) -> None:
+def check_request(policy: Policy, headers: Headers, peer: str | None) -> None:
     """Refuse a request that this policy does not serve: in LOCAL mode, one that reached this
     machine's port through a forwarder or proxy on it from elsewhere (a Host beyond loopback, or
-    forwarding headers), since serving without sign-in is safe for this machine only. `headers` are
-    empty without a browser connection (a script test); a browser's request always has a Host."""
+    forwarding headers), since serving without sign-in is safe for this machine only; in PROXY mode
+    beyond loopback, one whose peer (st.context.ip_address; None for loopback) is not the proxy.
+    `headers` are empty without a browser connection (a script test); a browser's request always has a Host."""
     if policy.mode is Mode.LOCAL and headers:
         forwarded = [name for name in FORWARDING_HEADERS if _values(headers, name)]
         hosts = _values(headers, "host")
@@ -176,6 +220,19 @@ def check_request(policy: Policy, headers: Headers) -> None:
                 "through a forwarder or proxy on this machine: expected a Host of localhost, 127.0.0.1 or [::1] "
                 f"and no forwarding headers; received {received}. Open http://127.0.0.1:PORT on this machine. "
                 + HOW_TO_SIGN_IN
+            )
+    if policy.mode is Mode.PROXY and policy.proxies:
+        try:
+            ip = ipaddress.ip_address((peer or "127.0.0.1").strip("[]"))
+        except ValueError:
+            ip = None
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if ip is None or not any((mapped or ip) in network for network in policy.proxies):
+            raise AccessRefused(
+                f"This app is served through the reverse proxy ({PROXY_ADDRESSES_ENV}: "
+                f"{', '.join(map(str, policy.proxies))}), but this request came from {peer or 'this machine'}, "
+                "not through it. Open the app at the proxy's address. If this is the proxy's address, add it to "
+                f"{PROXY_ADDRESSES_ENV}."
             )
 
 

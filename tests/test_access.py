@@ -54,7 +54,8 @@ def test_without_sign_in_the_app_serves_loopback_only():
 def test_sign_in_or_a_declared_proxy_lets_it_serve_any_address():
     policy = access.decide("0.0.0.0", AUTH, {})
     assert policy.mode is Mode.SIGN_IN and policy.providers == (None,)
-    assert access.decide("0.0.0.0", None, {access.AUTH_ENV: "proxy"}).mode is Mode.PROXY
+    behind = {access.AUTH_ENV: "proxy", access.PROXY_ADDRESSES_ENV: "10.0.0.5"}
+    assert access.decide("0.0.0.0", None, behind).mode is Mode.PROXY
 
 
 def test_plain_http_sign_in_is_accepted_for_this_machine_only():
@@ -126,8 +127,8 @@ LOCAL = access.Policy(Mode.LOCAL)
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8501", "localhost:8501", "[::1]:8501", "127.0.0.1", "LOCALHOST"])
 def test_on_this_machine_only_a_request_to_a_loopback_host_is_served(host):
-    access.check_request(LOCAL, {"host": [host], "upgrade": ["websocket"]})
-    access.check_request(LOCAL, {})  # no browser connection: a script test
+    access.check_request(LOCAL, {"host": [host], "upgrade": ["websocket"]}, None)
+    access.check_request(LOCAL, {}, None)  # no browser connection: a script test
 
 
 @pytest.mark.parametrize(
@@ -143,7 +144,33 @@ def test_on_this_machine_only_a_request_to_a_loopback_host_is_served(host):
 )
 def test_on_this_machine_only_a_request_forwarded_from_elsewhere_is_refused(headers, received):
     with pytest.raises(AccessRefused, match=f"this machine only.*expected a Host of localhost.*received.*{received}"):
-        access.check_request(LOCAL, headers)
+        access.check_request(LOCAL, headers, None)
+
+
+def test_a_declared_proxy_beyond_loopback_must_name_its_addresses():
+    """MELANOMA_AUTH=proxy on 0.0.0.0 let anyone on the network open the port directly and, with a
+    user header, name themselves."""
+    assert access.decide("127.0.0.1", None, {access.AUTH_ENV: "proxy"}) == access.Policy(Mode.PROXY)
+    for address in ("0.0.0.0", None, "10.0.0.9"):
+        with pytest.raises(AccessRefused, match=f"bypassing the proxy's sign-in.*set {access.PROXY_ADDRESSES_ENV}"):
+            access.decide(address, None, {access.AUTH_ENV: "proxy"})
+    with pytest.raises(AccessRefused, match="Expected the reverse proxy's IP addresses"):
+        access.decide("0.0.0.0", None, {access.AUTH_ENV: "proxy", access.PROXY_ADDRESSES_ENV: "proxy.clinic"})
+    forged = {access.AUTH_ENV: "proxy", access.PROXY_ADDRESSES_ENV: "10.0.0.5", access.FORWARDED_ALLOW_IPS_ENV: "*"}
+    with pytest.raises(AccessRefused, match=f"could be forged.*unset {access.FORWARDED_ALLOW_IPS_ENV}"):
+        access.decide("0.0.0.0", None, forged)
+
+
+def test_behind_a_proxy_beyond_loopback_only_the_proxys_requests_are_served():
+    environ = {access.AUTH_ENV: "proxy", access.PROXY_ADDRESSES_ENV: "10.0.0.5, fd00::/64"}
+    policy = access.decide("0.0.0.0", None, environ)
+    for peer in ("10.0.0.5", "fd00::7", "::ffff:10.0.0.5"):
+        access.check_request(policy, {"host": ["melanoma.clinic.example"]}, peer)
+    for peer in ("10.0.0.77", None):  # a clinic workstation; this machine (not declared)
+        with pytest.raises(AccessRefused, match="not through it. Open the app at the proxy's address"):
+            access.check_request(policy, {"host": ["10.0.0.9:8501"]}, peer)
+    local = access.decide("0.0.0.0", None, {**environ, access.PROXY_ADDRESSES_ENV: "127.0.0.1"})
+    access.check_request(local, {"host": ["localhost:8501"]}, None)
 
 
 def connection(monkeypatch, headers: list[tuple[str, str]], peer: str | None) -> None:
@@ -230,3 +257,18 @@ def test_on_this_machine_only_a_page_opened_through_a_forwarder_shows_nothing(ap
     assert not at.title and not at.get("file_uploader")
     connection(monkeypatch, [("Host", "127.0.0.1:8501"), ("Upgrade", "websocket")], "127.0.0.1")
     assert [title.value for title in app("127.0.0.1").title] == ["Diagnose"]
+
+
+def test_behind_a_proxy_a_workstation_opening_the_port_directly_sees_nothing(app, monkeypatch):
+    monkeypatch.setenv(access.AUTH_ENV, "proxy")
+    monkeypatch.setenv(access.PROXY_USER_HEADER_ENV, "X-Forwarded-Email")
+    at = app("0.0.0.0")
+    assert access.PROXY_ADDRESSES_ENV in at.error[0].value and not at.title
+    monkeypatch.setenv(access.PROXY_ADDRESSES_ENV, "10.0.0.5")
+    forged = [("Host", "10.0.0.9:8501"), ("X-Forwarded-Email", "chief@clinic.example")]
+    connection(monkeypatch, forged, "10.0.0.77")
+    at = app("0.0.0.0")
+    assert "came from 10.0.0.77" in at.error[0].value and not at.title and not at.get("file_uploader")
+    connection(monkeypatch, forged, "10.0.0.5")
+    at = app("0.0.0.0")
+    assert [title.value for title in at.title] == ["Diagnose"] and "chief@clinic.example" in at.sidebar.caption[0].value
