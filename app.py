@@ -7,21 +7,21 @@ the sign-in screen and nothing else. The policy itself is melanoma.access's.
 """
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 import ui
 from melanoma import access
 from melanoma.audit import LOCAL, Action, AuditLog, AuditUnavailable, User
 
 
-def auth_secrets() -> Mapping | None:
-    """The [auth] section of the secrets; None when there is none. A secrets file that exists
-    but cannot be read refuses, rather than silently serving without sign-in."""
+def secret_table(name: str) -> object:
+    """A table of the secrets ([auth], [melanoma]); None when there is none. A secrets file that
+    exists but cannot be read refuses, rather than silently serving without sign-in."""
     try:
-        return st.secrets.get("auth")
+        return st.secrets.get(name)
     except FileNotFoundError as error:  # Streamlit's: no secrets file, or one that does not parse
         if any(Path(file).exists() for file in st.get_option("secrets.files")):
             raise access.AccessRefused(f"The secrets file cannot be read: {error}") from error
@@ -34,8 +34,11 @@ def request_headers() -> access.Headers:
     return {name.lower(): headers.get_all(name) for name in headers}
 
 
-def sign_in_screen(providers: tuple[str | None, ...]) -> None:
+def sign_in_screen(providers: tuple[str | None, ...], reason: str | None = None) -> None:
+    """All a signed-out visitor sees; `reason` says why a signed-in session must sign in again."""
     st.title("Melanoma decision support")
+    if reason:
+        st.warning(reason, icon=":material/logout:")
     st.info(
         "Sign in with your clinic account to continue. Every reading is recorded under your name in the "
         "clinic's audit trail.",
@@ -49,9 +52,16 @@ def sign_in_screen(providers: tuple[str | None, ...]) -> None:
     st.stop()
 
 
+def sign_out_button(where: DeltaGenerator, key: str) -> None:
+    """Sign out: Streamlit clears the identity cookie and redirects, but lets the run go on, so it stops here."""
+    if where.button("Sign out", key=key):
+        st.logout()
+        st.stop()
+
+
 def session_user() -> User:
     """Who this session acts as; the run stops on the sign-in screen, or on an error when the app must not serve."""
-    policy = access.decide(st.get_option("server.address"), auth_secrets(), os.environ)
+    policy = access.decide(st.get_option("server.address"), secret_table("auth"), os.environ, secret_table("melanoma"))
     access.check_request(policy, request_headers(), st.context.ip_address)
     ui.prepare_in_background()  # once this server may serve: the models load while the clinician signs in
     if policy.mode is access.Mode.LOCAL:
@@ -64,14 +74,17 @@ def session_user() -> User:
     else:
         if not st.user.get("is_logged_in"):
             sign_in_screen(policy.providers)
-        user = access.signed_in_user(st.user.to_dict())
+        claims = st.user.to_dict()
+        try:
+            access.check_session(policy, claims)
+        except access.SignInAgain as reason:
+            sign_in_screen(policy.providers, str(reason))
+        user = access.signed_in_user(policy, claims)
         st.sidebar.caption(
             f"Signed in as **{st.user.get('name') or user.email or user.subject}**"
             + (f" ({user.email})" if user.email and st.user.get("name") else "")
         )
-        if st.sidebar.button("Sign out"):
-            st.logout()  # clears the identity and redirects, but lets the run go on: nothing more may run
-            st.stop()
+        sign_out_button(st.sidebar, "sign-out")
     if st.session_state.get(access.SESSION_USER) != user:
         AuditLog().record(user, Action.SESSION)  # once per session: who opened the app, and when
     return user
@@ -82,6 +95,8 @@ try:
     st.session_state[access.SESSION_USER] = session_user()
 except (access.AccessRefused, AuditUnavailable) as refusal:
     st.error(str(refusal), icon=":material/block:")
+    if st.user.get("is_logged_in"):  # signed in as someone the app refuses: let them sign in as another
+        sign_out_button(st.container(), "sign-out-refused")
     st.stop()
 # Material Symbols, which Streamlit serves itself: emoji need a colour-emoji font that a clinic's
 # locked-down workstation may lack (they drew as empty boxes in Debian's Chromium without one).

@@ -4,7 +4,8 @@ Safe by default: without sign-in the app serves this machine only (a loopback ad
 wider needs one of two kinds of sign-in, chosen by configuration, never by guessing:
 
 - the clinic's identity provider through Streamlit's OpenID Connect (`[auth]` in
-  .streamlit/secrets.toml; st.login), so every page asks for sign-in;
+  .streamlit/secrets.toml; st.login), so every page asks for sign-in, and only the people the
+  allow-list (`[melanoma]` in the same file) names get in;
 - MELANOMA_AUTH=proxy, declaring that an authenticating reverse proxy stands in front of the app
   and is the only way to reach it. The app then cannot know who is signed in unless the proxy
   names the user in a header that it sets itself: MELANOMA_PROXY_USER_HEADER names that header.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit
 
@@ -28,21 +29,34 @@ PROXY_USER_HEADER_ENV = "MELANOMA_PROXY_USER_HEADER"
 PROXY_ADDRESSES_ENV = "MELANOMA_PROXY_ADDRESSES"
 FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's: whose X-Forwarded-For replaces a peer's address
 SESSION_USER = "melanoma_user"  # st.session_state key: app.py leaves the audit.User there for the pages
+SETTINGS = "melanoma"  # the secrets table of the app's own sign-in settings
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+DEFAULT_PROVIDER = "default"  # how Streamlit's identity cookie names the provider of [auth] itself
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 Headers = Mapping[str, Sequence[str]]  # a request's headers by lower-case name, every value of each
 MIN_COOKIE_SECRET = 32  # characters; the cookie secret signs the identity cookie, so a short one can be guessed
+ALLOW_LIST_EXAMPLE = (
+    f"[{SETTINGS}]\n"
+    'allowed_domains = ["clinic.example"]          # anyone whose verified e-mail is at this domain\n'
+    'allowed_emails = ["locum@partner.example"]    # these people\n'
+    'allowed_issuers = ["https://sso.clinic.example/realms/clinic"]  # anyone this provider signs in'
+)
 HOW_TO_SIGN_IN = (
     "To serve a clinic network, configure sign-in with the clinic's identity provider: an `[auth]` section in "
     "`.streamlit/secrets.toml` with `redirect_uri` (https://HOST/oauth2callback), `cookie_secret`, `client_id`, "
-    "`client_secret` and `server_metadata_url` (see the README, Privacy and deployment). Behind an authenticating "
-    f"reverse proxy that alone can reach the app, set {AUTH_ENV}=proxy instead. Otherwise serve this machine only: "
-    "`make run`, or `--server.address 127.0.0.1`."
+    f"`client_secret` and `server_metadata_url`, and a `[{SETTINGS}]` allow-list of who may sign in (see the "
+    "README, Privacy and deployment). Behind an authenticating reverse proxy that alone can reach the app, set "
+    f"{AUTH_ENV}=proxy instead. Otherwise serve this machine only: `make run`, or `--server.address 127.0.0.1`."
 )
 
 
 class AccessRefused(Exception):
     """The app must not serve with this configuration; the message says why and what to change."""
+
+
+class SignInAgain(Exception):
+    """This session's sign-in no longer holds (its provider is no longer configured): the sign-in
+    screen says why, and a fresh sign-in continues."""
 
 
 class Mode(Enum):
@@ -55,9 +69,20 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
+class AllowList:
+    """Who may sign in, any one rule admitting: `[melanoma]` in secrets.toml."""
+
+    emails: frozenset[str] = frozenset()  # lower case
+    domains: frozenset[str] = frozenset()  # lower case
+    issuers: frozenset[str] = frozenset()  # without a trailing slash
+
+
+@dataclass(frozen=True)
 class Policy:
     mode: Mode
     providers: tuple[str | None, ...] = ()  # st.login's argument per identity provider; None: [auth]'s own
+    metadata_urls: Mapping[str, str] = field(default_factory=dict)  # SIGN_IN: cookie's provider name -> discovery URL
+    allow: AllowList = AllowList()  # SIGN_IN: who may sign in
     proxies: tuple[Network, ...] = ()  # PROXY on an address beyond loopback: the proxy's, the only peers served
 
 
@@ -76,8 +101,38 @@ def is_loopback(address: str | None) -> bool:
     return (mapped or ip).is_loopback
 
 
-def providers(auth: Mapping) -> tuple[str | None, ...]:
-    """The identity providers configured in [auth], checked as st.login will need them."""
+def _names(settings: Mapping, key: str) -> frozenset[str]:
+    value = settings.get(key, [])
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) and v for v in value):
+        raise AccessRefused(
+            f"`{key}` in [{SETTINGS}] of secrets.toml must be a list of text, such as "
+            f'{key} = ["clinic.example"]; received {value!r:.80}.'
+        )
+    return frozenset(v.strip().lower().rstrip("/") for v in value)
+
+
+def allow_list(settings: object) -> AllowList:
+    """Who may sign in, from the [melanoma] secrets table; refuses an empty or malformed one, since
+    without it anyone the identity provider accepts (any Google account, say) would get in."""
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise AccessRefused(f"`{SETTINGS}` in secrets.toml must be a table, [{SETTINGS}]; received {settings!r:.80}.")
+    allow = AllowList(*(_names(settings, key) for key in ("allowed_emails", "allowed_domains", "allowed_issuers")))
+    if not (allow.emails or allow.domains or allow.issuers):
+        raise AccessRefused(
+            "Sign-in is configured, but nothing says who may sign in, so anyone the identity provider accepts "
+            "would get in. The app refuses to serve. Add to `.streamlit/secrets.toml` an allow-list with one or "
+            f"more of these lines:\n\n{ALLOW_LIST_EXAMPLE}\n\nThe e-mail rules need the provider to mark the "
+            "e-mail verified (`email_verified`); for a provider that signs in the clinic's staff only, list its "
+            "issuer (`issuer` in its server_metadata_url's document) instead."
+        )
+    return allow
+
+
+def providers(auth: Mapping) -> dict[str, tuple[str | None, str]]:
+    """The identity providers configured in [auth], checked as st.login will need them: by the name
+    Streamlit's identity cookie gives each, st.login's argument and the discovery URL."""
     missing = [key for key in ("redirect_uri", "cookie_secret") if not auth.get(key)]
     if missing:
         raise AccessRefused(
@@ -129,7 +184,10 @@ def providers(auth: Mapping) -> tuple[str | None, ...]:
                 f"{where} in secrets.toml lacks {', '.join(lacking)}: the values come from "
                 "registering this app with the clinic's identity provider."
             )
-    return tuple(sections)
+    return {
+        DEFAULT_PROVIDER if name is None else name: (name, str(section["server_metadata_url"]))
+        for name, section in sections.items()
+    }
 
 
 def proxy_networks(environ: Mapping[str, str]) -> tuple[Network, ...]:
@@ -169,8 +227,8 @@ def _proxy_policy(address: str | None, environ: Mapping[str, str]) -> Policy:
     return Policy(Mode.PROXY, proxies=proxies)
 
 
-def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Policy:
-    """The policy for a server bound to `address` with these [auth] secrets and environment."""
+def decide(address: str | None, auth: object, environ: Mapping[str, str], settings: object = None) -> Policy:
+    """The policy for a server bound to `address` with these [auth] and [melanoma] secrets and environment."""
     declared = environ.get(AUTH_ENV, "").strip().lower()
     if declared not in ("", Mode.PROXY.value):
         raise AccessRefused(
@@ -187,7 +245,13 @@ def decide(address: str | None, auth: object, environ: Mapping[str, str]) -> Pol
             raise AccessRefused(
                 f"`auth` in secrets.toml is {auth!r:.80}, not a table: expected an [auth] section. " + HOW_TO_SIGN_IN
             )
-        return Policy(Mode.SIGN_IN, providers(auth))
+        configured = providers(auth)
+        return Policy(
+            Mode.SIGN_IN,
+            tuple(login for login, _ in configured.values()),
+            {name: url for name, (_, url) in configured.items()},
+            allow_list(settings),
+        )
     if declared:
         return _proxy_policy(address, environ)
     if not is_loopback(address):
@@ -236,20 +300,56 @@ def check_request(policy: Policy, headers: Headers, peer: str | None) -> None:
             )
 
 
-def signed_in_user(claims: Mapping) -> User:
-    """The audit user of a session signed in with st.login: the identity token's subject and e-mail."""
+def check_session(policy: Policy, claims: Mapping) -> None:
+    """SignInAgain when a signed-in session's identity cookie came from a provider that is no longer
+    configured under its name (removed from secrets.toml, or another provider put in its place):
+    Streamlit's cookie stays valid for 30 days whatever the configuration says now."""
+    provider = claims.get("provider")
+    if provider not in policy.metadata_urls:
+        raise SignInAgain(
+            f"Your sign-in came from an identity provider this app no longer uses ({provider!s:.40}): sign in again."
+        )
+    issuer = str(claims.get("iss") or "").rstrip("/")
+    if not issuer or not policy.metadata_urls[provider].startswith(issuer + "/"):
+        raise SignInAgain(
+            f"Your sign-in came from {issuer or 'an unnamed issuer'!s:.120}, not from the identity provider now "
+            "configured for it: sign in again."
+        )
+
+
+def signed_in_user(policy: Policy, claims: Mapping) -> User:
+    """The audit user of a session signed in with st.login (the token's subject and e-mail), once the
+    allow-list admits them: by their verified e-mail or its domain, or by the token's issuer."""
     if not claims.get("sub"):
         raise AccessRefused(
             "The identity provider's token names no subject (`sub` claim), so the audit trail "
             "could not say who acted. Check that the provider is an OpenID Connect provider."
         )
     try:
-        return User(str(claims["sub"]), _email(claims))
+        user = User(str(claims["sub"]), _email(claims))
     except ValueError as error:
         raise AccessRefused(
             f"The identity token's subject (`sub` claim) cannot name the user in the audit trail: {error}. "
             "Expected the provider's stable identifier of the user; check the provider's token settings."
         ) from None
+    if str(claims.get("iss") or "").rstrip("/").lower() in policy.allow.issuers:
+        return user
+    listed = user.email is not None and (
+        user.email.lower() in policy.allow.emails or user.email.rsplit("@", 1)[1].lower() in policy.allow.domains
+    )
+    verified = claims.get("email_verified") in (True, "true")  # some providers send the text "true"
+    if listed and verified:
+        return user
+    reason = (
+        f"the identity provider does not mark {user.email} as verified (`email_verified`), so the e-mail "
+        "allow-list cannot admit it: an administrator can list the provider in `allowed_issuers` instead"
+        if listed
+        else f"this account is not on the allow-list (`[{SETTINGS}]` in secrets.toml)"
+    )
+    raise AccessRefused(
+        f"Signed in as {user.email or claims.get('name') or user.subject!s:.120}, but {reason}. Sign out and "
+        "sign in with your clinic account, or ask the app's administrator to add you."
+    )
 
 
 def _email(claims: Mapping) -> str | None:

@@ -20,6 +20,25 @@ AUTH = {
 }
 SHARED = {key: AUTH[key] for key in ("redirect_uri", "cookie_secret")}
 PROVIDER = {key: AUTH[key] for key in access.PROVIDER_KEYS}
+ISSUER = "https://sso.clinic.example"  # AUTH's provider, whose discovery document is ISSUER + DISCOVERY
+ALLOWED = {"allowed_domains": ["clinic.example"]}  # [melanoma] in secrets.toml
+
+
+def claims(**changes) -> dict:
+    """st.user of a clinician signed in through AUTH's provider, as Streamlit's identity cookie holds it."""
+    return {
+        "is_logged_in": True,
+        "provider": "default",
+        "iss": ISSUER,
+        "sub": "0a1b",
+        "email": "dr@clinic.example",
+        "email_verified": True,
+        "name": "Dr A",
+        **changes,
+    }
+
+
+SIGN_IN = access.decide("0.0.0.0", AUTH, {}, ALLOWED)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +71,7 @@ def test_without_sign_in_the_app_serves_loopback_only():
 
 
 def test_sign_in_or_a_declared_proxy_lets_it_serve_any_address():
-    policy = access.decide("0.0.0.0", AUTH, {})
+    policy = access.decide("0.0.0.0", AUTH, {}, ALLOWED)
     assert policy.mode is Mode.SIGN_IN and policy.providers == (None,)
     behind = {access.AUTH_ENV: "proxy", access.PROXY_ADDRESSES_ENV: "10.0.0.5"}
     assert access.decide("0.0.0.0", None, behind).mode is Mode.PROXY
@@ -60,11 +79,11 @@ def test_sign_in_or_a_declared_proxy_lets_it_serve_any_address():
 
 def test_plain_http_sign_in_is_accepted_for_this_machine_only():
     for uri in ("http://127.0.0.1:8501/oauth2callback", "http://localhost:{port}/oauth2callback"):
-        assert access.decide("127.0.0.1", {**AUTH, "redirect_uri": uri}, {}).mode is Mode.SIGN_IN
+        assert access.decide("127.0.0.1", {**AUTH, "redirect_uri": uri}, {}, ALLOWED).mode is Mode.SIGN_IN
 
 
 def test_named_providers_are_offered_each():
-    policy = access.decide("0.0.0.0", {**SHARED, "clinicsso": PROVIDER, "backup": PROVIDER}, {})
+    policy = access.decide("0.0.0.0", {**SHARED, "clinicsso": PROVIDER, "backup": PROVIDER}, {}, ALLOWED)
     assert policy.providers == ("clinicsso", "backup")
 
 
@@ -91,18 +110,84 @@ def test_an_incomplete_or_contradictory_configuration_is_refused_with_the_fix(au
 
 
 def test_the_signed_in_user_is_the_tokens_subject_and_email():
-    user = access.signed_in_user({"is_logged_in": True, "sub": "0a1b", "email": "dr@clinic.example", "name": "Dr A"})
-    assert user == audit.User("0a1b", "dr@clinic.example")
+    assert access.signed_in_user(SIGN_IN, claims()) == audit.User("0a1b", "dr@clinic.example")
     with pytest.raises(AccessRefused, match="no subject"):
-        access.signed_in_user({"is_logged_in": True, "email": "dr@clinic.example"})
+        access.signed_in_user(SIGN_IN, claims(sub=None))
+
+
+@pytest.mark.parametrize("settings", [None, {}, {"allowed_domains": []}, {"max_session_hours": 8}])
+def test_sign_in_without_an_allow_list_refuses_to_serve_and_says_what_to_add(settings):
+    """Anyone the identity provider accepted got in: with Google, any Google account."""
+    with pytest.raises(AccessRefused, match=r"(?s)nothing says who may sign in.*\n\[melanoma\]\nallowed_domains = "):
+        access.decide("0.0.0.0", AUTH, {}, settings)
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({"allowed_domains": "clinic.example"}, r"must be a list of text.*received 'clinic.example'"),
+        ({"allowed_emails": [1]}, "must be a list of text"),
+        ("clinic.example", r"must be a table, \[melanoma\]"),
+    ],
+)
+def test_a_malformed_allow_list_is_refused_with_the_form_expected(settings, expected):
+    with pytest.raises(AccessRefused, match=expected):
+        access.decide("0.0.0.0", AUTH, {}, settings)
+
+
+@pytest.mark.parametrize(
+    "settings, changes",
+    [
+        ({"allowed_domains": ["Clinic.Example"]}, {}),
+        ({"allowed_emails": ["locum@partner.example"]}, {"email": "Locum@Partner.example"}),
+        (
+            {"allowed_emails": ["email_verified", "as", "text"], "allowed_domains": ["clinic.example"]},
+            {"email_verified": "true"},
+        ),
+        ({"allowed_issuers": [ISSUER + "/"]}, {"email": None, "email_verified": None}),  # the issuer vouches
+    ],
+)
+def test_the_allow_list_admits_a_verified_email_its_domain_or_the_issuer(settings, changes):
+    policy = access.decide("0.0.0.0", AUTH, {}, settings)
+    assert access.signed_in_user(policy, claims(**changes)).subject == "0a1b"
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"email": "stranger@gmail.com", "iss": "https://accounts.google.com"}, "not on the allow-list"),
+        ({"email": "dr@clinic.example.evil.test"}, "not on the allow-list"),
+        ({"email": None, "name": "Dr A"}, "Signed in as Dr A, but this account is not on the allow-list"),
+        ({"email_verified": False}, r"does not mark dr@clinic.example as verified.*allowed_issuers"),
+        ({"email_verified": None}, "does not mark dr@clinic.example as verified"),
+    ],
+)
+def test_a_user_outside_the_allow_list_is_refused_and_told_what_to_do(changes, expected):
+    with pytest.raises(AccessRefused, match=f"{expected}.*Sign out and sign in with your clinic account"):
+        access.signed_in_user(SIGN_IN, claims(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"provider": "oldsso"}, "no longer uses"),  # its [auth.oldsso] since removed from secrets.toml
+        ({"provider": None}, "no longer uses"),
+        ({"iss": "https://accounts.google.com"}, "not from the identity provider now configured"),
+        ({"iss": None}, "an unnamed issuer"),
+    ],
+)
+def test_a_cookie_from_a_provider_no_longer_configured_must_sign_in_again(changes, expected):
+    access.check_session(SIGN_IN, claims(iss=ISSUER + "/"))  # Auth0 writes its issuer with a slash
+    with pytest.raises(access.SignInAgain, match=expected):
+        access.check_session(SIGN_IN, claims(**changes))
 
 
 def test_a_token_whose_email_is_not_an_address_keeps_its_subject_and_a_bad_subject_is_refused_with_the_claim():
     """'Dr Alice Smith' in `email` raised ValueError, a raw traceback in the browser."""
-    user = access.signed_in_user({"is_logged_in": True, "sub": "0a1b", "email": "Dr Alice Smith"})
-    assert user == audit.User("0a1b")
+    allow_issuer = access.decide("0.0.0.0", AUTH, {}, {"allowed_issuers": [ISSUER]})
+    assert access.signed_in_user(allow_issuer, claims(email="Dr Alice Smith")) == audit.User("0a1b")
     with pytest.raises(AccessRefused, match=r"subject \(`sub` claim\).*printable characters"):
-        access.signed_in_user({"is_logged_in": True, "sub": "x" * 300, "email": "dr@clinic.example"})
+        access.signed_in_user(SIGN_IN, claims(sub="x" * 300))
 
 
 def test_a_proxy_header_the_audit_trail_cannot_hold_is_refused_naming_the_header():
@@ -190,11 +275,13 @@ def app(monkeypatch, tmp_path):
     monkeypatch.delenv(access.AUTH_ENV, raising=False)
     saved = config.get_option("server.address")
 
-    def make(address: str | None, auth: dict | None = None, user: dict | None = None) -> AppTest:
+    def make(address: str | None, auth: dict | None = None, user: dict | None = None, allow=ALLOWED) -> AppTest:
         config.set_option("server.address", address)
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         if auth is not None:
             at.secrets["auth"] = auth
+            if allow is not None:
+                at.secrets["melanoma"] = allow
         at.user = user or {"is_logged_in": False}
         return at.run()
 
@@ -222,7 +309,7 @@ def test_signed_out_the_sign_in_screen_is_all_there_is(app):
 
 
 def test_signed_in_the_sidebar_names_the_user_and_the_session_is_audited(app, tmp_path):
-    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b", "email": "dr@clinic.example", "name": "Dr A"})
+    at = app("0.0.0.0", AUTH, claims())
     assert [title.value for title in at.title] == ["Diagnose"]
     assert "Dr A" in at.sidebar.caption[0].value and "dr@clinic.example" in at.sidebar.caption[0].value
     assert [button.label for button in at.sidebar.button] == ["Sign out"]
@@ -237,12 +324,12 @@ def test_an_unwritable_audit_trail_keeps_the_app_closed(app, tmp_path, monkeypat
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv(audit.AUDIT_DIR_ENV, str(blocker / "audit"))
-    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b"})
+    at = app("0.0.0.0", AUTH, claims())
     assert "cannot be written" in at.error[0].value and not at.title
 
 
 def test_a_display_name_in_the_email_claim_opens_the_app_under_the_subject(app, tmp_path):
-    at = app("0.0.0.0", AUTH, {"is_logged_in": True, "sub": "0a1b", "email": "Dr Alice Smith"})
+    at = app("0.0.0.0", AUTH, claims(email="Dr Alice Smith"), {"allowed_issuers": [ISSUER]})
     assert not at.exception and [title.value for title in at.title] == ["Diagnose"]
     [event] = audit.read_events(tmp_path)
     assert event["user"] == {"subject": "0a1b", "email": None}
@@ -272,3 +359,31 @@ def test_behind_a_proxy_a_workstation_opening_the_port_directly_sees_nothing(app
     connection(monkeypatch, forged, "10.0.0.5")
     at = app("0.0.0.0")
     assert [title.value for title in at.title] == ["Diagnose"] and "chief@clinic.example" in at.sidebar.caption[0].value
+
+
+def test_a_stranger_signed_in_sees_why_and_a_sign_out_button_only(app, tmp_path):
+    """stranger@gmail.com, signed in through Google, opened every page and was audited as a clinician."""
+    stranger = claims(sub="1098", email="stranger@gmail.com", name="Stranger")
+    at = app(
+        "0.0.0.0",
+        {**AUTH, "server_metadata_url": "https://accounts.google.com/.well-known/openid-configuration"},
+        {**stranger, "iss": "https://accounts.google.com"},
+    )
+    [error] = at.error
+    assert "Signed in as stranger@gmail.com" in error.value and "not on the allow-list" in error.value
+    assert [button.label for button in at.button] == ["Sign out"]
+    assert not at.title and not at.get("file_uploader") and not (tmp_path / audit.LOG_NAME).exists()
+    at.button[0].click().run()
+    assert not at.title and not at.get("file_uploader")
+
+
+def test_sign_in_without_an_allow_list_shows_nothing_but_what_to_add(app):
+    at = app("0.0.0.0", AUTH, claims(), allow=None)
+    assert "nothing says who may sign in" in at.error[0].value and "allowed_domains" in at.error[0].value
+    assert not at.title and not at.get("file_uploader")
+
+
+def test_a_cookie_from_a_removed_provider_shows_the_sign_in_screen_and_says_why(app):
+    at = app("0.0.0.0", AUTH, claims(provider="oldsso"))
+    assert "no longer uses" in at.warning[0].value and [button.label for button in at.button] == ["Sign in"]
+    assert [title.value for title in at.title] == ["Melanoma decision support"] and not at.get("file_uploader")

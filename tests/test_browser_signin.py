@@ -79,6 +79,7 @@ def sign_in_secrets(folder: Path, port: int, issuer: str) -> Path:
         f'cookie_secret = "{secrets.token_hex(32)}"\nclient_id = "melanoma"\nclient_secret = "test"\n'
         f'server_metadata_url = "{issuer}/.well-known/openid-configuration"\n'
         "client_kwargs = { timeout = 30 }\n"  # as the README's configuration
+        f'[melanoma]\nallowed_issuers = ["{issuer}"]\n'  # the mock provider signs in the clinic's staff only
     )
     return path
 
