@@ -7,6 +7,8 @@ the sign-in screen and nothing else. The policy itself is melanoma.access's.
 """
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -52,11 +54,30 @@ def sign_in_screen(providers: tuple[str | None, ...], reason: str | None = None)
     st.stop()
 
 
+@st.cache_resource
+def sign_outs() -> dict[str, float]:
+    """When each user (access.session_key) last signed out of this server: Streamlit's st.logout
+    clears the cookie of one browser, and the user's other tabs would otherwise go on as them."""
+    return {}
+
+
 def sign_out_button(where: DeltaGenerator, key: str) -> None:
-    """Sign out: Streamlit clears the identity cookie and redirects, but lets the run go on, so it stops here."""
+    """Sign out of every tab: recorded before st.logout, which clears the identity it reads from.
+    Streamlit redirects, but lets the run go on, so it stops here."""
     if where.button("Sign out", key=key):
+        if st.user.get("is_logged_in"):
+            sign_outs()[access.session_key(st.user.to_dict())] = time.time()
         st.logout()
         st.stop()
+
+
+def session_check(policy: access.Policy, claims: dict) -> Callable[[], None]:
+    """What a download asks before it leaves: whether this session's sign-in still holds, now."""
+
+    def check() -> None:
+        access.check_session(policy, claims, time.time(), sign_outs().get(access.session_key(claims)))
+
+    return check
 
 
 def session_user() -> User:
@@ -75,8 +96,9 @@ def session_user() -> User:
         if not st.user.get("is_logged_in"):
             sign_in_screen(policy.providers)
         claims = st.user.to_dict()
+        st.session_state[access.SESSION_CHECK] = session_check(policy, claims)
         try:
-            access.check_session(policy, claims)
+            st.session_state[access.SESSION_CHECK]()
         except access.SignInAgain as reason:
             sign_in_screen(policy.providers, str(reason))
         user = access.signed_in_user(policy, claims)

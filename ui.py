@@ -31,7 +31,7 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 from melanoma import plots
-from melanoma.access import SESSION_USER
+from melanoma.access import SESSION_CHECK, SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
 from melanoma.batching import CachedBatchedCalls
 from melanoma.cases import Decision, decide_all, model_view
@@ -380,8 +380,13 @@ def recorded(build: Callable[[], bytes | str], action: Action, **details) -> Cal
     that cannot be written fails the download, and the button says it failed.
     """
     user = st.session_state[SESSION_USER]  # the download runs outside this session's script thread
+    # With sign-in: a button drawn before the user signed out (in another tab) or the session grew
+    # too old must not hand out the patient's data; access.SignInAgain fails the download.
+    still_signed_in = st.session_state.get(SESSION_CHECK)
 
     def data() -> bytes | str:
+        if still_signed_in is not None:
+            still_signed_in()
         content = build()
         AuditLog().record(user, action, **details)
         return content

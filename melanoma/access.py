@@ -5,7 +5,8 @@ wider needs one of two kinds of sign-in, chosen by configuration, never by guess
 
 - the clinic's identity provider through Streamlit's OpenID Connect (`[auth]` in
   .streamlit/secrets.toml; st.login), so every page asks for sign-in, and only the people the
-  allow-list (`[melanoma]` in the same file) names get in;
+  allow-list (`[melanoma]` in the same file) names get in, for at most `max_session_hours` and
+  never again after they signed out, in whichever tab;
 - MELANOMA_AUTH=proxy, declaring that an authenticating reverse proxy stands in front of the app
   and is the only way to reach it. The app then cannot know who is signed in unless the proxy
   names the user in a header that it sets itself: MELANOMA_PROXY_USER_HEADER names that header.
@@ -29,17 +30,22 @@ PROXY_USER_HEADER_ENV = "MELANOMA_PROXY_USER_HEADER"
 PROXY_ADDRESSES_ENV = "MELANOMA_PROXY_ADDRESSES"
 FORWARDED_ALLOW_IPS_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's: whose X-Forwarded-For replaces a peer's address
 SESSION_USER = "melanoma_user"  # st.session_state key: app.py leaves the audit.User there for the pages
+SESSION_CHECK = "melanoma_session_check"  # st.session_state key: a callable raising once the sign-in has ended
 SETTINGS = "melanoma"  # the secrets table of the app's own sign-in settings
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 DEFAULT_PROVIDER = "default"  # how Streamlit's identity cookie names the provider of [auth] itself
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 Headers = Mapping[str, Sequence[str]]  # a request's headers by lower-case name, every value of each
 MIN_COOKIE_SECRET = 32  # characters; the cookie secret signs the identity cookie, so a short one can be guessed
+MAX_SESSION_HOURS = 12  # a clinic's day: Streamlit's identity cookie alone lasts 30 days
+COOKIE_HOURS = 30 * 24  # Streamlit's identity cookie: no longer session is reachable
+CLOCK_SKEW = 300  # seconds an identity token's iat may lie ahead of this server's clock
 ALLOW_LIST_EXAMPLE = (
     f"[{SETTINGS}]\n"
     'allowed_domains = ["clinic.example"]          # anyone whose verified e-mail is at this domain\n'
     'allowed_emails = ["locum@partner.example"]    # these people\n'
-    'allowed_issuers = ["https://sso.clinic.example/realms/clinic"]  # anyone this provider signs in'
+    'allowed_issuers = ["https://sso.clinic.example/realms/clinic"]  # anyone this provider signs in\n'
+    f"max_session_hours = {MAX_SESSION_HOURS}                         # then sign in again (the default)"
 )
 HOW_TO_SIGN_IN = (
     "To serve a clinic network, configure sign-in with the clinic's identity provider: an `[auth]` section in "
@@ -55,8 +61,8 @@ class AccessRefused(Exception):
 
 
 class SignInAgain(Exception):
-    """This session's sign-in no longer holds (its provider is no longer configured): the sign-in
-    screen says why, and a fresh sign-in continues."""
+    """This session's sign-in no longer holds (too old, signed out, or its provider no longer
+    configured): the sign-in screen says why, and a fresh sign-in continues."""
 
 
 class Mode(Enum):
@@ -83,6 +89,7 @@ class Policy:
     providers: tuple[str | None, ...] = ()  # st.login's argument per identity provider; None: [auth]'s own
     metadata_urls: Mapping[str, str] = field(default_factory=dict)  # SIGN_IN: cookie's provider name -> discovery URL
     allow: AllowList = AllowList()  # SIGN_IN: who may sign in
+    max_session_seconds: float = MAX_SESSION_HOURS * 3600.0  # SIGN_IN: then sign in again
     proxies: tuple[Network, ...] = ()  # PROXY on an address beyond loopback: the proxy's, the only peers served
 
 
@@ -128,6 +135,18 @@ def allow_list(settings: object) -> AllowList:
             "issuer (`issuer` in its server_metadata_url's document) instead."
         )
     return allow
+
+
+def max_session_seconds(settings: object) -> float:
+    """How long a sign-in lasts: `max_session_hours` in [melanoma], else MAX_SESSION_HOURS."""
+    hours = settings.get("max_session_hours", MAX_SESSION_HOURS) if isinstance(settings, Mapping) else MAX_SESSION_HOURS
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= COOKIE_HOURS:
+        raise AccessRefused(
+            f"`max_session_hours` in [{SETTINGS}] of secrets.toml must be a number of hours above 0 and at most "
+            f"{COOKIE_HOURS} (Streamlit's identity cookie lasts 30 days); received {hours!r:.80}. Leave it out "
+            f"for {MAX_SESSION_HOURS}."
+        )
+    return float(hours) * 3600
 
 
 def providers(auth: Mapping) -> dict[str, tuple[str | None, str]]:
@@ -251,6 +270,7 @@ def decide(address: str | None, auth: object, environ: Mapping[str, str], settin
             tuple(login for login, _ in configured.values()),
             {name: url for name, (_, url) in configured.items()},
             allow_list(settings),
+            max_session_seconds(settings),
         )
     if declared:
         return _proxy_policy(address, environ)
@@ -300,10 +320,21 @@ def check_request(policy: Policy, headers: Headers, peer: str | None) -> None:
             )
 
 
-def check_session(policy: Policy, claims: Mapping) -> None:
-    """SignInAgain when a signed-in session's identity cookie came from a provider that is no longer
-    configured under its name (removed from secrets.toml, or another provider put in its place):
-    Streamlit's cookie stays valid for 30 days whatever the configuration says now."""
+def session_key(claims: Mapping) -> str:
+    """Who signed in, as the server's record of sign-outs knows them: the token's issuer and subject."""
+    return f"{str(claims.get('iss') or '').rstrip('/')} {claims.get('sub')}"
+
+
+def check_session(policy: Policy, claims: Mapping, now: float, signed_out_at: float | None) -> None:
+    """SignInAgain when a signed-in session must sign in afresh: Streamlit's identity cookie lasts
+    30 days whatever the configuration says now, and each tab keeps its own session after another
+    signs out. So: its identity cookie came from a provider no longer configured under its name
+    (removed from secrets.toml, or another put in its place); it began more than
+    `max_session_seconds` before `now`; or before this user last signed out of this server
+    (`signed_out_at`, from session_key).
+
+    A session begins at the token's `iat`, this sign-in, not at `auth_time`: a provider whose own
+    session outlives ours would give each new sign-in the old `auth_time` and lock the user out."""
     provider = claims.get("provider")
     if provider not in policy.metadata_urls:
         raise SignInAgain(
@@ -315,6 +346,24 @@ def check_session(policy: Policy, claims: Mapping) -> None:
             f"Your sign-in came from {issuer or 'an unnamed issuer'!s:.120}, not from the identity provider now "
             "configured for it: sign in again."
         )
+    issued = claims.get("iat")
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        raise AccessRefused(
+            f"The identity token's `iat` claim is {issued!r:.40}; expected the time it was issued, in seconds since "
+            "1970, as every OpenID Connect provider sets it, so that sign-in can end after max_session_hours. "
+            "Check that the provider is an OpenID Connect provider."
+        )
+    if issued > now + CLOCK_SKEW:
+        raise AccessRefused(
+            f"The identity token was issued {issued - now:.0f} s ahead of this server's clock; expected at most "
+            f"{CLOCK_SKEW} s. Synchronise this server's clock (NTP) with the identity provider's."
+        )
+    if now - issued > policy.max_session_seconds:
+        raise SignInAgain(
+            f"You signed in more than {policy.max_session_seconds / 3600:g} hours ago: sign in again to continue."
+        )
+    if signed_out_at is not None and issued < signed_out_at:
+        raise SignInAgain("You signed out of this app (in this or another tab or window): sign in again to continue.")
 
 
 def signed_in_user(policy: Policy, claims: Mapping) -> User:

@@ -1,6 +1,7 @@
 """Who may use the app: the policy (melanoma.access) and app.py applying it before any page runs."""
 
 import json
+import time
 
 import pytest
 from streamlit import config
@@ -34,6 +35,7 @@ def claims(**changes) -> dict:
         "email": "dr@clinic.example",
         "email_verified": True,
         "name": "Dr A",
+        "iat": int(time.time()) - 60,  # signed in a minute ago
         **changes,
     }
 
@@ -177,9 +179,49 @@ def test_a_user_outside_the_allow_list_is_refused_and_told_what_to_do(changes, e
     ],
 )
 def test_a_cookie_from_a_provider_no_longer_configured_must_sign_in_again(changes, expected):
-    access.check_session(SIGN_IN, claims(iss=ISSUER + "/"))  # Auth0 writes its issuer with a slash
+    access.check_session(SIGN_IN, claims(iss=ISSUER + "/"), time.time(), None)  # Auth0's issuer ends in a slash
     with pytest.raises(access.SignInAgain, match=expected):
-        access.check_session(SIGN_IN, claims(**changes))
+        access.check_session(SIGN_IN, claims(**changes), time.time(), None)
+
+
+def test_a_sign_in_lasts_max_session_hours_and_ends_when_the_user_signs_out_anywhere():
+    """Streamlit's identity cookie lasts 30 days, and signing out in one tab left the others signed in."""
+    now = time.time()
+    access.check_session(SIGN_IN, claims(iat=now - 11.9 * 3600), now, None)
+    with pytest.raises(access.SignInAgain, match="more than 12 hours ago"):
+        access.check_session(SIGN_IN, claims(iat=now - 12.1 * 3600), now, None)
+    with pytest.raises(access.SignInAgain, match="more than 12 hours ago"):  # an ID token that expired in 2001
+        access.check_session(SIGN_IN, claims(iat=999_996_400, exp=1_000_000_000), now, None)
+    shift = access.decide("0.0.0.0", AUTH, {}, {**ALLOWED, "max_session_hours": 0.5})
+    with pytest.raises(access.SignInAgain, match="more than 0.5 hours ago"):
+        access.check_session(shift, claims(iat=now - 1800 - 1), now, None)
+    with pytest.raises(access.SignInAgain, match="You signed out"):
+        access.check_session(SIGN_IN, claims(iat=now - 60), now, signed_out_at=now - 30)
+    access.check_session(SIGN_IN, claims(iat=now - 20), now, signed_out_at=now - 30)  # signed in again since
+    assert (
+        access.session_key(claims(iss=ISSUER + "/"))
+        == access.session_key(claims())
+        != access.session_key(claims(sub="other"))
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"iat": None}, "`iat` claim is None; expected the time it was issued"),
+        ({"iat": "yesterday"}, "`iat` claim is 'yesterday'"),
+        ({"iat": time.time() + 3600}, "ahead of this server's clock.*NTP"),
+    ],
+)
+def test_a_token_without_a_usable_issue_time_is_refused_with_what_to_check(changes, expected):
+    with pytest.raises(AccessRefused, match=expected):
+        access.check_session(SIGN_IN, claims(**changes), time.time(), None)
+
+
+@pytest.mark.parametrize("hours", [0, -1, 721, "12", True])
+def test_max_session_hours_must_be_a_number_of_hours_within_the_cookies_30_days(hours):
+    with pytest.raises(AccessRefused, match=f"a number of hours above 0 and at most 720 .*; received {hours!r}"):
+        access.decide("0.0.0.0", AUTH, {}, {**ALLOWED, "max_session_hours": hours})
 
 
 def test_a_token_whose_email_is_not_an_address_keeps_its_subject_and_a_bad_subject_is_refused_with_the_claim():
@@ -309,13 +351,13 @@ def test_signed_out_the_sign_in_screen_is_all_there_is(app):
 
 
 def test_signed_in_the_sidebar_names_the_user_and_the_session_is_audited(app, tmp_path):
-    at = app("0.0.0.0", AUTH, claims())
+    at = app("0.0.0.0", AUTH, claims(sub="sidebar-sub"))  # a subject of its own: signing out is server-wide
     assert [title.value for title in at.title] == ["Diagnose"]
     assert "Dr A" in at.sidebar.caption[0].value and "dr@clinic.example" in at.sidebar.caption[0].value
     assert [button.label for button in at.sidebar.button] == ["Sign out"]
     at.run()  # a rerun of the same session is not a new session
     [event] = [json.loads(line) for line in (tmp_path / audit.LOG_NAME).read_text().splitlines()]
-    assert event["user"] == {"subject": "0a1b", "email": "dr@clinic.example"} and event["action"] == "session"
+    assert event["user"] == {"subject": "sidebar-sub", "email": "dr@clinic.example"} and event["action"] == "session"
     at.sidebar.button[0].click().run()  # sign out: no page runs after it, as anyone
     assert not at.title and not at.get("file_uploader")
 
@@ -387,3 +429,39 @@ def test_a_cookie_from_a_removed_provider_shows_the_sign_in_screen_and_says_why(
     at = app("0.0.0.0", AUTH, claims(provider="oldsso"))
     assert "no longer uses" in at.warning[0].value and [button.label for button in at.button] == ["Sign in"]
     assert [title.value for title in at.title] == ["Melanoma decision support"] and not at.get("file_uploader")
+
+
+def test_signing_out_in_one_tab_ends_the_users_other_tabs(app, tmp_path):
+    """Alice signed out in one tab; another tab she had open went on reading images under her name."""
+    alice = claims(sub="alice-sub", email="alice@clinic.example")
+    first, second = app("0.0.0.0", AUTH, alice), app("0.0.0.0", AUTH, alice)
+    assert [title.value for title in second.title] == ["Diagnose"]
+    first.sidebar.button[0].click().run()  # Sign out
+    second.run()
+    assert "You signed out" in second.warning[0].value and [button.label for button in second.button] == ["Sign in"]
+    assert not second.get("file_uploader") and not second.sidebar.button
+    again = app("0.0.0.0", AUTH, {**alice, "iat": int(time.time()) + 1})  # signed in again since: welcome
+    assert [title.value for title in again.title] == ["Diagnose"]
+    bob = app("0.0.0.0", AUTH, claims(sub="bob-sub", email="bob@clinic.example"))  # others are not signed out
+    assert [title.value for title in bob.title] == ["Diagnose"]
+
+
+def test_a_session_older_than_max_session_hours_shows_the_sign_in_screen(app):
+    at = app("0.0.0.0", AUTH, claims(iat=int(time.time()) - 13 * 3600))
+    assert "more than 12 hours ago" in at.warning[0].value and [button.label for button in at.button] == ["Sign in"]
+    assert not at.get("file_uploader") and [title.value for title in at.title] == ["Melanoma decision support"]
+
+
+def test_a_download_drawn_before_the_user_signed_out_in_another_tab_is_refused(app, downloads, tmp_path):
+    """The button's data is built when clicked, outside the page's run: it asks whether the sign-in still holds."""
+    from tests.test_app import jpeg
+
+    carol = claims(sub="carol-sub", email="carol@clinic.example")
+    tab, other = app("0.0.0.0", AUTH, carol), app("0.0.0.0", AUTH, carol)
+    tab.file_uploader[0].set_value(("lesion.jpg", jpeg(True, seed=5), "image/jpeg")).run()
+    assert not tab.exception
+    [results] = [button for button in tab.download_button if button.label == "Download results (CSV)"]
+    other.sidebar.button[0].click().run()  # Sign out
+    with pytest.raises(access.SignInAgain, match="You signed out"):
+        downloads[results]
+    assert "results download" not in [event["action"] for event in audit.read_events(tmp_path)]

@@ -1,10 +1,11 @@
 """Sign-in in a real browser: the app on 127.0.0.1 with oidc-provider-mock as the clinic's identity provider.
 
 Signed out, every page (a bookmarked page's address included) shows the sign-in screen only; two
-users signed in from two browsers each see their own name; signing out ends the session; the audit
-trail names both. Behind a declared proxy, the user comes from the one header the app is told to
-trust. Everything listens on 127.0.0.1 only. Uses Debian's Chromium, as tests/test_browser.py does;
-the pages read model cards only (nothing is uploaded), from the shipped models/ folder.
+users signed in from two browsers each see their own name; signing out ends the session, in the
+user's other tabs too; the audit trail names both. Behind a declared proxy, the user comes from
+the one header the app is told to trust. Everything listens on 127.0.0.1 only. Uses Debian's
+Chromium, as tests/test_browser.py does; the pages read model cards only (nothing is uploaded), from
+the shipped models/ folder.
 """
 
 from __future__ import annotations
@@ -177,9 +178,18 @@ def test_two_users_sign_in_side_by_side_and_signing_out_ends_the_session(clinic,
     bob.get_by_text("Signed in as").wait_for(timeout=TIMEOUT_MS)
     assert "Dr Bob" in bob.locator('[data-testid="stSidebar"]').inner_text()
 
+    other_tab = alice.context.new_page()  # Alice's second tab, signed in by the same cookie
+    other_tab.goto(url, timeout=TIMEOUT_MS)
+    other_tab.get_by_text("Signed in as").wait_for(timeout=TIMEOUT_MS)
+
     alice.get_by_role("button", name="Sign out").click(timeout=TIMEOUT_MS)
     alice.get_by_role("button", name="End session").click(timeout=TIMEOUT_MS)  # the provider's own sign-out
     alice.get_by_role("button", name="Sign in").wait_for(timeout=TIMEOUT_MS)
+    # The other tab, never reloaded, keeps its connection: its next step shows the sign-in screen.
+    other_tab.get_by_role("link", name="Model cards").click(timeout=TIMEOUT_MS)
+    other_tab.get_by_text("You signed out of this app").wait_for(timeout=TIMEOUT_MS)
+    other_tab.get_by_role("button", name="Sign in").wait_for(timeout=TIMEOUT_MS)
+    assert "Dr Alice" not in other_tab.locator('[data-testid="stApp"]').inner_text()
     alice.goto(f"{url}/model_cards", timeout=TIMEOUT_MS)  # the session is over, not only the page
     alice.get_by_role("button", name="Sign in").wait_for(timeout=TIMEOUT_MS)
     assert "Dr Alice" not in alice.locator('[data-testid="stApp"]').inner_text()
