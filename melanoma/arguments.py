@@ -23,6 +23,20 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def sensitivity(text: str) -> float:
+    """An argparse type: a target sensitivity, a proportion above 0 and at most 1. 95 (a percentage)
+    or 0 would otherwise be accepted here and fail, or choose nothing, after minutes of scoring."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a sensitivity above 0 and at most 1, such as 0.9 for 90 %; got {text!r}"
+        )
+    return value
+
+
 def comma_names(text: str) -> tuple[str, ...]:
     """'a, b,,c' -> ('a', 'b', 'c'): the names a comma-separated option gives, blanks left out."""
     return tuple(name.strip() for name in text.split(",") if name.strip())

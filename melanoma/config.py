@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from melanoma import diagnoses
-from melanoma.arguments import comma_names, whole_number
+from melanoma.arguments import comma_names, sensitivity, whole_number
 from melanoma.data import LAYOUT_FILES
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.models.architectures import architecture_names
@@ -129,16 +129,6 @@ def _rates(text: str) -> tuple[float, ...]:
     return rates
 
 
-def _sensitivity(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a sensitivity above 0 and at most 1, such as 0.9; got {text!r}")
-    return value
-
-
 def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(value) for value in text.split(","))
@@ -217,7 +207,7 @@ class TrainConfig:
     )
     target_sensitivity: float = field(
         default=TARGET_SENSITIVITY,
-        metadata=option("the threshold is the highest whose validation sensitivity reaches this", type=_sensitivity),
+        metadata=option("the threshold is the highest whose validation sensitivity reaches this", type=sensitivity),
     )
     resume: bool = field(default=False, metadata=option("continue an interrupted run from its checkpoints"))
     mixed_precision: bool = field(default=False, metadata=option("float16 compute (GPUs)"))

@@ -34,7 +34,12 @@ def threshold_rule(target: float = TARGET_SENSITIVITY) -> str:
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = TARGET_SENSITIVITY) -> float:
-    """The highest threshold whose sensitivity on these (validation) labels is at least `target`."""
+    """The highest threshold whose sensitivity on these (validation) labels is at least `target`.
+
+    `target` is a proportion in (0, 1]: above 1 (a percentage such as 95) no threshold reaches it, and
+    at 0 any would."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], such as 0.9 for 90 %; got {target}.")
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     positives = np.sort(y_prob[y_true == 1])[::-1]
     if len(positives) == 0:

@@ -573,8 +573,6 @@ def operating_point(labels: np.ndarray, probabilities: np.ndarray, target_sensit
     The same rule that chose each shipped threshold on its validation split (train.run,
     train.combine), applied to the clinician's images.
     """
-    if not 0.0 < target_sensitivity <= 1.0:
-        raise ValueError(f"target sensitivity must be in (0, 1]; got {target_sensitivity}.")
     threshold = threshold_for_sensitivity(labels, probabilities, target_sensitivity)
     rates = at_threshold(labels, probabilities, threshold)
     return {"threshold": threshold, "sensitivity": rates["sensitivity"], "specificity": rates["specificity"]}

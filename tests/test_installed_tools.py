@@ -99,16 +99,31 @@ def test_calibrate_checks_every_name_before_rewriting_any_model(trained_models, 
     assert contents(models) == before
 
 
+NO_NAMES = "expected comma-separated installed model names"
+NOT_A_PROPORTION = "expected a sensitivity above 0 and at most 1, such as 0.9 for 90 %"
+
+
 @pytest.mark.parametrize("tool", [calibrate, combine])
-@pytest.mark.parametrize("names", ["", ",", " , "])
-def test_an_empty_models_list_is_a_usage_error(trained_models, tmp_path, capsys, tool, names):
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--models", "", NO_NAMES),
+        ("--models", ",", NO_NAMES),
+        ("--models", " , ", NO_NAMES),
+        # 95 crashed with an IndexError after every image was scored, and 0 was accepted.
+        ("--target-sensitivity", "95", NOT_A_PROPORTION),
+        ("--target-sensitivity", "0", NOT_A_PROPORTION),
+        ("--target-sensitivity", "ninety", NOT_A_PROPORTION),
+    ],
+)
+def test_an_option_out_of_range_is_a_usage_error(trained_models, tmp_path, capsys, tool, option, value, expected):
     data_dir, output_dir = trained_models
     models = own_models(output_dir, tmp_path)
     before = contents(models)
     with pytest.raises(SystemExit) as exited:
-        tool(["--models-dir", str(models), "--data-dir", str(data_dir), "--models", names])
+        tool(["--models-dir", str(models), "--data-dir", str(data_dir), option, value])
     assert exited.value.code == 2
-    assert "argument --models: expected comma-separated installed model names" in capsys.readouterr().err
+    assert f"argument {option}: {expected}" in capsys.readouterr().err
     assert contents(models) == before and not (models / COMBINED_FILE).exists()
 
 

@@ -66,6 +66,14 @@ def test_threshold_reaches_the_target_sensitivity_and_is_the_highest(predictions
     assert (p[y == 1] >= higher).mean() < 0.9
 
 
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.01, 95.0, float("nan")])
+def test_a_target_sensitivity_outside_0_to_1_is_refused(predictions, target):
+    """95 (a percentage) crashed with an IndexError, and 0 chose the highest melanoma's score without a word."""
+    y, p = predictions
+    with pytest.raises(ValueError, match=r"target sensitivity must be in \(0, 1\], such as 0.9"):
+        threshold_for_sensitivity(y, p, target)
+
+
 def test_reliability_evidence_counts_equal_bins_and_says_one_thing_with_its_interval():
     from melanoma.metrics import evidence_for, reliability_evidence
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from melanoma.arguments import comma_names
+from melanoma.arguments import comma_names, sensitivity
 from melanoma.framework import add_framework_logs_option
 from melanoma.metrics import TARGET_SENSITIVITY
 from melanoma.store import add_models_dir_option, find_model, list_models
@@ -40,7 +40,7 @@ def installed_models_parser(prog: str, description: str) -> argparse.ArgumentPar
 
 def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
     """--target-sensitivity, for the tools that choose an operating threshold."""
-    parser.add_argument("--target-sensitivity", type=float, default=TARGET_SENSITIVITY, help=THRESHOLD_RULE_HELP)
+    parser.add_argument("--target-sensitivity", type=sensitivity, default=TARGET_SENSITIVITY, help=THRESHOLD_RULE_HELP)
 
 
 def chosen_models(args: argparse.Namespace) -> list[str]:
