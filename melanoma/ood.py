@@ -34,6 +34,7 @@ FEATURES_VARIANT = "lite0"  # the EfficientNet-Lite whose ImageNet checkpoint th
 FEATURES_SIZE = 160
 COMPONENTS = 64
 VALIDATION_PERCENTILE = 99.5
+MIN_TRAINING_IMAGES = 10  # one principal direction, at the ten images per direction FeatureGate.fit keeps
 # Image checks, on 0-255 RGB; each measured on the shared HAM10000 images, which all pass them.
 MIN_CONTRAST = 8.0  # standard deviation of the grey image
 MAX_NOISE_RATIO = 0.5  # mean |neighbour difference| / standard deviation
@@ -88,6 +89,14 @@ class FeatureGate:
         components: int = COMPONENTS,
         percentile: float = VALIDATION_PERCENTILE,
     ) -> "FeatureGate":
+        """Fit on the training split's features and threshold on the validation split's. Too few
+        images are refused: from none the statistics are NaN, and the saved gate refuses every image."""
+        if len(train_features) < MIN_TRAINING_IMAGES or not len(val_features):
+            raise ValueError(
+                f"fitting the out-of-distribution gate needs at least {MIN_TRAINING_IMAGES} training images (ten per "
+                f"principal direction) and one validation image; got {len(train_features)} and {len(val_features)}. "
+                "Fit it on a split with more images."
+            )
         mean = train_features.mean(axis=0)
         centred = train_features - mean
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)

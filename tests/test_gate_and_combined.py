@@ -61,6 +61,14 @@ def test_feature_gate_thresholds_at_the_validation_percentile_and_round_trips(tm
     np.testing.assert_allclose(loaded.distances(val), gate.distances(val), rtol=1e-6)
 
 
+@pytest.mark.parametrize("n_train, n_val", [(0, 20), (9, 20), (100, 0)])
+def test_feature_gate_refuses_too_few_images(n_train, n_val):
+    """From no training image its statistics were NaN, and the saved gate refused every image."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=f"needs at least 10 training images .* got {n_train} and {n_val}"):
+        FeatureGate.fit(rng.normal(0, 1, (n_train, 20)), rng.normal(0, 1, (n_val, 20)))
+
+
 def test_the_transfer_model_gate_passes_lesions_and_flags_photographs(trained_models):
     """On the fixture's 120 images the minority class is partly memorised (its training features sit
     closer together than new melanomas'), so new melanoma-like images score higher than benign ones;

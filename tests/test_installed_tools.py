@@ -1,6 +1,7 @@
 """train.evaluate, train.calibrate, train.combine and train.gate_check refuse bad input with a message and
 exit status 2, before they score, fit or write anything."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -162,3 +163,19 @@ def test_calibrate_names_a_model_it_cannot_read_before_rewriting_any(trained_mod
     assert calibrate(["--models-dir", str(models), "--data-dir", str(data_dir), "--models", MODEL]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {MODEL} cannot be calibrated: {broken} is missing")
+
+
+def test_calibrate_keep_gate_refuses_a_model_without_a_gate(trained_models, tmp_path, capsys):
+    """It fitted a gate on no training image, saved NaN statistics that refuse every image, and exited 0."""
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    card = json.loads((models / MODEL / "card.json").read_text())
+    card["serving"]["ood"] = None
+    (models / MODEL / "card.json").write_text(json.dumps(card))
+    before = contents(models)
+    arguments = ["--models-dir", str(models), "--data-dir", str(data_dir), "--models", MODEL, "--keep-gate"]
+    assert calibrate(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {MODEL}: --keep-gate expected a fitted out-of-distribution gate to keep")
+    assert "Leave out --keep-gate to fit one" in error
+    assert contents(models) == before

@@ -162,10 +162,13 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
     features_path = ensure_imagenet_features(models_dir)
     rng = np.random.default_rng(seed)
     sample = sorted(rng.permutation(len(train_paths))[:GATE_TRAINING_IMAGES])
-    gate = FeatureGate.fit(
-        gate_features(features_path, tuple(train_paths[i] for i in sample)),
-        gate_features(features_path, tuple(val_paths)),
-    )
+    try:
+        gate = FeatureGate.fit(
+            gate_features(features_path, tuple(train_paths[i] for i in sample)),
+            gate_features(features_path, tuple(val_paths)),
+        )
+    except ValueError as error:  # too few images: nothing is written, so the model keeps its card and gate
+        raise DataError([f"{folder}: {error}"]) from None
     return {
         "file": GATE_FILE,
         "sha256": gate.save(folder / GATE_FILE),
@@ -187,10 +190,12 @@ def gate_features(features_path: Path, paths: tuple[str, ...]) -> np.ndarray:
     return features
 
 
-def calibration_target(name: str, models_dir: str, holdout_source: str | None) -> InstalledModel:
+def calibration_target(
+    name: str, models_dir: str, holdout_source: str | None, keep_gate: bool = False
+) -> InstalledModel:
     """The installed model `name` or, with `holdout_source`, its run held out from that source
     (`<name>/holdout-<source>/`, under the model's name). Its gate may be missing or stale, since
-    calibration refits it; its card and weights must be there."""
+    calibration refits it, unless `keep_gate` (`gate_kept`); its card and weights must be there."""
     entry = find_model(name, models_dir)
     if holdout_source:
         held_out = entry.folder / f"{HOLDOUT_PREFIX}{holdout_source}"
@@ -202,7 +207,20 @@ def calibration_target(name: str, models_dir: str, holdout_source: str | None) -
         entry = replace(inspect_model(held_out), name=name)
     if entry.card is None or not (entry.folder / MODEL_FILE).is_file():
         raise ModelUnavailableError(f"{name} cannot be calibrated: {entry.problem}")
+    if keep_gate:
+        gate_kept(entry)
     return entry
+
+
+def gate_kept(entry: InstalledModel) -> dict:
+    """The card's gate, which --keep-gate keeps. A card without one is refused: calibrating only
+    validation and test leaves no training image to fit one on (a gate fitted on none refuses every image)."""
+    if entry.serving.ood is None:
+        raise ModelUnavailableError(
+            f"{entry.name}: --keep-gate expected a fitted out-of-distribution gate to keep, but the card "
+            f"({entry.folder}) has none (serving.ood is null). Leave out --keep-gate to fit one on the training split."
+        )
+    return entry.serving.ood
 
 
 def calibrated_parts(keep_gate: bool) -> tuple[str, ...]:
@@ -221,7 +239,7 @@ def recalibrate_installed(
     """
     from melanoma.inference import Predictor
 
-    kept_gate = entry.serving.ood if keep_gate else None
+    kept_gate = gate_kept(entry) if keep_gate else None
     if not keep_gate:  # refitted below: an old or damaged gate must not stop that
         entry.card = replace(entry.card, serving=replace(entry.card.serving, ood=None))
     predictor = Predictor(entry, load_keras_model(entry))
@@ -265,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        entries = [calibration_target(name, args.models_dir, args.holdout_source) for name in chosen_models(args)]
+        entries = [
+            calibration_target(name, args.models_dir, args.holdout_source, args.keep_gate)
+            for name in chosen_models(args)
+        ]
         data = load_labelled_images(args.data_dir)
         # Every model's split is checked against the data before the first is rewritten.
         tables = [split_images(data, entry.folder, calibrated_parts(args.keep_gate)) for entry in entries]
