@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from melanoma import audit, diagnoses
-from melanoma.arguments import whole_number
+from melanoma.arguments import output_problem, whole_number
 from melanoma.cases import skin_cancer_word
 from melanoma.combined import COMBINED_NAME, CombinedSpec, CombinedUnavailableError
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
@@ -35,21 +35,6 @@ def opacity(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected an opacity from 0 (image only) to 1 (map only); got {text!r}")
     return value
-
-
-def output_problem(path: str | None, option: str, suffix: str) -> str | None:
-    """What is wrong with a file the command would write, found before any work: the wrong kind, or
-    nowhere to put it."""
-    if path is None:
-        return None
-    target = Path(path)
-    if target.suffix.lower() != suffix:
-        return f"{option} must name a {suffix} file; received {path!r}. Give a name ending in {suffix}."
-    if not target.parent.is_dir():
-        return f"{option}: the folder {target.parent} does not exist. Create it, or write elsewhere."
-    if target.is_dir():
-        return f"{option}: {path} is a folder. Give a file name inside it."
-    return None
 
 
 def expand_paths(paths: list[str]) -> list[Path]:

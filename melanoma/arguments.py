@@ -5,7 +5,9 @@ listing commands that use them must not load TensorFlow."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -40,3 +42,25 @@ def sensitivity(text: str) -> float:
 def comma_names(text: str) -> tuple[str, ...]:
     """'a, b,,c' -> ('a', 'b', 'c'): the names a comma-separated option gives, blanks left out."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def output_problem(path: str | None, option: str, suffix: str | None = None) -> str | None:
+    """What is wrong with a file a command would write (None when nothing is), found before any work
+    that would otherwise fail only at the end: the wrong kind of name, a folder there, or no writable
+    folder to put it in. A missing folder is not created, since a misspelt one would be."""
+    if path is None:
+        return None
+    target = Path(path)
+    if suffix and target.suffix.lower() != suffix:
+        return f"{option} must name a {suffix} file; received {path!r}. Give a name ending in {suffix}."
+    if target.is_dir():
+        return f"{option}: {path} is a folder; expected a file to write. Give a file name inside it."
+    folder = target.parent
+    nearest = next(above for above in (folder, *folder.parents) if above.exists())
+    if not nearest.is_dir():
+        return f"{option}: {path} is under {nearest}, which is a file, not a folder. Give a path in a folder."
+    if nearest != folder:
+        return f"{option}: the folder {folder} does not exist. Create it, or write elsewhere."
+    if not os.access(folder, os.W_OK):
+        return f"{option}: the folder {folder} is not writable. Write to a folder you may write to."
+    return None

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from melanoma.__main__ import main
+from melanoma.arguments import output_problem
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from tests.test_installed_tools import folder_without_the_split
@@ -281,6 +282,19 @@ def test_explain_checks_where_it_writes_before_it_computes(
     code = main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", *options, str(image)])
     assert code == 2 and expected in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_an_output_path_under_a_file_or_missing_folder_is_named(tmp_path):
+    """explain --out and train.evaluate --out are checked by one function, which said a file above the
+    path was a missing folder, and which train.evaluate's twin let through when the folder was missing."""
+    (tmp_path / "file").write_text("")
+    under_a_file = output_problem(str(tmp_path / "file" / "deeper" / "map.png"), "--out", ".png")
+    assert under_a_file == (
+        f"--out: {tmp_path / 'file' / 'deeper' / 'map.png'} is under {tmp_path / 'file'}, which is a file, not a "
+        "folder. Give a path in a folder."
+    )
+    assert "does not exist" in output_problem(str(tmp_path / "missing" / "map.npy"), "--npy", ".npy")
+    assert output_problem(str(tmp_path / "map.png"), "--out", ".png") is None and output_problem(None, "--out") is None
 
 
 @pytest.mark.parametrize("model", ["scratch_cnn", "combined"])

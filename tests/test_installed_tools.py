@@ -138,21 +138,42 @@ def test_combine_refuses_an_unknown_model_name_and_writes_nothing(trained_models
     assert not (models / COMBINED_FILE).exists()
 
 
-@pytest.mark.parametrize("kind", ["a folder", "under a file"])
-def test_evaluate_checks_the_out_path_before_scoring(trained_models, tmp_path, capsys, monkeypatch, kind):
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("a folder", "is a folder; expected a file to write"),
+        ("under a file", "which is a file, not a folder"),
+        ("in a missing folder", "does not exist. Create it, or write elsewhere"),  # was created, as explain's was not
+        # Its own help's example: the file lost the calibration and evidence entries the app reads.
+        ("a model's metrics.json", "train.run and train.calibrate write"),
+        ("a file in a model's folder", "train.run and train.calibrate write"),
+    ],
+)
+def test_evaluate_checks_the_out_path_before_scoring(trained_models, tmp_path, capsys, monkeypatch, kind, expected):
     data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    before = contents(models)
     (tmp_path / "file").write_text("")
-    out = {"a folder": tmp_path, "under a file": tmp_path / "file" / "metrics.json"}[kind]
+    out = {
+        "a folder": tmp_path,
+        "under a file": tmp_path / "file" / "metrics.json",
+        "in a missing folder": tmp_path / "missing" / "metrics.json",
+        "a model's metrics.json": models / MODEL / "metrics.json",
+        "a file in a model's folder": models / MODEL / "scratch.json",
+    }[kind]
 
     def not_reached(*args, **kwargs):
         raise AssertionError("scored before checking --out")
 
     monkeypatch.setattr(evaluate, "validate_folder", not_reached)
-    arguments = ["--model", MODEL, "--models-dir", str(output_dir), "--data-dir", str(data_dir), "--out", str(out)]
+    arguments = ["--model", MODEL, "--models-dir", str(models), "--data-dir", str(data_dir), "--out", str(out)]
     with pytest.raises(SystemExit) as exited:
         evaluate.main(arguments)
     assert exited.value.code == 2
-    assert f"argument --out: {out}" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "error: --out" in error and str(out.parent) in error and expected in error
+    assert contents(models) == before
+    assert not (tmp_path / "missing").exists() and not (models / MODEL / "scratch.json").exists()
 
 
 @pytest.mark.parametrize("broken", ["card.json", "model.keras"])

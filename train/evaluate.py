@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from melanoma.arguments import output_problem
+from melanoma.card import CARD_FILE
 from melanoma.combined import COMBINED_NAME, CombinedUnavailableError
 from melanoma.data import (
     LAYOUT_FILES,
@@ -39,7 +40,7 @@ from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
 from melanoma.progress import TerminalProgress
-from melanoma.store import ModelUnavailableError, add_models_dir_option
+from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError, add_models_dir_option
 from melanoma.validation import ModelResult, validate_folder
 
 
@@ -77,22 +78,22 @@ def restrict_to_split(data: LabelledImages, folder: Path, part: str) -> Labelled
     return replace(data, table=table.drop(columns="split"))
 
 
-def output_file(text: str) -> str:
-    """--out, checked as the options are read: a folder there, or a file above it, would otherwise
-    fail only after every image was scored."""
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{path} is a folder; expected the file to write the metrics to, e.g. {path / 'metrics.json'}."
-        )
-    nearest = next(folder for folder in path.parents if folder.exists())
-    if not nearest.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {nearest} is a file, not a folder; pass a path in a folder.")
-    if not os.access(nearest, os.W_OK):
-        raise argparse.ArgumentTypeError(
-            f"{path}: {nearest} is not writable; pass a path in a folder you may write to."
-        )
-    return text
+def model_folder_problem(path: str) -> str | None:
+    """Why --out may not be `path`: a file in an installed model's folder (or a held-out run's). That
+    folder's metrics.json is train.run's and train.calibrate's, with the calibration, evidence and
+    validation entries the app reads, which scoring a folder does not compute."""
+    target = Path(path).resolve()
+    folder = next(
+        (above for above in target.parents if (above / CARD_FILE).is_file() or (above / MODEL_FILE).is_file()), None
+    )
+    if folder is None:
+        return None
+    return (
+        f"--out {path} is in the model folder {folder}, whose {METRICS_FILE} train.run and train.calibrate write "
+        "with the calibration effect, reliability evidence and validation AUC the app shows, which train.evaluate "
+        f"does not compute. Write elsewhere, e.g. --out runs/{folder.name}-metrics.json; to refresh the model's own "
+        f"metrics, run python -m train.calibrate --models {folder.name} --keep-gate --data-dir DIR."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,9 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         choices=SPLIT_PARTS,
         help="only the images the model's split.csv puts in this part (val: where recipes are chosen); default all",
     )
-    parser.add_argument("--out", type=output_file, help="write metrics.json here (e.g. models/NAME/metrics.json)")
+    parser.add_argument(
+        "--out",
+        help="write the metrics here, e.g. runs/NAME-metrics.json (not into a model's folder: its metrics.json is "
+        "train.run's and train.calibrate's)",
+    )
     add_framework_logs_option(parser)  # read by the train package, which imports TensorFlow before this runs
     args = parser.parse_args(argv)
+    # Checked before any image is scored: a bad path would otherwise fail, or overwrite, only at the end.
+    if problem := output_problem(args.out, "--out") or (args.out and model_folder_problem(args.out)):
+        parser.error(problem)
     try:
         predictor = load_predictor(args.model, args.models_dir)
         data = load_labelled_images(args.data_dir, args.layout)
