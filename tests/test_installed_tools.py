@@ -128,6 +128,21 @@ def test_an_option_out_of_range_is_a_usage_error(trained_models, tmp_path, capsy
     assert contents(models) == before and not (models / COMBINED_FILE).exists()
 
 
+@pytest.mark.parametrize("tool", [calibrate, combine, gate_check])
+@pytest.mark.parametrize("folder, found", [("misspelt", "does not exist"), ("empty", "holds no installed model")])
+def test_a_models_dir_without_models_is_an_error_naming_it(trained_models, tmp_path, capsys, tool, folder, found):
+    """calibrate and gate_check did nothing and exited 0, and combine gave no reason."""
+    data_dir, _ = trained_models
+    (tmp_path / "empty").mkdir()
+    models = tmp_path / folder
+    assert tool(["--models-dir", str(models), "--data-dir", str(data_dir)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.startswith(f"error: --models-dir {models} {found}") and "expected the folder of installed models" in error
+    )
+    assert "$MELANOMA_MODELS_DIR" in error and not (models / COMBINED_FILE).exists()
+
+
 def test_combine_refuses_an_unknown_model_name_and_writes_nothing(trained_models, tmp_path, capsys):
     data_dir, output_dir = trained_models
     models = own_models(output_dir, tmp_path)

@@ -7,11 +7,12 @@ trained on, a set of installed models and the models folder, the same way.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from melanoma.arguments import comma_names, sensitivity
 from melanoma.framework import add_framework_logs_option
 from melanoma.metrics import TARGET_SENSITIVITY
-from melanoma.store import add_models_dir_option, find_model, list_models
+from melanoma.store import SHIPPED_MODELS_DIR, ModelUnavailableError, add_models_dir_option, find_model, list_models
 
 THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity reaches this"
 
@@ -45,9 +46,19 @@ def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
 
 def chosen_models(args: argparse.Namespace) -> list[str]:
     """The --models names, else every installed model. Every name is checked before any tool starts, so
-    a misspelt one stops it before it writes anything (ModelUnavailableError lists the installed ones)."""
+    a misspelt one stops it before it writes anything (ModelUnavailableError lists the installed ones);
+    so is a --models-dir that is missing or holds no model, which would otherwise leave nothing to do."""
+    installed = list_models(args.models_dir)
+    if not installed:
+        folder = Path(args.models_dir)
+        found = "does not exist" if not folder.exists() else "holds no installed model (a folder with a card.json)"
+        raise ModelUnavailableError(
+            f"--models-dir {folder} {found}; expected the folder of installed models. Pass the folder they are in "
+            f"(without --models-dir: $MELANOMA_MODELS_DIR, else {SHIPPED_MODELS_DIR}), or train one into it with "
+            f"python -m train.run --output-dir {folder}."
+        )
     if args.models is None:
-        return [entry.name for entry in list_models(args.models_dir)]
+        return [entry.name for entry in installed]
     for name in args.models:
         find_model(name, args.models_dir)
     return args.models
