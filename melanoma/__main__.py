@@ -22,8 +22,9 @@ from melanoma import audit, diagnoses
 from melanoma.arguments import output_problem, whole_number
 from melanoma.cases import skin_cancer_word
 from melanoma.combined import COMBINED_NAME, CombinedSpec, CombinedUnavailableError
+from melanoma.data import is_image_file
 from melanoma.framework import add_framework_logs_option, import_tensorflow_quietly
-from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image
+from melanoma.images import ImageError, read_image
 from melanoma.store import ModelUnavailableError, add_models_dir_option, list_models
 
 
@@ -38,11 +39,12 @@ def opacity(text: str) -> float:
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given, and the image files inside given folders (recursively, sorted)."""
+    """Files as given, and the image files inside given folders (recursively, sorted): by their
+    extension, or DICOM files by their preamble whatever their name (PACS exports: DICOM/IM000001)."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
+            files.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
         else:
             files.append(path)
     return files

@@ -1,6 +1,7 @@
 """Labelled image collections in the three layouts researchers arrive with, checked up front.
 
-- `isic2018`: ISIC2018_Task3_Training_GroundTruth.csv (one-hot MEL, NV, ...) and, if present,
+- `isic2018`: ISIC 2018 Task 3's ground truth, ISIC2018_Task3_Training_GroundTruth.csv (or its
+  Validation or Test set's; one-hot MEL, NV, ...) and, if present,
   ISIC2018_Task3_Training_LesionGroupings.csv (image, lesion_id, ...);
 - `ham10000`: HAM10000_metadata.csv (dx == "mel" is melanoma; lesion_id groups images);
 - `generic`: labels.csv with image_id,label and optional group, source and dx columns (dx: one
@@ -12,30 +13,56 @@ diagnosis where a diagnosis model needs it.
 
 Every problem is collected and reported at once, naming the file and the CSV line, before any
 training starts: a researcher fixes a labels file once, not once per crash.
+
+Labels files are read as the Validate page reads an upload's (`read_table`), and image files are
+matched to their image_id by the same rule (`index_images`), so a folder and its zip agree.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from melanoma import diagnoses
-from melanoma.images import IMAGE_EXTENSIONS, ImageError, read_image, to_model_input
+from melanoma.images import (
+    DICOM_MAGIC,
+    DICOM_MAGIC_OFFSET,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    read_image,
+    to_model_input,
+)
 
-ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+# ISIC 2018 Task 3's one-hot ground truth, as its training, validation and test sets name it (any case).
+ISIC_GROUND_TRUTH = re.compile(r"isic2018_task3_(training|validation|test)_groundtruth\.csv", re.IGNORECASE)
 ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
 HAM_METADATA = "HAM10000_metadata.csv"
 GENERIC_LABELS = "labels.csv"
 SPLIT_FILE = "split.csv"  # beside each trained model: image_id, group, label, source, split
-LAYOUT_FILES = {"isic2018": ISIC_GROUND_TRUTH, "ham10000": HAM_METADATA, "generic": GENERIC_LABELS}
+# Each layout's labels file, as messages name it.
+LAYOUT_FILES = {
+    "isic2018": "ISIC2018_Task3_Training_GroundTruth.csv (or _Validation_ or _Test_)",
+    "ham10000": HAM_METADATA,
+    "generic": GENERIC_LABELS,
+}
 GENERIC_LABEL_VALUES = {"1": 1, "0": 0, "melanoma": 1, "mel": 1, "other": 0, "true": 1, "false": 0}
 MAX_PROBLEMS_SHOWN = 20
+NAMES_SHOWN = 5
+# How labels name images, in the folder layouts and the Validate page's zip alike (`image_id`).
+IMAGE_ID_RULE = (
+    f"image_id is the image file's name without its extension ({', '.join(IMAGE_EXTENSIONS)}), or the whole "
+    "name of a DICOM file without one"
+)
 
 
 class DataError(ValueError):
@@ -71,35 +98,127 @@ class LabelledImages:
         return {code: int((self.table.dx == code).sum()) for code in diagnoses.CODES}
 
 
-def detect_layout(data_dir: Path) -> str:
-    """Name the layout of a folder from the labels file it holds."""
-    for layout, filename in LAYOUT_FILES.items():
-        if (data_dir / filename).is_file():
-            return layout
+def name_list(names: list[str], shown: int = NAMES_SHOWN) -> str:
+    """'a, b, c and 4 more': enough names to find the files, never a wall of them."""
+    listed = ", ".join(names[:shown])
+    return f"{listed} and {len(names) - shown} more" if len(names) > shown else listed
+
+
+def is_labels_file(layout: str, filename: str) -> bool:
+    """Whether `filename` is `layout`'s labels file (in any case, as the Validate page reads a zip's)."""
+    if layout == "isic2018":
+        return bool(ISIC_GROUND_TRUTH.fullmatch(filename))
+    return filename.lower() == LAYOUT_FILES[layout].lower()
+
+
+def labels_file(data_dir: Path, layout: str = "auto") -> tuple[str, Path]:
+    """The layout and labels file of a folder: `layout`'s, or with auto the one labels file it holds.
+
+    Raises DataError when there is none, naming the expected files and the CSV files there, and when
+    there are several, which one was meant cannot be known: another than training read would give
+    other labels.
+    """
+    csv_files = sorted(p.name for p in data_dir.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    layouts = list(LAYOUT_FILES) if layout == "auto" else [layout]
+    found = [(each, name) for each in layouts for name in csv_files if is_labels_file(each, name)]
+    if len(found) == 1:
+        return found[0][0], data_dir / found[0][1]
+    if found:
+        choose = " Pass --layout to choose one." if len({each for each, _ in found}) > 1 else ""
+        raise DataError(
+            [
+                f"{data_dir}: holds several labels files ({name_list([name for _, name in found])}); expected one, "
+                f"so that every tool reads the same labels.{choose} Move the others out of the folder."
+            ]
+        )
+    expected = LAYOUT_FILES[layout] if layout != "auto" else f"one of {', '.join(LAYOUT_FILES.values())}"
     raise DataError(
         [
-            f"{data_dir}: no labels file found. Expected one of {', '.join(LAYOUT_FILES.values())} "
-            "(ISIC 2018 Task 3, HAM10000, or a generic labels.csv with columns image_id,label[,group])."
+            f"{data_dir}: no labels file found. Expected {expected} at the top of the folder (ISIC 2018 Task 3, "
+            f"HAM10000, or a generic labels.csv with columns image_id,label[,group]); found "
+            f"{name_list(csv_files) if csv_files else 'no CSV file'}."
         ]
     )
 
 
-def _index_images(data_dir: Path) -> dict[str, Path]:
-    """Map each image file's stem to its path, searching the folder tree (the layouts nest images)."""
-    index: dict[str, Path] = {}
-    for folder, _, files in os.walk(data_dir):
-        for filename in files:
-            stem, ext = os.path.splitext(filename)
-            if ext.lower() in IMAGE_EXTENSIONS:
-                index.setdefault(stem, Path(folder) / filename)
-    return index
+def image_id(name: str, read_head: Callable[[int], bytes]) -> str | None:
+    """The image_id a file answers to, or None when it is not an image: the name without its
+    extension for an image extension; the whole name for a DICOM file known by its preamble alone
+    (PACS exports name them IM000001 or after a UID, 1.2.840.….320). `read_head(n)` gives the file's
+    first n bytes (b"" where it cannot be read), read only for a name without an image extension."""
+    filename = posixpath.basename(name)
+    stem, extension = posixpath.splitext(filename)
+    if extension.lower() in IMAGE_EXTENSIONS:
+        return stem
+    return filename if read_head(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC else None
+
+
+def _file_head(path: Path, size: int) -> bytes:
+    """The first `size` bytes of a regular file; b"" for anything else (a pipe would block the scan)
+    or a file that cannot be read (the image reader names what is wrong with it)."""
+    try:
+        if not path.is_file():
+            return b""
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a folder scan reads this file: an image by its name, or a DICOM file by its preamble (`image_id`)."""
+    return path.is_file() and image_id(path.name, lambda size: _file_head(path, size)) is not None
+
+
+def index_images(
+    names: Iterable[str], read_head: Callable[[str, int], bytes], where: str
+) -> tuple[dict[str, str], list[str]]:
+    """image_id -> name for the image files among `names` (paths in a folder or a zip), and a problem
+    for each image_id that several files answer to: which of them the labels mean cannot be known."""
+    files: dict[str, list[str]] = {}
+    for name in names:
+        key = image_id(name, lambda size, name=name: read_head(name, size))
+        if key is not None:
+            files.setdefault(key, []).append(name)
+    problems = [
+        f"{where}: image_id {key} names several files ({', '.join(paths)}); keep one."
+        for key, paths in files.items()
+        if len(paths) > 1
+    ]
+    return {key: paths[0] for key, paths in files.items()}, problems
+
+
+def _index_images(data_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """Each image file's image_id and path, searching the folder tree (the layouts nest images), and
+    the problems of `index_images`."""
+    names = sorted(
+        os.path.relpath(os.path.join(folder, filename), data_dir)
+        for folder, _, files in os.walk(data_dir)
+        for filename in files
+    )
+    files, problems = index_images(names, lambda name, size: _file_head(data_dir / name, size), str(data_dir))
+    return {key: data_dir / name for key, name in files.items()}, problems
+
+
+def read_table(source: str | Path | IO[bytes], name: str) -> pd.DataFrame:
+    """A labels CSV as text, read as people save it: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is
+    dropped, and so are spaces around the column names and values (`image_id, label`, `a ,1`).
+    Raises DataError when it is not a CSV."""
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(
+            [f"{name}: cannot be read as CSV ({error}). Save it as UTF-8 CSV with columns image_id,label."]
+        ) from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return frame.apply(lambda column: column.str.strip())
 
 
 def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFrame | None:
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        problems.append(f"{path.name}: cannot be read as CSV ({error}).")
+        frame = read_table(path, path.name)
+    except DataError as error:
+        problems += error.problems
         return None
     missing = [column for column in required if column not in frame.columns]
     if missing:
@@ -116,9 +235,9 @@ def _line(index: int) -> int:
     return index + 2
 
 
-def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
+def _labels_isic(path: Path, problems: list[str]) -> pd.DataFrame | None:
     classes = list(diagnoses.CODES)
-    frame = _read_csv(data_dir / ISIC_GROUND_TRUTH, ["image", *classes], problems)
+    frame = _read_csv(path, ["image", *classes], problems)
     if frame is None:
         return None
     codes = []
@@ -126,19 +245,19 @@ def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
         try:
             one_hot = [float(row[c]) for c in classes]
         except ValueError:
-            problems.append(f"{ISIC_GROUND_TRUTH} line {_line(index)}: non-numeric class value in {row['image']}.")
+            problems.append(f"{path.name} line {_line(index)}: non-numeric class value in {row['image']}.")
             codes.append("")
             continue
         if sorted(one_hot) != [0.0] * 6 + [1.0]:
             problems.append(
-                f"{ISIC_GROUND_TRUTH} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}."
+                f"{path.name} line {_line(index)}: {row['image']} is not one-hot over {', '.join(classes)}."
             )
         codes.append(classes[int(np.argmax(one_hot))])
     dx = pd.Series(codes, dtype=str)
     table = pd.DataFrame(
         {"image_id": frame["image"], "label": (dx == diagnoses.MELANOMA).astype(int), "group": frame["image"], "dx": dx}
     )
-    groupings = data_dir / ISIC_GROUPINGS
+    groupings = path.parent / ISIC_GROUPINGS
     if groupings.is_file():
         lesions = _read_csv(groupings, ["image", "lesion_id"], problems)
         if lesions is not None:
@@ -146,11 +265,11 @@ def _labels_isic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
     return table
 
 
-def _labels_ham(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    frame = _read_csv(data_dir / HAM_METADATA, ["lesion_id", "image_id", "dx"], problems)
+def _labels_ham(path: Path, problems: list[str]) -> pd.DataFrame | None:
+    frame = _read_csv(path, ["lesion_id", "image_id", "dx"], problems)
     if frame is None:
         return None
-    dx = _diagnosis_codes(frame.dx, HAM_METADATA, problems)
+    dx = _diagnosis_codes(frame.dx, path.name, problems)
     source = frame["dataset"] if "dataset" in frame else ""
     return pd.DataFrame(
         {
@@ -210,8 +329,8 @@ def _labels_from_dx(frame: pd.DataFrame, dx: pd.Series, problems: list[str]) -> 
     return [int(code == diagnoses.MELANOMA) if code else -1 for code in dx]
 
 
-def _labels_generic(data_dir: Path, problems: list[str]) -> pd.DataFrame | None:
-    frame = _read_csv(data_dir / GENERIC_LABELS, ["image_id"], problems)
+def _labels_generic(path: Path, problems: list[str]) -> pd.DataFrame | None:
+    frame = _read_csv(path, ["image_id"], problems)
     if frame is None:
         return None
     if "label" not in frame and "dx" not in frame:  # with dx, label may be left out: it follows from the diagnosis
@@ -237,36 +356,39 @@ LABEL_READERS = {"isic2018": _labels_isic, "ham10000": _labels_ham, "generic": _
 def load_labelled_images(data_dir: str | Path, layout: str = "auto") -> LabelledImages:
     """Read labels in any supported layout, match them to image files and check them.
 
-    Raises DataError naming every problem: missing columns, unknown labels, duplicate ids,
-    label rows without an image file, and a class with no examples.
+    Raises DataError naming every problem: no labels file or several, missing columns, unknown
+    labels, duplicate ids, image files sharing an image_id, label rows without an image file, and a
+    class with no examples.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError([f"{data_dir}: not a folder. Pass --data-dir pointing at the data set."])
-    layout = detect_layout(data_dir) if layout == "auto" else layout
-    if layout not in LABEL_READERS:
+    if layout != "auto" and layout not in LABEL_READERS:
         raise DataError([f"unknown layout {layout!r}; expected auto, {', '.join(LABEL_READERS)}."])
+    layout, path = labels_file(data_dir, layout)
     problems: list[str] = []
-    table = LABEL_READERS[layout](data_dir, problems)
+    table = LABEL_READERS[layout](path, problems)
     if table is None:
         raise DataError(problems)
     if "source" not in table:
         table["source"] = ""
-    labels_file = LAYOUT_FILES[layout]
     duplicated = table.image_id.duplicated(keep="first")
     for index in table.index[duplicated]:
-        problems.append(f"{labels_file} line {_line(index)}: image {table.image_id[index]} is listed more than once.")
-    images = _index_images(data_dir)
+        problems.append(f"{path.name} line {_line(index)}: image {table.image_id[index]} is listed more than once.")
+    images, repeated = _index_images(data_dir)
+    problems += repeated
     if not images:
-        problems.append(f"{data_dir}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        problems.append(f"{data_dir}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)}, or DICOM files).")
     else:
-        for index, image_id in table.image_id.items():
-            if image_id not in images:
-                problems.append(f"{labels_file} line {_line(index)}: no image file for {image_id} in {data_dir}.")
+        for index, image in table.image_id.items():
+            if image not in images:
+                stem, extension = os.path.splitext(image)
+                hint = f"; {IMAGE_ID_RULE}: write {stem}" if extension.lower() in IMAGE_EXTENSIONS else ""
+                problems.append(f"{path.name} line {_line(index)}: no image file for {image} in {data_dir}{hint}.")
     valid = table[table.label >= 0]
     for name, value in (("melanoma", 1), ("other", 0)):
         if not (valid.label == value).any():
-            problems.append(f"{labels_file}: no {name} examples; both classes are needed to train and evaluate.")
+            problems.append(f"{path.name}: no {name} examples; both classes are needed to train and evaluate.")
     if problems:
         raise DataError(problems)
     table = table.assign(path=table.image_id.map(lambda i: str(images[i])))

@@ -29,7 +29,6 @@ import dataclasses
 import io
 import os
 import posixpath
-import re
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -43,8 +42,18 @@ import pandas as pd
 from melanoma import diagnoses
 from melanoma.cases import decode_upload
 from melanoma.combined import CombinedSpec, combined_scores
-from melanoma.data import GENERIC_LABEL_VALUES, GENERIC_LABELS, DataError
-from melanoma.images import IMAGE_EXTENSIONS, ImageError
+from melanoma.data import (
+    GENERIC_LABEL_VALUES,
+    GENERIC_LABELS,
+    IMAGE_ID_RULE,
+    DataError,
+    index_images,
+    is_labels_file,
+    name_list,
+    read_table,
+)
+from melanoma.data import NAMES_SHOWN as NAMES_SHOWN  # the Validate page lists names as many at a time
+from melanoma.images import ImageError
 from melanoma.inference import Scores, read_together
 from melanoma.measured import Measured
 from melanoma.metrics import (
@@ -65,9 +74,6 @@ MAX_COMPRESSION_RATIO = 100
 RATIO_CHECKED_ABOVE = 2**20
 SAFE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 CHUNK = 32  # images decoded and scored together; bounds the full-size pixels held at once
-NAMES_SHOWN = 5
-# ISIC 2018 Task 3's one-hot ground truth, as its training, validation and test sets name it.
-ISIC_GROUND_TRUTH = re.compile(r"isic2018_task3_(training|validation|test)_groundtruth\.csv")
 DX_HOW = (
     f"a dx column in {GENERIC_LABELS} with one of {diagnoses.ALLOWED_TEXT} per image, or ISIC 2018 Task 3's "
     "one-hot ground truth"
@@ -130,12 +136,6 @@ class Validation:
         return int(((~result.in_distribution) & (self.labels == 1)).sum())
 
 
-def name_list(names: list[str], shown: int = NAMES_SHOWN) -> str:
-    """'a, b, c and 4 more': enough names to find the files, never a wall of them."""
-    listed = ", ".join(names[:shown])
-    return f"{listed} and {len(names) - shown} more" if len(names) > shown else listed
-
-
 def _ignored(name: str) -> bool:
     """Folders, macOS resource forks and hidden files (.DS_Store, ._x.jpg) are not part of the data."""
     parts = name.split("/")
@@ -181,8 +181,8 @@ def _check_sizes(infos: list[zipfile.ZipInfo], upload: str) -> list[str]:
 
 def _is_labels_file(name: str) -> bool:
     """labels.csv or ISIC 2018 Task 3's ground truth, in any case."""
-    filename = posixpath.basename(name).lower()
-    return filename == GENERIC_LABELS or bool(ISIC_GROUND_TRUTH.fullmatch(filename))
+    filename = posixpath.basename(name)
+    return is_labels_file("generic", filename) or is_labels_file("isic2018", filename)
 
 
 def _labels_member(names: list[str], upload: str) -> str:
@@ -276,14 +276,8 @@ def _label_row(image_id: str, value: str | None, written_dx: str, place: str) ->
 def parse_labels(data: bytes, name: str = GENERIC_LABELS) -> dict[str, tuple[int, str]]:
     """image_id -> (label, dx) from a labels.csv or ISIC 2018 Task 3's ground truth, with every problem
     named by its line (DataError); dx is "" where the file does not give it."""
-    try:
-        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(
-            [f"{name}: cannot be read as CSV ({error}). Save it as UTF-8 CSV with columns image_id,label."]
-        ) from None
-    frame.columns = [str(column).strip() for column in frame.columns]
-    if ISIC_GROUND_TRUTH.fullmatch(posixpath.basename(name).lower()):
+    frame = read_table(io.BytesIO(data), name)
+    if is_labels_file("isic2018", posixpath.basename(name)):
         frame = _one_hot_as_dx(frame, name)
     missing = ([] if "image_id" in frame else ["image_id"]) + ([] if {"label", "dx"} & set(frame) else ["label"])
     if missing:
@@ -298,7 +292,7 @@ def parse_labels(data: bytes, name: str = GENERIC_LABELS) -> dict[str, tuple[int
     labels: dict[str, tuple[int, str]] = {}
     first_line: dict[str, int] = {}
     problems = []
-    for index, (image_id, value, dx) in enumerate(zip(frame.image_id.str.strip(), values, written_dx)):
+    for index, (image_id, value, dx) in enumerate(zip(frame.image_id, values, written_dx)):
         line = index + 2  # line 1 is the header
         row = _label_row(image_id, value, dx, f"{name} line {line}")
         if not image_id:
@@ -342,10 +336,7 @@ def match_labels(
     if not images:
         raise DataError(
             [
-                (
-                    f"no image in {where} matches a label in {labels_file}: image_id is the file name without "
-                    f"its extension ({', '.join(IMAGE_EXTENSIONS)})."
-                ),
+                f"no image in {where} matches a label in {labels_file}: {IMAGE_ID_RULE}.",
                 *warnings,
             ]
         )
@@ -382,21 +373,17 @@ def read_zip(data: bytes, upload: str = "the upload") -> LabelledZip:
         raise DataError(problems)
     names = [info.filename for info in infos if not _ignored(info.filename)]
     labels_name = _labels_member(names, upload)
-    files: dict[str, str] = {}
-    repeated: dict[str, list[str]] = {}
-    for name in names:
-        stem, extension = posixpath.splitext(posixpath.basename(name))
-        if extension.lower() in IMAGE_EXTENSIONS:
-            if stem in files:
-                repeated.setdefault(stem, [files[stem]]).append(name)
-            files.setdefault(stem, name)
+
+    def head(name: str, size: int) -> bytes:
+        try:
+            with archive.open(name) as member:
+                return member.read(size)
+        except UNREADABLE:  # a damaged member is no DICOM file to find by its preamble
+            return b""
+
+    files, repeated = index_images(names, head, upload)
     if repeated:
-        raise DataError(
-            [
-                f"{upload}: image_id {stem} names several files ({', '.join(paths)}); keep one."
-                for stem, paths in repeated.items()
-            ]
-        )
+        raise DataError(repeated)
     try:
         labels_data = archive.read(labels_name)
     except UNREADABLE as error:

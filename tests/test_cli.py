@@ -284,6 +284,17 @@ def test_explain_checks_where_it_writes_before_it_computes(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_folder_scan_finds_dicom_files_by_their_preamble(tmp_path):
+    """PACS exports (DICOM/IM000001, UID-named files such as ….320) were skipped for their extension."""
+    from melanoma.__main__ import expand_paths
+
+    (tmp_path / "DICOM").mkdir()
+    for name in ("IM000001", "1.2.840.113619.2.320", "lesion.JPG"):
+        (tmp_path / "DICOM" / name).write_bytes(bytes(128) + b"DICM")
+    (tmp_path / "DICOM" / "DICOMDIR.txt").write_bytes(bytes(200))
+    assert [path.name for path in expand_paths([str(tmp_path)])] == ["1.2.840.113619.2.320", "IM000001", "lesion.JPG"]
+
+
 def test_an_output_path_under_a_file_or_missing_folder_is_named(tmp_path):
     """explain --out and train.evaluate --out are checked by one function, which said a file above the
     path was a missing folder, and which train.evaluate's twin let through when the folder was missing."""

@@ -1,5 +1,7 @@
 """Data layouts, up-front checks, the lesion-grouped split and class weights."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,3 +159,88 @@ def test_a_missing_or_damaged_split_csv_names_the_file_and_the_fix(tmp_path, tex
         read_split(tmp_path)
     (problem,) = error.value.problems
     assert problem.startswith(f"{tmp_path / 'split.csv'}: ") and "retrain the model" in problem
+
+
+DICOM_PREAMBLE = bytes(128) + b"DICM"  # how a DICOM file begins, whatever its name
+
+
+@pytest.mark.parametrize("part", ["Validation", "Test", "Training"])
+def test_isic_ground_truth_of_any_set_is_read(tmp_path, part):
+    """Only the Training set's file name was recognised, as the Validate page recognised all three."""
+    root = make_dataset(tmp_path, "isic2018", n=20)
+    (root / "ISIC2018_Task3_Training_GroundTruth.csv").rename(root / f"ISIC2018_Task3_{part}_GroundTruth.csv")
+    for layout in ("auto", "isic2018"):
+        data = load_labelled_images(root, layout)
+        assert data.layout == "isic2018" and data.counts == {"other": 14, "melanoma": 6}
+
+
+@pytest.mark.parametrize(
+    "layout, expected", [("isic2018", "ISIC2018_Task3_Training_GroundTruth.csv"), ("generic", "labels.csv")]
+)
+def test_a_layout_without_its_labels_file_names_it_and_the_files_there(tmp_path, layout, expected):
+    """It was a FileNotFoundError traceback."""
+    root = make_dataset(tmp_path, "ham10000", n=10)
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root, layout)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{root}: no labels file found. Expected {expected}")
+    assert problem.endswith("found HAM10000_metadata.csv.")
+
+
+def test_several_labels_files_are_refused_unless_the_layout_chooses_one(tmp_path):
+    """Auto-detection chose ISIC, then HAM10000, then labels.csv without a word: the tools could read
+    other labels than training did."""
+    root = make_dataset(tmp_path, "ham10000", n=10)
+    (root / "labels.csv").write_text("image_id,label\nISIC_0000000,1\nISIC_0000009,0\n")
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    assert "holds several labels files (HAM10000_metadata.csv, labels.csv)" in str(error.value)
+    assert "Pass --layout to choose one" in str(error.value)
+    assert load_labelled_images(root, "generic").counts == {"other": 1, "melanoma": 1}
+    assert load_labelled_images(root, "ham10000").counts == {"other": 6, "melanoma": 4}
+
+
+def test_two_image_files_of_one_image_id_are_a_problem(tmp_path):
+    """One was chosen in the file system's order, as the zip reader refuses."""
+    root = make_dataset(tmp_path, "generic", n=10)
+    (root / "more").mkdir()
+    shutil.copy(root / "images" / "ISIC_0000003.jpg", root / "more" / "ISIC_0000003.png")
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    assert error.value.problems == [
+        f"{root}: image_id ISIC_0000003 names several files (images/ISIC_0000003.jpg, more/ISIC_0000003.png); keep one."
+    ]
+
+
+def test_a_dicom_file_without_an_image_extension_is_found(tmp_path):
+    """PACS exports name DICOM files IM000001 or after a UID (….320); scans went by extension only."""
+    root = make_dataset(tmp_path, "generic", n=10)
+    (root / "DICOM").mkdir()
+    for name in ("IM000001", "1.2.840.113619.2.320"):
+        (root / "DICOM" / name).write_bytes(DICOM_PREAMBLE + b"rest of the file")
+    (root / "DICOM" / "README").write_bytes(bytes(200))  # no preamble: not an image
+    labels = (root / "labels.csv").read_text() + "IM000001,1,x,\n1.2.840.113619.2.320,0,y,\nREADME,0,z,\n"
+    (root / "labels.csv").write_text(labels)
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    assert error.value.problems == [f"labels.csv line 14: no image file for README in {root}."]
+    (root / "labels.csv").write_text(labels.replace("README,0,z,\n", ""))
+    paths = load_labelled_images(root).table.set_index("image_id").path
+    assert paths["IM000001"] == str(root / "DICOM" / "IM000001")
+    assert paths["1.2.840.113619.2.320"] == str(root / "DICOM" / "1.2.840.113619.2.320")
+
+
+def test_labels_are_read_as_spreadsheets_save_them(tmp_path):
+    """A byte-order mark, 'image_id, label' and 'a ,1' were 'missing column label' and 'no image file for a ',
+    as the Validate page read them; and 'a.jpg' did not say that image_id has no extension."""
+    root = make_dataset(tmp_path, "generic", n=10)
+    rows = (root / "labels.csv").read_text().splitlines()[1:]
+    spaced = "".join(f"{row.split(',')[0]} , {row.split(',')[1]}\n" for row in rows)
+    (root / "labels.csv").write_bytes(("\ufeffimage_id , label\n" + spaced).encode())
+    assert load_labelled_images(root).counts == {"other": 6, "melanoma": 4}
+    (root / "labels.csv").write_text("image_id,label\n" + spaced.replace("ISIC_0000004 ", "ISIC_0000004.jpg"))
+    with pytest.raises(DataError) as error:
+        load_labelled_images(root)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"labels.csv line 6: no image file for ISIC_0000004.jpg in {root}; image_id is the ")
+    assert problem.endswith(": write ISIC_0000004.")

@@ -436,6 +436,19 @@ def test_one_image_id_for_two_files_is_refused():
     assert "image_id a names several files (x/a.jpg, y/a.png)" in message
 
 
+def test_a_dicom_member_without_an_image_extension_is_an_image():
+    """PACS exports name DICOM files IM000001 or after a UID (….320); the zip reader went by extension only."""
+    dicom = bytes(128) + b"DICM" + b"rest of the file"
+    names = {"DICOM/IM000001": dicom, "DICOM/1.2.840.113619.2.320": dicom, "DICOM/README": bytes(200)}
+    labels = labels_csv([("IM000001", 1), ("1.2.840.113619.2.320", 0), ("README", 0)])
+    upload = read_zip(make_zip({"labels.csv": labels, **names}))
+    assert [(image.image_id, image.name) for image in upload.images] == [
+        ("IM000001", "DICOM/IM000001"),
+        ("1.2.840.113619.2.320", "DICOM/1.2.840.113619.2.320"),
+    ]
+    assert upload.warnings == ["1 label(s) in labels.csv have no image in the upload: README. They are left out."]
+
+
 def test_a_zip_bomb_is_refused_without_decompressing_anything(monkeypatch):
     bomb = make_zip({"labels.csv": labels_csv([("a", 1)]), "a.jpg": bytes(8 * 2**20)})  # 8 MiB of zeros: about 1000:1
     bzip2 = make_zip({"labels.csv": labels_csv([("a", 1)])}, zipfile.ZIP_BZIP2)  # inflated without a size bound
