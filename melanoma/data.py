@@ -58,6 +58,11 @@ LAYOUT_FILES = {
 GENERIC_LABEL_VALUES = {"1": 1, "0": 0, "melanoma": 1, "mel": 1, "other": 0, "true": 1, "false": 0}
 MAX_PROBLEMS_SHOWN = 20
 NAMES_SHOWN = 5
+# Where a labels file gives each image's diagnosis, as messages asking for it say.
+DX_HOW = (
+    f"a dx column in {GENERIC_LABELS} with one of {diagnoses.ALLOWED_TEXT} per image, or ISIC 2018 Task 3's "
+    "one-hot ground truth"
+)
 # How labels name images, in the folder layouts and the Validate page's zip alike (`image_id`).
 IMAGE_ID_RULE = (
     f"image_id is the image file's name without its extension ({', '.join(IMAGE_EXTENSIONS)}), or the whole "
@@ -92,10 +97,22 @@ class LabelledImages:
     @property
     def has_diagnoses(self) -> bool:
         """Whether every image has its diagnosis code, as training a diagnosis model needs."""
-        return bool((self.table.dx != "").all())
+        return diagnoses_problem(self.table, "") is None
 
     def diagnosis_counts(self) -> dict[str, int]:
         return {code: int((self.table.dx == code).sum()) for code in diagnoses.CODES}
+
+
+def diagnoses_problem(table: pd.DataFrame, needs: str) -> str | None:
+    """What `needs` the diagnosis of every image of `table` lacks (the images without a dx, and how
+    to give them one), or None when every image has its diagnosis."""
+    missing = list(table.image_id[table.dx == ""])
+    if not missing:
+        return None
+    return (
+        f"{needs} the diagnosis of every image, and {len(missing)} of {len(table)} have none "
+        f"({name_list(missing)}). Give each image its dx: {DX_HOW}."
+    )
 
 
 def name_list(names: list[str], shown: int = NAMES_SHOWN) -> str:

@@ -43,6 +43,7 @@ from melanoma import diagnoses
 from melanoma.cases import decode_upload
 from melanoma.combined import CombinedSpec, combined_scores
 from melanoma.data import (
+    DX_HOW,
     GENERIC_LABEL_VALUES,
     GENERIC_LABELS,
     IMAGE_ID_RULE,
@@ -74,10 +75,6 @@ MAX_COMPRESSION_RATIO = 100
 RATIO_CHECKED_ABOVE = 2**20
 SAFE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 CHUNK = 32  # images decoded and scored together; bounds the full-size pixels held at once
-DX_HOW = (
-    f"a dx column in {GENERIC_LABELS} with one of {diagnoses.ALLOWED_TEXT} per image, or ISIC 2018 Task 3's "
-    "one-hot ground truth"
-)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from melanoma.combined import COMBINED_FILE
+from tests.conftest import DIAGNOSIS_MODEL
 from train import evaluate
 from train.calibrate import main as calibrate
 from train.combine import main as combine
@@ -17,17 +18,17 @@ MODEL = "scratch_cnn"
 WRITTEN = ("card.json", "metrics.json", "ood.npz")  # what train.calibrate rewrites
 
 
-def own_models(output_dir: Path, tmp_path: Path) -> Path:
-    """A models folder with a copy of the fixture's scratch_cnn (its weights linked) that a test may break or
+def own_models(output_dir: Path, tmp_path: Path, name: str = MODEL) -> Path:
+    """A models folder with a copy of the fixture's model `name` (its weights linked) that a test may break or
     rewrite without touching the shared fixture."""
     models = tmp_path / "models"
-    (models / MODEL).mkdir(parents=True)
+    (models / name).mkdir(parents=True)
     (models / "imagenet_features.keras").symlink_to(output_dir / "imagenet_features.keras")
-    for path in (output_dir / MODEL).iterdir():
+    for path in (output_dir / name).iterdir():
         if path.name == "model.keras":
-            (models / MODEL / path.name).symlink_to(path)
+            (models / name / path.name).symlink_to(path)
         elif path.is_file():
-            shutil.copy(path, models / MODEL / path.name)
+            shutil.copy(path, models / name / path.name)
     return models
 
 
@@ -44,10 +45,10 @@ def folder_without_the_split(data_dir: Path, tmp_path: Path) -> Path:
     return other
 
 
-def contents(models: Path) -> dict[str, tuple]:
+def contents(models: Path, model: str = MODEL) -> dict[str, tuple]:
     """What train.calibrate would change: the files' bytes, and their inodes (a rewrite of the same bytes
     replaces the file)."""
-    return {name: ((models / MODEL / name).read_bytes(), (models / MODEL / name).stat().st_ino) for name in WRITTEN}
+    return {name: ((models / model / name).read_bytes(), (models / model / name).stat().st_ino) for name in WRITTEN}
 
 
 @pytest.mark.parametrize(
@@ -215,3 +216,37 @@ def test_calibrate_keep_gate_refuses_a_model_without_a_gate(trained_models, tmp_
     assert error.startswith(f"error: {MODEL}: --keep-gate expected a fitted out-of-distribution gate to keep")
     assert "Leave out --keep-gate to fit one" in error
     assert contents(models) == before
+
+
+@pytest.mark.parametrize("dx", ["no dx column", "one empty dx"])
+def test_calibrating_a_diagnosis_model_needs_every_diagnosis_before_scoring(
+    trained_models, tmp_path, capsys, monkeypatch, dx
+):
+    """It scored every image and then crashed with 'ValueError: tuple.index(x): x not in tuple'."""
+    import train.calibrate
+
+    _, output_dir = trained_models
+    models = own_models(output_dir, tmp_path, DIAGNOSIS_MODEL)
+    before = contents(models, DIAGNOSIS_MODEL)
+    source = output_dir.parent / "diagnosis_data"
+    data = tmp_path / "data"
+    shutil.copytree(source / "images", data / "images")
+    rows = [row.split(",") for row in (source / "labels.csv").read_text().splitlines()[1:]]
+    labels = [f"{image},{int(code == 'MEL')},{code},{group}" for image, code, group in rows]
+    if dx == "no dx column":
+        (data / "labels.csv").write_text(
+            "image_id,label,group\n" + "".join(f"{image},{int(code == 'MEL')},{group}\n" for image, code, group in rows)
+        )
+    else:
+        split = (models / DIAGNOSIS_MODEL / "split.csv").read_text().splitlines()
+        validated = next(row.split(",")[0] for row in split if row.endswith(",val"))
+        index = next(i for i, row in enumerate(rows) if row[0] == validated)
+        labels[index] = labels[index].replace(f",{rows[index][1]},", ",,")
+        (data / "labels.csv").write_text("image_id,label,dx,group\n" + "\n".join(labels) + "\n")
+    monkeypatch.setattr(train.calibrate, "load_pixels", lambda *args: pytest.fail("scored before checking the labels"))
+    assert calibrate(["--models-dir", str(models), "--data-dir", str(data), "--models", DIAGNOSIS_MODEL]) == 2
+    error = capsys.readouterr().err
+    assert f"{DIAGNOSIS_MODEL} is a diagnosis model: fitting its class calibration on validation" in error
+    missing = 1 if dx == "one empty dx" else None
+    assert (f"and {missing} of " if missing else " have none (ISIC_") in error and "Give each image its dx: " in error
+    assert contents(models, DIAGNOSIS_MODEL) == before

@@ -22,7 +22,7 @@ import pandas as pd
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.card import OperatingPoints, ServingSpec
-from melanoma.data import DataError, load_labelled_images, load_pixels, split_images
+from melanoma.data import DataError, diagnoses_problem, load_labelled_images, load_pixels, split_images
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
 from melanoma.files import sha256_of, write_json
 from melanoma.metrics import (
@@ -290,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         data = load_labelled_images(args.data_dir)
         # Every model's split is checked against the data before the first is rewritten.
         tables = [split_images(data, entry.folder, calibrated_parts(args.keep_gate)) for entry in entries]
+        for entry, table in zip(entries, tables):
+            scored = table[table.split != "train"]
+            needs = (
+                f"{entry.name} is a diagnosis model: fitting its class calibration on validation and measuring it "
+                "on test needs"
+            )
+            if entry.serving.is_diagnosis and (problem := diagnoses_problem(scored, needs)):
+                raise DataError([problem])
         for entry, table in zip(entries, tables):
             effect = recalibrate_installed(entry, table, args.models_dir, args.target_sensitivity, args.keep_gate)
             print(

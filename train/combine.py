@@ -45,7 +45,15 @@ from melanoma.combined import (
     select_differential,
     select_members,
 )
-from melanoma.data import DataError, join_split, load_labelled_images, load_pixels, read_split, split_images
+from melanoma.data import (
+    DataError,
+    diagnoses_problem,
+    join_split,
+    load_labelled_images,
+    load_pixels,
+    read_split,
+    split_images,
+)
 from melanoma.files import write_json
 from melanoma.inference import Predictor, Scores, load_predictor
 from melanoma.metrics import (
@@ -211,8 +219,9 @@ def averaged_differential(
     codes = {s: list(table.dx[table.split == s]) for s in SCORED_SPLITS}
     if not candidates:
         return None, None, "no candidate is a diagnosis model (train.run --target diagnosis)"
-    if not all(codes["val"]) or not all(codes["test"]):
-        return None, None, "some validation or test images have no diagnosis (a dx column) to choose and measure it"
+    scored = table[table.split.isin(SCORED_SPLITS)]
+    if problem := diagnoses_problem(scored, "choosing and measuring it on validation and test needs"):
+        return None, None, problem
     selection = select_differential(codes["val"], {name: scores["val"][name].equal_prior for name in candidates})
     members = selection.pop("members")  # the section's own field: each fact once in combined.json
     averaged = {s: averaged_scores([scores[s][m] for m in members], melanoma[s]) for s in SCORED_SPLITS}
