@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from melanoma.combined import COMBINED_FILE
+from melanoma.data import load_labelled_images
 from tests.conftest import DIAGNOSIS_MODEL
 from train import evaluate
 from train.calibrate import main as calibrate
@@ -250,3 +251,31 @@ def test_calibrating_a_diagnosis_model_needs_every_diagnosis_before_scoring(
     missing = 1 if dx == "one empty dx" else None
     assert (f"and {missing} of " if missing else " have none (ISIC_") in error and "Give each image its dx: " in error
     assert contents(models, DIAGNOSIS_MODEL) == before
+
+
+@pytest.mark.parametrize("layout", [None, "generic"])
+def test_calibrate_reads_the_labels_in_the_layout_the_model_was_trained_on(
+    trained_models, tmp_path, capsys, monkeypatch, layout
+):
+    """Beside labels.csv, which training read, auto-detection chose HAM10000_metadata.csv's other labels."""
+    import train.calibrate
+
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    trained = load_labelled_images(data_dir).table.set_index("image_id").label
+    flipped = "".join(f"lesion_{image},{image},{'nv' if label else 'mel'}\n" for image, label in trained.items())
+    (data / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx\n" + flipped)
+    read = {}
+
+    def recalibrate(entry, table, *args):
+        read.update(zip(table.image_id, table.label))
+        return {f"test_{measure}_{when}": 0.0 for measure in ("ece", "brier") for when in ("before", "after")}
+
+    monkeypatch.setattr(train.calibrate, "recalibrate_installed", recalibrate)
+    chosen = ["--layout", layout] if layout else []
+    assert calibrate(["--models-dir", str(models), "--data-dir", str(data), "--models", MODEL, *chosen]) == 0
+    assert read and all(label == trained[image] for image, label in read.items())
+    assert calibrate(["--models-dir", str(models), "--data-dir", str(data), "--layout", "ham10000"]) == 0
+    assert all(label != trained[image] for image, label in read.items())

@@ -22,7 +22,7 @@ import pandas as pd
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.card import OperatingPoints, ServingSpec
-from melanoma.data import DataError, diagnoses_problem, load_labelled_images, load_pixels, split_images
+from melanoma.data import DataError, diagnoses_problem, load_pixels, split_images
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
 from melanoma.files import sha256_of, write_json
 from melanoma.metrics import (
@@ -51,7 +51,7 @@ from melanoma.store import (
     inspect_model,
     load_keras_model,
 )
-from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
+from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser, trained_data
 
 
 def calibrate_and_evaluate(
@@ -287,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             calibration_target(name, args.models_dir, args.holdout_source, args.keep_gate)
             for name in chosen_models(args)
         ]
-        data = load_labelled_images(args.data_dir)
         # Every model's split is checked against the data before the first is rewritten.
-        tables = [split_images(data, entry.folder, calibrated_parts(args.keep_gate)) for entry in entries]
+        tables = [
+            split_images(data, entry.folder, calibrated_parts(args.keep_gate))
+            for entry, data in zip(entries, trained_data(args, entries))
+        ]
         for entry, table in zip(entries, tables):
             scored = table[table.split != "train"]
             needs = (

@@ -49,7 +49,6 @@ from melanoma.data import (
     DataError,
     diagnoses_problem,
     join_split,
-    load_labelled_images,
     load_pixels,
     read_split,
     split_images,
@@ -71,7 +70,7 @@ from melanoma.store import (
     load_keras_model,
 )
 from train.outputs import RECORDED_OUTPUTS, OutputCache, RecordedOutputs, RecordedRun
-from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser
+from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser, trained_data
 
 SCORED_SPLITS = ("val", "test")
 
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         candidates, other_split = shared_split(predictors)
-        labelled = load_labelled_images(args.data_dir)
+        (labelled,) = trained_data(args, [candidates[0].entry])  # the candidates share one split, so one data set
         table = split_images(labelled, candidates[0].entry.folder, SCORED_SPLITS)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from melanoma.data import DataError, load_labelled_images, load_pixels, split_images
+from melanoma.data import DataError, load_pixels, split_images
 from melanoma.store import ModelUnavailableError
-from train.tools import chosen_models, installed_models_parser
+from train.tools import chosen_models, installed_models_parser, trained_data
 
 SKIMAGE_PHOTOGRAPHS = (
     "astronaut",
@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     args = installed_models_parser("python -m train.gate_check", __doc__.splitlines()[0]).parse_args(argv)
     try:
         names = chosen_models(args)
-        data = load_labelled_images(args.data_dir)
         predictors = [load_predictor(name, args.models_dir) for name in names]
-        tests = [split_images(data, predictor.entry.folder, ("test",)) for predictor in predictors]
+        entries = [predictor.entry for predictor in predictors]
+        tests = [
+            split_images(data, entry.folder, ("test",)) for entry, data in zip(entries, trained_data(args, entries))
+        ]
     except (DataError, ModelUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """The options shared by the tools that work on installed models after training.
 
 `train.calibrate`, `train.combine` and `train.gate_check` all take the data the models were
-trained on, a set of installed models and the models folder, the same way.
+trained on (read in the layout training read it in), a set of installed models and the models
+folder, the same way.
 """
 
 from __future__ import annotations
@@ -10,9 +11,17 @@ import argparse
 from pathlib import Path
 
 from melanoma.arguments import comma_names, sensitivity
+from melanoma.data import LAYOUT_FILES, LabelledImages, load_labelled_images
 from melanoma.framework import add_framework_logs_option
 from melanoma.metrics import TARGET_SENSITIVITY
-from melanoma.store import SHIPPED_MODELS_DIR, ModelUnavailableError, add_models_dir_option, find_model, list_models
+from melanoma.store import (
+    SHIPPED_MODELS_DIR,
+    InstalledModel,
+    ModelUnavailableError,
+    add_models_dir_option,
+    find_model,
+    list_models,
+)
 
 THRESHOLD_RULE_HELP = "the threshold is the highest whose validation sensitivity reaches this"
 
@@ -34,9 +43,25 @@ def installed_models_parser(prog: str, description: str) -> argparse.ArgumentPar
     parser.add_argument(
         "--models", type=model_names, help="comma-separated installed model names; default: every installed model"
     )
+    parser.add_argument(
+        "--layout",
+        choices=["auto", *LAYOUT_FILES],
+        help="the labels file's layout; default: the one each model's card records it was trained with (else auto)",
+    )
     add_models_dir_option(parser)
     add_framework_logs_option(parser)
     return parser
+
+
+def trained_data(args: argparse.Namespace, entries: list[InstalledModel]) -> list[LabelledImages]:
+    """--data-dir as each model was trained on it: read in --layout, else in the layout its card records,
+    so that a folder holding several labels files gives the labels training read (each layout read once)."""
+    read: dict[str, LabelledImages] = {}
+    layouts = [args.layout or entry.card.training.data.get("layout") or "auto" for entry in entries]
+    for layout in layouts:
+        if layout not in read:
+            read[layout] = load_labelled_images(args.data_dir, layout)
+    return [read[layout] for layout in layouts]
 
 
 def add_target_sensitivity_option(parser: argparse.ArgumentParser) -> None:
