@@ -164,7 +164,8 @@ def test_diagnosis_target_on_binary_labels_is_refused_before_training(tmp_path, 
         ]
     )
     assert (
-        code == 2 and "--target diagnosis needs the diagnosis of every image, but 20 of 20" in capsys.readouterr().err
+        code == 2
+        and "--target diagnosis needs the diagnosis of every image, and 20 of 20 have none" in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
 

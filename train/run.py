@@ -28,6 +28,7 @@ from melanoma.data import (
     SPLIT_FILE,
     DataError,
     LabelledImages,
+    diagnoses_problem,
     load_labelled_images,
     load_pixels,
     split_counts,
@@ -657,13 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Data: {data.layout} layout in {data.root}, {data.counts}")
-    if config.target == "diagnosis" and not data.has_diagnoses:
-        unknown = data.table.image_id[data.table.dx == ""]
+    if config.target == "diagnosis" and (problem := diagnoses_problem(data.table, "--target diagnosis needs")):
         print(
-            f"error: --target diagnosis needs the diagnosis of every image, but {len(unknown)} of {len(data.table)} in "
-            f"{data.root} have none (e.g. {unknown.iloc[0]}). Give one of {diagnoses.ALLOWED_TEXT} per image: the ISIC "
-            "2018 one-hot ground truth, HAM10000's dx column, or a dx column in labels.csv; or train with --target "
-            "melanoma, which needs only the melanoma label.",
+            f"error: {data.root}: {problem} Or train with --target melanoma, which needs only the melanoma label.",
             file=sys.stderr,
         )
         return 2
