@@ -34,7 +34,7 @@ from melanoma import plots
 from melanoma.access import SESSION_CHECK, SESSION_USER
 from melanoma.audit import Action, AuditLog, AuditUnavailable
 from melanoma.batching import CachedBatchedCalls
-from melanoma.cases import Decision, decide_all, model_view
+from melanoma.cases import Decision, decide_all
 from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
@@ -294,29 +294,26 @@ def _reader(name: str, folder: str) -> CachedBatchedCalls[str, np.ndarray, Decis
     return CachedBatchedCalls(lambda images: decide_all(active, images))
 
 
-def explained_network(active: Predictor, output: str):
-    """The network an explanation reads: the melanoma output, or a diagnosis model's skin-cancer one."""
-    return active.malignant_model if output == MALIGNANT_OUTPUT and active.is_diagnosis else active.model
+def explains_skin_cancer(active: Predictor, output: str) -> bool:
+    """Whether a map explains a diagnosis model's skin-cancer probability: melanoma models always
+    explain their melanoma one, whatever the page asks."""
+    return output == MALIGNANT_OUTPUT and active.is_diagnosis
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _occlusion(
     key: str, model: str, folder: str, patch_size: int, stride: int | None, output: str, _pixels: np.ndarray
 ) -> np.ndarray:
-    from melanoma.explain.occlusion import occlusion_sensitivity
-
     active = predictor(model)
     with PRIORITY.map_stage():  # inside the cache: a map already computed is shown at once
-        return occlusion_sensitivity(explained_network(active, output), model_view(active, _pixels), patch_size, stride)
+        return active.occlusion(_pixels, patch_size, stride, explains_skin_cancer(active, output))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _gradcam(key: str, model: str, folder: str, output: str, _pixels: np.ndarray) -> np.ndarray:
-    from melanoma.explain.gradcam import grad_cam
-
     active = predictor(model)
     with PRIORITY.map_stage():
-        return grad_cam(explained_network(active, output), model_view(active, _pixels), active.gradcam_layer)
+        return active.grad_cam(_pixels, explains_skin_cancer(active, output))
 
 
 def occlusion_stages(entry: InstalledModel, patch_size: int, fine: bool) -> list:

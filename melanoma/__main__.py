@@ -195,9 +195,6 @@ def command_explain(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from melanoma.cases import model_view
-    from melanoma.explain.gradcam import grad_cam
-    from melanoma.explain.occlusion import occlusion_sensitivity
     from melanoma.explain.render import check_colourmap, overlay
     from melanoma.inference import load_predictor
 
@@ -219,16 +216,13 @@ def command_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.model == COMBINED_NAME:
-        scores = predictor.occlusion(pixels, args.patch_size) if signed else predictor.grad_cam(pixels)
-    else:
-        network = predictor.malignant_model if args.output == "malignant" else predictor.model
-        view = model_view(predictor, pixels)
-        scores = (
-            occlusion_sensitivity(network, view, args.patch_size)
-            if signed
-            else grad_cam(network, view, predictor.gradcam_layer)
-        )
+    # The combined reading explains its melanoma probability only (refused above otherwise).
+    skin_cancer = {"malignant": True} if args.output == "malignant" else {}
+    scores = (
+        predictor.occlusion(pixels, args.patch_size, **skin_cancer)
+        if signed
+        else predictor.grad_cam(pixels, **skin_cancer)
+    )
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)

@@ -92,10 +92,11 @@ def class_output(network, codes: tuple[str, ...], name: str):
 class Predictor:
     """An installed model ready to score images the way its card says: input size, TTA, calibration.
 
-    `probabilities` are calibrated (the number a clinician reads and the threshold applies to);
-    explanations work on `model`, the network's own melanoma output (for a diagnosis model its
-    softmax's P(MEL)), which calibration maps monotonically, and on `malignant_model`, a diagnosis
-    model's P(skin cancer).
+    `probabilities` are calibrated (the number a clinician reads and the threshold applies to).
+    `occlusion` maps drops of those calibrated numbers, in the units the page and the CLI show;
+    Grad-CAM, which is relative, works on `model`, the network's own melanoma output (for a
+    diagnosis model its softmax's P(MEL)), and on `malignant_model`, a diagnosis model's raw
+    softmax sum P(MEL) + P(BCC) + P(AKIEC).
     """
 
     def __init__(self, entry, model):
@@ -164,6 +165,47 @@ class Predictor:
         name = "calibrated_log_odds" if log_odds else "calibrated"
         output = PlattOutput(calibration.slope, calibration.intercept, log_odds, name=name)(self.model.output)
         return keras.Model(self.model.inputs, output, name=f"{self.model.name}_{name}")
+
+    def occlusion(
+        self, pixels: np.ndarray, patch_size: int = 20, stride: int | None = None, malignant: bool = False
+    ) -> np.ndarray:
+        """Occlusion sensitivity of the calibrated probability this model's reading shows: the
+        melanoma one, or with `malignant` a diagnosis model's P(skin cancer), for an RGB image of
+        any size (seen at the input size, without test-time augmentation).
+
+        Each patch's drop is one of the number the clinician reads. The raw softmax sum is not: the
+        class calibration and the melanoma column's Platt scaling reorder it, and on a real lesion
+        half of its patches had the calibrated drop's opposite sign.
+        """
+        from melanoma.cases import model_view
+        from melanoma.explain.occlusion import occlusion_sensitivity
+
+        view = model_view(self, pixels)
+        if not malignant:
+            return occlusion_sensitivity(self.calibrated_model, view, patch_size, stride)
+        self._check_skin_cancer_map()
+        return occlusion_sensitivity(
+            self.network, view, patch_size, stride, read=lambda raw: calibrated_scores(self.serving, raw).malignant
+        )
+
+    def grad_cam(self, pixels: np.ndarray, malignant: bool = False) -> np.ndarray:
+        """Grad-CAM of the network's melanoma output (or, with `malignant`, its raw skin-cancer sum)
+        for an RGB image of any size: relative, so Platt scaling, a monotone map of the melanoma
+        log-odds, leaves it as it is."""
+        from melanoma.cases import model_view
+        from melanoma.explain.gradcam import grad_cam
+
+        if malignant:
+            self._check_skin_cancer_map()
+        network = self.malignant_model if malignant else self.model
+        return grad_cam(network, model_view(self, pixels), self.gradcam_layer)
+
+    def _check_skin_cancer_map(self) -> None:
+        if not self.is_diagnosis:
+            raise ValueError(
+                f"A skin-cancer map needs a diagnosis model; {self.name} reads melanoma only. "
+                "Ask for its melanoma map, or choose a diagnosis model."
+            )
 
     def raw_outputs(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """The network's outputs (with TTA) for images already at its input size: (n,) melanoma

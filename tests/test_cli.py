@@ -129,6 +129,26 @@ def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, me
     assert scores.shape == (75, 75) and np.abs(scores).max() > 0
 
 
+def test_a_models_occlusion_map_is_in_the_calibrated_probability_it_prints(trained_models, tmp_path):
+    """The map's drops are of the calibrated probability the model reports, not of the network's raw
+    output, whose scale the caption's and the colour scale's "full scale" would misstate."""
+    from melanoma.cases import model_view
+
+    data_dir, output_dir = trained_models
+    image = image_to_explain(data_dir, output_dir)
+    raw_map = tmp_path / "map.npy"
+    options = ["--patch-size", "25", "--out", str(tmp_path / "map.png"), "--npy", str(raw_map)]
+    assert main(["--models-dir", str(output_dir), "explain", "--model", "scratch_cnn", *options, str(image)]) == 0
+    predictor = load_predictor("scratch_cnn", output_dir)
+    view = model_view(predictor, read_image(str(image)).pixels)
+    grey = view.copy()
+    grey[25:50, 25:50] = 127.5
+    raw = predictor.network.predict_on_batch(np.stack([view, grey]))[:, 0]
+    shown = predictor.serving.calibration(raw)
+    assert abs((raw[0] - raw[1]) - (shown[0] - shown[1])) > 1e-3  # the two scales differ here
+    assert np.load(raw_map)[30, 30] == pytest.approx(shown[0] - shown[1], abs=1e-5)
+
+
 def image_to_explain(data_dir, output_dir):
     """The image the model scores highest: its melanoma evidence is what both maps should show.
     (Label smoothing keeps scratch_cnn clear of 1.0 on the fixture, so even there a patch can move it.)"""

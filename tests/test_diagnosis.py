@@ -10,8 +10,8 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_s
 
 from melanoma import diagnoses
 from melanoma.__main__ import main as cli
+from melanoma.cases import model_view
 from melanoma.data import DataError, load_labelled_images, load_pixels
-from melanoma.explain.occlusion import occlusion_sensitivity
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from melanoma.metrics import evaluate_diagnoses, flagged_by_diagnosis
@@ -132,19 +132,23 @@ def test_predict_json_and_table_carry_the_differential(trained_models, capsys):
     assert line[4] == diagnoses.short_differential(diagnoses.ranked(scores.diagnoses[0])) and line[4].startswith("BCC")
 
 
-def test_the_malignant_map_is_the_drop_of_the_summed_probability(trained_models):
+def test_the_skin_cancer_map_is_the_drop_of_the_calibrated_probability_shown(trained_models, tmp_path):
+    """The map explains the number the reading shows, calibrated P(skin cancer), not the network's raw
+    softmax sum: the class calibration and the melanoma column's Platt scaling reorder that sum."""
     _, output_dir = trained_models
     predictor = load_predictor(DIAGNOSIS_MODEL, output_dir)
     image = sorted((output_dir.parent / "diagnosis_data" / "images").glob("*.jpg"))[5]
-    view = load_pixels([str(image)], predictor.serving.input_size)[0].astype(np.float32)
-    scores = occlusion_sensitivity(predictor.malignant_model, view, 25, incremental=False)
-
-    def malignant(pixels):
-        return predictor.network.predict_on_batch(pixels[None])[0][[0, 2, 3]].sum()
-
+    raw_map = tmp_path / "map.npy"
+    options = ["--output", "malignant", "--patch-size", "25", "--out", str(tmp_path / "map.png"), "--npy", str(raw_map)]
+    assert cli(["--models-dir", str(output_dir), "explain", "--model", DIAGNOSIS_MODEL, *options, str(image)]) == 0
+    view = model_view(predictor, read_image(str(image)).pixels)
     grey = view.copy()
     grey[25:50, 25:50] = 127.5
-    assert scores[30, 30] == pytest.approx(malignant(view) - malignant(grey), abs=1e-5)
+    raw = predictor.network.predict_on_batch(np.stack([view, grey]))
+    shown = predictor.calibrate(raw).malignant
+    summed = raw[:, [0, 2, 3]].sum(axis=1)
+    assert abs((summed[0] - summed[1]) - (shown[0] - shown[1])) > 1e-3  # the two maps differ here
+    assert np.load(raw_map)[30, 30] == pytest.approx(shown[0] - shown[1], abs=1e-5)
 
 
 def test_diagnosis_target_on_binary_labels_is_refused_before_training(tmp_path, capsys):

@@ -8,7 +8,7 @@ probability (`melanoma.inference.class_output`), and an RGB image at the model's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -66,12 +66,16 @@ def occlusion_sensitivity(
     stride: int | None = None,
     fill: float = GREY,
     incremental: bool = True,
+    read: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Per pixel: p(intact) − p(image with its patch filled grey); positive = supports melanoma.
 
-    Pixels covered by several patches (stride < patch size) get the mean of their patches. With
-    `incremental`, models without a global first step recompute, layer by layer, only the
-    windows that each patch reaches (melanoma.explain.incremental); the map is the same, to float rounding.
+    p is the model's one output, or with `read` the number it computes from the model's outputs
+    (n, outputs) per image: a probability calibrated in numpy, which no Keras head could state
+    without repeating its formula. Pixels covered by several patches (stride < patch size) get the
+    mean of their patches. With `incremental`, models without a global first step recompute, layer
+    by layer, only the windows that each patch reaches (melanoma.explain.incremental); the map is
+    the same, to float rounding.
     """
     image = np.asarray(image, dtype=np.float32)
     height, width = image.shape[:2]
@@ -95,6 +99,8 @@ def occlusion_sensitivity(
         )
     else:
         scores = _incremental_scores(model, plan, image_tensor, fill_tensor, corners, patch_size)
+    outputs = scores.reshape(len(masks), -1)  # the scorers flatten each image's outputs
+    scores = read(outputs) if read is not None else outputs[:, 0]
     drops = scores[0] - scores[1:]
     total = np.tensordot(drops, masks[1:, ..., 0], axes=1)
     coverage = masks[1:, ..., 0].sum(axis=0)
