@@ -17,7 +17,7 @@ import streamlit as st
 
 import ui
 from melanoma.audit import Action, Method, Model, Reading
-from melanoma.cases import Decision, decode_upload, digest
+from melanoma.cases import NO_MAP_NOT_ASSESSED, Decision, decode_upload, digest
 from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec, combine
 from melanoma.dicom import NO_STUDY_UID, DicomInfo, encapsulated_pdf
 from melanoma.explain.render import (
@@ -398,13 +398,20 @@ described = f"{method}, fine map (stride {final_map.stride})" if final_map and f
 shown = display_copy(case.image.pixels)
 method_used = Method.OCCLUSION if signed else Method.GRAD_CAM
 mapped_used = [model for entry, model in zip(chosen, models_used) if entry in mapped]
-ui.audit(Action.EXPLANATION, sha256=case.key, models=mapped_used, method=method_used)
+# A model whose gate refused the image gets no map: its output there is no probability to explain.
+explained = [model for entry, model in zip(mapped, mapped_used) if decision_of[entry.name].assessed]
+if explained:
+    ui.audit(Action.EXPLANATION, sha256=case.key, models=explained, method=method_used)
 readings = []
 for column, entry, model in zip(columns, mapped, mapped_used):
     result = decision_of[entry.name]
     with column:
         left, right = st.columns(2)
         left.image(shown, caption="Uploaded image", width="stretch")
+        if not result.assessed:
+            right.info(NO_MAP_NOT_ASSESSED)
+            readings.append(ModelReading.from_decision(result, entry.card, None, alone=case.combined is None))
+            continue
         placeholder = right.empty()
         scores = explanation(entry, case, shown, settings, placeholder)
         blended = overlay(shown, scores, opacity, colourmap, signed=signed)

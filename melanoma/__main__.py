@@ -1,6 +1,7 @@
 """Command line: `python -m melanoma models | predict | explain | audit`.
 
-explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and the raw map).
+explain writes an occlusion-sensitivity or Grad-CAM overlay of one image (and the raw map); an image
+the out-of-distribution gate refuses is printed as NOT ASSESSED, gets no map, and exits with 1.
 
 predict scores image files and folders in batches and prints, per image, the calibrated melanoma
 probability and the decision at the model's validated threshold, or NOT ASSESSED when the image
@@ -216,6 +217,14 @@ def command_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    reading = predictor.read([pixels])  # the gate's verdict first: a refused image gets no map
+    probability = float(reading.scores.melanoma[0])
+    if not reading.gates[0].in_distribution:
+        print(
+            f"{args.image}\t{probability:.4f}\tNOT ASSESSED: {reading.gates[0].reason}; no map written "
+            "(the models read dermoscopic images of skin lesions: explain one of those)"
+        )
+        return 1
     # The combined reading explains its melanoma probability only (refused above otherwise).
     skin_cancer = {"malignant": True} if args.output == "malignant" else {}
     scores = (
@@ -226,7 +235,6 @@ def command_explain(args: argparse.Namespace) -> int:
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)
-    probability = float(predictor.probabilities([pixels])[0])
     print(f"{args.image}\t{probability:.4f}\t{args.method} overlay written to {args.out}")
     return 0
 

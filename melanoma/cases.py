@@ -36,6 +36,13 @@ def scope_sentence(flagged: bool) -> str:
     )
 
 
+# Said where a map would be, in the app and the PDF report, for a model whose gate refused the image.
+NO_MAP_NOT_ASSESSED = (
+    "No explanation map: this model did not assess the image, so a map would only show what drove an output "
+    "that is not a melanoma probability."
+)
+
+
 @dataclass(frozen=True)
 class Decision:
     """A probability read against the model's validated threshold, in a clinician's words."""

@@ -24,7 +24,7 @@ from PIL import Image
 
 from melanoma import __version__
 from melanoma.card import ModelCard
-from melanoma.cases import Decision
+from melanoma.cases import NO_MAP_NOT_ASSESSED, Decision
 
 ENCODING = "windows-1252"  # what fpdf2 declares for its core fonts (WinAnsiEncoding)
 FONT = "Helvetica"
@@ -59,10 +59,10 @@ class ModelReading:
     probability: str  # the page's metric: "73.2%", or "not assessed"
     summary: str  # Decision.summary(): the verdict at the threshold, or why the image was not assessed
     # A diagnosis model's skin-cancer line and differential (a melanoma model's note that it reads
-    # melanoma only), then what the probability and the threshold mean; empty when not assessed.
+    # melanoma only), then what the probability and the threshold mean; when not assessed, why it has no map.
     meanings: tuple[str, ...]
     # The explanation overlay as shown, RGB uint8; None for a model the page drew no map for (a
-    # combined reading's model that adds only to its differential).
+    # combined reading's model that adds only to its differential, or one that did not assess the image).
     overlay: np.ndarray | None
 
     @classmethod
@@ -70,9 +70,18 @@ class ModelReading:
         cls, decision: Decision, card: ModelCard, overlay: np.ndarray | None, alone: bool = True
     ) -> ModelReading:
         """The reading the page shows for `decision`, identified by the model's card; `alone`: with no
-        combined reading beside it (Decision.scope_note)."""
+        combined reading beside it (Decision.scope_note). A reading that did not assess the image
+        keeps no overlay: a map of an output that is no probability would read as evidence."""
         if not decision.assessed:
-            return cls(decision.model, card.version_text, card.sha256, "not assessed", decision.summary(), (), overlay)
+            return cls(
+                decision.model,
+                card.version_text,
+                card.sha256,
+                "not assessed",
+                decision.summary(),
+                (NO_MAP_NOT_ASSESSED,),
+                None,
+            )
         diagnosis_lines = tuple(
             line
             for line in (decision.skin_cancer_summary(), decision.differential_text(), decision.scope_note(alone))
@@ -269,13 +278,11 @@ def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
     page.text(report.disclaimer, size=9.5, style="B", gap=2)
     page.images(
         [(report.image, "Uploaded image")]
-        + [
-            (r.overlay, f"{r.name}: {report.method} overlay" + ("" if r.meanings else " (not assessed)"))
-            for r in report.mapped_readings
-        ],
+        + [(r.overlay, f"{r.name}: {report.method} overlay") for r in report.mapped_readings],
         max_image_height,
     )
-    page.text(_explanation(report), size=8, gap=2)
+    if report.mapped_readings:  # with no map, each reading says why it has none
+        page.text(_explanation(report), size=8, gap=2)
     if report.combined:
         page.text(report.combined, size=9.5, style="B", gap=2)
     for reading in report.readings:

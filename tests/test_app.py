@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from melanoma.cases import NO_MAP_NOT_ASSESSED
 from melanoma.combined import CombinedSpec
 from melanoma.config import DEFAULT_MODELS
 from melanoma.images import decode_image
@@ -135,6 +136,9 @@ def test_an_image_that_is_not_a_lesion_gets_a_warning_and_no_verdict(app):
     assert any("Not assessed" in warning.value for warning in at.warning)
     assert not any("operating threshold" in box.value for box in [*at.error, *at.success])
     assert at.dataframe[0].value.filter(like="decision").iloc[0].str.startswith("not assessed").all()
+    # No map: it would explain an output that is no probability. The page says why instead.
+    captions = [caption for image in at.image for caption in image.captions]
+    assert captions == ["Uploaded image"] * len(captions) and any(NO_MAP_NOT_ASSESSED in i.value for i in at.info)
 
 
 def test_a_bad_file_is_refused_alone_and_the_others_are_scored(app):

@@ -213,6 +213,21 @@ def test_predict_json_says_whether_each_image_is_in_scope(trained_models, tmp_pa
     assert "NOT ASSESSED" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("model", ["efficientnet_lite0", "combined"])
+def test_explain_draws_no_map_for_an_image_the_gate_refuses(trained_models, tmp_path, capsys, model):
+    """predict calls such an image NOT ASSESSED; a map of it would explain no probability at all."""
+    from train.gate_check import non_dermoscopic_images
+
+    _, output_dir = trained_models
+    letter, out, raw = tmp_path / "letter.png", tmp_path / "map.png", tmp_path / "map.npy"
+    Image.fromarray(non_dermoscopic_images()["document_0"]).save(letter)
+    options = ["--out", str(out), "--npy", str(raw), str(letter)]
+    assert main(["--models-dir", str(output_dir), "explain", "--model", model, *options]) == 1
+    line = capsys.readouterr().out
+    assert "NOT ASSESSED: " in line and "colour" in line and "no map written" in line
+    assert not out.exists() and not raw.exists()
+
+
 def test_explain_with_an_unknown_colourmap_lists_the_valid_ones(trained_models, tmp_path, capsys):
     data_dir, output_dir = trained_models
     image = sorted((data_dir / "images").glob("*.jpg"))[0]

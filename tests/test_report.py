@@ -12,7 +12,7 @@ import pytest
 from pypdf import PdfReader
 
 from melanoma.card import ModelCard, Training
-from melanoma.cases import Decision, scope_sentence
+from melanoma.cases import NO_MAP_NOT_ASSESSED, Decision, scope_sentence
 from melanoma.combined import CombinedSpec, combine
 from melanoma.metrics import Evidence
 from melanoma.report import (
@@ -144,11 +144,13 @@ def test_characters_the_font_lacks_are_written_visibly_and_never_crash():
     assert "plain notes, 6 mm" in plain and "transliterated" not in plain  # said only when it happened
 
 
-def test_a_model_that_did_not_assess_the_image_says_so_instead_of_a_probability():
-    _, text = read(case_report_pdf(report([decision(in_distribution=False)])))
+def test_a_model_that_did_not_assess_the_image_says_so_instead_of_a_probability_and_a_map():
+    reader, text = read(case_report_pdf(report([decision(in_distribution=False)])))
     assert "scratch_cnn: melanoma probability not assessed" in text
     assert "Not assessed: its features are far from every training image." in text
-    assert "overlay (not assessed)" in text
+    # The page's overlay is dropped: a map of an output that is no probability would read as evidence.
+    assert len(reader.pages[0].images) == 1 and flat(NO_MAP_NOT_ASSESSED) in text
+    assert "overlay" not in text and "Explanation:" not in text
     assert (
         "operating threshold" not in text and "validation and test lesions" not in text and "sensitivity)" not in text
     )
