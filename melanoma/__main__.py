@@ -235,7 +235,13 @@ def command_explain(args: argparse.Namespace) -> int:
     Image.fromarray(overlay(pixels, scores, args.alpha, colourmap, signed)).save(args.out)
     if args.npy:
         np.save(args.npy, scores)
-    print(f"{args.image}\t{probability:.4f}\t{args.method} overlay written to {args.out}")
+    # The number the map explains, named: a skin-cancer map beside the melanoma probability misleads.
+    explained = (
+        f"skin-cancer probability {float(reading.scores.malignant[0]):.4f}"
+        if skin_cancer
+        else f"melanoma probability {probability:.4f}"
+    )
+    print(f"{args.image}\t{explained}\t{args.method} overlay written to {args.out}")
     return 0
 
 

@@ -132,7 +132,7 @@ def test_predict_json_and_table_carry_the_differential(trained_models, capsys):
     assert line[4] == diagnoses.short_differential(diagnoses.ranked(scores.diagnoses[0])) and line[4].startswith("BCC")
 
 
-def test_the_skin_cancer_map_is_the_drop_of_the_calibrated_probability_shown(trained_models, tmp_path):
+def test_the_skin_cancer_map_is_the_drop_of_the_calibrated_probability_shown(trained_models, tmp_path, capsys):
     """The map explains the number the reading shows, calibrated P(skin cancer), not the network's raw
     softmax sum: the class calibration and the melanoma column's Platt scaling reorder that sum."""
     _, output_dir = trained_models
@@ -149,6 +149,9 @@ def test_the_skin_cancer_map_is_the_drop_of_the_calibrated_probability_shown(tra
     summed = raw[:, [0, 2, 3]].sum(axis=1)
     assert abs((summed[0] - summed[1]) - (shown[0] - shown[1])) > 1e-3  # the two maps differ here
     assert np.load(raw_map)[30, 30] == pytest.approx(shown[0] - shown[1], abs=1e-5)
+    # The line names the number the map explains, as predict reads it (with test-time augmentation).
+    reading = predictor.scores([read_image(str(image)).pixels])
+    assert capsys.readouterr().out.split("\t")[1] == f"skin-cancer probability {reading.malignant[0]:.4f}"
 
 
 def test_diagnosis_target_on_binary_labels_is_refused_before_training(tmp_path, capsys):
