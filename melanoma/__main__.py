@@ -162,12 +162,15 @@ def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str
     averaged differential, the skin-cancer probability, verdict and short differential)."""
     skin_cancer = getattr(verdict, "skin_cancer", None)
     if as_json:  # unrounded: a rounded probability could contradict the decision at the threshold
+        # No verdict (null) for an image the gate refused, as the text's NOT ASSESSED and FHIR's
+        # dataAbsentReason: a false there would read as "not melanoma".
+        assessed = gate.in_distribution
         line = {
             "path": str(path),
             "model": model,
             "probability": verdict.probability,
             "threshold": verdict.threshold,
-            "melanoma": bool(verdict.melanoma),
+            "melanoma": bool(verdict.melanoma) if assessed and verdict.melanoma is not None else None,
             "in_distribution": gate.in_distribution,
             "ood_score": gate.score,
             "ood_reason": gate.reason,
@@ -177,7 +180,7 @@ def prediction_line(path: Path, model: str, verdict, gate, as_json: bool) -> str
                 diagnoses={code: dict(verdict.differential)[code] for code in diagnoses.CODES},
                 malignant=verdict.malignant_probability,
                 malignant_threshold=verdict.malignant_threshold,
-                skin_cancer=bool(skin_cancer),
+                skin_cancer=bool(skin_cancer) if assessed else None,
             )
         return json.dumps(line)
     if not gate.in_distribution:

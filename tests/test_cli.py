@@ -15,6 +15,7 @@ from melanoma.__main__ import main
 from melanoma.arguments import output_problem
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
+from tests.conftest import DIAGNOSIS_MODEL
 from tests.test_installed_tools import folder_without_the_split
 from train import evaluate
 
@@ -204,6 +205,11 @@ def test_predict_json_says_whether_each_image_is_in_scope(trained_models, tmp_pa
     rows = {Path(r["path"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows[lesion.name]["in_distribution"] is True and rows["letter.png"]["in_distribution"] is False
     assert "colour" in rows["letter.png"]["ood_reason"]
+    assert rows[lesion.name]["melanoma"] in (True, False) and rows["letter.png"]["melanoma"] is None  # no verdict
+    diagnosis = ["--models-dir", str(output_dir), "predict", "--model", DIAGNOSIS_MODEL, "--json"]
+    assert main([*diagnosis, str(tmp_path / "letter.png")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["in_distribution"] is False and row["melanoma"] is None and row["skin_cancer"] is None
     assert (
         main(
             ["--models-dir", str(output_dir), "predict", "--model", "efficientnet_lite0", str(tmp_path / "letter.png")]
