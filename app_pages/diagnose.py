@@ -25,6 +25,7 @@ from melanoma.explain.render import (
     SEQUENTIAL_COLOURMAPS,
     colour_bar,
     overlay,
+    signed_scale,
 )
 from melanoma.fhir import FhirCase, ModelFacts, bundle_file_name, bundle_json
 from melanoma.images import IMAGE_EXTENSIONS, DecodedImage, ImageError, display_copy, file_stem
@@ -251,15 +252,15 @@ def show_decision(result: Decision, alone: bool) -> None:
 def map_caption(scores: np.ndarray, signed: bool, target: str, patch_size: int | None) -> str:
     """What the map's colours mean, or why it shows nothing."""
     if signed:
-        scale = float(np.abs(scores).max())
-        if scale < 0.0005:
+        if float(np.abs(scores).max()) < 0.0005:
             return (
                 f"No single {patch_size}-pixel patch moves the probability by 0.001 or more: "
                 "the output does not rest on any one region at this patch size. Try a larger patch or Grad-CAM."
             )
         return (
             f"Blue: greying this region out raises the probability (it argues against {target}). "
-            f"Red: greying it out lowers the probability (it supports {target}). Full scale ±{scale:.3f}."
+            f"Red: greying it out lowers the probability (it supports {target}). "
+            f"Full scale ±{signed_scale(scores):.3f}."
         )
     if scores.max() == 0:
         return (
@@ -437,7 +438,8 @@ for column, entry, model in zip(columns, mapped, mapped_used):
             key=f"download-{entry.name}",
             on_click="ignore",
         )
-        readings.append(ModelReading.from_decision(result, entry.card, blended, alone=case.combined is None))
+        scale = signed_scale(scores) if signed else None
+        readings.append(ModelReading.from_decision(result, entry.card, blended, case.combined is None, scale))
 readings += [ModelReading.from_decision(decision_of[entry.name], entry.card, None, alone=False) for entry in unmapped]
 
 # One report per case, covering every chosen model: the record a clinician files for this lesion.

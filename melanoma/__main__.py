@@ -199,7 +199,7 @@ def command_explain(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from melanoma.explain.render import check_colourmap, overlay
+    from melanoma.explain.render import check_colourmap, overlay, signed_scale
     from melanoma.inference import load_predictor
 
     signed = args.method == "occlusion"
@@ -244,7 +244,9 @@ def command_explain(args: argparse.Namespace) -> int:
         if skin_cancer
         else f"melanoma probability {probability:.4f}"
     )
-    print(f"{args.image}\t{explained}\t{args.method} overlay written to {args.out}")
+    # The colour scale, which the PNG does not carry: ±0.01 and ±0.3 maps are drawn alike otherwise.
+    scale = f", full scale ±{signed_scale(scores):.3f}" if signed else " (relative)"
+    print(f"{args.image}\t{explained}\t{args.method} overlay written to {args.out}{scale}")
     return 0
 
 

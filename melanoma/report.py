@@ -64,14 +64,23 @@ class ModelReading:
     # The explanation overlay as shown, RGB uint8; None for a model the page drew no map for (a
     # combined reading's model that adds only to its differential, or one that did not assess the image).
     overlay: np.ndarray | None
+    # An occlusion overlay's full colour scale, ± in probability (melanoma.explain.render.signed_scale):
+    # the colours alone do not say whether red is a drop of 0.01 or 0.3. None for Grad-CAM (relative).
+    scale: float | None = None
 
     @classmethod
     def from_decision(
-        cls, decision: Decision, card: ModelCard, overlay: np.ndarray | None, alone: bool = True
+        cls,
+        decision: Decision,
+        card: ModelCard,
+        overlay: np.ndarray | None,
+        alone: bool = True,
+        scale: float | None = None,
     ) -> ModelReading:
         """The reading the page shows for `decision`, identified by the model's card; `alone`: with no
-        combined reading beside it (Decision.scope_note). A reading that did not assess the image
-        keeps no overlay: a map of an output that is no probability would read as evidence."""
+        combined reading beside it (Decision.scope_note); `scale`: its overlay's full scale. A reading
+        that did not assess the image keeps no overlay: a map of an output that is no probability
+        would read as evidence."""
         if not decision.assessed:
             return cls(
                 decision.model,
@@ -95,6 +104,7 @@ class ModelReading:
             decision.summary(),
             (*diagnosis_lines, decision.calibration_meaning(), decision.threshold_meaning()),
             overlay,
+            scale,
         )
 
 
@@ -278,7 +288,10 @@ def _layout(report: CaseReport, max_image_height: float, draw: bool) -> _Page:
     page.text(report.disclaimer, size=9.5, style="B", gap=2)
     page.images(
         [(report.image, "Uploaded image")]
-        + [(r.overlay, f"{r.name}: {report.method} overlay") for r in report.mapped_readings],
+        + [
+            (r.overlay, f"{r.name}: {report.method} overlay" + (f", full scale ±{r.scale:.3f}" if r.scale else ""))
+            for r in report.mapped_readings
+        ],
         max_image_height,
     )
     if report.mapped_readings:  # with no map, each reading says why it has none

@@ -13,6 +13,7 @@ from PIL import Image
 
 from melanoma.__main__ import main
 from melanoma.arguments import output_problem
+from melanoma.explain.render import signed_scale
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
 from tests.conftest import DIAGNOSIS_MODEL
@@ -102,7 +103,7 @@ def test_evaluate_on_a_split_refuses_a_folder_without_its_images(trained_models,
 
 
 @pytest.mark.parametrize("method", ["occlusion", "gradcam"])
-def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, method):
+def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, capsys, method):
     data_dir, output_dir = trained_models
     image = image_to_explain(data_dir, output_dir)
     out, raw = tmp_path / "overlay.png", tmp_path / "map.npy"
@@ -128,6 +129,9 @@ def test_explain_writes_the_overlay_and_the_raw_map(trained_models, tmp_path, me
     assert Image.open(out).size == Image.open(image).size
     scores = np.load(raw)
     assert scores.shape == (75, 75) and np.abs(scores).max() > 0
+    # The PNG carries no colour scale, so the line says it: the occlusion map's ±, or that Grad-CAM is relative.
+    scale = f", full scale ±{signed_scale(scores):.3f}" if method == "occlusion" else " (relative)"
+    assert capsys.readouterr().out.strip().endswith(f"overlay written to {out}{scale}")
 
 
 def test_a_models_occlusion_map_is_in_the_calibrated_probability_it_prints(trained_models, tmp_path):

@@ -12,6 +12,7 @@ from melanoma.explain import per_model
 from melanoma.explain.gradcam import grad_cam
 from melanoma.explain.incremental import plan_occlusion
 from melanoma.explain.occlusion import GREY, occlusion_sensitivity, progressive_occlusion
+from melanoma.explain.render import MIN_SIGNED_SCALE, colourise, signed_scale
 from tests.conftest import DIAGNOSIS_MODEL
 
 
@@ -267,6 +268,15 @@ def test_overlapping_patches_average_and_progressive_mode_ends_with_the_exact_ma
         fine[-1][1], occlusion_sensitivity(model, image, explain.FINE_PATCH, explain.FINE_STRIDE), atol=1e-7
     )
     assert [stage.label for stage in explain.occlusion_stages(40, 20)] == ["full"]  # no preview coarser than 14 px
+
+
+def test_a_map_whose_patches_move_nothing_is_drawn_pale():
+    """Float noise (0.000175 on a reading no patch moves) was drawn as saturated as a drop of 0.3."""
+    noise = np.random.default_rng(0).uniform(-0.000175, 0.000175, (20, 20)).astype(np.float32)
+    strong = noise * (0.3 / 0.000175)
+    assert signed_scale(noise) == MIN_SIGNED_SCALE and signed_scale(strong) == pytest.approx(0.3, rel=0.01)
+    assert colourise(noise, "blue-white-red", signed=True).min() >= 250  # white, to a few levels
+    assert colourise(strong, "blue-white-red", signed=True).min() < 60  # full blue and red remain
 
 
 def test_the_card_says_which_path_a_model_takes():

@@ -182,6 +182,13 @@ def test_several_models_give_every_overlay_and_the_combined_reading():
     assert flat(text).count("trained to recognise basal cell carcinoma") == 1
 
 
+def test_each_occlusion_overlay_carries_its_colour_scale():
+    """The colours alone do not say whether red is a drop of 0.01 or of 0.3."""
+    readings = (ModelReading.from_decision(decision(), CARD, pixels(10), scale=0.1884),)
+    _, text = read(case_report_pdf(report(readings=readings)))
+    assert "scratch_cnn: Occlusion sensitivity overlay, full scale ±0.188" in text
+
+
 def test_a_reading_without_a_map_is_reported_in_words_and_draws_no_overlay():
     """A combined reading's differential-only model: the page draws no map for it, so the report
     shows its reading but no overlay for it."""

@@ -17,6 +17,9 @@ SEQUENTIAL_COLOURMAPS = {
     "magma": cv2.COLORMAP_MAGMA,
 }
 DIVERGING_COLOURMAPS = ("blue-white-red", "green-white-purple")
+# The least full scale of a signed map, in probability: float noise (0.0002 on a reading that no
+# patch moves) would otherwise be drawn as saturated as a patch that moves the probability by 0.3.
+MIN_SIGNED_SCALE = 0.01
 
 
 def _diverging_lut(name: str) -> np.ndarray:
@@ -40,11 +43,18 @@ def check_colourmap(colourmap: str, signed: bool) -> str:
     return colourmap
 
 
+def signed_scale(scores: np.ndarray) -> float:
+    """A signed map's full scale, ±: its largest |drop|, but at least MIN_SIGNED_SCALE, so that a map
+    whose patches move nothing reads pale. What the overlays are coloured by and their captions say."""
+    return max(float(np.abs(scores).max()), MIN_SIGNED_SCALE)
+
+
 def colourise(scores: np.ndarray, colourmap: str, signed: bool, scale: float | None = None) -> np.ndarray:
-    """RGB uint8 colours for a 2-D map; signed maps are scaled symmetrically by ±`scale` (default max |score|)."""
+    """RGB uint8 colours for a 2-D map; signed maps are scaled symmetrically by ±`scale` (default
+    `signed_scale`), unsigned ones by `scale` (default their maximum)."""
     scores = np.asarray(scores, dtype=np.float32)
     if signed:
-        scale = scale or float(np.abs(scores).max()) or 1.0
+        scale = scale or signed_scale(scores)
         index = np.clip((scores / scale + 1.0) * 127.5, 0, 255).astype(np.uint8)
         bgr = cv2.applyColorMap(index, _diverging_lut(check_colourmap(colourmap, signed)))
     else:
