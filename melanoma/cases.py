@@ -36,6 +36,17 @@ def scope_sentence(flagged: bool) -> str:
     )
 
 
+def percent_apart(value: float, threshold: float) -> tuple[str, str]:
+    """A probability and the threshold it is read against, in percent: one decimal, or as many more
+    as two different numbers need to read differently ("10.6%, below the threshold 10.6%" reads as
+    a contradiction; rounding never reverses their order, it only merges them)."""
+    for decimals in range(1, 7):
+        shown = f"{value:.{decimals}%}", f"{threshold:.{decimals}%}"
+        if shown[0] != shown[1] or value == threshold:
+            break
+    return shown
+
+
 # Said where a map would be, in the app and the PDF report, for a model whose gate refused the image.
 NO_MAP_NOT_ASSESSED = (
     "No explanation map: this model did not assess the image, so a map would only show what drove an output "
@@ -107,9 +118,10 @@ class Decision:
         if self.skin_cancer is None or not self.assessed:
             return None
         cancers = ", ".join(NAMES[code] for code in MALIGNANT)
+        probability, threshold = percent_apart(self.malignant_probability, self.malignant_threshold)
         measured = (
-            f"probability of a skin cancer ({cancers}) {self.malignant_probability:.1%}, "
-            f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {self.malignant_threshold:.1%}"
+            f"probability of a skin cancer ({cancers}) {probability}, "
+            f"{'at or above' if self.skin_cancer else 'below'} its operating threshold {threshold}"
         )
         if not self.skin_cancer and self.melanoma:  # "not flagged" would contradict the melanoma verdict
             return f"Skin cancer: melanoma only (the verdict above); no other skin cancer suspected: {measured}."
@@ -153,9 +165,8 @@ class Decision:
             )
         verdict = "Suspicious for melanoma" if self.melanoma else "Not flagged as melanoma"
         relation = "at or above" if self.melanoma else "below"
-        return (
-            f"{verdict}: probability {self.probability:.1%}, {relation} the operating threshold {self.threshold:.1%}."
-        )
+        probability, threshold = percent_apart(self.probability, self.threshold)
+        return f"{verdict}: probability {probability}, {relation} the operating threshold {threshold}."
 
     def threshold_meaning(self) -> str:
         if self.sensitivity is None or self.specificity is None:

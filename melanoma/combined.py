@@ -39,7 +39,7 @@ from sklearn.model_selection import StratifiedKFold
 from melanoma import diagnoses
 from melanoma.calibration import clipped_logit
 from melanoma.card import json_object, names, proportion
-from melanoma.cases import Decision, not_recognised
+from melanoma.cases import Decision, not_recognised, percent_apart
 from melanoma.images import to_model_input
 
 if TYPE_CHECKING:
@@ -299,14 +299,18 @@ class CombinedReading:
                 "dermoscopic images it was trained on.",
             )
         members = ", ".join(self.members)
-        mean = f"{self.combination.phrase} of {len(self.members)} models ({members}) {self.probability:.1%}"
+        mean = f"{self.combination.phrase} of {len(self.members)} models ({members})"
         if self.threshold is None:
-            verdict = f"{mean}; no combined threshold was validated for this set of models, so no combined verdict"
+            verdict = (
+                f"{mean} {self.probability:.1%}; no combined threshold was validated for this set of models, "
+                "so no combined verdict"
+            )
         else:
             relation = "at or above" if self.melanoma else "below"
+            probability, threshold = percent_apart(self.probability, self.threshold)
             verdict = (
-                f"{'Suspicious for melanoma' if self.melanoma else 'Not flagged as melanoma'}: {mean}, "
-                f"{relation} the combined threshold {self.threshold:.1%}"
+                f"{'Suspicious for melanoma' if self.melanoma else 'Not flagged as melanoma'}: {mean} {probability}, "
+                f"{relation} the combined threshold {threshold}"
             )
         lines = [f"Combined reading: {verdict}."]
         if self.disagreement:

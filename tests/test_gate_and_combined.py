@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from melanoma.cases import Decision, decide, decide_all, skin_cancer_word
+from melanoma.cases import Decision, decide, decide_all, percent_apart, skin_cancer_word
 from melanoma.combined import (
     COMBINED_FILE,
     LOG_ODDS_MEAN,
@@ -216,6 +216,25 @@ def test_a_melanoma_verdict_is_not_contradicted_by_a_skin_cancer_line_below_its_
     assert skin_cancer_word(False, True) == "melanoma only" and skin_cancer_word(False, False) == "not flagged"
     assert decision.skin_cancer_verdict == "melanoma only"  # the results table's cell, as the CLI's and the line
     assert decision.scope_note() is None  # a diagnosis model reads the other skin cancers itself
+
+
+def test_a_probability_just_below_its_threshold_never_reads_as_equal_to_it():
+    """'probability 10.6%, below the operating threshold 10.6%' read as a contradiction."""
+    differential = (("NV", 0.8), ("MEL", 0.1), ("BCC", 0.05), ("BKL", 0.03), ("AKIEC", 0.01), ("VASC", 0.01))
+    close = Decision("a", 0.10561, 0.10564, 0.9, 0.6, None, True, "", 0.16, 0.1604, (*differential, ("DF", 0.0)))
+    assert close.summary() == "Not flagged as melanoma: probability 10.561%, below the operating threshold 10.564%."
+    assert "probability of a skin cancer (melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease) " in (
+        close.skin_cancer_summary()
+    )
+    assert "16.00%, below its operating threshold 16.04%" in close.skin_cancer_summary()
+    reading = combine([close, Decision("b", 0.10561, 0.10564, 0.9, 0.6)], CombinedSpec(("a", "b"), 0.10564, {}))
+    assert "(a, b) 10.561%, below the combined threshold 10.564%" in reading.summary()
+    assert (
+        Decision("c", 0.7319, 0.41, 0.9, 0.6)
+        .summary()
+        .endswith("probability 73.2%, at or above the operating threshold 41.0%.")
+    )
+    assert percent_apart(0.5, 0.5) == ("50.0%", "50.0%")  # equal numbers read equal
 
 
 def test_a_combination_validated_on_log_odds_reads_and_names_them():
