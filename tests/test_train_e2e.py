@@ -279,6 +279,10 @@ def test_resume_continues_from_the_last_epoch(tmp_path, trained_models):
             "0.003,0.001,0.0003",
             "--seed",
             "1",
+            "--recipe",  # the fixture's run: a checkpoint resumes only with the options it was trained with
+            "cpu",
+            "--label-smoothing",
+            "0.1",
             "--resume",
         ]
     )
@@ -307,7 +311,8 @@ def test_resume_refuses_a_data_folder_without_the_saved_splits_images(tmp_path, 
         ("state_truncated", "75", "state.json is unreadable (JSONDecodeError"),
         ("state_without_best", "75", "state.json is unreadable (KeyError"),
         ("last_truncated", "75", "last.keras cannot be loaded"),
-        (None, "96", "was trained at 75 px, and this run asks for 96. Resume with --image-size 75"),
+        ("no_lineage", "96", "was trained at 75 px, and this run asks for 96. Resume with --image-size 75"),
+        (None, "96", "--label-smoothing 0.1, and this run asks for --recipe study, --image-size 96"),
     ],
 )
 def test_resume_from_a_damaged_or_different_checkpoint_says_what_to_do(
@@ -323,11 +328,14 @@ def test_resume_from_a_damaged_or_different_checkpoint_says_what_to_do(
         (checkpoint / "state.json").write_text('{"epochs_done": 3}')
     elif damage == "last_truncated":
         (checkpoint / "last.keras").write_bytes((checkpoint / "last.keras").read_bytes()[:1000])
+    elif damage == "no_lineage":  # a checkpoint written before checkpoints recorded their run's options
+        state = json.loads((checkpoint / "state.json").read_text())
+        (checkpoint / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "lineage"}))
     options = ["--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--models", "scratch_cnn", "--resume"]
     assert main([*options, "--weights", "none", "--image-size", size, "--epochs", "4"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and expected in error
-    if damage:
+    if damage and damage != "no_lineage":
         assert "Remove that folder and leave out --resume to train from scratch" in error
 
 
