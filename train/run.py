@@ -359,13 +359,14 @@ def start_or_resume(name: str, config: TrainConfig, weights: str, folder: Path, 
         except Exception as error:  # Keras reports a damaged file in many ways, "File not found" among them
             what = f"{LAST_MODEL} cannot be loaded ({type(error).__name__})"
             raise DataError([damaged_checkpoint(folder, what)]) from error
-    if changed := [key for key, value in state.get("lineage", {}).items() if config.lineage().get(key) != value]:
+    saved, asked = state.get("lineage", {}), config.lineage()
+    if changed := [key for key, value in saved.items() if asked.get(key) != value]:
         raise DataError(
             [
                 f"{folder / CHECKPOINT_DIR} continues a run trained with "
-                + ", ".join(f"{option_flag(key)} {_as_option(state['lineage'][key])}" for key in changed)
+                + ", ".join(f"{option_flag(key)} {_as_option(saved[key])}" for key in changed)
                 + ", and this run asks for "
-                + ", ".join(f"{option_flag(key)} {_as_option(config.lineage()[key])}" for key in changed)
+                + ", ".join(f"{option_flag(key)} {_as_option(asked[key])}" for key in changed)
                 + ". Resume with the checkpoint's options, or leave out --resume to train from scratch."
             ]
         )
