@@ -6,16 +6,13 @@ import ui
 from melanoma import plots
 from melanoma.combined import MIN_GAIN
 from melanoma.measured import Measured
-from melanoma.store import best_first
+from melanoma.store import best_first, measure_command
 
 st.title("Compare models")
 models = [m for m in ui.available_models() if m.metrics]
 spec = ui.combined_spec()
 if not models:
-    st.error(
-        "No installed model has a metrics.json. Run `python -m train.evaluate --model NAME --data-dir DIR "
-        "--out models/NAME/metrics.json`."
-    )
+    st.error(f"No installed model has a metrics.json. Measure each model with `{measure_command('NAME')}`.")
     st.stop()
 first = models[0].metrics
 st.caption(

@@ -30,6 +30,12 @@ class ModelUnavailableError(RuntimeError):
     """A model that cannot be served; the message says why and how to fix it."""
 
 
+def measure_command(name: str) -> str:
+    """The command that writes a model's own metrics.json: train.calibrate, which measures what the app
+    shows (train.evaluate refuses to write into a model's folder, since it does not)."""
+    return f"python -m train.calibrate --models {name} --keep-gate --data-dir DIR"
+
+
 @dataclass
 class InstalledModel:
     """One model folder, with its card and stored metrics; `problem` is set when it cannot be used."""

@@ -40,7 +40,7 @@ from melanoma.files import write_json
 from melanoma.framework import add_framework_logs_option
 from melanoma.inference import load_predictor
 from melanoma.progress import TerminalProgress
-from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError, add_models_dir_option
+from melanoma.store import METRICS_FILE, MODEL_FILE, ModelUnavailableError, add_models_dir_option, measure_command
 from melanoma.validation import ModelResult, validate_folder
 
 
@@ -92,7 +92,7 @@ def model_folder_problem(path: str) -> str | None:
         f"--out {path} is in the model folder {folder}, whose {METRICS_FILE} train.run and train.calibrate write "
         "with the calibration effect, reliability evidence and validation AUC the app shows, which train.evaluate "
         f"does not compute. Write elsewhere, e.g. --out runs/{folder.name}-metrics.json; to refresh the model's own "
-        f"metrics, run python -m train.calibrate --models {folder.name} --keep-gate --data-dir DIR."
+        f"metrics, run {measure_command(folder.name)}."
     )
 
 
