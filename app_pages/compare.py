@@ -9,8 +9,14 @@ from melanoma.measured import Measured
 from melanoma.store import best_first, measure_command
 
 st.title("Compare models")
-models = [m for m in ui.available_models() if m.metrics]
+installed = ui.available_models()
+models = [entry for entry in installed if not entry.metrics_problem]
 spec = ui.combined_spec()
+for entry in installed:
+    if entry.metrics_problem:
+        st.warning(
+            f"**{entry.name}** has no test metrics, so only its training curves are shown: {entry.metrics_problem}"
+        )
 if not models:
     st.error(f"No installed model has a metrics.json. Measure each model with `{measure_command('NAME')}`.")
     st.stop()
@@ -97,7 +103,7 @@ if not flagged.empty:
 
 st.subheader("Training curves")
 st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")
-for entry in models:
+for entry in installed:
     history = entry.history()
     if history is None or history.empty:
         st.caption(f"{entry.name}: no history.csv.")

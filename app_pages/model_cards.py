@@ -41,7 +41,9 @@ for entry in ui.available_models():
         with right:
             st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.operating.threshold_rule})")
             at = metrics.get("at_threshold", {})
-            if metrics:
+            if entry.metrics_problem:
+                st.markdown(f"**No test metrics**: {entry.metrics_problem}")
+            else:
                 st.markdown(
                     f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
                     f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "

@@ -46,6 +46,7 @@ class InstalledModel:
     metrics: dict = field(default_factory=dict)
     holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics of a source-held-out run
     problem: str | None = None
+    metrics_problem: str | None = None  # why it has no test metrics (metrics.json missing or unreadable), and the fix
 
     @property
     def available(self) -> bool:
@@ -99,8 +100,13 @@ def inspect_model(folder: Path) -> InstalledModel:
         return entry
     try:
         entry.metrics = _read_metrics(folder / METRICS_FILE)
-    except (OSError, ValueError):
-        entry.metrics = {}  # no test metrics shown (AUC "-"); the model itself still serves
+    except FileNotFoundError:
+        entry.metrics_problem = f"{METRICS_FILE} is missing"
+    except (OSError, ValueError) as error:
+        entry.metrics_problem = f"{METRICS_FILE} is unreadable ({error})"
+    if not entry.metrics:  # no test metrics shown (AUC "-"); the model itself still serves
+        reason = entry.metrics_problem or f"{METRICS_FILE} holds no measurements"
+        entry.metrics_problem = f"{reason}; measure the model with {measure_command(folder.name)}."
     for holdout in sorted(folder.glob(f"{HOLDOUT_PREFIX}*/{METRICS_FILE}")):
         try:
             entry.holdout_metrics[holdout.parent.name[len(HOLDOUT_PREFIX) :]] = _read_metrics(holdout)

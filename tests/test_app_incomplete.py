@@ -65,3 +65,20 @@ def test_without_any_metrics_compare_gives_the_command_train_evaluate_recommends
     assert advice in at.error[0].value
     refused = evaluate.model_folder_problem(str(models / "scratch_cnn" / "metrics.json"))
     assert advice.replace("NAME", "scratch_cnn") in refused
+
+
+def test_a_model_with_unreadable_metrics_is_named_with_the_fix_and_keeps_its_training_curves(install):
+    """It vanished from Compare without a word, and its card said nothing of test metrics."""
+    models = install("scratch_cnn", "efficientnet_lite0", combined=False)
+    (models / "scratch_cnn" / "metrics.json").write_text('{"roc_auc": 0.85, ')  # cut off
+    at = page("compare")
+    (warning,) = [w.value for w in at.warning if "scratch_cnn" in w.value]
+    assert "metrics.json is unreadable (" in warning
+    assert "python -m train.calibrate --models scratch_cnn --keep-gate --data-dir DIR" in warning
+    assert list(at.dataframe[0].value.Model) == ["efficientnet_lite0"]
+    assert "**scratch_cnn**" in [markdown.value for markdown in at.markdown]  # its training curves' heading
+    at = page("model_cards")
+    card = next(expander for expander in at.expander if expander.label.startswith("scratch_cnn"))
+    assert any(
+        markdown.value.startswith("**No test metrics**: metrics.json is unreadable") for markdown in card.markdown
+    )
