@@ -6,7 +6,7 @@ import ui
 from melanoma import plots
 from melanoma.combined import MIN_GAIN
 from melanoma.measured import Measured
-from melanoma.store import best_first, measure_command
+from melanoma.store import HistoryUnavailable, best_first, measure_command
 
 st.title("Compare models")
 installed = ui.available_models()
@@ -66,7 +66,10 @@ st.subheader("Mean predicted probability per true label (the study's table)")
 ui.show_table(plots.mean_probability_table(rows))
 
 st.subheader("Confusion matrices at the operating threshold")
-ui.figure_rows({f"cm-{entry.name}": plots.confusion_figure(entry) for entry in rows}, plots.MATRICES_PER_ROW)
+ui.figure_rows(
+    {f"cm-{entry.name}": plots.confusion_figure(entry) for entry in plots.drawn(rows, "confusion matrices")},
+    plots.MATRICES_PER_ROW,
+)
 
 left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(rows, "roc"), width="stretch")
@@ -76,6 +79,8 @@ st.caption(
     "Solid: the calibrated probabilities the app shows. Dotted: the network's raw output before calibration, "
     "which class weighting or balanced sampling pushes towards melanoma."
 )
+if gaps := plots.left_out(rows):
+    st.caption(gaps)
 
 measured = plots.diagnosis_models(rows)
 if measured:
@@ -104,9 +109,10 @@ if not flagged.empty:
 st.subheader("Training curves")
 st.caption("Dashed lines: the schedule's phase boundaries (learning rate and trainable layers change).")
 for entry in installed:
-    history = entry.history()
-    if history is None or history.empty:
-        st.caption(f"{entry.name}: no history.csv.")
+    try:
+        history = entry.history()
+    except HistoryUnavailable as reason:
+        st.caption(f"{entry.name}: no training curves, {reason}.")
         continue
     st.markdown(f"**{entry.name}**")
     ui.figure_rows(

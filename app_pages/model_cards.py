@@ -40,22 +40,12 @@ for entry in ui.available_models():
             st.table({split: counts for split, counts in data.get("split_counts", {}).items()})
         with right:
             st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.operating.threshold_rule})")
-            at = metrics.get("at_threshold", {})
             if entry.metrics_problem:
                 st.markdown(f"**No test metrics**: {entry.metrics_problem}")
             else:
-                st.markdown(
-                    f"**Test ROC AUC**: {metrics['roc_auc']:.3f} (95% CI {metrics['ci95']['roc_auc'][0]:.3f}–"
-                    f"{metrics['ci95']['roc_auc'][1]:.3f}); sensitivity {at.get('sensitivity', 0):.2f}, "
-                    f"specificity {at.get('specificity', 0):.2f} at the threshold"
-                )
-            effect = metrics.get("calibration_effect")
-            if effect:
-                st.markdown(
-                    f"**Calibration**: {effect['method']}; test expected calibration error "
-                    f"{effect['test_ece_before']:.3f} → {effect['test_ece_after']:.3f}, Brier score "
-                    f"{effect['test_brier_before']:.3f} → {effect['test_brier_after']:.3f}"
-                )
+                st.markdown(f"**Test ROC AUC**: {plots.test_summary(metrics)}")
+            if effect := metrics.get("calibration_effect"):
+                st.markdown(f"**Calibration**: {plots.calibration_summary(effect)}")
             gate = entry.serving.ood
             if gate:
                 st.markdown(
@@ -64,8 +54,7 @@ for entry in ui.available_models():
                 )
             for source, held_out in entry.holdout_metrics.items():
                 st.markdown(
-                    f"**Held-out source {source}** (a run that never saw it): ROC AUC {held_out['roc_auc']:.3f} "
-                    f"on {held_out['n_images']} images"
+                    f"**Held-out source {source}** (a run that never saw it): {plots.holdout_summary(held_out)}"
                 )
             st.markdown(f"**Recipe**: {training.recipe_text}.")
             if training.recipe.get("notes"):

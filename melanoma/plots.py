@@ -70,6 +70,44 @@ def _auc_interval(metrics: dict) -> str:
     return _interval(_get(metrics, "ci95", "roc_auc"))
 
 
+def _count(value: int | None) -> str:
+    """A count of images, or a dash where none was recorded."""
+    return DASH if value is None else str(value)
+
+
+def _images(metrics: dict) -> str:
+    """'342 (52)': the images measured and the melanomas among them."""
+    return f"{_count(metrics.get('n_images'))} ({_count(metrics.get('n_melanoma'))})"
+
+
+def test_summary(metrics: dict) -> str:
+    """A model card's line on its test split: ROC AUC with its 95% interval, and the rates at the threshold."""
+    return (
+        f"{_number(metrics.get('roc_auc'))} (95% CI {_auc_interval(metrics)}); sensitivity "
+        f"{_number(_get(metrics, 'at_threshold', 'sensitivity'))}, specificity "
+        f"{_number(_get(metrics, 'at_threshold', 'specificity'))} at the threshold"
+    )
+
+
+def holdout_summary(metrics: dict) -> str:
+    """A model card's line on a held-out source: its ROC AUC and how many images it rests on."""
+    return (
+        f"ROC AUC {_number(metrics.get('roc_auc'))} (95% CI {_auc_interval(metrics)}) on "
+        f"{_count(metrics.get('n_images'))} images ({_count(metrics.get('n_melanoma'))} melanomas)"
+    )
+
+
+def calibration_summary(effect: dict) -> str:
+    """A model card's line on calibration: the method, and the test ECE and Brier score before → after it."""
+
+    def change(measure: str) -> str:
+        return f"{_number(effect.get(f'test_{measure}_before'))} → {_number(effect.get(f'test_{measure}_after'))}"
+
+    return (
+        f"{effect.get('method', DASH)}; test expected calibration error {change('ece')}, Brier score {change('brier')}"
+    )
+
+
 def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
     """The table with a dash in every cell nothing was measured for.
 
@@ -168,7 +206,7 @@ def holdout_table(models: list[Measured]) -> pd.DataFrame:
                     "BKL flagged": _flagged(_get(metrics, "flagged_by_diagnosis", "BKL") or {"n": 0}),
                     "Malignant ROC AUC": _number(_get(measured, "malignant", "roc_auc")),
                     "Balanced multi-class accuracy": _number(measured.get("balanced_multiclass_accuracy")),
-                    "Images (melanomas)": f"{metrics.get('n_images')} ({metrics.get('n_melanoma')})",
+                    "Images (melanomas)": _images(metrics),
                     # A run's best epoch, as Keras measured it in training (raw, no flips); the combined
                     # reading was never trained, and its calibrated flip-averaged AUC is another measure.
                     "Validation ROC AUC (training's best epoch)": None
@@ -222,13 +260,36 @@ def _matrix_figure(
     return figure
 
 
-def confusion_figure(entry: Measured, at: str = "at_threshold") -> go.Figure:
-    """Melanoma against the rest at a threshold."""
-    threshold = _get(entry.metrics, at, "threshold")
+# What each figure draws of a model's metrics: a model whose metrics lack it is left out of that figure alone.
+FIGURE_DATA = {
+    "confusion matrices": ("at_threshold", "confusion_matrix"),
+    "ROC curves": ("roc_curve",),
+    "precision–recall curves": ("pr_curve",),
+    "calibration curves": ("calibration",),
+}
+
+
+def drawn(models: list[Measured], figure: str) -> list[Measured]:
+    """The models whose metrics hold what `figure` (a FIGURE_DATA name) draws."""
+    return [entry for entry in models if _get(entry.metrics, *FIGURE_DATA[figure])]
+
+
+def left_out(models: list[Measured]) -> str:
+    """A caption naming the models each figure leaves out and what their metrics lack; '' when none is."""
+    gaps = []
+    for figure, keys in FIGURE_DATA.items():
+        shown = {entry.name for entry in drawn(models, figure)}
+        if absent := [entry.name for entry in models if entry.name not in shown]:
+            gaps.append(f"from the {figure}, {', '.join(absent)} (no {'.'.join(keys)})")
+    return f"Left out, where the stored metrics lack what a figure draws: {'; '.join(gaps)}." if gaps else ""
+
+
+def confusion_figure(entry: Measured) -> go.Figure:
+    """Melanoma against the rest at the model's threshold."""
     return _matrix_figure(
-        _get(entry.metrics, at, "confusion_matrix"),
+        _get(entry.metrics, *FIGURE_DATA["confusion matrices"]),
         ["other", "melanoma"],
-        f"{entry.name} (threshold {threshold:.3f})",
+        f"{entry.name} (threshold {_number(_get(entry.metrics, 'at_threshold', 'threshold'))})",
         280,
     )
 
@@ -316,9 +377,10 @@ def _legend_below(figure: go.Figure, columns: int) -> None:
 
 
 def curves_figure(models: list[Measured], kind: str) -> go.Figure:
-    """ROC (kind='roc') or precision-recall (kind='pr') curves of all models, overlaid, for a half-width column."""
+    """ROC (kind='roc') or precision-recall (kind='pr') curves of the models that hold them, overlaid,
+    for a half-width column."""
     figure = go.Figure()
-    for entry in models:
+    for entry in drawn(models, "ROC curves" if kind == "roc" else "precision–recall curves"):
         if kind == "roc":
             curve = entry.metrics["roc_curve"]
             figure.add_trace(
@@ -326,7 +388,7 @@ def curves_figure(models: list[Measured], kind: str) -> go.Figure:
                     x=curve["fpr"],
                     y=curve["tpr"],
                     mode="lines",
-                    name=wrapped(f"{entry.name} (AUC {entry.metrics['roc_auc']:.3f})", LEGEND_LINE),
+                    name=wrapped(f"{entry.name} (AUC {_number(entry.metrics.get('roc_auc'))})", LEGEND_LINE),
                 )
             )
         else:
@@ -336,7 +398,7 @@ def curves_figure(models: list[Measured], kind: str) -> go.Figure:
                     x=curve["recall"],
                     y=curve["precision"],
                     mode="lines",
-                    name=wrapped(f"{entry.name} (AP {entry.metrics['average_precision']:.3f})", LEGEND_LINE),
+                    name=wrapped(f"{entry.name} (AP {_number(entry.metrics.get('average_precision'))})", LEGEND_LINE),
                 )
             )
     if kind == "roc":
@@ -355,10 +417,10 @@ def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Fi
     """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted);
     the legend beneath in `legend_columns`, one for each half of the chart's width."""
     figure = go.Figure()
-    for index, entry in enumerate(models):
+    for index, entry in enumerate(drawn(models, "calibration curves")):
         colour = PALETTE[index % len(PALETTE)]
         calibration = entry.metrics["calibration"]
-        name = wrapped(f"{entry.name} (Brier {entry.metrics['brier_score']:.3f})", LEGEND_LINE)
+        name = wrapped(f"{entry.name} (Brier {_number(entry.metrics.get('brier_score'))})", LEGEND_LINE)
         figure.add_trace(
             go.Scatter(
                 x=calibration["mean_predicted"],
@@ -392,8 +454,9 @@ def training_figure(history: pd.DataFrame, metric: str) -> go.Figure:
     by the metric alone: a row of them sits under its model's name, which at a third of the page
     width ran off the chart's edge, and wrapped, it set one chart of the row lower than the others."""
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=history.epoch, y=history[metric], mode="lines+markers", name="training"))
-    figure.add_trace(go.Scatter(x=history.epoch, y=history[f"val_{metric}"], mode="lines+markers", name="validation"))
+    for column, name in ((metric, "training"), (f"val_{metric}", "validation")):
+        if column in history:  # an older or partial history.csv may lack one
+            figure.add_trace(go.Scatter(x=history.epoch, y=history[column], mode="lines+markers", name=name))
     for boundary in phase_boundaries(history):
         figure.add_vline(x=boundary - 0.5, line_dash="dash", line_color="grey")
     figure.update_layout(title=TRAINING_METRICS[metric], xaxis_title="Epoch", height=300, margin=dict(t=40, b=10))
@@ -405,8 +468,9 @@ def phase_boundaries(history: pd.DataFrame) -> list[int]:
 
     A run resumed with another --epochs renumbers its phases, so the phase index alone would
     mark the same change twice; the settings themselves change only where the phase really did.
+    A history.csv from before these columns marks none.
     """
-    setting = history[["learning_rate", "trainable_layers"]]
+    setting = history[[column for column in ("learning_rate", "trainable_layers") if column in history]]
     changed = (setting != setting.shift()).any(axis=1)
     changed.iloc[:1] = False
     return [int(epoch) for epoch in history.epoch[changed]]
@@ -425,7 +489,7 @@ def validation_table(validation) -> pd.DataFrame:
         rows.append(
             {
                 "Model": result.name,
-                "Images (melanomas)": f"{metrics['n_images']} ({metrics['n_melanoma']})",
+                "Images (melanomas)": _images(metrics),
                 "ROC AUC": metrics["roc_auc"],
                 "ROC AUC 95% CI": _auc_interval(metrics),
                 "Threshold": result.threshold,

@@ -30,6 +30,10 @@ class ModelUnavailableError(RuntimeError):
     """A model that cannot be served; the message says why and how to fix it."""
 
 
+class HistoryUnavailable(ValueError):
+    """A model folder without a readable training history; the message says why."""
+
+
 def measure_command(name: str) -> str:
     """The command that writes a model's own metrics.json: train.calibrate, which measures what the app
     shows (train.evaluate refuses to write into a model's folder, since it does not)."""
@@ -78,9 +82,19 @@ class InstalledModel:
     def test_auc(self) -> float | None:
         return self.metrics.get("roc_auc")
 
-    def history(self) -> pd.DataFrame | None:
+    def history(self) -> pd.DataFrame:
+        """The training history, a row per epoch; HistoryUnavailable saying why there is none (no
+        history.csv, or one that is no table of epochs), for a page to say and go on."""
         path = self.folder / HISTORY_FILE
-        return pd.read_csv(path) if path.is_file() else None
+        if not path.is_file():
+            raise HistoryUnavailable(f"no {HISTORY_FILE}")
+        try:
+            history = pd.read_csv(path)
+        except (OSError, ValueError) as error:  # pandas' EmptyDataError and ParserError are ValueErrors
+            raise HistoryUnavailable(f"{HISTORY_FILE} is unreadable ({error})") from None
+        if "epoch" not in history or history.empty:
+            raise HistoryUnavailable(f"{HISTORY_FILE} holds no epochs (expected an epoch column and a row per epoch)")
+        return history
 
 
 def inspect_model(folder: Path) -> InstalledModel:

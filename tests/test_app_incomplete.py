@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from melanoma.plots import DASH
 from train import evaluate
 
 TIMEOUT = 300
@@ -81,4 +82,40 @@ def test_a_model_with_unreadable_metrics_is_named_with_the_fix_and_keeps_its_tra
     card = next(expander for expander in at.expander if expander.label.startswith("scratch_cnn"))
     assert any(
         markdown.value.startswith("**No test metrics**: metrics.json is unreadable") for markdown in card.markdown
+    )
+
+
+def test_gaps_in_stored_metrics_and_histories_leave_out_only_what_they_lack(install):
+    """Each of these took the whole Compare or Model cards page down, every model with it."""
+    models = install("scratch_cnn", "efficientnet_lite0")
+    scratch, lite = models / "scratch_cnn", models / "efficientnet_lite0"
+    edit_json(scratch / "metrics.json", lambda metrics: [metrics.pop(key) for key in ("roc_curve", "ci95")])
+    edit_json(scratch / "metrics.json", lambda metrics: metrics.update(roc_auc=None))
+    edit_json(lite / "metrics.json", lambda metrics: metrics.pop("at_threshold"))
+    edit_json(models / "combined.json", lambda spec: [spec["metrics"].pop(key) for key in ("roc_curve", "calibration")])
+    (lite / "holdout-rosendahl").mkdir()
+    (lite / "holdout-rosendahl" / "metrics.json").write_text(json.dumps({"n_melanoma": 3}))  # no AUC, no images
+    (scratch / "history.csv").write_text("")
+    history = (lite / "history.csv").read_text().splitlines()
+    (lite / "history.csv").write_text(
+        "\n".join(",".join(line.split(",")[:1] + line.split(",")[4:]) for line in history)
+    )
+
+    at = page("compare")
+    assert {"scratch_cnn", "efficientnet_lite0"} <= set(at.dataframe[0].value.Model)
+    gaps = next(caption.value for caption in at.caption if caption.value.startswith("Left out"))
+    assert "from the confusion matrices, efficientnet_lite0 (no at_threshold.confusion_matrix)" in gaps
+    roc = gaps.split("from the ROC curves, ")[1].split(" (no roc_curve)")[0]
+    assert "scratch_cnn" in roc and "combined" in roc and "from the calibration curves, combined" in gaps
+    assert "scratch_cnn: no training curves, history.csv is unreadable (No columns to parse from file)." in [
+        caption.value for caption in at.caption
+    ]
+    assert "**efficientnet_lite0**" in [markdown.value for markdown in at.markdown]  # its curves, without phases
+
+    at = page("model_cards")
+    text = " ".join(markdown.value for markdown in at.markdown)
+    assert f"**Test ROC AUC**: {DASH} (95% CI {DASH}); sensitivity" in text
+    assert (
+        f"**Held-out source rosendahl** (a run that never saw it): ROC AUC {DASH} (95% CI {DASH}) on {DASH} images"
+        in text
     )

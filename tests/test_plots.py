@@ -239,3 +239,53 @@ def test_the_flagged_table_gives_the_percentage_of_each_true_diagnosis():
         "–",
     ]
     assert plots.flagged_table([row("scratch", {})]).empty
+
+
+def test_a_figure_leaves_out_a_model_whose_metrics_lack_what_it_draws_and_says_so():
+    """One metrics.json without roc_curve (or with a null AUC, no at_threshold, no calibration) took
+    the whole Compare page down, every other model's figures with it."""
+    complete = row(
+        "a",
+        {
+            "roc_auc": 0.8,
+            "average_precision": 0.5,
+            "brier_score": 0.1,
+            "roc_curve": {"fpr": [0, 1], "tpr": [0, 1]},
+            "pr_curve": {"recall": [0, 1], "precision": [1, 0]},
+            "calibration": {"mean_predicted": [0.5], "fraction_melanoma": [0.5]},
+            "at_threshold": {"threshold": 0.3, "confusion_matrix": [[5, 1], [1, 3]]},
+        },
+    )
+    partial = row("b", {"roc_auc": None, "pr_curve": {"recall": [0, 1], "precision": [1, 0]}})
+    models = [complete, partial]
+    roc, pr = plots.curves_figure(models, "roc"), plots.curves_figure(models, "pr")
+    assert [trace.name for trace in roc.data] == ["a (AUC 0.800)", "chance"]
+    assert [trace.name for trace in pr.data] == ["a (AP 0.500)", f"b (AP {plots.DASH})"]
+    assert [trace.name for trace in plots.calibration_figure(models).data] == ["a (Brier 0.100)", "perfect"]
+    assert plots.drawn(models, "confusion matrices") == [complete]
+    assert plots.left_out(models) == (
+        "Left out, where the stored metrics lack what a figure draws: from the confusion matrices, b "
+        "(no at_threshold.confusion_matrix); from the ROC curves, b (no roc_curve); from the calibration "
+        "curves, b (no calibration)."
+    )
+    assert plots.left_out([complete]) == ""
+
+
+def test_a_model_card_shows_a_dash_for_each_measurement_its_metrics_lack():
+    assert plots.test_summary({"roc_auc": 0.8}) == (
+        f"0.800 (95% CI {plots.DASH}); sensitivity {plots.DASH}, specificity {plots.DASH} at the threshold"
+    )
+    assert plots.holdout_summary({"n_melanoma": 342}) == (
+        f"ROC AUC {plots.DASH} (95% CI {plots.DASH}) on {plots.DASH} images (342 melanomas)"
+    )
+    assert plots.calibration_summary({"method": "Platt", "test_ece_after": 0.02}) == (
+        f"Platt; test expected calibration error {plots.DASH} → 0.020, Brier score {plots.DASH} → {plots.DASH}"
+    )
+    held_out = plots.holdout_table([Measured.of_model(entry("lite", {}, {"rosendahl": {"n_melanoma": 342}}))])
+    assert held_out.loc[0, "Images (melanomas)"] == f"{plots.DASH} (342)"
+
+
+def test_a_history_without_settings_or_a_validation_column_draws_what_it_has():
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [0.6, 0.5]})
+    assert plots.phase_boundaries(history) == []
+    assert [trace.name for trace in plots.training_figure(history, "loss").data] == ["training"]

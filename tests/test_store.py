@@ -1,6 +1,7 @@
 """Broken model folders are listed as unavailable with the reason; the others keep working."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,15 @@ import pytest
 
 from melanoma.files import sha256_of
 from melanoma.ood import FEATURES_FILE
-from melanoma.store import ModelUnavailableError, find_model, list_models, load_keras_model
+from melanoma.store import (
+    HISTORY_FILE,
+    HistoryUnavailable,
+    InstalledModel,
+    ModelUnavailableError,
+    find_model,
+    list_models,
+    load_keras_model,
+)
 from tests.conftest import ROOT
 
 
@@ -148,3 +157,19 @@ print("main thread done", flush=True)
     finished = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.split() == ["main", "thread", "done", "read", "finished"]
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (None, "no history.csv"),
+        ("", "history.csv is unreadable (No columns to parse from file)"),
+        ("loss,val_loss\n0.5,0.6\n", "history.csv holds no epochs"),
+    ],
+)
+def test_a_missing_or_unreadable_history_says_why(tmp_path, text, reason):
+    """A 0-byte history.csv raised pandas' EmptyDataError through the Compare page."""
+    if text is not None:
+        (tmp_path / HISTORY_FILE).write_text(text)
+    with pytest.raises(HistoryUnavailable, match=re.escape(reason)):
+        InstalledModel("a", tmp_path).history()
