@@ -6,23 +6,34 @@ import streamlit as st
 
 import ui
 from melanoma import plots
+from melanoma.card import Training
 from melanoma.cards import INTENDED_USE, LIMITATIONS
 from melanoma.inference import TTA_DESCRIPTION
 from melanoma.measured import Measured
+
+
+def fact(label: str, text: str | None) -> None:
+    """One line of a card, left out where the card records nothing for it (an older card.json): a
+    default such as 0 parameters or an empty command must not read as what was recorded."""
+    if text:
+        st.markdown(f"**{label}**: {text}")
+
 
 st.title("Model cards")
 for entry in ui.available_models():
     card, metrics = entry.card, entry.metrics
     network, training = card.network, card.training
     measured = Measured.of_model(entry)  # as the comparison tables take it
-    with st.expander(f"{entry.name}: {network.architecture}", expanded=True):
+    with st.expander(f"{entry.name}: {network.architecture or network.architecture_name}", expanded=True):
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Input**: {entry.input_size}×{entry.input_size} RGB; {network.input}")
+            fact(
+                "Input", f"{entry.input_size}×{entry.input_size} RGB" + (f"; {network.input}" if network.input else "")
+            )
             st.markdown(
                 f"**Test-time augmentation**: {TTA_DESCRIPTION if entry.serving.test_time_augmentation else 'none'}"
             )
-            st.markdown(f"**Preprocessing**: {network.preprocessing}")
+            fact("Preprocessing", network.preprocessing)
             st.markdown(f"**Weights initialised from**: {network.weights_initialisation}")
             initial = network.initial_weights
             if initial.get("package"):
@@ -31,15 +42,22 @@ for entry in ui.available_models():
                     f"{initial.get('package_version', '')} ({initial.get('licence', '')}), "
                     f"sha256 `{initial['sha256'][:16]}…`"
                 )
-            st.markdown(f"**Parameters**: {network.parameters:,}")
+            fact("Parameters", f"{network.parameters:,}" if network.parameters else None)
             occlusion = network.occlusion_maps
             if occlusion:
                 st.markdown(f"**Occlusion maps**: {occlusion['path']}: {occlusion['why']}")
             data = training.data
-            st.markdown(f"**Training data**: {data.get('layout', '')} layout, {data.get('grouped_by', '')}")
-            st.table({split: counts for split, counts in data.get("split_counts", {}).items()})
+            fact(
+                "Training data",
+                ", ".join(
+                    filter(None, [f"{data['layout']} layout" if data.get("layout") else None, data.get("grouped_by")])
+                ),
+            )
+            if data.get("split_counts"):
+                st.table(data["split_counts"])
         with right:
-            st.markdown(f"**Operating threshold**: {entry.threshold:.3f} ({card.operating.threshold_rule})")
+            rule = card.operating.threshold_rule
+            fact("Operating threshold", f"{entry.threshold:.3f}" + (f" ({rule})" if rule else ""))
             if entry.metrics_problem:
                 st.markdown(f"**No test metrics**: {entry.metrics_problem}")
             else:
@@ -56,17 +74,20 @@ for entry in ui.available_models():
                 st.markdown(
                     f"**Held-out source {source}** (a run that never saw it): {plots.holdout_summary(held_out)}"
                 )
-            st.markdown(f"**Recipe**: {training.recipe_text}.")
+            fact(
+                "Recipe", f"{training.recipe_text}." if training.recipe or training.config or training.phases else None
+            )
             if training.recipe.get("notes"):
                 st.caption(f"The recipe as written: {training.recipe['notes']}")
-            st.markdown(
-                f"**Trained**: {training.epochs_trained} epochs in {training.training_seconds / 60:.0f} min "
-                f"on {training.machine}"
-            )
-            st.markdown(f"**Class balance**: {training.class_balance_text}")
-            st.markdown(f"**Command**: `{training.command}`")
-            if training.notes:
-                st.markdown(f"**Notes**: {training.notes}")
+            trained = [
+                f"{training.epochs_trained} epochs" if training.epochs_trained is not None else None,
+                f"in {training.training_seconds / 60:.0f} min" if training.training_seconds else None,
+                f"on {training.machine}" if training.machine != Training.machine else None,  # the default: unrecorded
+            ]
+            fact("Trained", " ".join(filter(None, trained)))
+            fact("Class balance", training.class_balance_text if training.class_weights else None)
+            fact("Command", f"`{training.command}`" if training.command else None)
+            fact("Notes", training.notes)
         if "diagnoses" in metrics:
             st.markdown(
                 f"**Seven diagnoses** on the test split (malignant: {plots.MALIGNANT_TEXT}; {plots.diagnosis_legend()})"

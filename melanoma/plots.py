@@ -432,7 +432,7 @@ def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Fi
         )
         before = entry.metrics.get("calibration_before")
         if before:
-            brier_before = entry.metrics.get("calibration_effect", {}).get("test_brier_before", 0)
+            brier_before = _number(_get(entry.metrics, "calibration_effect", "test_brier_before"))
             figure.add_trace(
                 go.Scatter(
                     x=before["mean_predicted"],
@@ -440,7 +440,7 @@ def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Fi
                     mode="lines+markers",
                     line=dict(color=colour, dash="dot"),
                     marker=dict(symbol="circle-open"),
-                    name=wrapped(f"{entry.name} before calibration (Brier {brier_before:.3f})", LEGEND_LINE),
+                    name=wrapped(f"{entry.name} before calibration (Brier {brier_before})", LEGEND_LINE),
                 )
             )
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect"))

@@ -119,3 +119,22 @@ def test_gaps_in_stored_metrics_and_histories_leave_out_only_what_they_lack(inst
         f"**Held-out source rosendahl** (a run that never saw it): ROC AUC {DASH} (95% CI {DASH}) on {DASH} images"
         in text
     )
+
+
+def test_an_older_card_shows_what_it_records_and_no_default_as_a_record(install):
+    """A card with only threshold, sha256 and input size read "Parameters: 0", "Trained: None epochs in
+    0 min on unknown", "Command: ``" and an unnamed recipe."""
+    models = install("scratch_cnn", combined=False)
+
+    def older(card: dict) -> None:
+        kept = {"threshold": card["threshold"], "sha256": card["sha256"], "input_size": card["serving"]["input_size"]}
+        card.clear()
+        card.update(kept)
+
+    edit_json(models / "scratch_cnn" / "card.json", older)
+    at = page("model_cards")
+    labels = [markdown.value.split("**")[1] for markdown in at.markdown if markdown.value.startswith("**")]
+    assert labels[:3] == ["Input", "Test-time augmentation", "Weights initialised from"]
+    assert not {"Parameters", "Training data", "Recipe", "Trained", "Class balance", "Command"} & set(labels)
+    assert at.expander[0].label == "scratch_cnn: scratch_cnn"
+    assert not at.table  # no split counts recorded

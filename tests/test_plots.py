@@ -289,3 +289,11 @@ def test_a_history_without_settings_or_a_validation_column_draws_what_it_has():
     history = pd.DataFrame({"epoch": [1, 2], "loss": [0.6, 0.5]})
     assert plots.phase_boundaries(history) == []
     assert [trace.name for trace in plots.training_figure(history, "loss").data] == ["training"]
+
+
+def test_a_brier_score_not_recorded_reads_as_a_dash_not_zero():
+    """Without calibration_effect the raw curve's legend read "Brier 0.000", the best score there is."""
+    curve = {"mean_predicted": [0.5], "fraction_melanoma": [0.5]}
+    model = row("a", {"brier_score": 0.1, "calibration": curve, "calibration_before": curve})
+    names = [trace.name for trace in plots.calibration_figure([model]).data]
+    assert names == ["a (Brier 0.100)", f"a before calibration (Brier {plots.DASH})", "perfect"]
