@@ -97,11 +97,17 @@ def combined_spec() -> CombinedSpec | None:
     return CombinedSpec.load(models_dir())
 
 
+def members_missing(models: list[InstalledModel], spec: CombinedSpec) -> list[str]:
+    """The models the combined reading reads that are not among `models` (the usable installed ones):
+    while any is, the combined reading cannot be chosen."""
+    installed = {entry.name for entry in models}
+    return [member for member in spec.models if member not in installed]
+
+
 def readings_best_first(models: list[InstalledModel], spec: CombinedSpec | None) -> list[str]:
     """What the clinician can pick, best test AUC first (the default is the first): the installed
     models and, when every member is installed, the combined reading."""
-    installed = {entry.name for entry in models}
-    complete = spec is not None and all(member in installed for member in spec.models)
+    complete = spec is not None and not members_missing(models, spec)
     return [reading.name for reading in best_first([*models, spec] if complete else models)]
 
 

@@ -27,12 +27,22 @@ st.caption(
 )
 
 # The combined reading is compared like a model (ranked with them by test ROC AUC, as the models
-# are), but it has no training history of its own.
-rows = best_first([Measured.of_model(entry) for entry in models] + ([Measured.of_combined(spec)] if spec else []))
+# are), but it has no training history of its own. While a model it reads is missing it cannot be
+# chosen, so it is neither ranked nor highlighted among them: its row comes last.
+combined = [Measured.of_combined(spec)] if spec else []
+missing = ui.members_missing(installed, spec) if spec else []
+rows = best_first([Measured.of_model(entry) for entry in models] + ([] if missing else combined))
+rows += combined if missing else []
 table = plots.metrics_table(rows)
-best = plots.best_per_column(table)
+best = plots.best_per_column(table[table.Model != spec.label] if missing else table)
 st.subheader("Test metrics")
 ui.show_table(table, best)
+if missing:
+    st.info(
+        f"The combined reading ({spec.label}, last) cannot be chosen here: {', '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not installed or not usable. Its row is what combined.json "
+        "recorded, left out of the ranking and the highlights; install those models to choose it."
+    )
 st.caption(
     "Highlighted: the best model in each column (lowest for the Brier score and the calibration error). "
     "Probabilities are calibrated on each model's validation split (Platt scaling); ECE: expected calibration "

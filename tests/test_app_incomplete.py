@@ -138,3 +138,26 @@ def test_an_older_card_shows_what_it_records_and_no_default_as_a_record(install)
     assert not {"Parameters", "Training data", "Recipe", "Trained", "Class balance", "Command"} & set(labels)
     assert at.expander[0].label == "scratch_cnn: scratch_cnn"
     assert not at.table  # no split counts recorded
+
+
+def test_a_combined_reading_whose_models_are_not_installed_is_listed_last_unranked_and_unhighlighted(
+    install, monkeypatch
+):
+    """Compare ranked it first and highlighted it as the best, though no page could choose it."""
+    import ui
+
+    highlighted = []
+    show_table = ui.show_table
+    monkeypatch.setattr(ui, "show_table", lambda table, best=None: highlighted.append(best) or show_table(table, best))
+    models = install("scratch_cnn", "efficientnet_lite0")
+    edit_json(
+        models / "combined.json", lambda spec: spec.update(members=["scratch_cnn", "absent_model"], differential=None)
+    )
+    edit_json(models / "combined.json", lambda spec: spec["metrics"].update(roc_auc=0.999))
+    at = page("compare")
+    label = next(option for option in at.dataframe[0].value.Model if option.startswith("combined"))
+    assert list(at.dataframe[0].value.Model)[-1] == label
+    (info,) = [info.value for info in at.info if "cannot be chosen" in info.value]
+    assert "absent_model is not installed" in info and "scratch_cnn" not in info
+    best = highlighted[0]  # the test metrics' table
+    assert best["ROC AUC"] == at.dataframe[0].value.Model[0] and label not in best.values()
