@@ -36,6 +36,7 @@ from melanoma.audit import Action, AuditLog, AuditUnavailable
 from melanoma.batching import CachedBatchedCalls
 from melanoma.cases import Decision, decide_all
 from melanoma.combined import COMBINED_NAME, CombinedReading, CombinedSpec
+from melanoma.data import MAX_PROBLEMS_SHOWN, DataError
 from melanoma.inference import Predictor, load_predictor
 from melanoma.store import InstalledModel, ModelUnavailableError, best_first, list_models, resolve_models_dir
 
@@ -416,6 +417,20 @@ def figure_rows(figures: dict[str, go.Figure], per_row: int) -> None:
     """Figures side by side in rows of `per_row`, each under its own widget key."""
     for column, (key, figure) in zip(column_grid(len(figures), per_row), figures.items()):
         column.plotly_chart(figure, key=key)
+
+
+def markdown_list(items: list[str], shown: int) -> str:
+    """The first `shown` items as a Markdown list, then how many more there are: in the browser, the
+    indented lines of a terminal message run together into one paragraph."""
+    listed = [f"- {item}" for item in items[:shown]]
+    more = [f"- and {len(items) - shown} more"] if len(items) > shown else []
+    return "\n".join(listed + more)
+
+
+def refuse(error: DataError) -> None:
+    """Stop the page on data it cannot use, the problems listed one to a line as in the terminal."""
+    st.error(f"{error.summary}\n{markdown_list(error.problems, MAX_PROBLEMS_SHOWN)}")
+    st.stop()
 
 
 def show_table(table: pd.DataFrame, best: dict[str, str] | None = None) -> None:

@@ -45,8 +45,7 @@ data = upload.getvalue()
 try:
     labelled = read_zip(data, upload.name)
 except DataError as error:
-    st.error(str(error))
-    st.stop()
+    ui.refuse(error)
 for warning in labelled.warnings:
     st.warning(warning)
 chosen = ui.loaded(models)
@@ -67,8 +66,7 @@ if stored is None or stored[0] != key:
             ),
         )
     except DataError as error:
-        st.error(str(error))
-        st.stop()
+        ui.refuse(error)
     finally:
         progress.empty()
     st.session_state["validation"] = (key, result)
@@ -82,10 +80,9 @@ ui.audit(
 )  # before any result is shown
 
 if result.skipped:
-    shown = "\n".join(f"- {problem}" for problem in result.skipped[:NAMES_SHOWN])
-    more = f"\n- and {len(result.skipped) - NAMES_SHOWN} more" if len(result.skipped) > NAMES_SHOWN else ""
     st.warning(
-        f"{len(result.skipped)} image(s) could not be read and were left out; the others are scored:\n{shown}{more}"
+        f"{len(result.skipped)} image(s) could not be read and were left out; the others are scored:\n"
+        + ui.markdown_list(result.skipped, NAMES_SHOWN)
     )
 for note in result.notes:
     st.info(note)

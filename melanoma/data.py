@@ -77,7 +77,12 @@ class DataError(ValueError):
         self.problems = problems
         shown = problems[:MAX_PROBLEMS_SHOWN]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        super().__init__(f"{len(problems)} problem(s) in the data:\n  " + "\n  ".join(shown) + more)
+        super().__init__(f"{self.summary}\n  " + "\n  ".join(shown) + more)
+
+    @property
+    def summary(self) -> str:
+        """The line above the problems, as the terminal and the app show it."""
+        return f"{len(self.problems)} problem(s) in the data:"
 
 
 @dataclass

@@ -519,3 +519,24 @@ def test_the_page_names_the_problem_in_a_bad_zip(trained_models, monkeypatch):
     assert not at.exception
     assert "mine.zip: no labels.csv at the top of the zip" in at.error[0].value
     assert not at.dataframe
+
+
+def test_the_page_lists_a_zips_problems_one_to_a_line_and_counts_the_rest(trained_models, monkeypatch):
+    """DataError's indented lines ran together into one paragraph in the browser (Markdown)."""
+    from streamlit.testing.v1 import AppTest
+
+    from melanoma.data import MAX_PROBLEMS_SHOWN
+
+    _, output_dir = trained_models
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
+    files = {f"img{i}.jpg": b"x" for i in range(MAX_PROBLEMS_SHOWN + 5)}
+    files["labels.csv"] = labels_csv((f"img{i}", 7) for i in range(len(files)))
+    at = AppTest.from_file("../app.py", default_timeout=300).run()
+    at.switch_page("app_pages/validate.py").run()
+    at.file_uploader[0].set_value(("mine.zip", make_zip(files), "application/zip")).run()
+    assert not at.exception
+    lines = at.error[0].value.splitlines()
+    assert lines[0] == f"{MAX_PROBLEMS_SHOWN + 5} problem(s) in the data:"
+    assert lines[1] == "- labels.csv line 2: label '7' for img0 is not 0 or 1 (1 = melanoma, 0 = other)."
+    assert len(lines) == MAX_PROBLEMS_SHOWN + 2 and lines[-1] == "- and 5 more"
+    assert not at.dataframe
