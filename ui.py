@@ -147,16 +147,19 @@ def describe_reading(name: str, models: list[InstalledModel], spec: CombinedSpec
     return describe(next(entry for entry in models if entry.name == name))
 
 
-def loaded(entries: list[InstalledModel], required: bool = True) -> list[InstalledModel]:
-    """The chosen models whose weights load; one that fails is reported and left out. With none,
-    the page stops where they are `required`, else goes on without them."""
+def loaded(
+    entries: list[InstalledModel], required: bool = True, hint: str = "Choose another model above."
+) -> list[InstalledModel]:
+    """The chosen models whose weights load; one that fails is reported, with the `hint` on what the
+    page does next, and left out. With none, the page stops where they are `required`, else goes on
+    without them."""
     ready = []
     for entry in entries:
         try:
             predictor(entry.name)
             ready.append(entry)
         except ModelUnavailableError as error:
-            st.error(f"{error} Choose another model above.")
+            st.error(f"{error} {hint}")
     if required and not ready:
         st.stop()
     return ready

@@ -48,7 +48,9 @@ except DataError as error:
     ui.refuse(error)
 for warning in labelled.warnings:
     st.warning(warning)
-chosen = ui.loaded(models)
+chosen = ui.loaded(
+    models, hint="It is left out of these results; once it is restored, reload this page to measure it too."
+)
 
 # Scored once per upload and set of models; moving the slider below reruns the page, not the models.
 key = (digest(data), tuple(entry.name for entry in chosen), ui.models_dir())

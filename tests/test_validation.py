@@ -540,3 +540,27 @@ def test_the_page_lists_a_zips_problems_one_to_a_line_and_counts_the_rest(traine
     assert lines[1] == "- labels.csv line 2: label '7' for img0 is not 0 or 1 (1 = melanoma, 0 = other)."
     assert len(lines) == MAX_PROBLEMS_SHOWN + 2 and lines[-1] == "- and 5 more"
     assert not at.dataframe
+
+
+def test_a_model_that_fails_to_load_is_left_out_of_the_results_and_the_page_says_so(
+    trained_models, tmp_path, monkeypatch
+):
+    """The page said "Choose another model above", and it has no model picker."""
+    from streamlit.testing.v1 import AppTest
+
+    data_dir, output_dir = trained_models
+    for name in ("scratch_cnn", "efficientnet_lite0"):
+        shutil.copytree(output_dir / name, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint", "logs"))
+    for item in output_dir.glob("*.keras"):  # the gates' shared feature extractor
+        (tmp_path / item.name).symlink_to(item)
+    card = json.loads((tmp_path / "efficientnet_lite0" / "card.json").read_text())
+    (tmp_path / "efficientnet_lite0" / "card.json").write_text(json.dumps(card | {"sha256": "0" * 64}))
+    monkeypatch.setenv("MELANOMA_MODELS_DIR", str(tmp_path))
+    at = AppTest.from_file("../app.py", default_timeout=300).run()
+    at.switch_page("app_pages/validate.py").run()
+    at.file_uploader[0].set_value(("mine.zip", fixture_zip(data_dir, count=40)[0], "application/zip")).run()
+    assert not at.exception
+    (error,) = [error.value for error in at.error]
+    assert error.startswith("Model efficientnet_lite0 is unavailable: model.keras does not match the sha256")
+    assert error.endswith("It is left out of these results; once it is restored, reload this page to measure it too.")
+    assert list(at.dataframe[0].value.Model) == ["scratch_cnn"]
