@@ -12,6 +12,7 @@ from melanoma.audit import Action, Model
 from melanoma.cases import digest
 from melanoma.data import DataError
 from melanoma.metrics import TARGET_SENSITIVITY
+from melanoma.store import list_models
 from melanoma.validation import (
     NAMES_SHOWN,
     per_image_table,
@@ -66,6 +67,7 @@ if stored is None or stored[0] != key:
             lambda done, total: progress.progress(
                 done / total, text=f"Scored {done} of {total} images with {len(chosen)} models"
             ),
+            installed=[entry.name for entry in list_models(ui.models_dir())],
         )
     except DataError as error:
         ui.refuse(error)

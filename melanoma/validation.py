@@ -31,7 +31,7 @@ import os
 import posixpath
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +75,10 @@ MAX_COMPRESSION_RATIO = 100
 RATIO_CHECKED_ABOVE = 2**20
 SAFE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 CHUNK = 32  # images decoded and scored together; bounds the full-size pixels held at once
+# What to do when the combined reading's models are not all read (each one that failed to load says why).
+COMBINE_AGAIN = (
+    "install or restore those models, or re-run python -m train.combine --data-dir DIR to combine the installed ones"
+)
 
 
 @dataclass(frozen=True)
@@ -475,11 +479,14 @@ def validate(
     combined: CombinedSpec | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    installed: Collection[str] = (),
 ) -> Validation:
     """Score labelled images with every predictor (and their validated combination) and measure them.
 
     An image that does not decode is named in `skipped` and the others are scored. The combined
-    reading is added when every model it reads (`combined.models`) is among the predictors. The results by
+    reading is added when every model it reads (`combined.models`) is among the predictors; a note
+    names each one that is not, as failed to load where it is `installed` (a folder in the models
+    folder), else as not installed. The results by
     diagnosis are added when every scored image has its dx, and a note says why when they are not.
     Raises DataError when the scored images lack a class (no AUC without both).
     """
@@ -524,11 +531,18 @@ def validate(
         missing = [member for member in combined.models if member not in by_name]
         if missing and not set(missing) & set(combined.members):  # as the Diagnose page: the mean, no differential
             notes.append(
-                f"The combined reading has no averaged differential: {', '.join(missing)} could not be loaded."
+                "The combined reading has no averaged differential: of its differential's models, "
+                f"{_why_unread(missing, installed)}. To average it, {COMBINE_AGAIN}."
             )
             combined, missing = dataclasses.replace(combined, differential=None), []
         if missing:
-            notes.append(f"No combined reading: its member(s) {', '.join(missing)} could not be loaded.")
+            melanoma = [member for member in missing if member in combined.members]
+            others = [member for member in missing if member not in combined.members]
+            differential = f"; of its differential's, {_why_unread(others, installed)}" if others else ""
+            notes.append(
+                f"No combined reading: of its melanoma members, {_why_unread(melanoma, installed)}{differential}. "
+                f"To measure it, {COMBINE_AGAIN}."
+            )
         else:
             notes.append(f"The combined reading's row, {combined.legend}")
             results.append(
@@ -541,6 +555,18 @@ def validate(
                 )
             )
     return Validation(scored_images, labels, codes, skipped, results, notes)
+
+
+def _why_unread(names: list[str], installed: Collection[str]) -> str:
+    """'a is not installed and b, c failed to load': why these models were not read."""
+    absent = [name for name in names if name not in installed]
+    failed = [name for name in names if name in installed]
+    reasons = []
+    if absent:
+        reasons.append(f"{', '.join(absent)} {'is' if len(absent) == 1 else 'are'} not installed")
+    if failed:
+        reasons.append(f"{', '.join(failed)} failed to load")
+    return " and ".join(reasons)
 
 
 def validate_folder(

@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
 from melanoma import diagnoses, plots, validation
-from melanoma.combined import CombinedSpec
+from melanoma.combined import CombinedSpec, DifferentialSpec
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.images import read_image
 from melanoma.inference import load_predictor
@@ -113,6 +113,31 @@ def test_a_zip_gives_train_evaluates_numbers_and_the_combined_reading(trained_mo
     assert np.array_equal(
         combined.in_distribution, result.results[0].in_distribution & result.results[1].in_distribution
     )
+
+
+def test_a_combined_reading_left_unread_names_its_models_apart_with_why_and_what_to_do(trained_models):
+    """It said its "member(s)" could not be loaded, listing the differential's with the averaged ones,
+    a model never installed as one that failed, and nothing to do about it."""
+    data_dir, output_dir = trained_models
+    upload = read_zip(fixture_zip(data_dir, count=40)[0])
+    scratch = [load_predictor("scratch_cnn", output_dir)]
+    installed = ["scratch_cnn", "efficientnet_lite0"]
+    differential = DifferentialSpec(("efficientnet_lite0", "gone_dx"), 0.2)
+    spec = CombinedSpec(("scratch_cnn", "efficientnet_lite0", "absent"), 0.3, {}, differential=differential)
+    result = validation.validate(scratch, upload.images, upload.read, spec, installed=installed)
+    assert result.notes[-1] == (
+        "No combined reading: of its melanoma members, absent is not installed and efficientnet_lite0 failed to "
+        "load; of its differential's, gone_dx is not installed. To measure it, install or restore those models, "
+        "or re-run python -m train.combine --data-dir DIR to combine the installed ones."
+    )
+    spec = CombinedSpec(("scratch_cnn",), 0.3, {}, differential=differential)
+    result = validation.validate(scratch, upload.images, upload.read, spec, installed=installed)
+    assert result.notes[-2] == (
+        "The combined reading has no averaged differential: of its differential's models, gone_dx is not "
+        "installed and efficientnet_lite0 failed to load. To average it, install or restore those models, or "
+        "re-run python -m train.combine --data-dir DIR to combine the installed ones."
+    )
+    assert result.results[-1].name == "combined (1 model)"
 
 
 def test_a_corrupt_image_is_reported_and_the_others_are_scored(trained_models):
