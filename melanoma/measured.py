@@ -26,14 +26,11 @@ class Measured:
     metrics: dict  # as metrics.json holds them
     malignant_threshold: float | None = None  # a diagnosis model's
     holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics at a source never seen
+    is_combined: bool = False  # the combined reading, which was never trained itself
 
     @property
     def test_auc(self) -> float | None:
         return self.metrics.get("roc_auc")
-
-    @property
-    def is_combined(self) -> bool:
-        return self.input == COMBINED_INPUT
 
     @classmethod
     def of_model(cls, entry: InstalledModel, metrics: dict | None = None) -> Measured:
@@ -59,4 +56,5 @@ class Measured:
             spec.metrics if metrics is None else metrics,
             spec.malignant_threshold,
             spec.holdout_metrics,
+            is_combined=True,
         )

@@ -1,4 +1,5 @@
-"""Plotly figures and tables for comparing installed models, from their stored artefacts only.
+"""Plotly figures and tables for comparing models: the installed ones from their stored artefacts,
+and on the Validate page every model as measured on a clinician's images (`validation_table`).
 
 Tables whose cells a model may leave unmeasured (the seven-diagnosis columns of a melanoma model)
 hold text, a dash where nothing was measured, so that no page ever shows None or nan.
@@ -34,7 +35,7 @@ def wrapped(text: str, width: int) -> str:
     return "<br>".join(line.replace("_ ", "_") for line in textwrap.wrap(" ".join(words), width))
 
 
-# Higher is better for every column but the Brier score.
+# Higher is better for every column but the Brier score and the calibration error.
 # Each column's path of keys into metrics.json (a path, not a dotted string: "at_0.5" holds a dot).
 METRIC_COLUMNS = {
     "ROC AUC": (("roc_auc",), True),
@@ -142,7 +143,7 @@ def metrics_table(models: list[Measured]) -> pd.DataFrame:
 
 
 def best_per_column(table: pd.DataFrame) -> dict[str, str]:
-    """For each metric column, the model with the best value (lowest for the Brier score)."""
+    """For each metric column, the model with the best value (lowest for the Brier score and the calibration error)."""
     best = {}
     for column, (_, higher_is_better) in METRIC_COLUMNS.items():
         if column not in table:
@@ -414,7 +415,8 @@ def curves_figure(models: list[Measured], kind: str) -> go.Figure:
 
 
 def calibration_figure(models: list[Measured], legend_columns: int = 1) -> go.Figure:
-    """Reliability curves on the test split: calibrated (solid) and, where recorded, the raw output (dotted);
+    """Reliability curves on the images measured (each model's test split, or a clinician's on the Validate
+    page): calibrated (solid) and, where recorded, the raw output (dotted);
     the legend beneath in `legend_columns`, one for each half of the chart's width."""
     figure = go.Figure()
     for index, entry in enumerate(drawn(models, "calibration curves")):

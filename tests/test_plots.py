@@ -5,7 +5,8 @@ import pandas as pd
 
 from melanoma import diagnoses, plots
 from melanoma.card import ModelCard
-from melanoma.measured import COMBINED_INPUT, Measured
+from melanoma.combined import CombinedSpec
+from melanoma.measured import Measured
 from melanoma.store import InstalledModel
 
 CARD = {"sha256": "ab" * 32, "input_size": 96, "threshold": 0.4, "weights_initialisation": "ImageNet"}
@@ -100,7 +101,7 @@ def test_the_combined_rows_validation_auc_is_not_set_beside_its_members_training
     """The column showed the members' best training epoch (raw, Keras) beside the combined reading's
     calibrated flip-averaged AUC (0.950 against 0.92-0.94 at rosendahl): two measures as one."""
     held_out = {"rosendahl": {"roc_auc": 0.7, "n_images": 10, "n_melanoma": 2, "validation_roc_auc": 0.95}}
-    combined = Measured("combined", COMBINED_INPUT, "its members", 0.1, {}, holdout_metrics=held_out)
+    combined = Measured.of_combined(CombinedSpec(("lite",), 0.1, {}, holdout_metrics=held_out))
     table = plots.holdout_table([combined, Measured.of_model(entry("lite", {}, held_out))])
     column = table["Validation ROC AUC (training's best epoch)"]
     assert column.isna().tolist() == [True, False]
