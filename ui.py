@@ -439,7 +439,7 @@ def refuse(error: DataError) -> None:
 def show_table(table: pd.DataFrame, best: dict[str, str] | None = None) -> None:
     """A table of measurements: three decimals, a dash where nothing was measured, and with `best`
     (column → model) each column's best model highlighted."""
-    styled = plots.dash_missing(table).style.format(precision=3)
+    styled = plots.dash_missing(table).style.format(precision=plots.DECIMALS)
     if best:
         styled = styled.apply(
             lambda column: [

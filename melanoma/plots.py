@@ -7,6 +7,7 @@ hold text, a dash where nothing was measured, so that no page ever shows None or
 
 from __future__ import annotations
 
+import numbers
 import textwrap
 
 import pandas as pd
@@ -25,6 +26,7 @@ MATRICES_PER_ROW, TITLE_LINE = 5, 24  # two-class matrices; title characters per
 WIDE_MATRICES_PER_ROW, WIDE_TITLE_LINE = 2, 48  # 7 × 7 diagnosis matrices, at least half the page wide
 TRAINING_METRICS = {"loss": "Loss", "accuracy": "Accuracy", "auc": "AUC"}  # history.csv column: its chart's title
 DASH = "–"  # a value a model did not measure
+DECIMALS = 3  # of every measurement a table shows
 MALIGNANT_TEXT = ", ".join(diagnoses.MALIGNANT)
 
 
@@ -59,7 +61,7 @@ def _get(metrics: dict, *keys: str):
 
 def _number(value: float | None) -> str:
     """Three decimals, or a dash where nothing was measured."""
-    return DASH if value is None else f"{value:.3f}"
+    return DASH if value is None else f"{value:.{DECIMALS}f}"
 
 
 def _interval(interval: list[float] | None) -> str:
@@ -109,15 +111,26 @@ def calibration_summary(effect: dict) -> str:
     )
 
 
+def _text(value: object) -> str:
+    """A cell as a column of text shows it: a measurement to DECIMALS places, a dash for none."""
+    if pd.isna(value):
+        return DASH
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return _number(value)
+    return str(value)
+
+
 def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
     """The table with a dash in every cell nothing was measured for.
 
     Streamlit's grid draws a missing value as "None", whatever a pandas Styler's `na_rep` says; a
-    clinician must read a dash. Columns without gaps keep their type, so they stay right-aligned numbers.
+    clinician must read a dash. A column with a gap becomes text throughout: numbers beside a dash
+    are no Arrow column, and Streamlit logged a traceback converting them on every render. Columns
+    without gaps keep their type, so they stay right-aligned numbers.
     """
     shown = table.copy()
     for column in shown.columns[shown.isna().any()]:
-        shown[column] = shown[column].astype(object).where(shown[column].notna(), DASH)
+        shown[column] = [_text(value) for value in shown[column]]
     return shown
 
 
