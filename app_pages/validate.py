@@ -43,6 +43,7 @@ upload = st.file_uploader(
 if upload is None:
     st.stop()
 data = upload.getvalue()
+sha256 = digest(data)  # once per run: it reads every byte of a zip of up to MAX_ZIP_MB
 try:
     labelled = read_zip(data, upload.name)
 except DataError as error:
@@ -54,7 +55,7 @@ chosen = ui.loaded(
 )
 
 # Scored once per upload and set of models; moving the slider below reruns the page, not the models.
-key = (digest(data), tuple(entry.name for entry in chosen), ui.models_dir())
+key = (sha256, tuple(entry.name for entry in chosen), ui.models_dir())
 stored = st.session_state.get("validation")
 if stored is None or stored[0] != key:
     progress = st.progress(0.0, text="Scoring images…")
@@ -78,7 +79,7 @@ else:
     result = stored[1]
 ui.audit(
     Action.VALIDATION_RUN,
-    sha256=digest(data),
+    sha256=sha256,
     images=len(result.labels),
     models=[Model(entry.name, entry.card.sha256) for entry in chosen],
 )  # before any result is shown
@@ -145,7 +146,7 @@ st.download_button(
     ui.recorded(
         lambda: per_image_table(result).to_csv(index=False).encode(),
         Action.RESULTS_DOWNLOAD,
-        sha256=digest(data),
+        sha256=sha256,
         images=len(result.labels),
     ),
     "validation_results.csv",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
 
-from melanoma import diagnoses, plots, validation
+from melanoma import cases, diagnoses, plots, validation
 from melanoma.combined import CombinedSpec, DifferentialSpec
 from melanoma.data import DataError, load_labelled_images, load_pixels
 from melanoma.images import read_image
@@ -502,15 +502,18 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
 
     data_dir, output_dir = trained_models
     monkeypatch.setenv("MELANOMA_MODELS_DIR", str(output_dir))
-    calls = []
+    calls, hashed = [], []
     original = validation.validate
     monkeypatch.setattr(validation, "validate", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    digest = cases.digest
+    monkeypatch.setattr(cases, "digest", lambda data: hashed.append(len(data)) or digest(data))
     at = AppTest.from_file("../app.py", default_timeout=300).run()
     at.switch_page("app_pages/validate.py").run()
     assert not at.exception
     data, labels = fixture_zip(data_dir, count=60)
     at.file_uploader[0].set_value(("mine.zip", data, "application/zip")).run()
     assert not at.exception and calls == [1]
+    assert hashed == [len(data)]  # the whole upload hashed once per run, not for each use of its digest
     table = at.dataframe[0].value
     spec = CombinedSpec.load(output_dir)
     assert set(table.Model[:-1]) == {*DEFAULT_MODELS, DIAGNOSIS_MODEL}
@@ -529,6 +532,7 @@ def test_the_page_shows_every_model_and_moves_the_threshold_without_rescoring(tr
     at.slider[0].set_value(1.0).run()
     after = at.dataframe[1].value
     assert not at.exception and calls == [1]  # the slider reran the page, not the models
+    assert hashed == [len(data)] * 2
     assert (after["Sensitivity there"] == 1.0).all() and not before.equals(after)
     assert not any(frame.value.isna().any().any() for frame in at.dataframe)  # Streamlit would draw "None"
 
