@@ -1,9 +1,19 @@
 """A training run that would fail after its epochs stops before the first one."""
 
+import keras
+import pytest
+
 from melanoma.models import pretrained
+from melanoma.models.architectures import create_model, get_architecture
 from melanoma.models.pretrained import WeightsUnavailableError
 from tests.synthetic import make_dataset
-from train.run import main
+from train.run import main, missing_prerequisites, parse_args
+
+INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"  # as Keras caches it
+
+
+def offline(*args, **kwargs):
+    raise Exception("URL fetch failure: [Errno -2] Name or service not known")  # what Keras raises offline
 
 
 def test_a_missing_checkpoint_package_stops_the_run_before_training(tmp_path, monkeypatch, capsys):
@@ -104,3 +114,52 @@ def test_a_split_that_leaves_a_part_empty_or_an_output_dir_that_is_a_file_is_ref
     (tmp_path / "file").write_text("notes")
     assert main([*common, "--output-dir", str(tmp_path / "file")]) == 2
     assert "--output-dir" in capsys.readouterr().err and (tmp_path / "file").read_text() == "notes"
+
+
+def test_keras_imagenet_weights_missing_offline_stop_a_study_run_before_training(tmp_path, monkeypatch, capsys):
+    """Offline, `--recipe study --models scratch_cnn,inception_v3` trained and installed scratch_cnn, then
+    stopped when InceptionV3's build could not download its weights."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras").mkdir()
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    data = make_dataset(tmp_path / "data", "generic", n=20)
+    common = ["--data-dir", str(data), "--recipe", "study", "--epochs", "1"]
+    code = main([*common, "--output-dir", str(tmp_path / "new"), "--models", "scratch_cnn,inception_v3"])
+    err = capsys.readouterr().err
+    cached = tmp_path / "keras" / "models" / INCEPTION_FILE
+    assert code == 2 and "this run would fail after training; nothing was trained" in err
+    assert f"inception_v3's initial weights: Keras' ImageNet weights file {cached} is missing" in err
+    for option in (f"copy it into {cached.parent}", "--weights PATH", "--weights none", "out of --models"):
+        assert option in err
+    assert "scratch_cnn's" not in err and not (tmp_path / "new").exists()
+
+    cached.parent.mkdir()
+    cached.write_bytes(b"downloaded elsewhere")
+    assert missing_prerequisites(parse_args([*common, "--models", "scratch_cnn,inception_v3"])) == []
+
+
+def test_a_keras_weights_file_given_by_path_must_exist(tmp_path):
+    common = ["--data-dir", "somewhere", "--models", "efficientnet_b3", "--weights"]
+    [problem] = missing_prerequisites(parse_args([*common, str(tmp_path / "b3.h5")]))
+    assert problem.startswith(f"efficientnet_b3's initial weights: --weights {tmp_path / 'b3.h5'}: no such file")
+    assert "efficientnetb3_notop.h5" in problem
+    (tmp_path / "b3.h5").write_bytes(b"weights")
+    assert missing_prerequisites(parse_args([*common, str(tmp_path / "b3.h5")])) == []
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "efficientnet_b3"])
+def test_the_registry_names_the_weights_file_the_installed_keras_downloads(name, monkeypatch):
+    from keras.src.utils import file_utils
+
+    asked = []
+
+    def record(fname, origin, **kwargs):
+        asked.append((fname, origin, kwargs.get("file_hash")))
+        offline()
+
+    monkeypatch.setattr(file_utils, "get_file", record)
+    architecture = get_architecture(name)
+    with pytest.raises(WeightsUnavailableError):
+        create_model(name, architecture.min_size, weights="imagenet")
+    source = architecture.keras_weights
+    assert asked == [(source.file, source.origin, source.md5)]

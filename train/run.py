@@ -10,6 +10,7 @@ staging folder that replaces the model's folder only once all are written (`trai
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import shlex
@@ -240,8 +241,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
     from train.calibrate import calibrate_outputs, fit_gate
     from train.outputs import record_trained_outputs
 
-    architecture = get_architecture(name)
-    weights = "none" if not architecture.is_transfer else config.weights
+    weights = initial_weights(name, config)
     installed = model_folder(config, name)
     folder = start_staging(installed, config.resume)  # the installed model stays whole until this run is
 
@@ -588,33 +588,42 @@ def model_folder(config: TrainConfig, name: str) -> Path:
     return folder / f"{HOLDOUT_PREFIX}{config.holdout_source}" if config.holdout_source else folder
 
 
+def initial_weights(name: str, config: TrainConfig) -> str:
+    """The weights a model starts from: --weights for a transfer architecture, random initialisation for
+    one trained from scratch whatever --weights says (a study run trains scratch_cnn beside ImageNet ones)."""
+    return config.weights if get_architecture(name).is_transfer else "none"
+
+
 def missing_prerequisites(config: TrainConfig) -> list[str]:
-    """What the run would fail on after its epochs, found before the first: the ImageNet
-    checkpoints it starts from, and the one the out-of-distribution gate's extractor is built
-    from when the output folder has no extractor yet (a whole run must not be lost to a missing package)."""
+    """What the run would fail on after it started, found before the first epoch: the ImageNet
+    weights each model starts from (a packaged checkpoint, or Keras' file, which the next model's
+    build would otherwise download after the first has trained), and the checkpoint the
+    out-of-distribution gate's extractor is built from when the output folder has no extractor yet
+    (a whole run must not be lost to a missing package)."""
     from melanoma.models import pretrained
     from melanoma.ood import FEATURES_FILE, FEATURES_VARIANT
 
-    needed = []  # (variant, weights, what needs them)
-    for name in config.models:
-        architecture = get_architecture(name)
-        if architecture.checkpoint_variant and config.weights != "none":
-            needed.append((architecture.checkpoint_variant, config.weights, f"{name}'s initial weights"))
+    needed = [  # (what needs them, the check)
+        (
+            f"{name}'s initial weights",
+            functools.partial(get_architecture(name).find_weights, initial_weights(name, config)),
+        )
+        for name in config.models
+    ]
     if not (Path(config.output_dir) / FEATURES_FILE).is_file():
         needed.append(
             (
-                FEATURES_VARIANT,
-                "imagenet",
                 f"the out-of-distribution gate's feature extractor ({FEATURES_FILE}, "
                 f"built in {config.output_dir} after the first model trains)",
+                functools.partial(pretrained.resolve, FEATURES_VARIANT, "imagenet"),
             )
         )
     problems = []
     if Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
         problems.append(f"--output-dir {config.output_dir} is a file; give a folder for the models.")
-    for variant, weights, purpose in needed:
+    for purpose, check in needed:
         try:
-            pretrained.resolve(variant, weights)
+            check()
         except WeightsUnavailableError as error:
             problems.append(f"{purpose}: {error}")
     return problems

@@ -19,7 +19,7 @@ from keras import layers
 
 from melanoma.models import efficientnet_lite, pretrained
 from melanoma.models.layers import ShadesOfGray
-from melanoma.models.pretrained import WeightsUnavailableError
+from melanoma.models.pretrained import KerasWeights, WeightsUnavailableError
 
 HEAD_PREFIX = "head_"
 # Keras' default BatchNormalization momentum (0.99) leaves the moving statistics dominated by
@@ -59,6 +59,7 @@ class Architecture:
     gradcam_layer: str  # the last convolutional feature map, for Grad-CAM
     description: str  # the backbone in words; `describe` adds the head
     checkpoint_variant: str | None = None  # ImageNet weights from a packaged checkpoint (melanoma.models.pretrained)
+    keras_weights: KerasWeights | None = None  # else from Keras Applications, downloaded into its cache
 
     def describe(self, classes: int) -> str:
         """The network in words, as a card states it: the backbone and the head the target gives it."""
@@ -68,6 +69,16 @@ class Architecture:
     @property
     def is_transfer(self) -> bool:
         return self.unfreeze_after is not None
+
+    def find_weights(self, weights: str) -> None:
+        """Raise WeightsUnavailableError where the initial weights `weights` cannot be had on this machine:
+        checked before training, since the network is built (and Keras' weights downloaded) after it starts."""
+        if weights in ("none", None):
+            return
+        if self.checkpoint_variant:
+            pretrained.resolve(self.checkpoint_variant, weights)
+        elif self.keras_weights:
+            pretrained.keras_weights_file(self.keras_weights, weights)
 
     def weights_provenance(self, weights: str) -> dict:
         """What the card records about the initial weights: their source and, for files, sha256."""
@@ -231,6 +242,12 @@ register(
         unfreeze_after=("mixed9", "mixed8", "mixed7"),  # the last one, two and three Inception blocks
         gradcam_layer="mixed10",
         description="InceptionV3 (Szegedy et al. 2016)",
+        keras_weights=KerasWeights(
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "bcbd6486424b2319ff4ef7d526e38f63",
+        ),
     )
 )
 register(
@@ -242,6 +259,11 @@ register(
         unfreeze_after=("block6f_add", "block6d_add", "block6c_add"),  # the last 2, 4 and 5 blocks
         gradcam_layer="top_activation",
         description="EfficientNet-B3 (Tan & Le 2019)",
+        keras_weights=KerasWeights(
+            "efficientnetb3_notop.h5",
+            "https://storage.googleapis.com/keras-applications/efficientnetb3_notop.h5",
+            "af6d107764bb5b1abb91932881670226",
+        ),
     )
 )
 for _variant in ("lite0", "lite1", "lite2"):

