@@ -7,7 +7,7 @@ from melanoma.models import pretrained
 from melanoma.models.architectures import create_model, get_architecture
 from melanoma.models.pretrained import WeightsUnavailableError
 from tests.synthetic import make_dataset
-from train.run import main, missing_prerequisites, parse_args
+from train.run import initial_weights, main, missing_prerequisites, model_config, parse_args
 
 INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"  # as Keras caches it
 
@@ -163,3 +163,14 @@ def test_the_registry_names_the_weights_file_the_installed_keras_downloads(name,
         create_model(name, architecture.min_size, weights="imagenet")
     source = architecture.keras_weights
     assert asked == [(source.file, source.origin, source.md5)]
+
+
+def test_the_card_records_the_weights_each_model_started_from():
+    """A study run's card said weights "imagenet" for scratch_cnn beside "random (trained from scratch)"."""
+    config = parse_args(["--data-dir", "somewhere", "--recipe", "study", "--models", "scratch_cnn,inception_v3"])
+    recorded = {name: model_config(config, initial_weights(name, config)) for name in config.models}
+    assert {name: entry["weights"] for name, entry in recorded.items()} == {
+        "scratch_cnn": "none",
+        "inception_v3": "imagenet",
+    }
+    assert recorded["scratch_cnn"]["command"] == config.command and "recipe_values" not in recorded["scratch_cnn"]

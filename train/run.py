@@ -283,7 +283,7 @@ def train_one(name: str, config: TrainConfig, data: LabelledImages, pixel_cache:
         serving=fitted.serving(config.image_size, tta, ood),
         operating=fitted.operating_points(config.target_sensitivity),
         training=training_record(
-            config, data, split, balancing, progress, training_seconds, strategy.num_replicas_in_sync
+            config, weights, data, split, balancing, progress, training_seconds, strategy.num_replicas_in_sync
         ),
     ).save(folder)
     if config.holdout_source:  # its weights stay out of git; its outputs can be committed
@@ -536,6 +536,7 @@ def network_facts(name: str, config: TrainConfig, weights: str, serving_model) -
 
 def training_record(
     config: TrainConfig,
+    weights: str,
     data: LabelledImages,
     split: SplitData,
     balancing: Balance,
@@ -543,12 +544,12 @@ def training_record(
     training_seconds: float,
     replicas: int,
 ) -> Training:
-    """Everything needed to repeat the run and judge it."""
+    """Everything needed to repeat the run and judge it; `weights` are the model's own (`initial_weights`)."""
     from train.schedule import phases_run
 
     return Training(
         recipe=config.recipe_values,
-        config={key: value for key, value in config.to_dict().items() if key != "recipe_values"},
+        config=model_config(config, weights),
         phases=phases_run(progress.history),
         data={
             "source": config.data_dir,
@@ -573,6 +574,14 @@ def training_record(
         command=config.command,
         trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+
+
+def model_config(config: TrainConfig, weights: str) -> dict:
+    """The run's configuration as one model ran it, for its card: --weights as that model used it
+    (`initial_weights`), so that a study run's scratch_cnn does not read "imagenet" beside its random
+    initialisation; the command keeps what was typed."""
+    recorded = {key: value for key, value in config.to_dict().items() if key != "recipe_values"}
+    return {**recorded, "weights": weights}
 
 
 def melanoma_output(network, config: TrainConfig):
