@@ -4,7 +4,13 @@ import keras
 import pytest
 
 from melanoma.config import get_recipe
-from melanoma.models.architectures import base_layers, create_model, get_architecture, set_trainable
+from melanoma.models.architectures import (
+    base_layers,
+    create_model,
+    get_architecture,
+    layers_with_trainable_weights,
+    set_trainable,
+)
 from train.schedule import phases_run, plan_phases
 
 
@@ -28,18 +34,21 @@ def test_scratch_and_unpretrained_networks_train_everything():
 
 
 @pytest.mark.parametrize(
-    "name, size, trainable",
+    "name, size, trainable, learning",
     [
-        ("inception_v3", 75, (31, 62, 82)),
-        ("efficientnet_b3", 32, (31, 61, 76)),
-        ("efficientnet_lite0", 32, (46, 98, 140)),
+        ("inception_v3", 75, (31, 62, 82), (9, 18, 24)),
+        ("efficientnet_b3", 32, (31, 61, 76), (11, 21, 26)),
+        ("efficientnet_lite0", 32, (46, 98, 140), (16, 34, 49)),
     ],
 )
-def test_each_phase_unfreezes_whole_blocks_with_batch_norm_frozen(name, size, trainable):
+def test_each_phase_unfreezes_whole_blocks_with_batch_norm_frozen(name, size, trainable, learning):
+    """set_trainable counts the layers unfrozen, frozen batch normalisation and weightless layers included;
+    `layers_with_trainable_weights` those that learn (the log once read "76 backbone layers trainable")."""
     model = create_model(name, size)
     backbone = base_layers(model)
-    for after, count in zip(get_architecture(name).unfreeze_after, trainable):
+    for after, count, with_weights in zip(get_architecture(name).unfreeze_after, trainable, learning):
         assert set_trainable(model, after, fine_tuning=True) == count
+        assert layers_with_trainable_weights(model) == with_weights
         frozen, tail = backbone[:-count], backbone[-count:]
         assert (frozen[-1].name if frozen else None) == after  # the block boundary, named
         assert not any(layer.trainable for layer in frozen)

@@ -21,7 +21,7 @@ HISTORY_COLUMNS = [
     "epoch",
     "phase",
     "learning_rate",
-    "trainable_layers",
+    "trainable_layers",  # backbone layers unfrozen from the top (set_trainable), not all of them with weights
     "loss",
     "accuracy",
     "auc",

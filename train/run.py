@@ -420,7 +420,7 @@ def train_phases(
     Updates `progress` after every phase."""
     import keras
 
-    from melanoma.models.architectures import set_trainable
+    from melanoma.models.architectures import layers_with_trainable_weights, set_trainable
     from train.callbacks import EpochRecorder
     from train.pipeline import evaluation_batches, training_batches
     from train.schedule import plan_phases
@@ -457,7 +457,8 @@ def train_phases(
                 compiled_for = (phase.unfreeze_after, phase.fine_tuning)
         print(
             f"[{name}] phase {phase.index}: epochs {phase.start_epoch + 1}-{phase.end_epoch}, "
-            f"learning rate {phase.learning_rate:g}, {trainable} backbone layers trainable"
+            f"learning rate {phase.learning_rate:g}, {trainable} backbone layers unfrozen from the top, of which "
+            f"{layers_with_trainable_weights(model)} have trainable weights"
         )
         # The stream starts at this phase's first epoch: what each epoch sees depends on the seed
         # and the epoch alone, not on how many fit calls or resumes came before.

@@ -295,7 +295,9 @@ def base_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def set_trainable(model: keras.Model, unfreeze_after: str | None, fine_tuning: bool) -> int:
     """Make the backbone trainable after the layer `unfreeze_after` (all of it when None); return how
-    many backbone layers that is. The head always trains.
+    many backbone layers that unfreezes from the top, counted whole: fine-tuning's frozen batch
+    normalisation and the layers without weights (activations, adds) included, so it says where the
+    frozen part ends, not how many layers learn (`layers_with_trainable_weights`). The head always trains.
 
     Fine-tuning a pretrained backbone keeps its batch normalisation frozen, and a frozen BN layer runs
     in inference mode in Keras 3, so small batches cannot wreck the pretrained statistics.
@@ -315,3 +317,10 @@ def set_trainable(model: keras.Model, unfreeze_after: str | None, fine_tuning: b
         if layer.name.startswith(HEAD_PREFIX):
             layer.trainable = True
     return len(backbone) - first
+
+
+def layers_with_trainable_weights(model: keras.Model) -> int:
+    """How many backbone layers have weights that train as the model is set now: `set_trainable`'s count
+    less frozen batch normalisation and the layers without weights (EfficientNet-B3's last phase
+    unfreezes 76 layers, of which 26 learn)."""
+    return sum(1 for layer in base_layers(model) if layer.trainable_weights)
