@@ -52,7 +52,11 @@ class Recipe:
     notes: str = ""
 
     def phase_starts(self, epochs: int) -> list[int]:
-        return [round(fraction * epochs) for fraction in self.phase_fractions]
+        """The epoch each phase starts at, its fraction of the run rounded; the first phase keeps at least
+        the first epoch, so a run too short for every phase trains the first ones in order (a 1-epoch run
+        rounded 0.4 down and trained at the second phase's rate with its blocks unfrozen)."""
+        first, *later = [round(fraction * epochs) for fraction in self.phase_fractions]
+        return [first, *(max(start, first + 1) for start in later)]
 
 
 RECIPES = {

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from melanoma.config import get_recipe
+from melanoma.config import RECIPES, get_recipe
 from melanoma.models.architectures import (
     base_layers,
     create_model,
@@ -23,6 +23,30 @@ def test_study_recipe_phases_for_inception():
         (0, 10, 1e-4, "mixed9", True),
         (10, 20, 5e-5, "mixed8", True),
         (20, 25, 1e-5, "mixed7", True),
+    ]
+
+
+def test_a_short_run_trains_the_first_phases_in_order():
+    """A 1-epoch run rounded the second phase's start (0.4) down to 0, dropped the first phase and trained
+    at the second phase's rate with its blocks unfrozen."""
+    recipe, inception = get_recipe("study"), get_architecture("inception_v3")
+
+    def planned(epochs):
+        phases = plan_phases(inception, epochs, recipe.phase_starts(epochs), recipe.learning_rates, pretrained=True)
+        return [(p.index, p.start_epoch, p.end_epoch, p.learning_rate, p.unfreeze_after) for p in phases]
+
+    assert planned(1) == [(0, 0, 1, 1e-4, "mixed9")]
+    assert planned(2) == [(0, 0, 1, 1e-4, "mixed9"), (1, 1, 2, 5e-5, "mixed8")]
+    assert planned(3) == [(0, 0, 1, 1e-4, "mixed9"), (1, 1, 2, 5e-5, "mixed8"), (2, 2, 3, 1e-5, "mixed7")]
+    # every longer run, the shipped recipes' lengths among them, keeps the rounded fractions
+    for name in RECIPES:
+        fractions = get_recipe(name).phase_fractions
+        for epochs in range(2, 101):
+            assert get_recipe(name).phase_starts(epochs) == [round(f * epochs) for f in fractions], (name, epochs)
+    assert [get_recipe(name).phase_starts(get_recipe(name).epochs) for name in ("study", "cpu", "cpu_transfer")] == [
+        [0, 10, 20],
+        [0, 5, 10],
+        [0, 6, 13],
     ]
 
 
