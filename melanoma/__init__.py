@@ -3,6 +3,4 @@
 Importing this package never imports Streamlit, and TensorFlow only where a module needs it.
 """
 
-MELANOMA = 1
-OTHER = 0
 __version__ = "0.1.0"

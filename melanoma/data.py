@@ -104,9 +104,6 @@ class LabelledImages:
         """Whether every image has its diagnosis code, as training a diagnosis model needs."""
         return diagnoses_problem(self.table, "") is None
 
-    def diagnosis_counts(self) -> dict[str, int]:
-        return {code: int((self.table.dx == code).sum()) for code in diagnoses.CODES}
-
 
 def diagnoses_problem(table: pd.DataFrame, needs: str) -> str | None:
     """What `needs` the diagnosis of every image of `table` lacks (the images without a dx, and how
