@@ -3,6 +3,7 @@ exit status 2, before they score, fit or write anything."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,16 @@ def contents(models: Path, model: str = MODEL) -> dict[str, tuple]:
     """What train.calibrate would change: the files' bytes, and their inodes (a rewrite of the same bytes
     replaces the file)."""
     return {name: ((models / model / name).read_bytes(), (models / model / name).stat().st_ino) for name in WRITTEN}
+
+
+def test_gate_check_without_scikit_image_is_refused_rather_than_checking_fewer_images(tmp_path, monkeypatch, capsys):
+    """With requirements-train.txt alone it checked 17 of its 35 images and printed rates like the full set's."""
+    monkeypatch.setitem(sys.modules, "skimage", None)  # not installed
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    assert gate_check(["--data-dir", str(tmp_path), "--models-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: train.gate_check shows each gate 18 photographs that scikit-image ships")
+    assert "pip install -r requirements-train.txt" in error
 
 
 @pytest.mark.parametrize(
