@@ -27,6 +27,9 @@ class Measured:
     malignant_threshold: float | None = None  # a diagnosis model's
     holdout_metrics: dict[str, dict] = field(default_factory=dict)  # source -> metrics at a source never seen
     is_combined: bool = False  # the combined reading, which was never trained itself
+    # The bootstrap seed of its intervals: a model's training seed, with which train.run measured its
+    # metrics.json, so that measuring its test split again repeats them.
+    seed: int = 0
 
     @property
     def test_auc(self) -> float | None:
@@ -43,6 +46,7 @@ class Measured:
             entry.metrics if metrics is None else metrics,
             entry.malignant_threshold,
             entry.holdout_metrics,
+            seed=entry.card.training.seed,
         )
 
     @classmethod

@@ -437,12 +437,12 @@ def _result(
 ) -> ModelResult:
     """The metrics of one model (or the combined reading); where `codes` gives every image's diagnosis,
     also those by diagnosis, under the keys metrics.json holds them, so the pages read both alike."""
-    metrics = evaluate_predictions(labels, scores.melanoma, shown.threshold)
+    metrics = evaluate_predictions(labels, scores.melanoma, shown.threshold, seed=shown.seed)
     if codes is not None:
         metrics["flagged_by_diagnosis"] = flagged_by_diagnosis(codes, scores.melanoma, shown.threshold)
         if scores.diagnoses is not None:
             metrics["diagnoses"] = evaluate_diagnoses(
-                codes, scores.diagnoses, shown.malignant_threshold, predicted=scores.predicted
+                codes, scores.diagnoses, shown.malignant_threshold, seed=shown.seed, predicted=scores.predicted
             )
     return ModelResult(
         shown.name,

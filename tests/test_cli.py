@@ -83,15 +83,31 @@ def test_evaluate_recomputes_metrics_on_a_labelled_folder(trained_models, tmp_pa
     assert metrics["n_images"] == 120 and metrics["roc_auc"] > 0.9
 
 
-def test_evaluate_on_the_models_own_test_split_repeats_the_training_runs_metrics(trained_models, capsys):
+def test_evaluate_on_the_models_own_test_split_repeats_the_training_runs_metrics(
+    trained_models, tmp_path, capsys, monkeypatch
+):
+    """Intervals included: they were bootstrapped with seed 0 against the run's own seed (the fixture's 1;
+    shipped scratch_cnn's ROC AUC interval read [0.8179, 0.8762] against metrics.json's [0.8154, 0.8765])."""
+    from melanoma import validation
+
+    seeds, measure = [], validation.evaluate_predictions
+    monkeypatch.setattr(
+        validation, "evaluate_predictions", lambda *args, seed=0: seeds.append(seed) or measure(*args, seed=seed)
+    )
     data_dir, output_dir = trained_models
     common = ["--model", "scratch_cnn", "--models-dir", str(output_dir), "--data-dir", str(data_dir)]
-    assert evaluate.main([*common, "--split", "test"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    assert evaluate.main([*common, "--split", "test", "--out", str(tmp_path / "metrics.json")]) == 0
+    assert seeds == [1]  # the fixture's test AUC is 1.0, whose interval is [1, 1] whatever the seed
+    printed = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after "wrote ..."
     shipped = json.loads((output_dir / "scratch_cnn" / "metrics.json").read_text())
     split = pd.read_csv(output_dir / "scratch_cnn" / "split.csv")
     assert printed["n_images"] == shipped["n_images"] == (split.split == "test").sum()
     assert printed["roc_auc"] == pytest.approx(shipped["roc_auc"], abs=1e-6)
+    measured = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.loads((output_dir / "scratch_cnn" / "card.json").read_text())["seed"] == 1
+    assert measured["ci95"].keys() == shipped["ci95"].keys()
+    for key, interval in shipped["ci95"].items():
+        assert measured["ci95"][key] == pytest.approx(interval, abs=1e-6), key
 
 
 def test_evaluate_on_a_split_refuses_a_folder_without_its_images(trained_models, tmp_path, capsys):
