@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
 from melanoma.card import ServingSpec
-from melanoma.metrics import threshold_for_sensitivity
+from melanoma.metrics import at_threshold, threshold_for_sensitivity
 from train.calibrate import calibrate_and_evaluate
 
 
@@ -67,6 +67,17 @@ def test_calibrate_and_evaluate_reports_before_and_after_and_thresholds_on_the_c
             "mean_predicted": pytest.approx(predicted.tolist()),
             "fraction_melanoma": pytest.approx(fraction.tolist()),
         }
+
+
+def test_calibrate_and_evaluate_keeps_the_studys_measures_of_the_raw_outputs():
+    """The study's table reads the raw sigmoid outputs at 0.5; metrics.json's own at_0.5 and means are calibrated."""
+    (y_val, p_val), (y_test, p_test) = overconfident(1500, 2), overconfident(1500, 3)
+    _, _, metrics = calibrate_and_evaluate({"val": y_val, "test": y_test}, {"val": p_val, "test": p_test}, 0.9)
+    assert metrics["uncalibrated"] == {
+        "at_0.5": at_threshold(y_test, p_test, 0.5),
+        "mean_probability_by_label": {"0": p_test[y_test == 0].mean(), "1": p_test[y_test == 1].mean()},
+    }
+    assert metrics["uncalibrated"]["at_0.5"] != metrics["at_0.5"]  # calibration moved the decisions at 0.5
 
 
 def test_serving_spec_round_trips_and_reads_cards_written_before_it():

@@ -53,6 +53,11 @@ from melanoma.store import (
 )
 from train.tools import add_target_sensitivity_option, chosen_models, installed_models_parser, trained_data
 
+# metrics.json's key for the study's own measures (its table compares raw sigmoid outputs), taken
+# on the raw test outputs: every other measure there is on the calibrated ones.
+UNCALIBRATED = "uncalibrated"
+UNCALIBRATED_MEASURES = ("at_0.5", "mean_probability_by_label")
+
 
 def calibrate_and_evaluate(
     labels: dict[str, np.ndarray], raw: dict[str, np.ndarray], target_sensitivity: float, seed: int = 0
@@ -60,7 +65,8 @@ def calibrate_and_evaluate(
     """Fit calibration on validation, threshold on calibrated validation, metrics on calibrated test.
 
     Returns (calibration, threshold, metrics); metrics also says what calibration changed on the
-    test split (expected calibration error and Brier score before and after).
+    test split (expected calibration error and Brier score before and after), and keeps the
+    study's measures of the raw outputs (`UNCALIBRATED`), which calibration would otherwise hide.
     """
     calibration = fit_platt(labels["val"], raw["val"])
     calibrated = {split: calibration(probabilities) for split, probabilities in raw.items()}
@@ -77,6 +83,7 @@ def calibrate_and_evaluate(
         "validation_ece_after": expected_calibration_error(labels["val"], calibrated["val"]),
     }
     metrics["calibration_before"] = before["calibration"]
+    metrics[UNCALIBRATED] = {key: before[key] for key in UNCALIBRATED_MEASURES}
     return calibration, threshold, metrics
 
 
