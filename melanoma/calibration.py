@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-EPSILON = 1e-7
+EPSILON = 1e-7  # how far from 0 and 1 a probability is kept before a log: numpy's and the models' graphs alike
 ECE_BINS = 15
 
 

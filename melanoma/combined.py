@@ -37,7 +37,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from melanoma import diagnoses
-from melanoma.calibration import clipped_logit
+from melanoma.calibration import EPSILON, clipped_logit
 from melanoma.card import json_object, names, proportion
 from melanoma.cases import Decision, not_recognised, percent_apart
 from melanoma.images import to_model_input
@@ -347,7 +347,7 @@ def combined_diagnoses(member_diagnoses: list[np.ndarray], melanoma: np.ndarray)
     its melanoma column the combined melanoma probability and the other diagnoses sharing the rest in
     the mean's proportions, so the differential and the combined verdict never say two numbers."""
     mean = mean_probability(member_diagnoses)
-    return diagnoses.with_melanoma_probability(np.log(np.clip(mean, diagnoses.EPSILON, 1.0)), melanoma)
+    return diagnoses.with_melanoma_probability(np.log(np.clip(mean, EPSILON, 1.0)), melanoma)
 
 
 def averaged_scores(members: list[Scores], melanoma: np.ndarray) -> Scores:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from melanoma.calibration import EPSILON
+
 CODES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 MELANOMA = "MEL"
 # Skin cancers: melanoma, basal cell carcinoma, and actinic keratosis / Bowen's disease
@@ -29,7 +31,6 @@ NAMES = {
     "VASC": "vascular lesion (angioma, angiokeratoma, pyogenic granuloma, haemorrhage)",
 }
 ALLOWED_TEXT = ", ".join(CODES)
-EPSILON = 1e-7
 
 
 def parse_code(value: str) -> str | None:

@@ -98,3 +98,12 @@ def test_a_perfectly_separated_validation_split_gives_a_finite_map():
     assert 0 < calibration.slope < 50  # steep, finite, and the ranking kept
     calibrated = calibration(np.array([0.5]))[0]
     assert 0.01 < calibrated < 0.99
+
+
+def test_the_graphs_platt_layer_clips_and_maps_like_numpys_platt_scaling():
+    from melanoma.models.layers import PlattOutput
+
+    scaling = PlattScaling(slope=0.7, intercept=-1.3)
+    probabilities = np.array([0.0, 1e-9, 0.2, 0.5, 0.9, 1.0], np.float32)
+    in_graph = np.asarray(PlattOutput(scaling.slope, scaling.intercept)(probabilities[:, None]))[:, 0]
+    np.testing.assert_allclose(in_graph, scaling(probabilities), rtol=1e-5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from melanoma.calibration import EPSILON
+
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class ShadesOfGray(keras.layers.Layer):
@@ -63,7 +65,7 @@ class PlattOutput(keras.layers.Layer):
         self.slope, self.intercept, self.log_odds = float(slope), float(intercept), bool(log_odds)
 
     def call(self, probabilities):
-        p = ops.clip(ops.cast(probabilities, "float32"), 1e-7, 1.0 - 1e-7)
+        p = ops.clip(ops.cast(probabilities, "float32"), EPSILON, 1.0 - EPSILON)
         odds = self.slope * ops.log(p / (1.0 - p)) + self.intercept
         return odds if self.log_odds else ops.sigmoid(odds)
 
