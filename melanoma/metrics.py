@@ -120,7 +120,8 @@ def roc_auc_interval(y_true: np.ndarray, y_prob: np.ndarray, n: int = 1000, seed
         below = np.cumsum(negatives, axis=1) - negatives
         pairs = (positives * (below + 0.5 * negatives)).sum(axis=1)
         samples.append(pairs[both] / (n_pos * n_neg)[both])
-    return [float(np.percentile(np.concatenate(samples), 2.5)), float(np.percentile(np.concatenate(samples), 97.5))]
+    low, high = np.percentile(np.concatenate(samples), [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def _thin(points: np.ndarray, limit: int = 200) -> list:
