@@ -17,6 +17,20 @@ EPSILON = 1e-7  # how far from 0 and 1 a probability is kept before a log: numpy
 ECE_BINS = 15
 
 
+def finite_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """The model's outputs as float64; ValueError when any is NaN or infinite, which no sort, bin or fit
+    may quietly place (a NaN sorts first and lowers the sensitivity a threshold reaches)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(probabilities)))
+    if bad:
+        raise ValueError(
+            f"expected finite probabilities from the model; {bad} of {probabilities.size} outputs are NaN or "
+            "infinite, so its weights are probably damaged (a diverged run or a corrupt file). Retrain it with "
+            "python -m train.run."
+        )
+    return probabilities
+
+
 def clipped_logit(probabilities: np.ndarray) -> np.ndarray:
     """log(p / (1 − p)), with p kept EPSILON away from 0 and 1 so that no log-odds is infinite."""
     p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
@@ -52,7 +66,7 @@ def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "v
     rounds every probability to 0 or 1. Soft targets are fitted as each image twice, once per
     class, weighted by its target.
     """
-    labels = np.asarray(labels).astype(int)
+    labels, probabilities = np.asarray(labels).astype(int), finite_probabilities(probabilities)
     if labels.min() == labels.max():
         raise ValueError("cannot calibrate: the validation split holds only one class.")
     positives, negatives = int(labels.sum()), int((1 - labels).sum())
@@ -68,7 +82,7 @@ def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "v
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |fraction of melanomas − mean probability| over equal-width bins, weighted by bin size."""
-    labels, probabilities = np.asarray(labels, dtype=np.float64), np.asarray(probabilities, dtype=np.float64)
+    labels, probabilities = np.asarray(labels, dtype=np.float64), finite_probabilities(probabilities)
     index = np.minimum((probabilities * bins).astype(int), bins - 1)
     error = 0.0
     for b in range(bins):

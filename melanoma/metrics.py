@@ -21,7 +21,7 @@ from sklearn.metrics import (
 )
 
 from melanoma import diagnoses
-from melanoma.calibration import expected_calibration_error
+from melanoma.calibration import expected_calibration_error, finite_probabilities
 
 # The operating-threshold rule everywhere (training, recalibration, the combined reading, the
 # Validate page's default): the highest threshold whose validation sensitivity reaches this.
@@ -40,7 +40,7 @@ def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: fl
     at 0 any would."""
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity must be in (0, 1], such as 0.9 for 90 %; got {target}.")
-    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
+    y_true, y_prob = np.asarray(y_true), finite_probabilities(y_prob)
     positives = np.sort(y_prob[y_true == 1])[::-1]
     if len(positives) == 0:
         raise ValueError("cannot choose a threshold: the validation split has no melanoma.")
@@ -135,7 +135,7 @@ def _thin(points: np.ndarray, limit: int = 200) -> list:
 def evaluate_predictions(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, seed: int = 0) -> dict:
     """Everything metrics.json holds about one model on one labelled split."""
     y_true = np.asarray(y_true).astype(int)
-    y_prob = np.asarray(y_prob, dtype=np.float64)
+    y_prob = finite_probabilities(y_prob)
     fpr, tpr, _ = roc_curve(y_true, y_prob)
     precision, recall, _ = precision_recall_curve(y_true, y_prob)
     prob_true, prob_pred = calibration_curve(y_true, y_prob, n_bins=10, strategy="uniform")
@@ -260,7 +260,7 @@ def reliability_evidence(labels: np.ndarray, probabilities: np.ndarray, bins: in
     contradict the calibrated number beside it; equal-count bins give every statement about 1/bins
     of the lesions (validation and test together: calibration was fitted on validation alone).
     """
-    labels, probabilities = np.asarray(labels).astype(int), np.asarray(probabilities, dtype=np.float64)
+    labels, probabilities = np.asarray(labels).astype(int), finite_probabilities(probabilities)
     order = np.argsort(probabilities, kind="stable")
     rows = []
     for chunk in np.array_split(order, min(bins, len(order))):

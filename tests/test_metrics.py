@@ -14,10 +14,12 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from melanoma.calibration import expected_calibration_error, fit_platt
 from melanoma.metrics import (
     confidence_intervals,
     evaluate_predictions,
     proportion_interval,
+    reliability_evidence,
     roc_auc_interval,
     threshold_for_sensitivity,
 )
@@ -123,3 +125,22 @@ def test_sensitivity_and_specificity_intervals_are_wilsons_and_not_degenerate_at
     expected = binomtest(27, 30).proportion_ci(method="wilson")
     assert intervals["specificity"] == pytest.approx([expected.low, expected.high])
     assert proportion_interval(0, 0) is None
+
+
+@pytest.mark.parametrize(
+    "measure",
+    [
+        threshold_for_sensitivity,
+        expected_calibration_error,
+        reliability_evidence,
+        fit_platt,
+        lambda labels, probabilities: evaluate_predictions(labels, probabilities, 0.5),
+    ],
+    ids=["threshold", "ece", "reliability evidence", "platt", "evaluate"],
+)
+def test_a_nan_or_infinite_output_is_refused_with_its_count_not_sorted_or_binned_away(predictions, measure):
+    y, p = predictions
+    damaged = p.copy()
+    damaged[np.flatnonzero(y)[:2]] = [np.nan, np.inf]  # a NaN melanoma sorted first lowered the sensitivity reached
+    with pytest.raises(ValueError, match="2 of 500 outputs are NaN or infinite.*Retrain"):
+        measure(y, damaged)
