@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -59,16 +60,55 @@ def file_stem(image_name: str, dicom: DicomInfo | None = None) -> str:
     return (valid_uid(dicom.sop_instance_uid) or "dicom-image") if dicom else PurePath(image_name).stem
 
 
+def _to_8_bits(array: np.ndarray) -> np.ndarray:
+    """High-bit-depth or float samples stretched from their lowest to their highest onto 0-255: data of
+    fewer bits than their container (a 12-bit sensor's in 16) keep their contrast instead of going dark."""
+    array = np.asarray(array, dtype=np.float64)
+    low, high = float(array.min()), float(array.max())
+    scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
+    return np.round(scaled).astype(np.uint8)
+
+
+def _rescaled_note(stored: str) -> str:
+    return f"{stored} high-bit-depth image rescaled to 8 bits"
+
+
+def _sixteen_bit_colour(image: Image.Image) -> str | None:
+    """How a PNG or TIFF stores its 16-bit-per-channel RGB(A) samples ("RGB;16B"), or None for any other image.
+
+    Pillow opens such a file as 8-bit RGB(A), keeping each sample's high byte only; its undecoded
+    tile still says how the samples are stored (a BMP's "BGR;16" is 16 bits per pixel, not per channel)."""
+    if image.format not in ("PNG", "TIFF") or image.mode not in ("RGB", "RGBA") or not image.tile:
+        return None
+    args = image.tile[0].args
+    stored = args if isinstance(args, str) else next(iter(args or ()), "")
+    return stored if isinstance(stored, str) and ";16" in stored else None
+
+
+def _full_depth_colour(data: bytes, image: Image.Image) -> Image.Image:
+    """The 16-bit colour image in `data` decoded at full depth (OpenCV: Pillow keeps the high byte) and
+    rescaled to 8 bits like a 16-bit grey one; its alpha, if any, scaled as is, and its EXIF kept for
+    the orientation."""
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = (image.height, image.width, len(image.mode))
+    if decoded is None or decoded.dtype != np.uint16 or decoded.shape != expected:
+        found = "nothing" if decoded is None else f"{decoded.dtype} samples of shape {decoded.shape}"
+        raise ValueError(f"expected 16-bit samples of shape {expected} at full depth; OpenCV decoded {found}")
+    channels = [_to_8_bits(decoded[..., 2::-1])]  # OpenCV's BGR(A) order
+    if image.mode == "RGBA":
+        channels.append(np.round(decoded[..., 3:] / 257.0).astype(np.uint8))
+    full_depth = Image.fromarray(np.concatenate(channels, axis=-1), mode=image.mode)
+    full_depth.info["exif"] = image.getexif().tobytes()
+    return full_depth
+
+
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """Convert any PIL mode to 8-bit RGB, scaling 16-bit and float data instead of clipping it."""
     notes: list[str] = []
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
-        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
-        notes.append(f"{mode} high-bit-depth image rescaled to 8 bits")
+        image = Image.fromarray(_to_8_bits(np.asarray(image)), mode="L")
+        notes.append(_rescaled_note(mode))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -138,6 +178,9 @@ def decode_image(data: bytes, name: str = "image") -> DecodedImage:
             if getattr(image, "n_frames", 1) > 1:
                 notes.append(f"animated or multi-page file: only the first of {image.n_frames} frames used")
                 image.seek(0)
+            if stored := _sixteen_bit_colour(image):  # before the transposition, which drops the stored layout
+                image = _full_depth_colour(data, image)
+                notes.append(_rescaled_note(stored))
             transposed = ImageOps.exif_transpose(image)
             if transposed is not None and transposed.size != image.size:
                 notes.append("rotated according to its EXIF orientation")

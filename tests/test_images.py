@@ -1,7 +1,10 @@
 """Decoding: every odd file a camera or PACS export produces is converted correctly or refused clearly."""
 
 import io
+import struct
+import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -96,6 +99,52 @@ def test_16_bit_images_are_rescaled_not_clipped(fmt):
     row = decoded.pixels[0, :, 0].astype(int)
     # The ramp stays a ramp: clipping at 255 would keep both ends and the order, and flatten all the rest.
     assert np.abs(row - np.linspace(0, 255, 64)).max() <= 1
+
+
+def colour_at_depth(pixels: np.ndarray, bits: int, extension: str) -> bytes:
+    """8-bit RGB(A) pixels as a 16-bit-per-channel file whose colour samples use `bits` of the 16 (its alpha all
+    16, as PNG defines opaque); OpenCV writes BGR."""
+    samples = (pixels.astype(np.uint32) * (2**bits - 1) // 255).astype(np.uint16)
+    samples[..., 3:] = pixels[..., 3:].astype(np.uint16) * 257
+    order = [2, 1, 0, 3][: pixels.shape[-1]]
+    return cv2.imencode(extension, samples[..., order])[1].tobytes()
+
+
+def full_range_colours(seed: int = 0) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    pixels[0, 0], pixels[-1, -1] = 0, 255  # spanning 0-255, so the rescale from lowest to highest is exact
+    return pixels
+
+
+@pytest.mark.parametrize("extension", [".png", ".tiff"])
+@pytest.mark.parametrize("bits", [12, 15, 16])
+def test_16_bit_colour_is_decoded_at_full_depth_not_by_its_high_byte(extension, bits):
+    """Pillow kept each sample's high byte: 12-bit data came out 16 times too dark, 15-bit at half brightness."""
+    pixels = full_range_colours()
+    decoded = decode_image(colour_at_depth(pixels, bits, extension))
+    assert np.abs(decoded.pixels.astype(int) - pixels).max() <= 1
+    assert any(note.startswith("RGB;16") and "rescaled to 8 bits" in note for note in decoded.notes)
+
+
+def test_16_bit_colour_with_alpha_is_flattened_and_keeps_its_exif_orientation():
+    pixels = np.dstack([full_range_colours(), np.full((40, 60), 255, np.uint8)])
+    pixels[:16, :16] = (255, 0, 0, 255)  # a red marker in the stored top-left corner
+    pixels[-8:, -8:, 3] = 0  # transparent: white once flattened
+    png = colour_at_depth(pixels, 12, ".png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    chunk = b"eXIf" + payload
+    chunk = struct.pack(">I", len(payload)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    decoded = decode_image(png[:33] + chunk + png[33:])  # after the signature and the IHDR chunk
+    assert decoded.pixels.shape == (60, 40, 3)
+    assert tuple(decoded.pixels[5, -6]) == (255, 0, 0) and tuple(decoded.pixels[-3, 3]) == (255, 255, 255)
+    assert np.abs(decoded.pixels[20:40, 10:30].astype(int) - np.rot90(pixels[10:30, 20:40, :3], -1)).max() <= 1
+    assert decoded.notes == (
+        "RGBA;16B high-bit-depth image rescaled to 8 bits",
+        "rotated according to its EXIF orientation",
+        "transparency flattened onto white",
+    )
 
 
 def test_cmyk_jpeg_converts_to_rgb():
