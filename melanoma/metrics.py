@@ -48,6 +48,20 @@ def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: fl
     return float(positives[max(needed, 1) - 1])
 
 
+def both_classes(y_true: np.ndarray) -> np.ndarray:
+    """The labels as booleans; ValueError when the split holds melanomas only or none, which leaves no ROC
+    AUC to measure (scikit-learn gives NaN with a warning, and the bootstrap an IndexError)."""
+    y_true = np.asarray(y_true).astype(bool)
+    melanomas = int(y_true.sum())
+    if melanomas in (0, len(y_true)):
+        raise ValueError(
+            f"expected melanomas and other lesions in the split; it holds {melanomas} melanomas and "
+            f"{len(y_true) - melanomas} other lesions, so no ROC AUC can be measured. Measure on a split with both "
+            "(a held-out source must have both)."
+        )
+    return y_true
+
+
 def at_threshold(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict:
     """Confusion matrix and the rates a clinician reads, for `probability >= threshold`."""
     y_pred = (np.asarray(y_prob) >= threshold).astype(int)
@@ -104,7 +118,7 @@ def roc_auc_interval(y_true: np.ndarray, y_prob: np.ndarray, n: int = 1000, seed
     resample without both classes is left out.
     """
     rng = np.random.default_rng(seed)
-    y_true, y_prob = np.asarray(y_true).astype(bool), np.asarray(y_prob, dtype=np.float64)
+    y_true, y_prob = both_classes(y_true), np.asarray(y_prob, dtype=np.float64)
     size = len(y_true)
     order = np.argsort(y_prob, kind="stable")
     scores, melanoma = y_prob[order], y_true[order]
@@ -134,7 +148,7 @@ def _thin(points: np.ndarray, limit: int = 200) -> list:
 
 def evaluate_predictions(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, seed: int = 0) -> dict:
     """Everything metrics.json holds about one model on one labelled split."""
-    y_true = np.asarray(y_true).astype(int)
+    y_true = both_classes(y_true).astype(int)
     y_prob = finite_probabilities(y_prob)
     fpr, tpr, _ = roc_curve(y_true, y_prob)
     precision, recall, _ = precision_recall_curve(y_true, y_prob)

@@ -144,3 +144,16 @@ def test_a_nan_or_infinite_output_is_refused_with_its_count_not_sorted_or_binned
     damaged[np.flatnonzero(y)[:2]] = [np.nan, np.inf]  # a NaN melanoma sorted first lowered the sensitivity reached
     with pytest.raises(ValueError, match="2 of 500 outputs are NaN or infinite.*Retrain"):
         measure(y, damaged)
+
+
+@pytest.mark.parametrize(
+    "measure",
+    [roc_auc_interval, lambda y, p: evaluate_predictions(y, p, 0.5), lambda y, p: confidence_intervals(y, p, 0.5)],
+    ids=["auc interval", "evaluate", "confidence intervals"],
+)
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_split_of_one_class_is_refused_with_its_counts_not_an_index_error(predictions, measure, label):
+    _, p = predictions
+    counts = "0 melanomas and 500 other lesions" if label == 0 else "500 melanomas and 0 other lesions"
+    with pytest.raises(ValueError, match=f"it holds {counts}, so no ROC AUC can be measured. Measure on a split"):
+        measure(np.full(len(p), label), p)

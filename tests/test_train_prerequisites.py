@@ -61,7 +61,6 @@ def test_a_run_that_builds_its_own_gate_extractor_says_how_to_install_its_models
 
 
 def test_emphasis_is_read_as_diagnosis_factors_and_refused_where_it_cannot_apply(capsys):
-    import pytest
 
     from train.run import parse_args
 
@@ -83,7 +82,6 @@ def test_emphasis_is_read_as_diagnosis_factors_and_refused_where_it_cannot_apply
 def test_numbers_out_of_range_are_usage_errors_before_anything_runs(capsys):
     """--epochs 0 trained the recipe's epochs, --target-sensitivity 1.5 crashed after training (and
     replaced model.keras), --learning-rates 0,0,0 trained nothing and exited 0."""
-    import pytest
 
     from train.run import parse_args
 
@@ -174,3 +172,20 @@ def test_the_card_records_the_weights_each_model_started_from():
         "inception_v3": "imagenet",
     }
     assert recorded["scratch_cnn"]["command"] == config.command and "recipe_values" not in recorded["scratch_cnn"]
+
+
+def test_a_held_out_source_without_melanomas_stops_the_run_before_training(tmp_path, monkeypatch, capsys):
+    """The run trained every epoch and then died in the metrics with an IndexError (no ROC AUC without melanomas)."""
+    import train.run
+
+    data = make_dataset(tmp_path / "data", "generic", n=30)
+    labels = (data / "labels.csv").read_text().splitlines()
+    # clinic_b's melanomas become other lesions: the held-out test split has none.
+    relabelled = [row.replace(",1,", ",0,") if row.endswith("clinic_b") else row for row in labels]
+    (data / "labels.csv").write_text("\n".join(relabelled) + "\n")
+    monkeypatch.setattr(train.run, "start_or_resume", lambda *args: pytest.fail("trained before checking the split"))
+    common = ["--data-dir", str(data), "--models", "scratch_cnn", "--weights", "none", "--epochs", "1"]
+    assert main([*common, "--output-dir", str(tmp_path / "out"), "--holdout-source", "clinic_b"]) == 2
+    error = capsys.readouterr().err
+    assert "the split leaves test without melanomas or without other lesions" in error
+    assert "'test': {'other': 10, 'melanoma': 0}" in error and "instead of 'clinic_b'" in error

@@ -135,6 +135,19 @@ def prepare_split(data: LabelledImages, config: TrainConfig, folder: Path) -> pd
                 "Train on more images, or give each part a share with --split."
             ]
         )
+    one_class = [part for part in ("val", "test") if table.label[table.split == part].nunique() < 2]
+    if one_class:  # calibration needs both on validation, the metrics on test: found only after training
+        advice = (
+            f"Hold out a source that has both instead of {config.holdout_source!r}"
+            if config.holdout_source
+            else "Train on more images, or give that part a larger share with --split"
+        )
+        raise DataError(
+            [
+                f"the split leaves {' and '.join(one_class)} without melanomas or without other lesions "
+                f"({split_counts(table)}): calibration needs both on validation, and the metrics on test. {advice}."
+            ]
+        )
     atomic_write(path, lambda p: table[["image_id", "group", "label", "dx", "source", "split"]].to_csv(p, index=False))
     return table[table.split != "excluded"]
 
