@@ -246,6 +246,43 @@ def test_calibrate_refuses_a_collapsed_network_and_writes_nothing(trained_models
     assert contents(models) == before
 
 
+@pytest.mark.parametrize("failure", ["model.keras changed", "card.json unwritable"])
+def test_a_recalibration_that_fails_before_its_end_leaves_the_installed_model_as_it_was(
+    trained_models, tmp_path, capsys, monkeypatch, failure
+):
+    """The new ood.npz was written into the model folder before the weights' check and the card: a refusal
+    that said "nothing was written" left a card whose gate sha256 no longer matched, and the model unloadable."""
+    import train.calibrate
+    from melanoma.card import ModelCard
+    from melanoma.inference import load_predictor
+
+    data_dir, output_dir = trained_models
+    models = own_models(output_dir, tmp_path)
+    before = contents(models)
+    if failure == "model.keras changed":
+        real = train.calibrate.sha256_of
+        monkeypatch.setattr(
+            train.calibrate, "sha256_of", lambda path: "0" * 64 if path.name == "model.keras" else real(path)
+        )
+    else:
+
+        def unwritable(card, folder):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(ModelCard, "save", unwritable)
+    arguments = ["--models-dir", str(models), "--data-dir", str(data_dir), "--models", MODEL]
+    if failure == "model.keras changed":
+        assert calibrate(arguments) == 2
+        assert "model.keras changed while calibrating; nothing was written" in capsys.readouterr().err
+    else:
+        with pytest.raises(OSError, match="disk full"):
+            calibrate(arguments)
+    assert contents(models) == before
+    assert sorted(path.name for path in (models / MODEL).iterdir() if path.name.startswith(".")) == []
+    monkeypatch.undo()
+    assert load_predictor(MODEL, models).name == MODEL
+
+
 @pytest.mark.parametrize("dx", ["no dx column", "one empty dx"])
 def test_calibrating_a_diagnosis_model_needs_every_diagnosis_before_scoring(
     trained_models, tmp_path, capsys, monkeypatch, dx

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from melanoma import diagnoses
 from melanoma.calibration import PlattScaling, expected_calibration_error, fit_platt
-from melanoma.card import OperatingPoints, ServingSpec
+from melanoma.card import CARD_FILE, OperatingPoints, ServingSpec
 from melanoma.data import DataError, diagnoses_problem, load_pixels, split_images
 from melanoma.diagnoses import ClassCalibration, fit_class_calibration
 from melanoma.files import sha256_of, write_json
@@ -163,12 +164,20 @@ GATE_FILE = "ood.npz"
 GATE_TRAINING_IMAGES = 3000  # plenty for 64 principal directions; keeps the fit to a minute on a CPU
 
 
-def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_dir: Path, seed: int = 0) -> dict:
+def fit_gate(
+    train_paths: list[str],
+    val_paths: list[str],
+    folder: Path,
+    models_dir: Path,
+    seed: int = 0,
+    written_to: Path | None = None,
+) -> dict:
     """Fit the gate in ImageNet features on (a sample of) the training images, threshold it on
     validation, save it beside the model (and the shared extractor in the models folder, once).
 
     Returns the card's serving.ood entry: the files (relative to the model folder), their sha256
-    and what the gate was fitted on.
+    and what the gate was fitted on. `written_to` is where the gate file is written when not yet in
+    the model folder (recalibration moves it there with the card).
     """
     features_path = ensure_imagenet_features(models_dir)
     rng = np.random.default_rng(seed)
@@ -182,7 +191,7 @@ def fit_gate(train_paths: list[str], val_paths: list[str], folder: Path, models_
         raise DataError([f"{folder}: {error}"]) from None
     return {
         "file": GATE_FILE,
-        "sha256": gate.save(folder / GATE_FILE),
+        "sha256": gate.save(written_to or folder / GATE_FILE),
         "features": os.path.relpath(features_path, folder),
         "features_sha256": sha256_of(features_path),
         "method": f"Mahalanobis distance in the top {len(gate.variances)} principal directions of ImageNet "
@@ -265,19 +274,33 @@ def recalibrate_installed(
     for key in ("split", "validation_roc_auc"):
         if key in entry.metrics:
             metrics[key] = entry.metrics[key]
-    ood = kept_gate or fit_gate(
-        list(parts["train"].path), list(parts["val"].path), entry.folder, Path(models_dir), seed
-    )
-    tta = predictor.serving.test_time_augmentation
-    card = replace(
-        entry.card,
-        serving=fitted.serving(entry.input_size, tta, ood),
-        operating=fitted.operating_points(target_sensitivity),
-    )
-    if sha256_of(entry.folder / MODEL_FILE) != card.sha256:
-        raise ModelUnavailableError(f"{entry.name}: {MODEL_FILE} changed while calibrating; nothing was written.")
-    write_json(entry.folder / METRICS_FILE, metrics)
-    card.save(entry.folder)
+    # Every file is written beside the model first and moved in only once all are: a refusal or a
+    # failure before then leaves the installed gate, metrics and card as they were, and matching.
+    with tempfile.TemporaryDirectory(dir=entry.folder, prefix=".calibrating-") as prepared:
+        prepared = Path(prepared)
+        ood = kept_gate or fit_gate(
+            list(parts["train"].path),
+            list(parts["val"].path),
+            entry.folder,
+            Path(models_dir),
+            seed,
+            written_to=prepared / GATE_FILE,
+        )
+        tta = predictor.serving.test_time_augmentation
+        card = replace(
+            entry.card,
+            serving=fitted.serving(entry.input_size, tta, ood),
+            operating=fitted.operating_points(target_sensitivity),
+        )
+        if sha256_of(entry.folder / MODEL_FILE) != card.sha256:
+            raise ModelUnavailableError(f"{entry.name}: {MODEL_FILE} changed while calibrating; nothing was written.")
+        write_json(prepared / METRICS_FILE, metrics)
+        card.save(prepared)
+        for written in ([] if kept_gate else [GATE_FILE]) + [
+            METRICS_FILE,
+            CARD_FILE,
+        ]:  # the card, naming the gate, last
+            os.replace(prepared / written, entry.folder / written)
     return metrics["calibration_effect"]
 
 
