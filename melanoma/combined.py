@@ -121,10 +121,15 @@ class DifferentialSpec:
 
 
 def _members(value: object, key: str) -> tuple[str, ...]:
-    """The models a combination averages: at least one, each by name."""
+    """The models a combination averages: at least one, each by name and once (a repeated one would
+    weigh more in the mean), none the combined reading itself (which would read itself without end)."""
     members = names(value, key)
     if not members:
         raise ValueError(f"{key} must name at least one model; found none")
+    if repeated := sorted({member for member in members if members.count(member) > 1}):
+        raise ValueError(f"{key} must name each model once; found {', '.join(map(repr, repeated))} more than once")
+    if COMBINED_NAME in members:
+        raise ValueError(f"{key} must name installed models; found {COMBINED_NAME!r}, the combined reading itself")
     return members
 
 

@@ -465,6 +465,13 @@ STORED = {"members": ["efficientnet_lite0"], "threshold": 0.1, "metrics": {"roc_
         ({**STORED, "members": []}, "members must name at least one model; found none"),
         ({**STORED, "members": "efficientnet_lite0"}, "members must be a list of names; found 'efficientnet_lite0'"),
         ({**STORED, "members": [1]}, "members must be a list of names"),
+        # A repeated member weighed double in the mean; the combined reading as a member recursed without end.
+        ({**STORED, "members": ["a", "a", "b"]}, "members must name each model once; found 'a' more than once"),
+        ({**STORED, "members": ["combined"]}, "members must name installed models; found 'combined', the combined"),
+        (
+            {**STORED, "differential": {"members": ["a", "a"], "malignant_threshold": 0.5}},
+            "differential.members must name each model once",
+        ),
         ({**STORED, "metrics": {}}, "metrics.roc_auc must be a number from 0 to 1; found None"),
         ({**STORED, "metrics": []}, "metrics must be a JSON object; found []"),
         ({**STORED, "metrics": {"roc_auc": "0.9"}}, "metrics.roc_auc must be a number from 0 to 1; found '0.9'"),
