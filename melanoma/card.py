@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from melanoma.calibration import PlattScaling
-from melanoma.diagnoses import CODES, ClassCalibration
+from melanoma.diagnoses import CODES, MALIGNANT, ClassCalibration
 from melanoma.files import read_json_object, write_json
 
 CARD_FILE = "card.json"
@@ -281,12 +281,19 @@ class ModelCard:
         if not isinstance(card["sha256"], str):
             raise ValueError(f"sha256 must be text (model.keras' sha256); found {card['sha256']!r:.80}")
         name = card.get("name", folder_name)
+        serving, operating = ServingSpec.from_card(card), _operating_points(card)
+        if serving.is_diagnosis and operating.malignant_threshold is None:  # its skin-cancer verdict compares with it
+            raise ValueError(
+                "a diagnosis model's card (serving.classes lists its diagnoses) must have malignant_threshold, its "
+                f"threshold on P({' + '.join(MALIGNANT)}); found none. Fit it with python -m train.calibrate "
+                f"--models {name} --data-dir DIR."
+            )
         return cls(
             name=name,
             sha256=card["sha256"],
             network=_section(Network, {"architecture_name": name, **card}),
-            serving=ServingSpec.from_card(card),
-            operating=_operating_points(card),
+            serving=serving,
+            operating=operating,
             training=_section(Training, card),
             version=card.get("version"),
         )

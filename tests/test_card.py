@@ -1,9 +1,12 @@
 """The card's words for how its weights were trained."""
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
-from melanoma.card import Training, read_card
+import pytest
+
+from melanoma.card import ModelCard, Training, read_card
 from melanoma.config import TrainConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -51,3 +54,17 @@ def test_a_shipped_card_says_which_of_its_recipes_values_the_command_line_change
         "0.0001 (epochs 1–8), 0.0001 (epochs 9–16), 5e-05 (epochs 17–20) (the recipe's own: input 160 px, a full "
         "pass of the training split per epoch, 16 epochs, learning rates 0.0003 / 0.0001 / 3e-05)"
     )
+
+
+def test_every_shipped_diagnosis_card_has_its_malignant_threshold():
+    cards = [read_card(folder) for folder in sorted(MODELS.iterdir()) if (folder / "card.json").is_file()]
+    diagnosis = [card for card in cards if card.serving.is_diagnosis]
+    assert diagnosis and all(0 < card.operating.malignant_threshold < 1 for card in diagnosis)
+
+
+def test_a_diagnosis_card_without_its_malignant_threshold_is_refused_saying_how_to_fit_it():
+    """It was listed as available, and its metrics then crashed with a TypeError (None compared with a probability)."""
+    card = json.loads((MODELS / "efficientnet_lite0_diagnosis" / "card.json").read_text())
+    del card["malignant_threshold"], card["malignant_threshold_rule"]
+    with pytest.raises(ValueError, match="must have malignant_threshold.*python -m train.calibrate --models efficie"):
+        ModelCard.from_dict(card, "efficientnet_lite0_diagnosis")
