@@ -61,8 +61,15 @@ def file_stem(image_name: str, dicom: DicomInfo | None = None) -> str:
 
 
 def _to_8_bits(array: np.ndarray) -> np.ndarray:
-    """High-bit-depth or float samples stretched from their lowest to their highest onto 0-255: data of
-    fewer bits than their container (a 12-bit sensor's in 16) keep their contrast instead of going dark."""
+    """High-bit-depth samples onto 0-255 by the bit depth they use: the fewest bits, at least 8, that hold
+    their highest value, so a 12-bit sensor's data in a 16-bit container is not darkened, and an image
+    converted up from 8 bits reads as its original (a stretch from lowest to highest would change its
+    contrast, and with it the score). Float samples, which have no bit depth, are stretched from their
+    lowest to their highest."""
+    if np.issubdtype(np.asarray(array).dtype, np.integer):
+        array = np.clip(np.asarray(array, dtype=np.float64), 0, None)
+        bits = max(8, int(np.ceil(np.log2(float(array.max()) + 1.0))))
+        return np.round(array / (2.0**bits - 1.0) * 255.0).astype(np.uint8)
     array = np.asarray(array, dtype=np.float64)
     low, high = float(array.min()), float(array.max())
     scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0

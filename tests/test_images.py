@@ -126,6 +126,15 @@ def test_16_bit_colour_is_decoded_at_full_depth_not_by_its_high_byte(extension, 
     assert any(note.startswith("RGB;16") and "rescaled to 8 bits" in note for note in decoded.notes)
 
 
+@pytest.mark.parametrize("bits", [12, 16])
+def test_16_bit_colour_that_spans_part_of_its_range_keeps_its_contrast(bits):
+    """A stretch from the lowest to the highest sample turned a dermoscopic image's 40-200 into 0-255: a
+    15-bit copy of a naevus then scored 0.202 against its original's 0.128."""
+    pixels = np.random.default_rng(1).integers(40, 201, (40, 60, 3), dtype=np.uint8)
+    decoded = decode_image(colour_at_depth(pixels, bits, ".png"))
+    assert np.abs(decoded.pixels.astype(int) - pixels).max() <= 1
+
+
 def test_16_bit_colour_with_alpha_is_flattened_and_keeps_its_exif_orientation():
     pixels = np.dstack([full_range_colours(), np.full((40, 60), 255, np.uint8)])
     pixels[:16, :16] = (255, 0, 0, 255)  # a red marker in the stored top-left corner
