@@ -296,10 +296,8 @@ def recalibrate_installed(
             raise ModelUnavailableError(f"{entry.name}: {MODEL_FILE} changed while calibrating; nothing was written.")
         write_json(prepared / METRICS_FILE, metrics)
         card.save(prepared)
-        for written in ([] if kept_gate else [GATE_FILE]) + [
-            METRICS_FILE,
-            CARD_FILE,
-        ]:  # the card, naming the gate, last
+        moved = ([] if kept_gate else [GATE_FILE]) + [METRICS_FILE, CARD_FILE]  # the card, naming the gate, last
+        for written in moved:
             os.replace(prepared / written, entry.folder / written)
     return metrics["calibration_effect"]
 
