@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 EPSILON = 1e-7  # how far from 0 and 1 a probability is kept before a log: numpy's and the models' graphs alike
 ECE_BINS = 15
@@ -66,37 +65,19 @@ def fit_platt(labels: np.ndarray, probabilities: np.ndarray, fitted_on: str = "v
     split that the model separates perfectly gives a steep but finite slope rather than a map that
     rounds every probability to 0 or 1. Soft targets are fitted as each image twice, once per
     class, weighted by its target.
-
-    A map that reverses the ranking is refused: outputs that are all the same (a network that has
-    not learned), and a slope at or below 0 (one that ranks the validation melanomas lower than the
-    rest), would otherwise read a higher output as a lower melanoma probability.
     """
     labels, probabilities = np.asarray(labels).astype(int), finite_probabilities(probabilities)
     if labels.min() == labels.max():
         raise ValueError("cannot calibrate: the validation split holds only one class.")
-    logits = clipped_logit(probabilities)
-    if logits.min() == logits.max():
-        raise ValueError(
-            f"cannot calibrate: expected validation outputs that differ between images, but all {len(logits)} are "
-            f"{probabilities[0]:.7g}, so the model has not learned to tell images apart. Retrain it with "
-            "python -m train.run."
-        )
     positives, negatives = int(labels.sum()), int((1 - labels).sum())
     targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    logits = clipped_logit(probabilities)[:, None]
     regression = LogisticRegression(C=np.inf, max_iter=1000).fit(
-        np.concatenate([logits, logits])[:, None],
+        np.concatenate([logits, logits]),
         np.r_[np.ones(len(labels)), np.zeros(len(labels))],
         sample_weight=np.r_[targets, 1 - targets],
     )
-    slope = float(regression.coef_[0, 0])
-    if slope <= 0:
-        raise ValueError(
-            f"cannot calibrate: expected a positive slope, but the fit on the validation split gives {slope:.3g}, "
-            f"which would reverse the ranking; the validation ROC AUC is {roc_auc_score(labels, probabilities):.3f}, "
-            "so the model does not separate melanoma from the other lesions on validation. Retrain it with "
-            "python -m train.run."
-        )
-    return PlattScaling(slope, float(regression.intercept_[0]), fitted_on=fitted_on)
+    return PlattScaling(float(regression.coef_[0, 0]), float(regression.intercept_[0]), fitted_on=fitted_on)
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float:

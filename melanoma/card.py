@@ -63,19 +63,6 @@ def _calibration(value: object, key: str, fields: tuple[str, ...]) -> dict | Non
     return section
 
 
-def _platt(value: object) -> PlattScaling:
-    """The melanoma probability's Platt scaling; a slope at or below 0 is refused: it would read a higher
-    network output as a lower melanoma probability."""
-    scaling = PlattScaling.from_dict(_calibration(value, "serving.calibration", ("slope", "intercept")))
-    if not _is_number(scaling.slope) or scaling.slope <= 0:
-        raise ValueError(
-            f"serving.calibration.slope must be a number above 0; found {scaling.slope!r:.80}, which reverses the "
-            "ranking (a higher network output would read as a lower melanoma probability). Recalibrate the model "
-            "with python -m train.calibrate, or retrain it."
-        )
-    return scaling
-
-
 def _input_size(value: object, key: str) -> int:
     if not _is_number(value) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{key} must be a whole number of pixels, at least 1; found {value!r:.80}")
@@ -118,13 +105,14 @@ class ServingSpec:
                 f"serving.test_time_augmentation must be true or false; found {serving['test_time_augmentation']!r:.80}"
             )
         classes = names(serving.get("classes") or [], "serving.classes")
+        calibration = _calibration(serving.get("calibration"), "serving.calibration", ("slope", "intercept"))
         class_calibration = _calibration(
             serving.get("class_calibration"), "serving.class_calibration", ("temperature", "biases")
         )
         return cls(
             _input_size(serving["input_size"], "serving.input_size"),
             serving["test_time_augmentation"],
-            _platt(serving.get("calibration")),
+            PlattScaling.from_dict(calibration),
             _ood(serving.get("ood")),
             classes,
             ClassCalibration.from_dict(class_calibration) if classes else None,

@@ -124,15 +124,11 @@ def calibrate_outputs(
     gets the melanoma model's Platt step and threshold; its softmax a temperature and per-class
     biases, and P(skin cancer) a second threshold by the same sensitivity rule; the test metrics
     gain the multi-class ones. Where the test images' diagnoses are known (`codes`), the metrics
-    say what fraction of each diagnosis the melanoma threshold flags. Outputs that cannot be
-    calibrated are a DataError, which train.run and train.calibrate report before writing anything.
+    say what fraction of each diagnosis the melanoma threshold flags.
     """
     is_diagnosis = next(iter(raw.values())).ndim == 2
     melanoma_raw = {split: diagnoses.melanoma_column(outputs) for split, outputs in raw.items()}
-    try:
-        calibration, threshold, metrics = calibrate_and_evaluate(labels, melanoma_raw, target_sensitivity, seed=seed)
-    except ValueError as error:  # outputs no calibration can rank (a collapsed or damaged network): refused whole
-        raise DataError([str(error)]) from None
+    calibration, threshold, metrics = calibrate_and_evaluate(labels, melanoma_raw, target_sensitivity, seed=seed)
     metrics["reliability_evidence"] = reliability_evidence(
         np.concatenate([labels["val"], labels["test"]]),
         calibration(np.concatenate([melanoma_raw["val"], melanoma_raw["test"]])),
