@@ -66,11 +66,11 @@ def _to_8_bits(array: np.ndarray) -> np.ndarray:
     converted up from 8 bits reads as its original (a stretch from lowest to highest would change its
     contrast, and with it the score). Float samples, which have no bit depth, are stretched from their
     lowest to their highest."""
-    if np.issubdtype(np.asarray(array).dtype, np.integer):
-        array = np.clip(np.asarray(array, dtype=np.float64), 0, None)
-        bits = max(8, int(np.ceil(np.log2(float(array.max()) + 1.0))))
-        return np.round(array / (2.0**bits - 1.0) * 255.0).astype(np.uint8)
-    array = np.asarray(array, dtype=np.float64)
+    samples = np.asarray(array)
+    array = samples.astype(np.float64)
+    if np.issubdtype(samples.dtype, np.integer):
+        bits = max(8, int(np.ceil(np.log2(max(float(array.max()), 0.0) + 1.0))))
+        return np.round(np.clip(array, 0, None) / (2.0**bits - 1.0) * 255.0).astype(np.uint8)
     low, high = float(array.min()), float(array.max())
     scaled = np.zeros_like(array) if high <= low else (array - low) / (high - low) * 255.0
     return np.round(scaled).astype(np.uint8)
